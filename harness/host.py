@@ -1,0 +1,97 @@
+"""The real ComfyUI 0.3.75, in this process: boot it on the isolated base directory, load the pack as a custom node
+from custom_nodes/, and run API-format prompts through ComfyUI's own validator and executor.
+
+    from harness import host
+    host.boot()                       # idempotent
+    outputs = host.run_prompt(graph)  # {node_id: ui-output dict}; raises PromptError on validation/execution errors
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+
+from .paths import BASE, COMFY, PACK_LINK_NAME
+
+_booted = False
+
+
+class PromptError(RuntimeError):
+    def __init__(self, message: str, details=None):
+        super().__init__(message)
+        self.details = details
+
+
+class _ServerStub:
+    """What PromptExecutor needs of a PromptServer: it records the events it is sent."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.events: list[tuple[str, dict]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.events.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+def boot() -> None:
+    """Import ComfyUI on CPU with the base directory of set-up, and load custom nodes (the pack among them)."""
+    global _booted
+    if _booted:
+        return
+    if not (COMFY / "main.py").exists() or not (BASE / "custom_nodes" / PACK_LINK_NAME).exists():
+        raise RuntimeError("The host is not set up: run `python3 harness/setup_host.py` (make test does).")
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 2))
+    if str(COMFY) not in sys.path:
+        sys.path.insert(0, str(COMFY))
+    from comfy.cli_args import args
+    args.cpu = True
+    args.base_directory = str(BASE)
+    args.disable_api_nodes = True
+    import utils.extra_config  # noqa: F401  (before `nodes`, or `utils` resolves to comfy/utils.py)
+    import folder_paths
+    import nodes
+
+    assert os.path.samefile(folder_paths.base_path, BASE), folder_paths.base_path
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    from . import pack_node_ids
+    missing = [n for n in pack_node_ids() if n not in nodes.NODE_CLASS_MAPPINGS]
+    if missing:
+        raise RuntimeError(f"the pack did not load (missing {missing}); see the 'IMPORT FAILED' log above")
+    _booted = True
+
+
+def node_class(node_id: str):
+    import nodes
+    return nodes.NODE_CLASS_MAPPINGS[node_id]
+
+
+def run_prompt(prompt: dict, prompt_id: str | None = None) -> dict:
+    """Validate and execute an API-format prompt with the real executor; return the outputs' ui dicts."""
+    boot()
+    import execution
+
+    prompt_id = prompt_id or uuid.uuid4().hex
+    valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    if not valid[0]:
+        raise PromptError(f"prompt invalid: {valid[1]}", valid[3])
+    server = _ServerStub()
+    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+    executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=valid[2])
+    if not executor.success:
+        errors = [d for e, d in server.events if e == "execution_error"]
+        msg = errors[0].get("exception_message", "?") if errors else "unknown"
+        raise PromptError(f"execution failed: {msg}", errors)
+    return executor.history_result["outputs"]
+
+
+def graph():
+    """A fresh GraphBuilder (API-format prompt builder)."""
+    boot()
+    from comfy_execution.graph_utils import GraphBuilder
+    return GraphBuilder()

@@ -1,0 +1,22 @@
+"""ComfyUI node classes (V3 schema). Nodes translate ComfyUI types to calls into samplers/, hooks/ and optim/;
+no math lives here."""
+from __future__ import annotations
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
+from .report import ReconstructionReport
+
+NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, ReconstructionReport]
+
+
+class InvEditExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> InvEditExtension:
+    return InvEditExtension()

@@ -1,0 +1,84 @@
+"""DDIM inversion nodes: a one-node inverter and the same inversion as a SAMPLER."""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io
+
+from ..samplers.comfy_sampler import (INVERSION_KEY, DDIMInversionSampler, inversion_metadata, model_family,
+                                      require_latent_channels, require_vp_model)
+from .common import CATEGORY, display, node_id
+
+
+class DDIMInvert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("DDIMInvert"),
+            display_name=display("DDIM Invert"),
+            category=f"{CATEGORY}/inversion",
+            description=(
+                "Deterministic DDIM inversion: turns an image latent into the noise latent from which the stock "
+                "samplers regenerate it. Feed the output to SamplerCustom (add_noise off) or KSamplerAdvanced "
+                "(add_noise disable) with the SAME sigmas/scheduler, sampler euler or ddim, and the same model, "
+                "prompts and cfg. cfg 1 reconstructs best; larger cfg drifts (use EDICT for exact inversion)."),
+            inputs=[
+                io.Model.Input("model", tooltip="The model to invert with (SD1.x/SD2.x/SDXL; not flow models)."),
+                io.Conditioning.Input("positive", tooltip="The prompt describing the image (or an empty prompt)."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt; only used when cfg != 1."),
+                io.Latent.Input("latent", tooltip="The image latent to invert (VAE Encode output)."),
+                io.Sigmas.Input("sigmas", tooltip=(
+                    "Noise levels, e.g. from BasicScheduler; regenerate with exactly the same list. A "
+                    "FlipSigmas'd list works too.")),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
+                    "Classifier-free guidance scale used while inverting; regenerate with the same value. "
+                    "1.0 gives the most faithful reconstruction.")),
+            ],
+            outputs=[io.Latent.Output(display_name="noise_latent", tooltip=(
+                "The inverted noise, in VAE space, with the inversion settings attached."))],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, sigmas, cfg) -> io.NodeOutput:
+        who = display("DDIM Invert")
+        require_vp_model(model.get_model_object("model_sampling"), model_family(model), who)
+        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        require_latent_channels(samples, model, who)
+
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        x0_output: dict = {}
+        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, x0_output)
+        noise = torch.zeros_like(samples)
+        inverted = guider.sample(noise, samples, DDIMInversionSampler(), sigmas, callback=callback,
+                                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+        out = latent.copy()
+        out["samples"] = inverted.to(comfy.model_management.intermediate_device())
+        out[INVERSION_KEY] = inversion_metadata(model, sigmas, cfg, samples.shape)
+        return io.NodeOutput(out)
+
+
+class SamplerDDIMInversion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("SamplerDDIMInversion"),
+            display_name=display("DDIM Inversion Sampler"),
+            category=f"{CATEGORY}/inversion",
+            description=(
+                "DDIM inversion as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: the sampler node's output "
+                "is the noise latent of the input image. Use DisableNoise (or add_noise off): inversion ignores "
+                "added noise. Give it the same sigmas the regeneration will use."),
+            inputs=[],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
+        return io.NodeOutput(DDIMInversionSampler())
