@@ -84,7 +84,7 @@ def run_prompt(prompt: dict, prompt_id: str | None = None) -> dict:
     executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
     executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=valid[2])
     if not executor.success:
-        errors = [d for e, d in server.events if e == "execution_error"]
+        errors = [d for e, d in executor.status_messages if e == "execution_error"]
         msg = errors[0].get("exception_message", "?") if errors else "unknown"
         raise PromptError(f"execution failed: {msg}", errors)
     return executor.history_result["outputs"]

@@ -8,7 +8,8 @@ What it does, each part skipped when its stamp says nothing changed:
      broken extra_model_paths.yaml deleted;
   3. an isolated base directory .host/base (models/, custom_nodes/, input/, output/, temp/, user/) with this pack
      linked into custom_nodes/;
-  4. the tiny SD1.5-detectable model files (harness/tiny_models.py), written by the venv's python;
+  4. the tiny SD1.5-detectable model files (harness/tiny_models.py) and the example input image
+     (harness/inputs.py), written by the venv's python;
   5. with --browser: Debian's chromium for the end-to-end tests (apt-get, only when /usr/bin/chromium is missing).
 
 Usage: python3 harness/setup_host.py [--browser] [--quiet]
@@ -158,6 +159,16 @@ def ensure_models() -> None:
     log(f"tiny models written in {time.time() - t:.1f} s")
 
 
+def ensure_inputs() -> None:
+    gen = ROOT / "harness" / "inputs.py"
+    stamp = BASE / "input" / ".inputs-stamp"
+    want = digest(gen.read_bytes())
+    if stamp_ok(stamp, want):
+        return
+    run([venv_python(), str(gen), str(BASE / "input")])
+    stamp.write_text(want)
+
+
 def ensure_browser() -> None:
     if shutil.which("chromium") or Path("/usr/bin/chromium").exists():
         log("chromium present")
@@ -182,6 +193,7 @@ def main() -> None:
     ensure_comfyui()
     ensure_base()
     ensure_models()
+    ensure_inputs()
     if a.browser:
         ensure_browser()
     info = {"venv": str(VENV), "comfyui": str(COMFY), "base": str(BASE), "seconds": round(time.time() - t, 1)}

@@ -26,9 +26,10 @@ def model_family(model_patcher) -> str:
 def require_vp_model(model_sampling, family: str, who: str) -> None:
     """Refuse flow-matching models, whose coordinates (x = (1−σ)x0 + σε) the DDIM formulas do not cover."""
     if isinstance(model_sampling, comfy.model_sampling.CONST):
-        raise ValueError(f"{who}: {family} is a flow-matching model (SD3/Flux family); DDIM inversion supports "
-                         f"ε- and v-prediction models (SD1.x, SD2.x, SDXL) only for now. Use an SD1.5/SDXL "
-                         f"checkpoint.")
+        raise ValueError(f"{who}: this is a flow-matching model ({family} sampled with "
+                         f"{type(model_sampling).__name__}, as SD3/Flux or a ModelSamplingSD3/Flux patch make it); "
+                         f"DDIM inversion supports ε- and v-prediction models (SD1.x, SD2.x, SDXL) only for now. "
+                         f"Use an SD1.5/SDXL checkpoint without a flow sampling patch.")
 
 
 def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> None:
