@@ -21,7 +21,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .paths import BASE, COMFY, VENV
+from .paths import BASE, COMFY, HOST, VENV
 
 
 class ServerError(RuntimeError):
@@ -43,7 +43,8 @@ class ComfyServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output_dir = Path(output_dir) if output_dir else None
-        self.log_path = Path(log_path) if log_path else BASE / "temp" / f"server-{self.port}.log"
+        # not under BASE/temp: ComfyUI empties temp/ at start and exit
+        self.log_path = Path(log_path) if log_path else HOST / "logs" / f"server-{self.port}.log"
         self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
         self.client_id = uuid.uuid4().hex

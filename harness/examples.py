@@ -1,0 +1,113 @@
+"""Sources of the shipped example workflows, as API-format graphs.
+
+`python -m harness.examples` turns each into the UI-format JSON in example_workflows/ through the real frontend
+(app.loadApiJson + graph.serialize, see harness/frontend.py), so the shipped files are exactly what ComfyUI's own
+"Save" writes. The files name what a user has (an SD1.5 checkpoint file name, an input image); the harness maps
+those names to the tiny embedded model and the example image without editing the JSON.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from .paths import EXAMPLES
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+IMAGE = "invedit_example.png"
+STEPS = 30
+
+
+def _common(g):
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a red circle and a blue square on a soft gradient")
+    neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
+    img = g.node("LoadImage", image=IMAGE)
+    src = g.node("VAEEncode", pixels=img.out(0), vae=ck.out(2))
+    sig = g.node("BasicScheduler", model=ck.out(0), scheduler="normal", steps=STEPS, denoise=1.0)
+    return ck, pos, neg, img, src, sig
+
+
+def _finish(g, ck, img, src, rec, prefix):
+    dec = g.node("VAEDecode", samples=rec.out(0), vae=ck.out(2))
+    pair = g.node("ImageBatch", image1=img.out(0), image2=dec.out(0))
+    g.node("SaveImage", images=pair.out(0), filename_prefix=f"InvEdit/{prefix}")
+    g.node("InvEditReconstructionReport", original=src.out(0), reconstruction=rec.out(0), vae=ck.out(2),
+           source_image=img.out(0))
+
+
+def ddim_inversion(g):
+    """Image -> DDIM Invert -> stock SamplerCustom (add_noise off, same sigmas) -> decode, compare, report."""
+    ck, pos, neg, img, src, sig = _common(g)
+    inv = g.node("InvEditDDIMInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
+                 sigmas=sig.out(0), cfg=1.0)
+    rec = g.node("SamplerCustom", model=ck.out(0), add_noise=False, noise_seed=0, cfg=1.0, positive=pos.out(0),
+                 negative=neg.out(0), sampler=g.node("KSamplerSelect", sampler_name="euler").out(0),
+                 sigmas=sig.out(0), latent_image=inv.out(0))
+    _finish(g, ck, img, src, rec, "ddim_inversion")
+
+
+def ddim_inversion_sampler(g):
+    """The inversion as a SAMPLER in SamplerCustomAdvanced; regeneration with the stock KSamplerAdvanced."""
+    ck, pos, neg, img, src, sig = _common(g)
+    guider = g.node("CFGGuider", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), cfg=1.0)
+    inv = g.node("SamplerCustomAdvanced", noise=g.node("DisableNoise").out(0), guider=guider.out(0),
+                 sampler=g.node("InvEditSamplerDDIMInversion").out(0), sigmas=sig.out(0), latent_image=src.out(0))
+    rec = g.node("KSamplerAdvanced", model=ck.out(0), add_noise="disable", noise_seed=0,
+                 steps=STEPS, cfg=1.0, sampler_name="ddim", scheduler="normal", positive=pos.out(0),
+                 negative=neg.out(0), latent_image=inv.out(0), start_at_step=0, end_at_step=10000,
+                 return_with_leftover_noise="disable")
+    _finish(g, ck, img, src, rec, "ddim_inversion_sampler")
+
+
+EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler}
+
+
+def api_prompt(name: str) -> dict:
+    from .paths import COMFY
+    if str(COMFY) not in sys.path:
+        sys.path.append(str(COMFY))
+    from comfy_execution.graph_utils import GraphBuilder  # pure python, no torch
+    g = GraphBuilder(prefix="")
+    EXAMPLE_BUILDERS[name](g)
+    return g.finalize()
+
+
+def layout(wf: dict, col_gap: int = 60, row_gap: int = 90) -> dict:
+    """Left-to-right columns by dependency depth (longest path from a source), nodes stacked in each column."""
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    parents: dict = {i: [] for i in nodes}
+    for link in wf["links"]:  # [id, from_node, from_slot, to_node, to_slot, type]
+        parents[link[3]].append(link[1])
+    depth: dict = {}
+
+    def d(i):
+        if i not in depth:
+            depth[i] = 1 + max((d(p) for p in parents[i]), default=-1)
+        return depth[i]
+
+    columns: dict = {}
+    for i in sorted(nodes, key=lambda i: (d(i), int(i) if str(i).isdigit() else str(i))):
+        columns.setdefault(depth[i], []).append(nodes[i])
+    x = 0
+    for c in sorted(columns):
+        y = 0
+        for n in columns[c]:
+            n["pos"] = [x, y]
+            y += n["size"][1] + row_gap + 30
+        x += max(n["size"][0] for n in columns[c]) + col_gap
+    return wf
+
+
+def main() -> None:
+    from .frontend import Frontend
+    from .server import ComfyServer
+    with ComfyServer() as srv, Frontend(srv.url) as fe:
+        for name in EXAMPLE_BUILDERS:
+            wf = layout(fe.api_to_workflow(api_prompt(name)))
+            path = EXAMPLES / f"{name}.json"
+            path.write_text(json.dumps(wf, indent=2) + "\n")
+            print(f"wrote {path} ({len(wf['nodes'])} nodes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""A real ComfyUI server on 127.0.0.1 with the pack in custom_nodes/, driven over HTTP and through the real web
+frontend in headless Chromium (harness/server.py, harness/frontend.py)."""
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness import pack_node_ids
+from harness.frontend import Frontend, PromptRejectedError
+from harness.paths import EXAMPLES, PACK_LINK_NAME, ROOT
+from harness.server import ComfyServer, ServerError
+
+WORKFLOWS = sorted(EXAMPLES.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    out = tmp_path_factory.mktemp("comfy-output")
+    with ComfyServer(output_dir=out) as srv:
+        srv.output_path = out
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def frontend(server):
+    with Frontend(server.url, require_nodes=("KSampler", *pack_node_ids())) as fe:
+        yield fe
+
+
+def test_object_info_lists_every_pack_node(server):
+    info = server.object_info()
+    for node_id in pack_node_ids():
+        assert node_id in info, node_id
+        d = info[node_id]
+        assert d["display_name"].endswith("(InvEdit)") and d["category"].startswith("InvEdit")
+        assert len(d["description"]) > 40
+        for group in ("required", "optional"):
+            for name, spec in d["input"].get(group, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_help_page_served_for_every_node(server):
+    for node_id in pack_node_ids():
+        assert (ROOT / "web" / "docs" / f"{node_id}.md").exists(), node_id
+        with urllib.request.urlopen(f"{server.url}/extensions/{PACK_LINK_NAME}/docs/{node_id}.md") as r:
+            assert r.status == 200 and node_id.removeprefix("InvEdit")[:4].lower() in r.read().decode().lower()
+
+
+def test_example_workflows_are_served_as_templates(server):
+    templates = server.get("/workflow_templates")
+    assert sorted(templates[PACK_LINK_NAME]) == sorted(p.stem for p in WORKFLOWS)
+
+
+def test_there_are_example_workflows():
+    assert {"ddim_inversion", "ddim_inversion_sampler"} <= {p.stem for p in WORKFLOWS}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
+    workflow = json.loads(path.read_text())
+    prompt = frontend.workflow_to_prompt(workflow)["output"]
+    assert any(n["class_type"].startswith("InvEdit") for n in prompt.values())
+    prompt_id = frontend.queue_workflow(workflow)
+    entry = server.wait(prompt_id, timeout=300)
+    outputs = entry["outputs"]
+    images = [img for o in outputs.values() for img in o.get("images", [])]
+    assert images, outputs
+    for img in images:
+        f = server.output_path / img["subfolder"] / img["filename"]
+        assert f.exists() and f.stat().st_size > 0
+        assert server.view(img)[:8] == b"\x89PNG\r\n\x1a\n"
+    reports = [o["text"][0] for o in outputs.values() if "text" in o]
+    assert reports and "latent MSE" in reports[0] and "pixel PSNR" in reports[0]
+    assert frontend.unexpected_errors() == []  # the pack's JS extension loaded and ran without errors
+
+
+def _broken_prompt():
+    prompt = json.loads(json.dumps(_valid_prompt()))
+    inv = next(k for k, n in prompt.items() if n["class_type"] == "InvEditDDIMInvert")
+    del prompt[inv]["inputs"]["sigmas"]
+    return prompt
+
+
+def _valid_prompt():
+    from harness.examples import api_prompt
+    return api_prompt("ddim_inversion")
+
+
+def test_broken_prompt_gets_a_validation_error_and_the_server_keeps_serving(server, frontend):
+    with pytest.raises(ServerError) as e:
+        server.queue(_broken_prompt())
+    assert e.value.status == 400
+    errors = json.dumps(e.value.body["node_errors"])
+    assert "sigmas" in errors and "Required input is missing" in errors
+    # the same mistake made in the UI: the frontend shows the server's reason
+    wf = json.loads((EXAMPLES / "ddim_inversion.json").read_text())
+    inv = next(n for n in wf["nodes"] if n["type"] == "InvEditDDIMInvert")
+    sig_in = next(i for i in inv["inputs"] if i["name"] == "sigmas")
+    wf["links"] = [link for link in wf["links"] if link[0] != sig_in["link"]]
+    sig_in["link"] = None
+    with pytest.raises(PromptRejectedError, match="sigmas"):
+        frontend.queue_workflow(wf)
+    # still serving: a valid prompt runs to success
+    assert "KSampler" in server.get("/object_info/KSampler")
+    entry = server.wait(server.queue(_valid_prompt()), timeout=300)
+    assert entry["status"]["status_str"] == "success"
