@@ -47,8 +47,12 @@ def boot() -> None:
     if not (COMFY / "main.py").exists() or not (BASE / "custom_nodes" / PACK_LINK_NAME).exists():
         raise RuntimeError("The host is not set up: run `python3 harness/setup_host.py` (make test does).")
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 2))
-    if str(COMFY) not in sys.path:
-        sys.path.insert(0, str(COMFY))
+    # ComfyUI first: the repository root (the pack, on sys.path for tests) has a `nodes` package of its own
+    while str(COMFY) in sys.path:
+        sys.path.remove(str(COMFY))
+    sys.path.insert(0, str(COMFY))
+    if "nodes" in sys.modules and not hasattr(sys.modules["nodes"], "NODE_CLASS_MAPPINGS"):
+        raise RuntimeError("the pack's nodes/ package was imported as top-level `nodes` before ComfyUI's")
     from comfy.cli_args import args
     args.cpu = True
     args.base_directory = str(BASE)
