@@ -137,6 +137,12 @@ def ensure_comfyui() -> None:
 def ensure_base() -> None:
     for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
         (BASE / sub).mkdir(parents=True, exist_ok=True)
+    # A returning user's frontend settings: without them the frontend opens its new-user template browser, which
+    # fetches templates from the optional comfyui-workflow-templates packages (404s on a bare host).
+    settings = BASE / "user" / "default" / "comfy.settings.json"
+    if not settings.exists():
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}, indent=4))
     link = BASE / "custom_nodes" / PACK_LINK_NAME
     if link.is_symlink() and link.resolve() == ROOT:
         return
