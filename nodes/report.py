@@ -46,6 +46,10 @@ class ReconstructionReport(io.ComfyNode):
         if a.shape != b.shape:
             raise ValueError(f"{who}: the latents differ in shape, {tuple(a.shape)} vs {tuple(b.shape)}: connect the "
                              f"source latent and the reconstruction made from its own inversion.")
+        meta = reconstruction.get(INVERSION_KEY)
+        if meta and list(meta.get("latent_shape", a.shape)) != list(a.shape):
+            raise ValueError(f"{who}: the reconstruction comes from the inversion of a {meta['latent_shape']} latent, "
+                             f"not of this {list(a.shape)} original: connect the latent that was inverted.")
         pix = None
         if (vae is None) != (source_image is None):
             raise ValueError(f"{who}: the pixel PSNR needs both a VAE and the source image; connect both or neither.")
@@ -55,5 +59,5 @@ class ReconstructionReport(io.ComfyNode):
                 raise ValueError(f"{who}: the decoded reconstruction is {tuple(decoded.shape)} but the source image "
                                  f"is {tuple(source_image.shape)}; use the image that was VAE-encoded.")
             pix = psnr(decoded.clamp(0, 1), source_image.clamp(0, 1))
-        text = format_report(mse(a, b), max_abs(a, b), pix, reconstruction.get(INVERSION_KEY))
+        text = format_report(mse(a, b), max_abs(a, b), pix, meta)
         return io.NodeOutput(text, ui=ui.PreviewText(text))

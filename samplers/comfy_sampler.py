@@ -8,6 +8,7 @@ import logging
 
 import torch
 
+import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
 
@@ -67,6 +68,7 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
             return model_wrap(x, sigma * s_in, **extra_args)
 
         def on_step(i, x, denoised, sigma, sigma_next):
+            comfy.model_management.throw_exception_if_processing_interrupted()
             if callback is not None:
                 callback(i, denoised, x, total)
 

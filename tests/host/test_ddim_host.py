@@ -166,3 +166,26 @@ def test_report_refuses_mismatched_inputs(comfy):
         rep.execute(original=a, reconstruction=b)
     with pytest.raises(ValueError, match="both a VAE and the source image"):
         rep.execute(original=a, reconstruction=a, source_image=torch.zeros(1, 64, 64, 3))
+
+
+def test_report_refuses_a_reconstruction_of_another_latent(comfy):
+    import nodes
+    rep = nodes.NODE_CLASS_MAPPINGS["InvEditReconstructionReport"]
+    rec = {"samples": torch.zeros(1, 4, 8, 8), "invedit_inversion": {"latent_shape": [2, 4, 8, 8]}}
+    with pytest.raises(ValueError, match=r"inversion of a \[2, 4, 8, 8\] latent"):
+        rep.execute(original={"samples": torch.zeros(1, 4, 8, 8)}, reconstruction=rec)
+
+
+def test_inversion_honours_interrupt(comfy):
+    import comfy.model_management as mm
+    import nodes
+    model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+    cond = nodes.CLIPTextEncode().encode(clip, "x")[0]
+    inv = nodes.NODE_CLASS_MAPPINGS["InvEditDDIMInvert"]
+    mm.interrupt_current_processing(True)
+    try:
+        with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
+            inv.execute(model=model, positive=cond, negative=cond, latent={"samples": torch.randn(1, 4, 8, 8)},
+                        sigmas=torch.tensor([14.6, 1.0, 0.0]), cfg=1.0)
+    finally:
+        mm.interrupt_current_processing(False)
