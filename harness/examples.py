@@ -75,6 +75,9 @@ def api_prompt(name: str) -> dict:
 def layout(wf: dict, col_gap: int = 60, row_gap: int = 90) -> dict:
     """Left-to-right columns by dependency depth (longest path from a source), nodes stacked in each column."""
     nodes = {n["id"]: n for n in wf["nodes"]}
+    for n in wf["nodes"]:
+        if n["type"] == "LoadImage":  # room for the image preview the node shows once the file is loaded
+            n["size"] = [max(n["size"][0], 320), max(n["size"][1], 360)]
     parents: dict = {i: [] for i in nodes}
     for link in wf["links"]:  # [id, from_node, from_slot, to_node, to_slot, type]
         parents[link[3]].append(link[1])
