@@ -15,6 +15,37 @@ from .paths import EXAMPLES, ROOT
 from .server import ComfyServer
 
 
+def gallery(title: str, images: list[tuple[str, Path]], scale: int = 3) -> "Image.Image":
+    """One labelled PNG grid: a title line, then each image (upscaled, nearest) under its label."""
+    from PIL import Image, ImageDraw
+    tiles = [(label, Image.open(p).convert("RGB")) for label, p in images]
+    tiles = [(label, im.resize((im.width * scale, im.height * scale), Image.NEAREST)) for label, im in tiles]
+    w = max(210, max((im.width for _, im in tiles), default=0))
+    h = max((im.height for _, im in tiles), default=0)
+    pad, head, lab = 10, 28, 18
+    cols = min(4, max(1, len(tiles)))
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = Image.new("RGB", (pad + cols * (w + pad), head + rows * (lab + h + pad) + pad), (24, 26, 32))
+    d = ImageDraw.Draw(sheet)
+    d.text((pad, 8), title, fill=(235, 235, 235))
+    for k, (label, im) in enumerate(tiles):
+        x, y = pad + (k % cols) * (w + pad), head + (k // cols) * (lab + h + pad)
+        d.text((x, y + 2), label, fill=(200, 200, 200))
+        sheet.paste(im, (x, y + lab))
+    return sheet
+
+
+def labelled_images(workflow: dict, outputs: dict, out: Path) -> list[tuple[str, Path]]:
+    titles = {str(n["id"]): n.get("title") or n["type"] for n in workflow["nodes"]}
+    found = []
+    for node_id, o in outputs.items():
+        imgs = o.get("images", [])
+        for i, img in enumerate(imgs):
+            label = titles.get(str(node_id), node_id) + (f" ({i + 1}/{len(imgs)})" if len(imgs) > 1 else "")
+            found.append((label, out / img["subfolder"] / img["filename"]))
+    return found
+
+
 def main() -> int:
     out = ROOT / "out" / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True)
@@ -27,22 +58,24 @@ def main() -> int:
         for path in sorted(EXAMPLES.glob("*.json")):
             t = time.time()
             try:
-                entry = srv.wait(fe.queue_workflow(json.loads(path.read_text())), timeout=900)
-                images = [f"{i['subfolder']}/{i['filename']}".lstrip("/")
-                          for o in entry["outputs"].values() for i in o.get("images", [])]
+                workflow = json.loads(path.read_text())
+                entry = srv.wait(fe.queue_workflow(workflow), timeout=900)
                 texts = [o["text"][0] for o in entry["outputs"].values() if "text" in o]
-                rows.append((path.name, "success", time.time() - t, images, texts))
+                grid = out / f"gallery_{path.stem}.png"
+                gallery(path.name, labelled_images(workflow, entry["outputs"], out)).save(grid)
+                rows.append((path.name, "success", time.time() - t, [grid.name], texts))
             except Exception as e:  # report every workflow, then fail at the end
                 failures += 1
                 rows.append((path.name, f"FAILED: {e}", time.time() - t, [], []))
             print(f"  {path.name}: {rows[-1][1].splitlines()[0]} ({rows[-1][2]:.1f} s)", flush=True)
     lines = [f"# InvEdit demo, {datetime.now():%Y-%m-%d %H:%M}", "",
              "Every workflow in example_workflows/ was loaded into the real ComfyUI frontend, converted and queued "
-             "by it, and run by ComfyUI 0.3.75 on the CPU with the tiny embedded SD1.5-shaped model (random "
-             "weights: images show the mechanics, not a trained model's quality).", ""]
+             "by it, and run by ComfyUI 0.3.75 on the CPU with the embedded shapes-world model (a tiny SD1.5-detectable "
+             "UNet, TAESD VAE and CLIP-L-shaped text encoder; docs/shapes_world.md). Each workflow's images are "
+             "in one labelled grid, gallery_<workflow>.png; the workflows' own outputs are beside it.", ""]
     for name, status, secs, images, texts in rows:
         lines += [f"## {name}", f"- status: {status}", f"- time: {secs:.1f} s"]
-        lines += [f"- image: [{i}]({i})" for i in images]
+        lines += [f"- gallery: [{i}]({i})" for i in images]
         for text in texts:
             lines += ["", "```", text, "```"]
         lines.append("")

@@ -19,7 +19,7 @@ STEPS = 30
 
 def _common(g):
     ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
-    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a red circle and a blue square on a soft gradient")
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a red circle")
     neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
     img = g.node("LoadImage", image=IMAGE)
     src = g.node("VAEEncode", pixels=img.out(0), vae=ck.out(2))
@@ -59,6 +59,8 @@ def ddim_inversion_sampler(g):
     _finish(g, ck, img, src, rec, "ddim_inversion_sampler")
 
 
+TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
+
 EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler}
 
 
@@ -69,7 +71,11 @@ def api_prompt(name: str) -> dict:
     from comfy_execution.graph_utils import GraphBuilder  # pure python, no torch
     g = GraphBuilder(prefix="")
     EXAMPLE_BUILDERS[name](g)
-    return g.finalize()
+    prompt = g.finalize()
+    for node in prompt.values():  # titles the frontend shows (and the demo gallery uses as labels)
+        if node["class_type"] in TITLES:
+            node["_meta"] = {"title": TITLES[node["class_type"]]}
+    return prompt
 
 
 def layout(wf: dict, col_gap: int = 60, row_gap: int = 90) -> dict:

@@ -8,8 +8,9 @@ What it does, each part skipped when its stamp says nothing changed:
      broken extra_model_paths.yaml deleted;
   3. an isolated base directory .host/base (models/, custom_nodes/, input/, output/, temp/, user/) with this pack
      linked into custom_nodes/;
-  4. the tiny SD1.5-detectable model files (harness/tiny_models.py) and the example input image
-     (harness/inputs.py), written by the venv's python;
+  4. the shapes-world model files (harness/tiny_models.py: the committed trained weights plus the text encoder
+     generated from a seed and checksum-verified) and the example input image (harness/inputs.py), written by
+     the venv's python;
   5. with --browser: Debian's chromium for the end-to-end tests (apt-get, only when /usr/bin/chromium is missing).
 
 Usage: python3 harness/setup_host.py [--browser] [--quiet]
@@ -154,21 +155,22 @@ def ensure_base() -> None:
 
 def ensure_models() -> None:
     gen = ROOT / "harness" / "tiny_models.py"
-    want = digest(gen.read_bytes())
+    weights = sorted((ROOT / "harness" / "shapes" / "weights").rglob("*"))
+    want = digest(gen.read_bytes(), *(f.name.encode() + f.read_bytes() for f in weights if f.is_file()))
     stamp = BASE / "models" / ".tiny-models-stamp"
     if stamp_ok(stamp, want):
-        log("tiny models up to date")
+        log("shapes-world model files up to date")
         return
     t = time.time()
     run([venv_python(), str(gen), "--comfy", str(COMFY), "--models", str(BASE / "models")])
     stamp.write_text(want)
-    log(f"tiny models written in {time.time() - t:.1f} s")
+    log(f"shapes-world model files assembled in {time.time() - t:.1f} s")
 
 
 def ensure_inputs() -> None:
     gen = ROOT / "harness" / "inputs.py"
     stamp = BASE / "input" / ".inputs-stamp"
-    want = digest(gen.read_bytes())
+    want = digest(gen.read_bytes(), (ROOT / "harness" / "shapes" / "data.py").read_bytes())
     if stamp_ok(stamp, want):
         return
     run([venv_python(), str(gen), str(BASE / "input")])

@@ -1,32 +1,41 @@
-"""Tiny SD1.5-detectable model files with random weights from a fixed seed, for tests and the demo.
+"""Assemble the shapes-world model files that the stock ComfyUI loaders read (run by harness/setup_host.py).
 
-Built with ComfyUI's own classes so the stock loaders accept them unchanged:
-- UNet: model_channels 320 and context_dim 768 (what SD1.5 detection fixes), one level, one res block, one
-  transformer block and a middle block (h-space lives at its output). ~22 M parameters.
-- Text encoder: the full CLIP-L text tower shape (comfy/sd1_clip_config.json, every key written; ComfyUI leaves
-  missing keys uninitialised), HF key layout for CLIPLoader.
-- VAE: TAESD layout (`taesd_decoder.1.weight` makes the stock loader build TAESD), with SD1.5's latent scale.
+Inputs:
+- the trained UNet, VAE, classifiers and toy CLIP, committed as fp16 safetensors in harness/shapes/weights/
+  (harness/shapes/train.py reproduces them);
+- the text encoder, a CLIP-L-shaped tower (comfy/sd1_clip_config.json, every key written) whose weights are
+  generated here from a fixed seed with integer-exact arithmetic, never downloaded nor committed; its sha256 is
+  checked against TEXT_ENCODER_SHA256, the encoder the UNet was trained with.
 
 Files written under --models:
-  checkpoints/tiny_sd15.safetensors                       (CheckpointLoaderSimple)
-  unet/tiny_sd15_unet.safetensors                         (UNETLoader)
-  text_encoders/tiny_clip_l.safetensors                   (CLIPLoader, type stable_diffusion)
-  vae/tiny_taesd.safetensors                              (VAELoader)
-and, so that example workflows that name a user's SD1.5 files run unchanged, links with those names (ALIASES).
+  checkpoints/shapes_sd15.safetensors      (CheckpointLoaderSimple: UNet + text encoder + VAE)
+  unet/shapes_sd15_unet.safetensors        (UNETLoader)
+  text_encoders/shapes_clip_l.safetensors  (CLIPLoader, type stable_diffusion; HF key layout)
+  vae/shapes_taesd.safetensors             (VAELoader; TAESD layout)
+  classifiers/shapes_{colour,shape}.safetensors
+  invedit_clip/shapes-toy-clip/            (transformers CLIPModel local folder: config, weights, tokenizer)
+and links with the file names the example workflows use (ALIASES).
 
 Run with the venv's python: python harness/tiny_models.py --comfy .host/ComfyUI --models .host/base/models
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
-SEED = 20261121
-OUT_GAIN = 0.1
+WEIGHTS = Path(__file__).resolve().parent / "shapes" / "weights"
 
+TEXT_ENCODER_SEED = 20261121
+TEXT_ENCODER_SHA256 = "9858c8346b230eb41e054629733b4d955cd7b661d408a9ac93e4c60f911b5780"
+
+# SD1.5 detection fixes model_channels 320 and context_dim 768; the rest is read from the weights: one level,
+# one res block, one transformer block, and a middle block (h-space lives at its output).
 TINY_UNET_CONFIG = {
     "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
     "num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1],
@@ -36,105 +45,145 @@ TINY_UNET_CONFIG = {
 }
 
 FILES = {
-    "checkpoints": "tiny_sd15.safetensors",
-    "unet": "tiny_sd15_unet.safetensors",
-    "text_encoders": "tiny_clip_l.safetensors",
-    "vae": "tiny_taesd.safetensors",
+    "checkpoints": "shapes_sd15.safetensors",
+    "unet": "shapes_sd15_unet.safetensors",
+    "text_encoders": "shapes_clip_l.safetensors",
+    "vae": "shapes_taesd.safetensors",
 }
+CLASSIFIERS = ("shapes_colour.safetensors", "shapes_shape.safetensors")
+TOY_CLIP_DIR = "invedit_clip/shapes-toy-clip"
 
 # The file names the shipped example workflows use (what an SD1.5 user has) -> our embedded files.
 ALIASES = {
-    "checkpoints/v1-5-pruned-emaonly-fp16.safetensors": "tiny_sd15.safetensors",
+    "checkpoints/v1-5-pruned-emaonly-fp16.safetensors": FILES["checkpoints"],
 }
 
 
-def init_state_dict(module, seed: int) -> dict:
-    """Fill every parameter and buffer deterministically: fan-in-scaled normal weights, unit norms, zero biases."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, t in sorted(module.state_dict().items()):
-        leaf = name.rsplit(".", 1)[-1]
-        if name.endswith("position_ids"):
-            v = torch.arange(t.shape[-1]).expand(t.shape).clone()
-        elif leaf == "bias":
-            v = torch.zeros(t.shape)
-        elif t.ndim >= 2:
-            fan_in = math.prod(t.shape[1:])
-            v = torch.randn(t.shape, generator=g) / math.sqrt(fan_in)
-        elif t.ndim == 1 and leaf == "weight":  # GroupNorm / LayerNorm scale
-            v = torch.ones(t.shape)
-        else:
-            v = torch.zeros(t.shape)
-        out[name] = v.to(t.dtype if t.is_floating_point() else t.dtype)
-    return out
+class ChecksumError(RuntimeError):
+    pass
 
 
-def build(comfy_root: Path):
-    sys.path.insert(0, str(comfy_root))
+def _comfy(comfy_root: Path) -> None:
+    if str(comfy_root) not in sys.path:
+        sys.path.insert(0, str(comfy_root))
     from comfy.cli_args import args
     args.cpu = True
-    import json
-    import torch
-    import comfy.ops
-    import comfy.supported_models
-    import comfy.clip_model
-    import comfy.taesd.taesd
 
-    cfg = dict(TINY_UNET_CONFIG, dtype=torch.float32)
-    model = comfy.supported_models.SD15(cfg).get_model({})
-    unet_sd = init_state_dict(model.diffusion_model, SEED)
-    # Damp the output layer: ε̂ then has std ~0.15 and varies smoothly with x, as a trained model's prediction does
-    # along a DDIM trajectory; an undamped random net makes DDIM inversion diverge for reasons no real model has.
-    unet_sd["out.2.weight"] *= OUT_GAIN
-    model.diffusion_model.load_state_dict(unet_sd)
+
+def text_encoder_state_dict(comfy_root: Path) -> dict:
+    """The CLIP-L-shaped text encoder, HF key layout, fp16; bit-identical on every machine: uniform weights
+    U(±sqrt(3/fan_in)) from torch.randint (integer Mersenne Twister) scaled by one float32 multiply, unit norms,
+    zero biases."""
+    _comfy(comfy_root)
+    import torch
+    import comfy.clip_model
+    import comfy.ops
 
     with open(comfy_root / "comfy" / "sd1_clip_config.json") as f:
-        clip_cfg = json.load(f)
-    clip = comfy.clip_model.CLIPTextModel(clip_cfg, torch.float32, "cpu", comfy.ops.manual_cast)
-    clip_sd = init_state_dict(clip, SEED + 1)
-    clip_sd.pop("text_projection.weight")  # SD1.5 text encoders have none
+        cfg = json.load(f)
+    with torch.device("meta"):
+        shapes = {k: (v.shape, v.dtype) for k, v in
+                  comfy.clip_model.CLIPTextModel(cfg, torch.float32, "meta", comfy.ops.manual_cast).state_dict().items()}
+    g = torch.Generator().manual_seed(TEXT_ENCODER_SEED)
+    sd = {}
+    for name, (shape, dtype) in sorted(shapes.items()):
+        leaf = name.rsplit(".", 1)[-1]
+        if name.endswith("position_ids"):
+            v = torch.arange(shape[-1]).expand(shape).clone()
+        elif leaf == "bias":
+            v = torch.zeros(shape, dtype=torch.float16)
+        elif len(shape) >= 2:
+            scale = torch.tensor(math.sqrt(3.0 / math.prod(shape[1:])) / 2 ** 23, dtype=torch.float32)
+            v = (torch.randint(-2 ** 23, 2 ** 23, shape, generator=g, dtype=torch.int32).float() * scale).half()
+        elif leaf == "weight":
+            v = torch.ones(shape, dtype=torch.float16)
+        else:
+            v = torch.zeros(shape, dtype=torch.float16)
+        sd[name] = v
+    return sd
 
-    taesd = comfy.taesd.taesd.TAESD(latent_channels=4)
-    vae_sd = init_state_dict(taesd, SEED + 2)
-    vae_sd["vae_scale"] = torch.tensor(0.18215)  # raw VAE space, as SD1.5's latent_format expects
-    vae_sd["vae_shift"] = torch.tensor(0.0)
-    return model, unet_sd, clip_sd, vae_sd
+
+def checksum(sd: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def verified_text_encoder(comfy_root: Path) -> dict:
+    sd = text_encoder_state_dict(comfy_root)
+    got = checksum(sd)
+    if got != TEXT_ENCODER_SHA256:
+        raise ChecksumError(
+            f"the generated shapes-world text encoder has sha256 {got}, expected {TEXT_ENCODER_SHA256}: it is not "
+            f"the encoder the committed UNet was trained with, so prompts would not steer it. This happens with a "
+            f"torch other than 2.13.0 (torch.randint's stream) or an edited harness/tiny_models.py; run "
+            f"`make clean && make test`, or retrain with `python -m harness.shapes.train all`.")
+    return sd
+
+
+def load_weights(name: str) -> dict:
+    from safetensors.torch import load_file
+    path = WEIGHTS / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the trained shapes-world weights are committed in the "
+                                f"repository; restore them or retrain with `python -m harness.shapes.train all`.")
+    return load_file(str(path))
 
 
 def write(comfy_root: Path, models: Path) -> None:
-    model, unet_sd, clip_sd, vae_sd = build(comfy_root)
+    _comfy(comfy_root)
     import torch
+    import comfy.supported_models
     import comfy.utils
 
-    def save(sd, sub):
-        path = models / sub / FILES[sub]
+    clip_sd = verified_text_encoder(comfy_root)
+    unet_sd = load_weights("unet.safetensors")
+    vae_sd = load_weights("vae.safetensors")
+    model = comfy.supported_models.SD15(dict(TINY_UNET_CONFIG, dtype=torch.float16)).get_model({})
+    model.diffusion_model.load_state_dict(unet_sd)  # strict: the committed UNet must fit the SD1.5 layout
+
+    def save(sd, sub, name=None):
+        path = models / sub / (name or FILES[sub])
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        comfy.utils.save_torch_file({k: v.contiguous().to(torch.float16) if v.is_floating_point() else v.contiguous()
-                                     for k, v in sd.items()}, str(tmp), metadata={"tiny_model_seed": str(SEED)})
+        comfy.utils.save_torch_file({k: v.contiguous() for k, v in sd.items()}, str(tmp),
+                                    metadata={"invedit": "shapes-world"})
         os.replace(tmp, path)
-        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
     save(unet_sd, "unet")
     save(clip_sd, "text_encoders")
     save(vae_sd, "vae")
-    ckpt = model.state_dict_for_saving({"clip_l.transformer." + k: v for k, v in clip_sd.items()},
-                                       {k: v for k, v in vae_sd.items()})
-    save(ckpt, "checkpoints")
+    save(model.state_dict_for_saving({"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae_sd)),
+         "checkpoints")
+    for name in CLASSIFIERS:
+        if (WEIGHTS / name).exists():
+            (models / "classifiers").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(WEIGHTS / name, models / "classifiers" / name)
+    toy = WEIGHTS / "toy_clip"
+    if toy.exists():
+        dest = models / TOY_CLIP_DIR
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in toy.iterdir():
+            shutil.copyfile(f, dest / f.name)
     for alias, target in ALIASES.items():
         link = models / alias
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(target)
+    print(f"assembled the shapes-world model files in {models}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--comfy", required=True, type=Path)
     ap.add_argument("--models", required=True, type=Path)
+    ap.add_argument("--print-checksum", action="store_true", help="print the text encoder's sha256 and exit")
     a = ap.parse_args()
+    if a.print_checksum:
+        print(checksum(text_encoder_state_dict(a.comfy.resolve())))
+        return
     write(a.comfy.resolve(), a.models.resolve())
 
 

@@ -44,4 +44,4 @@ def captured():
 
 @pytest.fixture
 def example_image_name():
-    return EXAMPLE_IMAGES[0]
+    return next(iter(EXAMPLE_IMAGES))

@@ -1,0 +1,112 @@
+"""The shapes world's judges: attribute classifiers (small CNNs) and a toy CLIP (transformers CLIPModel with its
+own tiny BPE vocabulary), plus their loaders. Pure torch + transformers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data
+
+ATTRIBUTES = {"colour": data.COLOURS, "shape": data.SHAPES}
+
+
+class AttributeClassifier(nn.Module):
+    """64×64 RGB in [0, 1] -> logits over one attribute's classes (~100 k parameters)."""
+
+    def __init__(self, n_classes: int, width: int = 32):
+        super().__init__()
+        w = width
+
+        def block(i, o):
+            return [nn.Conv2d(i, o, 3, stride=2, padding=1), nn.GroupNorm(8, o), nn.SiLU()]
+        self.net = nn.Sequential(*block(3, w), *block(w, 2 * w), *block(2 * w, 4 * w), *block(4 * w, 4 * w),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, n_classes))
+
+    def forward(self, x):
+        return self.net(x * 2 - 1)
+
+
+def load_classifier(path: str | Path) -> tuple[AttributeClassifier, list[str]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    classes = json.loads(meta["classes"])
+    m = AttributeClassifier(len(classes), int(meta.get("width", 32)))
+    m.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return m.eval(), classes
+
+
+# --- toy CLIP ----------------------------------------------------------------------------------------------------
+
+TOY_WORDS = ["a", "an", "the", "photo", "picture", "of", "shape", "object", "image", "and", "on", "background",
+             *data.COLOURS, *data.SHAPES]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def toy_tokenizer_files() -> tuple[dict, list[str]]:
+    """vocab.json and merges.txt of a tiny byte-level BPE for transformers' CLIPTokenizer: every letter (alone and
+    word-final) and the shapes world's words whole; anything else spells out letter by letter."""
+    vocab: dict[str, int] = {}
+
+    def add(tok):
+        vocab.setdefault(tok, len(vocab))
+    for c in LETTERS + ".,!?'-0123456789":
+        add(c)
+        add(c + "</w>")
+    merges: list[str] = []
+    for word in sorted(TOY_WORDS, key=lambda w: (-len(w), w)):  # longest first: no shorter word pre-empts
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            merged = parts[0] + parts[1]
+            pair = f"{parts[0]} {parts[1]}"
+            if pair not in merges:
+                merges.append(pair)
+            add(merged)
+            parts = [merged] + parts[2:]
+    add("<|startoftext|>")
+    add("<|endoftext|>")
+    return vocab, merges
+
+
+def toy_clip_config():
+    from transformers import CLIPConfig
+    vocab, _ = toy_tokenizer_files()
+    return CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(image_size=data.SIZE, patch_size=8, hidden_size=128, intermediate_size=256,
+                           num_hidden_layers=4, num_attention_heads=4),
+        projection_dim=64)
+
+
+def write_tokenizer(folder: Path) -> None:
+    vocab, merges = toy_tokenizer_files()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    from transformers import CLIPTokenizer
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    tok.save_pretrained(str(folder))
+
+
+def write_processor(folder: Path) -> None:
+    from transformers import CLIPImageProcessor
+    CLIPImageProcessor(size={"shortest_edge": data.SIZE}, crop_size={"height": data.SIZE, "width": data.SIZE},
+                       image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]).save_pretrained(str(folder))
+
+
+def load_toy_clip(folder: str | Path):
+    """(CLIPModel, CLIPTokenizer) from a local folder, the way a user's CLIP loads (no hub access)."""
+    from transformers import CLIPModel, CLIPTokenizer
+    return (CLIPModel.from_pretrained(str(folder), local_files_only=True).eval(),
+            CLIPTokenizer.from_pretrained(str(folder), local_files_only=True))
+
+
+def clip_pixel_values(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 64, 64] in [0, 1] -> the toy CLIP's normalised input (mean 0.5, std 0.5; differentiable)."""
+    return images * 2 - 1

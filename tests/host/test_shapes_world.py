@@ -1,0 +1,94 @@
+"""The assembled shapes-world files through the stock ComfyUI loaders, and the judges (classifiers, toy CLIP)."""
+import pytest
+import torch
+
+from harness import tiny_models
+from harness.paths import BASE, COMFY
+from harness.shapes import data
+from harness.shapes.models import clip_pixel_values, load_classifier, load_toy_clip
+
+HELD = 256
+
+
+@pytest.fixture(scope="module")
+def held():
+    return data.make_dataset(HELD, data.HELDOUT_SEED)
+
+
+def test_text_encoder_is_generated_bit_identically_and_checked(comfy):
+    sd = tiny_models.text_encoder_state_dict(COMFY)
+    assert tiny_models.checksum(sd) == tiny_models.TEXT_ENCODER_SHA256
+    assert len(sd) == 197 and sd["text_model.embeddings.token_embedding.weight"].shape == (49408, 768)
+
+
+def test_a_different_text_encoder_is_refused_with_a_clear_error(comfy, monkeypatch):
+    monkeypatch.setattr(tiny_models, "TEXT_ENCODER_SEED", tiny_models.TEXT_ENCODER_SEED + 1)
+    with pytest.raises(tiny_models.ChecksumError, match="not the encoder the committed UNet was trained with"):
+        tiny_models.verified_text_encoder(COMFY)
+
+
+def test_stock_loaders_build_the_shapes_world(comfy):
+    import comfy.supported_models as sm
+    import nodes
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_models.FILES["checkpoints"])
+    assert isinstance(model.model.model_config, sm.SD15)
+    assert type(vae.first_stage_model).__name__ == "TAESD"
+    unet = nodes.UNETLoader().load_unet(tiny_models.FILES["unet"], "default")[0]
+    assert isinstance(unet.model.model_config, sm.SD15) and len(unet.model.diffusion_model.middle_block) > 0
+    te = nodes.CLIPLoader().load_clip(tiny_models.FILES["text_encoders"], "stable_diffusion")[0]
+    with torch.inference_mode():
+        a = te.encode_from_tokens(te.tokenize("a red circle"))
+        b = clip.encode_from_tokens(clip.tokenize("a red circle"))
+    torch.testing.assert_close(a, b)  # the split file and the checkpoint hold the same text encoder
+    assert nodes.VAELoader().load_vae(tiny_models.FILES["vae"])[0].first_stage_model.vae_scale > 0
+
+
+def test_vae_reconstructs_held_out_images(comfy, held):
+    import nodes
+    from metrics import psnr
+    vae = nodes.VAELoader().load_vae(tiny_models.FILES["vae"])[0]
+    with torch.inference_mode():
+        pix = held.images[:64].permute(0, 2, 3, 1)
+        latent = vae.encode(pix)
+        rec = vae.decode(latent)
+    assert latent.shape == (64, 4, 8, 8)
+    assert 0.5 < float((latent * 0.18215).std()) < 2.0  # unit-scale model latents (vae_scale calibration)
+    assert psnr(rec.clamp(0, 1), pix) > 28.0
+
+
+def test_classifiers_label_held_out_images(held):
+    for attr, f in zip(("colour", "shape"), tiny_models.CLASSIFIERS):
+        m, classes = load_classifier(BASE / "models" / "classifiers" / f)
+        assert classes == list({"colour": data.COLOURS, "shape": data.SHAPES}[attr])
+        with torch.no_grad():
+            acc = (m(held.images).argmax(1) == getattr(held, attr)).float().mean()
+        assert acc > 0.97, (attr, acc)
+
+
+def test_toy_clip_loads_from_its_folder_and_classifies_zero_shot(held):
+    clip, tok = load_toy_clip(BASE / "models" / tiny_models.TOY_CLIP_DIR)
+    clip = clip.float()
+    text = tok(data.CAPTIONS, padding="max_length", max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        cap = clip(input_ids=text.input_ids, attention_mask=text.attention_mask,
+                   pixel_values=clip_pixel_values(held.images)).logits_per_image.argmax(1)
+    assert (cap // 3 == held.colour).float().mean() > 0.93
+    assert (cap % 3 == held.shape).float().mean() > 0.93
+
+
+def test_prompts_steer_generation(comfy):
+    """A red circle and a blue square, 4 seeds each, 20 euler steps at cfg 5: the colour classifier agrees with the
+    prompt for most samples (the full measure is bench/eval_shapes.py)."""
+    import nodes
+    colour_clf, _ = load_classifier(BASE / "models" / "classifiers" / tiny_models.CLASSIFIERS[0])
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_models.FILES["checkpoints"])
+    hits = 0
+    with torch.inference_mode():
+        neg = nodes.CLIPTextEncode().encode(clip, "")[0]
+        for colour, caption in ((0, "a red circle"), (2, "a blue square")):
+            pos = nodes.CLIPTextEncode().encode(clip, caption)[0]
+            latent = nodes.EmptyLatentImage().generate(64, 64, 4)[0]
+            out = nodes.KSampler().sample(model, 3, 20, 5.0, "euler", "normal", pos, neg, latent)[0]
+            imgs = vae.decode(out["samples"]).permute(0, 3, 1, 2)
+            hits += int((colour_clf(imgs).argmax(1) == colour).sum())
+    assert hits >= 6, hits
