@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import host  # noqa: E402
+from harness.tiny_models import FILES  # noqa: E402
 
 TARGET = 1.05
 
@@ -33,7 +34,7 @@ def main(argv=None) -> None:
     comfy.utils.PROGRESS_BAR_ENABLED = False
     invert = host.node_class("InvEditDDIMInvert")
     with torch.inference_mode():
-        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint("tiny_sd15.safetensors")
+        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
         pos = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
         neg = nodes.CLIPTextEncode().encode(clip, "")[0]
         latent = {"samples": torch.randn(1, 4, a.size // 8, a.size // 8, generator=torch.Generator().manual_seed(0))}
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
 
     inv, ks = statistics.median(times["invert"]), statistics.median(times["ksampler"])
     ratio = inv / ks
-    print(f"\nDDIM inversion step vs stock KSampler step — tiny SD1.5 UNet, {a.size}x{a.size} px, cfg {a.cfg}, "
+    print(f"\nDDIM inversion step vs stock KSampler step — shapes-world SD1.5 UNet, {a.size}x{a.size} px, cfg {a.cfg}, "
           f"{a.steps} steps, median of {a.rounds} interleaved rounds, {torch.get_num_threads()} threads")
     print(f"| {'what':<34} | {'s/step':>8} |")
     print(f"|{'-' * 36}|{'-' * 10}|")
