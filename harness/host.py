@@ -24,16 +24,15 @@ class PromptError(RuntimeError):
 
 
 class _ServerStub:
-    """What PromptExecutor needs of a PromptServer: it records the events it is sent."""
+    """What PromptExecutor needs of a PromptServer (it keeps its own status_messages, which run_prompt reads)."""
 
     def __init__(self):
         self.client_id = None
         self.last_node_id = None
         self.last_prompt_id = None
-        self.events: list[tuple[str, dict]] = []
 
     def send_sync(self, event, data, sid=None):
-        self.events.append((event, data))
+        pass
 
     def queue_updated(self):
         pass

@@ -46,7 +46,7 @@ class DDIMInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, sigmas, cfg) -> io.NodeOutput:
         who = display("DDIM Invert")
-        require_vp_model(model.get_model_object("model_sampling"), model_family(model), who)
+        require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
         samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
         require_latent_channels(samples, model, who)
 

@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 INVERSION_KEY = "invedit_inversion"  # metadata stored in the LATENT dict of an inverted latent
 
 
-def model_family(model_patcher) -> str:
-    """The model-config class name ComfyUI detected (``SD15``, ``SDXL``, ``SD3``, ``Flux``, …)."""
-    return type(model_patcher.model.model_config).__name__
+def model_family(base_model) -> str:
+    """The model-config class name ComfyUI detected for a BaseModel (``SD15``, ``SDXL``, ``SD3``, ``Flux``, …)."""
+    return type(base_model.model_config).__name__
 
 
 def require_vp_model(model_sampling, family: str, who: str) -> None:
@@ -36,7 +36,7 @@ def require_vp_model(model_sampling, family: str, who: str) -> None:
 def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> None:
     want = model_patcher.model.latent_format.latent_channels
     if latent.ndim != 4 or latent.shape[1] != want:
-        raise ValueError(f"{who}: the LATENT has shape {tuple(latent.shape)} but {model_family(model_patcher)} "
+        raise ValueError(f"{who}: the LATENT has shape {tuple(latent.shape)} but {model_family(model_patcher.model)} "
                          f"works on [B, {want}, H, W] latents. Encode the image with this model's VAE.")
 
 
@@ -54,7 +54,7 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         inner = model_wrap.inner_model
-        require_vp_model(inner.model_sampling, type(inner.model_config).__name__, self.WHO)
+        require_vp_model(inner.model_sampling, model_family(inner), self.WHO)
         ddim.check_sigmas(sigmas, self.WHO)
         if latent_image is None:
             raise ValueError(f"{self.WHO}: no LATENT to invert.")
@@ -81,5 +81,5 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
 
 def inversion_metadata(model_patcher, sigmas: torch.Tensor, cfg: float, shape) -> dict:
     """What a later node needs to check that a regeneration matches the inversion settings."""
-    return {"method": "ddim", "model_family": model_family(model_patcher),
+    return {"method": "ddim", "model_family": model_family(model_patcher.model),
             "sigmas": [float(s) for s in sigmas.flatten()], "cfg": float(cfg), "latent_shape": list(shape)}
