@@ -3,5 +3,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "tests"):  # the pack's pure modules; tests/tinynets.py
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))

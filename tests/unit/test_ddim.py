@@ -4,37 +4,7 @@ import torch
 
 from samplers import coords, ddim
 
-F64 = torch.float64
-
-
-def sd15_alphas_cumprod() -> torch.Tensor:
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=F64) ** 2
-    return torch.cumprod(1 - betas, 0)
-
-
-class TinyEps(torch.nn.Module):
-    """A nonlinear ε-prediction net ε(z, t) (conv + tanh, timestep-dependent)."""
-
-    def __init__(self, seed=0, c=4):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w1 = torch.randn(16, c, 3, 3, generator=g, dtype=F64) * 0.3
-        self.w2 = torch.randn(c, 16, 3, 3, generator=g, dtype=F64) * 0.3
-        self.tw = torch.randn(16, generator=g, dtype=F64)
-
-    def forward(self, z, t):
-        h = torch.nn.functional.conv2d(z, self.w1, padding=1) + (self.tw * float(t) / 1000.0)[None, :, None, None]
-        return torch.nn.functional.conv2d(torch.tanh(h), self.w2, padding=1)
-
-
-def sigma_denoiser(eps_model, alphas_cumprod):
-    """ComfyUI-style D(x, σ) for an ε-model ε(z, t): the model sees z = x/sqrt(1+σ²) at the nearest t."""
-    sigma_table = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
-
-    def D(x, sigma):
-        t = int((sigma_table - sigma).abs().argmin())
-        return x - sigma * eps_model(coords.x_to_vp(x, sigma), t)
-    return D
+from tinynets import F64, TinyEps, sd15_alphas_cumprod, sigma_denoiser
 
 
 def test_ddim_step_matches_closed_form_in_vp_space():

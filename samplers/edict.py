@@ -1,0 +1,213 @@
+"""EDICT: exactly invertible sampling with coupled x/y latents (Wallace, Gokul, Naik, CVPR 2023), in ComfyUI σ-space.
+
+DDIM inversion is approximate because an inverse step needs ε at the unknown next state. EDICT keeps two copies
+(x, y) of the VP latent z and advances each by a DDIM step whose ε is computed on the *other* copy, like an affine
+coupling layer, then mixes them with weight p. Every sub-step is affine in the copy it updates, so the whole chain
+(x_T, y_T) <-> (x_0, y_0) inverts in closed form, for any model, conditioning and CFG scale.
+
+For a step between noise levels σ -> σ' (ᾱ = 1/(1+σ²)) the DDIM (η = 0) update of a VP latent is z' = a·z + b·ε with
+
+    a = sqrt(ᾱ'/ᾱ) = sqrt(1+σ²)/sqrt(1+σ'²),      b = sqrt(1−ᾱ') − sqrt(ᾱ'(1−ᾱ)/ᾱ) = (σ' − σ)/sqrt(1+σ'²)
+
+(σ' = 0: a = sqrt(1+σ²), b = −σ; σ' = σ: a = 1, b = 0, the official schedule's final identity step). One EDICT step
+(paper eqs. 9–12; ε = the CFG-combined prediction, both sub-steps at the timestep of σ):
+
+    x_inter = a·x + b·ε(y, σ)                   y_inter = a·y + b·ε(x_inter, σ)
+    x'      = p·x_inter + (1−p)·y_inter         y'      = p·y_inter + (1−p)·x'
+
+and its inverse, in this order:
+
+    y_inter = (y' − (1−p)·x')/p                 x_inter = (x' − (1−p)·y_inter)/p
+    y       = (y_inter − b·ε(x_inter, σ))/a     x       = (x_inter − b·ε(y, σ))/a
+
+Leapfrog (the official code's default, in neither paper's equations): on odd step indices i of the SIGMAS list the
+roles of x and y swap in the two sub-steps (y first, using ε(x)); the mixing layer is never swapped. The inverse
+uses the parity of the *forward* index, so odd and even step counts both invert exactly.
+
+Input scaling: x_inter is already at level σ' when the second sub-step feeds it to the model at σ. The official code
+gives the UNet the VP latent itself; in ComfyUI's σ-space that is the input z·sqrt(1+σ²) at σ
+(``official_input_scaling=True``). With False the input is z·sqrt(1+σ'²) (x_inter's own σ-space value). Either is
+exactly invertible; only bit-parity with the reference implementation differs.
+
+Precision: the state and all affine arithmetic run in ``state_dtype`` (float64 by default); the model is called in
+``model_dtype`` (what ComfyUI gives latents, usually float32; the network itself may run in fp16/bf16). Generation
+contracts x − y by p² per step, inversion expands it by p^-2 per step (p^-100 ≈ 1.4e3 at p = 0.93, T = 50), so a
+half-precision state cannot be inverted and is refused.
+
+Coordinates: the functions below take and return VP latents z. ComfyUI's σ-space value is x = z·sqrt(1+σ²) at the
+first level; at the end of the chain the level is σ_last, except that a repeated final σ (the official 980…0
+schedule, whose last step is a mixing-only identity step) marks the clean latent, as the reference code treats
+ᾱ_0 (see ``end_sigma``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .coords import vp_scale
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+# callback(i, x, y, denoised, sigma, sigma_next): after forward step i (or after undoing it, during inversion), with
+# the new VP pair and the x0 estimate of that step's last model call (None when the step made no model call).
+StepCallback = Callable[[int, Tensor, Tensor, Optional[Tensor], Tensor, Tensor], None]
+
+DEFAULT_P = 0.93
+STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def check_state_dtype(dtype: torch.dtype, who: str = "EDICT") -> None:
+    if dtype not in STATE_DTYPES.values():
+        raise ValueError(f"{who}: state dtype {dtype} cannot be inverted (half precision loses the inversion: errors "
+                         f"of order 1–100 after 50 steps); use float64 (exact) or float32 (approximate).")
+
+
+def check_p(p: float, who: str = "EDICT") -> None:
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"{who}: the mixing weight p must be in (0, 1], got {p}; 0.93 is the paper's default.")
+
+
+def check_sigmas(sigmas: Tensor, who: str = "EDICT") -> None:
+    """Descending noise levels; only the final pair may be equal (the official identity step)."""
+    if sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError(f"{who}: SIGMAS must hold at least two values (one step), got shape {tuple(sigmas.shape)}.")
+    if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
+        raise ValueError(f"{who}: SIGMAS must be finite and non-negative, got {sigmas.tolist()}.")
+    d = sigmas[1:] - sigmas[:-1]
+    if not ((d[:-1] < 0).all() and d[-1] <= 0) or (sigmas.numel() == 2 and d[0] == 0):
+        raise ValueError(f"{who}: SIGMAS must be strictly descending (only the last two may be equal, as in the "
+                         f"official schedule); got {[round(v, 4) for v in sigmas.tolist()]}. Use a scheduler's list "
+                         f"as it is, not a flipped one: EDICT inverts along the same list it samples.")
+
+
+def end_sigma(sigmas: Tensor) -> Tensor:
+    """The level of the chain's clean end: 0 when the list ends in a repeated σ (official schedule), else σ_last."""
+    return torch.zeros_like(sigmas[-1]) if sigmas[-1] == sigmas[-2] else sigmas[-1]
+
+
+def step_coefficients(sigma: Tensor, sigma_next: Tensor) -> tuple[Tensor, Tensor]:
+    """(a, b) of the DDIM update z' = a·z + b·ε from level σ to σ' (see the module docstring)."""
+    s_next = vp_scale(sigma_next)
+    return vp_scale(sigma) / s_next, (sigma_next - sigma) / s_next
+
+
+def mix(x: Tensor, y: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Mixing layer: x' = p·x + (1−p)·y, then y' = p·y + (1−p)·x' (the new x)."""
+    x_new = p * x + (1 - p) * y
+    return x_new, p * y + (1 - p) * x_new
+
+
+def unmix(x: Tensor, y: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Inverse of ``mix``: y = (y' − (1−p)·x')/p, then x = (x' − (1−p)·y)/p."""
+    y_old = (y - (1 - p) * x) / p
+    return (x - (1 - p) * y_old) / p, y_old
+
+
+class _Eps:
+    """ε̂(z, σ) from a σ-space denoiser D(x, σ) -> x0: the model sees x = z·sqrt(1 + σ_in²) (cast to ``model_dtype``)
+    at level σ, and ε̂ = (x − D(x, σ))/σ is returned in the state dtype. Keeps the last x0 estimate for previews."""
+
+    def __init__(self, denoiser: Denoiser, model_dtype: Optional[torch.dtype]):
+        self.denoiser, self.model_dtype, self.last_denoised = denoiser, model_dtype, None
+
+    def __call__(self, z: Tensor, sigma: Tensor, sigma_in: Tensor) -> Tensor:
+        x = z * vp_scale(sigma_in)
+        if self.model_dtype is not None:
+            x = x.to(self.model_dtype)
+        d = self.denoiser(x, sigma.to(x.dtype))
+        self.last_denoised = d
+        return (x.to(z.dtype) - d.to(z.dtype)) / sigma
+
+
+def _sub_inputs(sigma: Tensor, sigma_next: Tensor, official_input_scaling: bool) -> Tensor:
+    return sigma if official_input_scaling else sigma_next
+
+
+def edict_step(eps: _Eps, x: Tensor, y: Tensor, sigma: Tensor, sigma_next: Tensor, p: float, swap: bool,
+               official_input_scaling: bool = True) -> tuple[Tensor, Tensor]:
+    """One denoising step σ -> σ' of the pair (x, y); ``swap`` = leapfrog on an odd step (y is updated first)."""
+    if sigma_next != sigma:
+        a, b = step_coefficients(sigma, sigma_next)
+        u, v = (y, x) if swap else (x, y)  # u is updated first, from ε(v); then v from ε(u_inter)
+        u = a * u + b * eps(v, sigma, sigma)
+        v = a * v + b * eps(u, sigma, _sub_inputs(sigma, sigma_next, official_input_scaling))
+        x, y = (v, u) if swap else (u, v)
+    return mix(x, y, p)
+
+
+def edict_step_inverse(eps: _Eps, x: Tensor, y: Tensor, sigma: Tensor, sigma_next: Tensor, p: float, swap: bool,
+                       official_input_scaling: bool = True) -> tuple[Tensor, Tensor]:
+    """Exact inverse of ``edict_step``: from the pair at σ' back to σ (same ``swap`` as the forward step)."""
+    x, y = unmix(x, y, p)
+    if sigma_next != sigma:
+        a, b = step_coefficients(sigma, sigma_next)
+        u, v = (y, x) if swap else (x, y)
+        v = (v - b * eps(u, sigma, _sub_inputs(sigma, sigma_next, official_input_scaling))) / a
+        u = (u - b * eps(v, sigma, sigma)) / a
+        x, y = (v, u) if swap else (u, v)
+    return x, y
+
+
+def _prepare(sigmas: Tensor, p: float, state_dtype: torch.dtype, who: str) -> Tensor:
+    check_sigmas(sigmas, who)
+    check_p(p, who)
+    check_state_dtype(state_dtype, who)
+    return sigmas.to(state_dtype)
+
+
+def edict_sample(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: float = DEFAULT_P,
+                 leapfrog: bool = True, official_input_scaling: bool = True,
+                 state_dtype: torch.dtype = torch.float64, model_dtype: Optional[torch.dtype] = None,
+                 callback: Optional[StepCallback] = None) -> tuple[Tensor, Tensor]:
+    """Denoise the VP pair (x, y) at sigmas[0] along the descending ``sigmas``; returns the pair at ``end_sigma``.
+
+    Generation starts from x = y = the initial noise; regeneration from an inverted pair."""
+    sigmas = _prepare(sigmas, p, state_dtype, "EDICT sampling")
+    eps = _Eps(denoiser, model_dtype)
+    x, y = x.to(state_dtype), y.to(state_dtype)
+    for i in range(sigmas.numel() - 1):
+        eps.last_denoised = None
+        x, y = edict_step(eps, x, y, sigmas[i], sigmas[i + 1], p, leapfrog and i % 2 == 1, official_input_scaling)
+        if callback is not None:
+            callback(i, x, y, eps.last_denoised, sigmas[i], sigmas[i + 1])
+    return x, y
+
+
+def edict_invert(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: float = DEFAULT_P,
+                 leapfrog: bool = True, official_input_scaling: bool = True,
+                 state_dtype: torch.dtype = torch.float64, model_dtype: Optional[torch.dtype] = None,
+                 callback: Optional[StepCallback] = None) -> tuple[Tensor, Tensor]:
+    """Exact inverse of ``edict_sample`` with the same arguments: from the clean pair (x_0 = y_0 = the image latent)
+    back to the pair at sigmas[0]. ``sigmas`` is the descending list the regeneration will use."""
+    sigmas = _prepare(sigmas, p, state_dtype, "EDICT inversion")
+    eps = _Eps(denoiser, model_dtype)
+    x, y = x.to(state_dtype), y.to(state_dtype)
+    n = sigmas.numel() - 1
+    for k, i in enumerate(reversed(range(n))):
+        eps.last_denoised = None
+        x, y = edict_step_inverse(eps, x, y, sigmas[i], sigmas[i + 1], p, leapfrog and i % 2 == 1,
+                                  official_input_scaling)
+        if callback is not None:
+            callback(k, x, y, eps.last_denoised, sigmas[i + 1], sigmas[i])
+    return x, y
+
+
+def official_timesteps(steps: int, train_timesteps: int = 1000, strength: float = 1.0) -> list[int]:
+    """The reference code's DDIM timesteps (``set_alpha_to_one=False``, offset 0): 980, 960, …, 20, 0 for 50 steps,
+    of which the last int(steps·strength) are used (its ``t_limit = steps − int(steps·strength)``)."""
+    if steps < 1:
+        raise ValueError("EDICT: steps must be >= 1.")
+    stride = train_timesteps // steps
+    ts = [i * stride for i in reversed(range(steps))]
+    return ts[steps - int(steps * strength):]
+
+
+def official_sigmas(model_sigmas: Tensor, steps: int = 50, strength: float = 1.0) -> Tensor:
+    """SIGMAS for the reference schedule: σ(t) for ``official_timesteps`` and then σ(0) once more, so that the last
+    step is the reference code's identity step (ᾱ_prev of t = 0 is ᾱ_0) that only mixes. ``model_sigmas`` is the
+    model's table σ(t), t = 0 … T−1 (ComfyUI's ``model_sampling.sigmas``)."""
+    ts = official_timesteps(steps, model_sigmas.numel(), strength)
+    if not ts:
+        raise ValueError(f"EDICT: strength {strength} leaves no step of {steps}; raise the strength or the steps.")
+    return torch.cat([model_sigmas[ts], model_sigmas[:1]])
