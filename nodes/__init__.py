@@ -7,9 +7,11 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
+from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
 from .report import ReconstructionReport
 
-NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, ReconstructionReport]
+NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas, SamplerEDICT, EDICTInvert,
+                                   EDICTRegenerate, ReconstructionReport]
 
 
 class InvEditExtension(ComfyExtension):

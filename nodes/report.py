@@ -16,6 +16,9 @@ def format_report(lat_mse: float, lat_max: float, pix_psnr: float | None, meta: 
         steps = len(meta.get("sigmas", [])) - 1
         lines.append(f"inverted with   {meta.get('method', '?')}, {steps} steps, cfg {meta.get('cfg', '?')}, "
                      f"{meta.get('model_family', '?')}")
+        if meta.get("method") == "edict":
+            lines.append(f"EDICT           p {meta['p']}, leapfrog {'on' if meta['leapfrog'] else 'off'}, "
+                         f"{meta['state_dtype']} state")
     return "\n".join(lines)
 
 

@@ -12,7 +12,10 @@ import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
 
-from . import ddim
+from dataclasses import asdict, dataclass
+
+from . import ddim, edict
+from .coords import vp_scale
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,164 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
         return x
 
 
-def inversion_metadata(model_patcher, sigmas: torch.Tensor, cfg: float, shape) -> dict:
+def inversion_metadata(model_patcher, sigmas: torch.Tensor, cfg: float, shape, method: str = "ddim",
+                       **settings) -> dict:
     """What a later node needs to check that a regeneration matches the inversion settings."""
-    return {"method": "ddim", "model_family": model_family(model_patcher.model),
-            "sigmas": [float(s) for s in sigmas.flatten()], "cfg": float(cfg), "latent_shape": list(shape)}
+    return {"method": method, "model_family": model_family(model_patcher.model),
+            "sigmas": [float(s) for s in sigmas.flatten()], "cfg": float(cfg), "latent_shape": list(shape),
+            **settings}
+
+
+# ---- EDICT ----------------------------------------------------------------------------------------------------------
+
+EDICT_Y_KEY = "edict_y"               # LATENT key: the inverted y_T, in VAE space like "samples" (x_T)
+EDICT_PAIR_KEY = "invedit_edict_pair"  # LATENT key: the exact pair in the state dtype (see EDICTInvert)
+EDICT_OUTPUTS = ("x", "y", "mean")
+
+
+@dataclass(frozen=True)
+class EDICTOptions:
+    """The settings that must be equal for an inversion and its regeneration (and the sampler's output choice)."""
+    p: float = edict.DEFAULT_P
+    leapfrog: bool = True
+    official_input_scaling: bool = True
+    state_dtype: str = "float64"
+    output: str = "x"
+
+    def exactness_settings(self) -> dict:
+        """What an inversion and its regeneration must share (the state dtype may differ: float32 regenerates a
+        float64 pair to ~1e-6)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("output", "state_dtype")}
+
+
+def _state_device(device: torch.device, dtype: torch.dtype) -> torch.device:
+    """float64 is not available on Apple's MPS: keep the (small) state on the CPU there."""
+    return torch.device("cpu") if device.type == "mps" and dtype == torch.float64 else device
+
+
+class _EDICTBase(comfy.samplers.Sampler):
+    WHO = "EDICT"
+
+    def __init__(self, options: EDICTOptions = EDICTOptions()):
+        if options.output not in EDICT_OUTPUTS:
+            raise ValueError(f"{self.WHO}: output must be one of {EDICT_OUTPUTS}, got {options.output!r}.")
+        if options.state_dtype not in edict.STATE_DTYPES:
+            raise ValueError(f"{self.WHO}: state dtype {options.state_dtype!r} is not supported: use "
+                             f"{' or '.join(edict.STATE_DTYPES)} (half precision cannot be inverted).")
+        edict.check_p(options.p, self.WHO)
+        self.options = options
+        self.dtype = edict.STATE_DTYPES[options.state_dtype]
+        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None  # the (x, y) VP pair of the last run
+
+    def _setup(self, model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise):
+        inner = model_wrap.inner_model
+        require_vp_model(inner.model_sampling, model_family(inner), self.WHO)
+        edict.check_sigmas(sigmas, self.WHO)
+        if latent_image is None:
+            raise ValueError(f"{self.WHO}: no LATENT given.")
+        model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)  # honours a latent noise mask, as KSAMPLER
+        model_k.latent_image, model_k.noise = latent_image, noise
+        args = dict(extra_args, denoise_mask=denoise_mask)
+        dev, model_dtype = latent_image.device, latent_image.dtype
+        s_in = latent_image.new_ones([latent_image.shape[0]])
+        total = sigmas.numel() - 1
+
+        def denoiser(x, sigma):
+            return model_k(x.to(dev), sigma.to(dev) * s_in, **args).to(x.device)
+
+        def on_step(i, zx, zy, denoised, sigma, sigma_next):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if callback is not None:
+                x = (zx * vp_scale(sigma_next)).to(dev, model_dtype)
+                callback(i, x if denoised is None else denoised.to(dev), x, total)
+
+        kw = dict(p=self.options.p, leapfrog=self.options.leapfrog,
+                  official_input_scaling=self.options.official_input_scaling, state_dtype=self.dtype,
+                  model_dtype=model_dtype, callback=on_step)
+        return denoiser, kw, _state_device(dev, self.dtype)
+
+    def to_comfy(self, z: torch.Tensor, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A VP state latent at level σ as ComfyUI σ-space x = z·sqrt(1+σ²), in the dtype/device of ``like``."""
+        out = (z * vp_scale(sigma.to(z))).to(like.device, like.dtype)
+        if not torch.isfinite(out).all():
+            raise ValueError(f"{self.WHO}: the result contains NaN/inf; check the model (an fp16 overflow?) and the "
+                             f"SIGMAS, and keep mix_p near 0.93 (small p makes the inversion explode).")
+        return out
+
+
+class EDICTSampler(_EDICTBase):
+    """EDICT sampling (``samplers.edict``) as a SAMPLER for SamplerCustom / SamplerCustomAdvanced.
+
+    Starts from x = y = the noised latent: for a full-strength start (the model's top σ, or an empty latent) the VP
+    latent is the noise itself, as the reference code does; otherwise ComfyUI's img2img noising x = latent + σ·noise.
+    With ``pair`` (VP latents at sigmas[0], from EDICTInvert) it regenerates that pair instead and ignores the noise.
+    Returns x, y or their mean at the end of SIGMAS; ``self.pair`` keeps both afterwards."""
+
+    WHO = "EDICT sampler"
+
+    def __init__(self, options: EDICTOptions = EDICTOptions(), pair=None):
+        super().__init__(options)
+        self.start_pair = pair
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        denoiser, kw, sdev = self._setup(model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise)
+        if self.start_pair is not None:
+            zx, zy = (z.to(sdev, self.dtype) for z in self.start_pair)
+            if zx.shape != latent_image.shape:
+                raise ValueError(f"{self.WHO}: the pair has shape {tuple(zx.shape)}, the LATENT "
+                                 f"{tuple(latent_image.shape)}.")
+        else:
+            full = self.max_denoise(model_wrap, sigmas) or torch.count_nonzero(latent_image) == 0
+            x = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image, full)
+            zx = zy = x.to(sdev, self.dtype) / vp_scale(sigmas[0].to(sdev, self.dtype))
+        zx, zy = edict.edict_sample(denoiser, zx, zy, sigmas.to(sdev), **kw)
+        self.pair, self._end, self._like = (zx, zy), edict.end_sigma(sigmas), latent_image
+        return self.result(self.options.output)
+
+    def result(self, which: str) -> torch.Tensor:
+        """x, y or their mean from the last run, in σ-space at the end of its SIGMAS (before process_latent_out)."""
+        zx, zy = self.pair
+        return self.to_comfy({"x": zx, "y": zy, "mean": (zx + zy) / 2}[which], self._end, self._like)
+
+
+class EDICTInversionSampler(_EDICTBase):
+    """EDICT inversion: the clean latent the guider passes in becomes x_0 = y_0 and is walked back up the descending
+    SIGMAS; returns x_T (σ-space at sigmas[0]); ``self.pair`` keeps the exact (x_T, y_T) VP pair."""
+
+    WHO = "EDICT inversion"
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        denoiser, kw, sdev = self._setup(model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise)
+        if noise is not None and torch.count_nonzero(noise) > 0:
+            log.warning("%s: added noise is ignored (inversion is deterministic).", self.WHO)
+        sig = sigmas.to(sdev)
+        z0 = latent_image.to(sdev, self.dtype) / vp_scale(edict.end_sigma(sig).to(self.dtype))
+        zx, zy = edict.edict_invert(denoiser, z0, z0, sig, **kw)
+        self.pair = (zx, zy)
+        return self.to_comfy(zx, sig[0], latent_image)
+
+
+def check_edict_pair(meta: dict | None, model_patcher, sigmas: torch.Tensor | None, options: EDICTOptions,
+                     who: str) -> torch.Tensor:
+    """Refuse a regeneration whose settings differ from the inversion's; returns the SIGMAS to use."""
+    fix = "Connect the LATENT from EDICT Invert and give both nodes the same settings."
+    if not meta or meta.get("method") != "edict":
+        raise ValueError(f"{who}: this LATENT is not an EDICT inversion (it has no EDICT pair). {fix}")
+    family = model_family(model_patcher.model)
+    if meta["model_family"] != family:
+        raise ValueError(f"{who}: the pair was inverted with a {meta['model_family']} model, this is {family}. {fix}")
+    for key, have in options.exactness_settings().items():
+        if meta[key] != have:
+            raise ValueError(f"{who}: the pair was inverted with {key} = {meta[key]}, this node has {have}; "
+                             f"exact regeneration needs the same value. {fix}")
+    stored = torch.tensor(meta["sigmas"], dtype=torch.float64)
+    if sigmas is None:
+        return stored.float()
+    if sigmas.numel() != stored.numel() or not torch.allclose(sigmas.double().cpu(), stored, rtol=1e-6, atol=0):
+        raise ValueError(f"{who}: the SIGMAS differ from the inversion's ({stored.numel() - 1} steps from "
+                         f"{stored[0]:.4f} to {stored[-1]:.4f} there, {sigmas.numel() - 1} steps from "
+                         f"{float(sigmas[0]):.4f} to {float(sigmas[-1]):.4f} here). Use the same EDICT Sigmas "
+                         f"(steps, schedule, strength), or leave the sigmas input unconnected to use the pair's.")
+    return sigmas

@@ -263,3 +263,19 @@ def test_callback_sees_every_step_in_order():
     seen.clear()
     edict.edict_invert(DEN, z, z, sig, callback=lambda k, x, y, d, s, sn: seen.append(k))
     assert seen == list(range(6))
+
+
+@pytest.mark.parametrize("model_dtype", [torch.float32, torch.float16])
+def test_round_trip_to_sigma_zero_is_exact_with_a_lower_precision_model(model_dtype):
+    """A schedule ending at σ = 0 (ComfyUI's schedulers) with an image latent on the float32 grid and a float32 model:
+    ε̂ must come from the state-precision model input, or the inverse lands model inputs on float32 rounding ties
+    (regression: 4e-7 error on the real host before the fix)."""
+    den = sigma_denoiser(CFGEps(g=3.0))
+    sig = torch.cat([SIGMAS[torch.linspace(999, 0, 20).round().long()], torch.zeros(1, dtype=F64)])
+    worst = 0.0
+    for seed in range(4):
+        z0 = (rand(1, 4, 16, 16, seed=seed) * 2.5).float().double()  # values a float32 VAE latent can hold
+        xT, yT = edict.edict_invert(den, z0, z0, sig, model_dtype=model_dtype)
+        x0, y0 = edict.edict_sample(den, xT, yT, sig, model_dtype=model_dtype)
+        worst = max(worst, maxabs(x0, z0), maxabs(y0, z0))
+    assert worst <= 1e-11, worst

@@ -1,0 +1,223 @@
+"""EDICT nodes: the schedule, the SAMPLER, the inverter and the regeneration from an inverted pair."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+from comfy_api.latest import io
+
+from ..samplers import edict
+from ..samplers.comfy_sampler import (EDICT_OUTPUTS, EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, EDICTInversionSampler,
+                                      EDICTOptions, EDICTSampler, check_edict_pair, inversion_metadata, model_family,
+                                      require_latent_channels, require_vp_model)
+from ..samplers.coords import vp_scale
+from .common import CATEGORY, display, node_id
+
+log = logging.getLogger(__name__)
+OFFICIAL = "official_980_0"
+SUBCATEGORY = f"{CATEGORY}/edict"
+
+
+def _options_inputs(state_dtype: bool = True) -> list:
+    inputs = [
+        io.Float.Input("mix_p", default=edict.DEFAULT_P, min=0.5, max=1.0, step=0.005, round=0.0001, tooltip=(
+            "Mixing weight p of the x/y averaging layer. 0.93 (paper); 0.9–0.97 work for 50 steps. Lower keeps x "
+            "and y closer but amplifies inversion error by p^-2 per step; 1.0 disables mixing.")),
+        io.Boolean.Input("leapfrog", default=True, tooltip=(
+            "Alternate which copy is updated first on odd steps, as the official code does (needed to reproduce "
+            "the authors' images). Inversion and regeneration must agree.")),
+        io.Boolean.Input("official_input_scaling", default=True, tooltip=(
+            "Feed the second sub-step's model input exactly as the reference code does. Both settings are exactly "
+            "invertible; keep it on unless you compare with another implementation.")),
+    ]
+    if state_dtype:
+        inputs.append(io.Combo.Input("state_dtype", options=list(edict.STATE_DTYPES), default="float64", tooltip=(
+            "Precision of the x/y state and its arithmetic (the model keeps its own dtype). float64 inverts to "
+            "~1e-12; float32 to ~1e-3 after a 50-step inversion.")))
+    return inputs
+
+
+def _guider(model, positive, negative, cfg):
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    return guider
+
+
+def _run(guider, model, sampler, samples, sigmas):
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, {})
+    return guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
+                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+
+
+def _checked_samples(model, latent, who):
+    require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    require_latent_channels(samples, model, who)
+    return samples
+
+
+class EDICTSigmas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("EDICTSigmas"),
+            display_name=display("EDICT Sigmas"),
+            category=SUBCATEGORY,
+            description=(
+                "Noise levels for EDICT. official_980_0 is the reference code's DDIM schedule (timesteps 980, 960, "
+                "…, 0 for 50 steps, the last an identity step that only mixes); any ComfyUI scheduler works too. "
+                "strength < 1 keeps only the last steps (editing: invert and regenerate with the same list)."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Steps of the whole schedule."),
+                io.Combo.Input("schedule", options=[OFFICIAL, *comfy.samplers.SCHEDULER_NAMES], default=OFFICIAL),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
+                    "Fraction of the steps used, counted from the clean end: int(steps·strength) steps. 1.0 "
+                    "inverts to pure noise; 0.6–0.9 for prompt edits (the paper uses 0.8).")),
+            ],
+            outputs=[io.Sigmas.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, steps, schedule, strength) -> io.NodeOutput:
+        who = display("EDICT Sigmas")
+        ms = model.get_model_object("model_sampling")
+        if schedule == OFFICIAL:
+            if not hasattr(ms, "sigmas"):
+                raise ValueError(f"{who}: the official schedule needs a discrete-timestep model; pick a ComfyUI "
+                                 f"scheduler instead.")
+            try:
+                return io.NodeOutput(edict.official_sigmas(ms.sigmas.float().cpu(), steps, strength))
+            except ValueError as e:
+                raise ValueError(f"{who}: {e}") from None
+        sigmas = comfy.samplers.calculate_sigmas(ms, schedule, steps).cpu()
+        used = int(steps * strength)
+        if used < 1:
+            raise ValueError(f"{who}: strength {strength} leaves no step of {steps}; raise the strength or the steps.")
+        return io.NodeOutput(sigmas[sigmas.numel() - 1 - used:])
+
+
+class SamplerEDICT(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("SamplerEDICT"),
+            display_name=display("EDICT Sampler"),
+            category=SUBCATEGORY,
+            description=(
+                "EDICT as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: two coupled latents x and y, each step "
+                "two model evaluations, exactly invertible. Deterministic (no ancestral noise); use EDICT Sigmas "
+                "or any scheduler. To regenerate an inverted image use EDICT Regenerate."),
+            inputs=[*_options_inputs(),
+                    io.Combo.Input("output", options=list(EDICT_OUTPUTS), default="x", tooltip=(
+                        "Which latent to return: x, y (nearly equal after mixing) or their mean."))],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, mix_p, leapfrog, official_input_scaling, state_dtype, output) -> io.NodeOutput:
+        return io.NodeOutput(EDICTSampler(EDICTOptions(mix_p, leapfrog, official_input_scaling, state_dtype, output)))
+
+
+class EDICTInvert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("EDICTInvert"),
+            display_name=display("EDICT Invert"),
+            category=SUBCATEGORY,
+            description=(
+                "Exact inversion: turns an image latent into the EDICT noise pair (x_T, y_T) from which EDICT "
+                "Regenerate rebuilds the latent to float precision, with the same or another prompt. The LATENT "
+                "carries the pair and the settings; regenerate with the same sigmas, mix_p and leapfrog."),
+            inputs=[
+                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (ε- or v-prediction); not flow models."),
+                io.Conditioning.Input("positive", tooltip="The prompt describing the image (the edit's source)."),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent", tooltip="The image latent (VAE Encode output)."),
+                io.Sigmas.Input("sigmas", tooltip="From EDICT Sigmas (or any scheduler); strength < 1 for edits."),
+                io.Float.Input("cfg", default=3.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
+                    "Guidance while inverting; 3 is the paper's choice for edits. Exactness holds at any cfg.")),
+                *_options_inputs(),
+            ],
+            outputs=[io.Latent.Output(display_name="pair", tooltip=(
+                "x_T in 'samples', y_T and the settings alongside; connect to EDICT Regenerate."))],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, sigmas, cfg, mix_p, leapfrog, official_input_scaling,
+                state_dtype) -> io.NodeOutput:
+        who = display("EDICT Invert")
+        samples = _checked_samples(model, latent, who)
+        options = EDICTOptions(mix_p, leapfrog, official_input_scaling, state_dtype)
+        sampler = EDICTInversionSampler(options)
+        x_t = _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
+        zx, zy = sampler.pair
+        out = latent.copy()
+        out["samples"] = x_t.to(comfy.model_management.intermediate_device())
+        y_t = sampler.to_comfy(zy, sigmas[0], samples)
+        out[EDICT_Y_KEY] = model.model.process_latent_out(y_t.float()).to(out["samples"].device)
+        out[EDICT_PAIR_KEY] = {"x": zx.cpu(), "y": zy.cpu(), "samples": out["samples"]}
+        out[INVERSION_KEY] = inversion_metadata(model, sigmas, cfg, samples.shape, method="edict",
+                                                state_dtype=state_dtype, **options.exactness_settings())
+        return io.NodeOutput(out)
+
+
+class EDICTRegenerate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("EDICTRegenerate"),
+            display_name=display("EDICT Regenerate"),
+            category=SUBCATEGORY,
+            description=(
+                "Denoises an inverted EDICT pair back to an image latent. With the inversion's prompt and cfg it "
+                "reproduces the image to float precision; with another prompt it edits it. mix_p, leapfrog, sigmas "
+                "and the model family must equal the inversion's (checked)."),
+            inputs=[
+                io.Model.Input("model"),
+                io.Conditioning.Input("positive", tooltip="The same prompt to reconstruct, a new one to edit."),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("pair", tooltip="The output of EDICT Invert."),
+                io.Float.Input("cfg", default=3.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
+                    "Guidance; the inversion's value reconstructs exactly.")),
+                *_options_inputs(state_dtype=False),
+                io.Sigmas.Input("sigmas", optional=True, tooltip=(
+                    "Leave unconnected to use the inversion's; if connected it must be the same list.")),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="x_0, the regenerated image latent."),
+                     io.Latent.Output(display_name="latent_y", tooltip="y_0, its (nearly equal) twin.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, pair, cfg, mix_p, leapfrog, official_input_scaling,
+                sigmas=None) -> io.NodeOutput:
+        who = display("EDICT Regenerate")
+        meta = pair.get(INVERSION_KEY)
+        options = EDICTOptions(mix_p, leapfrog, official_input_scaling,
+                               (meta or {}).get("state_dtype", "float64"))
+        sigmas = check_edict_pair(meta, model, sigmas, options, who)
+        samples = _checked_samples(model, pair, who)
+        exact = pair.get(EDICT_PAIR_KEY)
+        if exact is not None and torch.equal(exact["samples"], pair["samples"]):
+            start = (exact["x"], exact["y"])
+        else:
+            if EDICT_Y_KEY not in pair:
+                raise ValueError(f"{who}: the LATENT has no y_T ('{EDICT_Y_KEY}'); connect EDICT Invert's output.")
+            log.warning("%s: the pair's samples were changed after inversion; regenerating from the LATENT's "
+                        "float32 values (exactness ~1e-6 instead of float precision).", who)
+            scale = vp_scale(sigmas[0].double())
+            start = tuple(model.model.process_latent_in(v.double()) / scale for v in (pair["samples"], pair[EDICT_Y_KEY]))
+        sampler = EDICTSampler(options, pair=start)
+        x0 = _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
+        device = comfy.model_management.intermediate_device()
+        y0 = model.model.process_latent_out(sampler.result("y").float()).to(device)
+        base = {k: v for k, v in pair.items() if k not in (EDICT_PAIR_KEY, EDICT_Y_KEY)}
+        return io.NodeOutput(dict(base, samples=x0.to(device)), dict(base, samples=y0))
