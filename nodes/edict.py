@@ -56,6 +56,11 @@ def _run(guider, model, sampler, samples, sigmas):
                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
 
 
+def _to_vae_space(model, x: torch.Tensor) -> torch.Tensor:
+    """process_latent_out in the state dtype, then float32 on the intermediate device (what stock nodes expect)."""
+    return model.model.process_latent_out(x).to(comfy.model_management.intermediate_device(), torch.float32)
+
+
 def _checked_samples(model, latent, who):
     require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
@@ -157,13 +162,12 @@ class EDICTInvert(io.ComfyNode):
         who = display("EDICT Invert")
         samples = _checked_samples(model, latent, who)
         options = EDICTOptions(mix_p, leapfrog, official_input_scaling, state_dtype)
-        sampler = EDICTInversionSampler(options)
-        x_t = _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
-        zx, zy = sampler.pair
+        dtype = edict.STATE_DTYPES[state_dtype]
+        sampler = EDICTInversionSampler(options, start=model.model.process_latent_in(samples.to(dtype)))
+        _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
         out = latent.copy()
-        out["samples"] = x_t.to(comfy.model_management.intermediate_device())
-        y_t = sampler.to_comfy(zy, sigmas[0], samples)
-        out[EDICT_Y_KEY] = model.model.process_latent_out(y_t.float()).to(out["samples"].device)
+        out["samples"], out[EDICT_Y_KEY] = (_to_vae_space(model, sampler.result(k)) for k in ("x", "y"))
+        zx, zy = sampler.pair
         out[EDICT_PAIR_KEY] = {"x": zx.cpu(), "y": zy.cpu(), "samples": out["samples"]}
         out[INVERSION_KEY] = inversion_metadata(model, sigmas, cfg, samples.shape, method="edict",
                                                 state_dtype=state_dtype, **options.exactness_settings())
@@ -216,8 +220,6 @@ class EDICTRegenerate(io.ComfyNode):
             scale = vp_scale(sigmas[0].double())
             start = tuple(model.model.process_latent_in(v.double()) / scale for v in (pair["samples"], pair[EDICT_Y_KEY]))
         sampler = EDICTSampler(options, pair=start)
-        x0 = _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
-        device = comfy.model_management.intermediate_device()
-        y0 = model.model.process_latent_out(sampler.result("y").float()).to(device)
+        _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
         base = {k: v for k, v in pair.items() if k not in (EDICT_PAIR_KEY, EDICT_Y_KEY)}
-        return io.NodeOutput(dict(base, samples=x0.to(device)), dict(base, samples=y0))
+        return io.NodeOutput(*(dict(base, samples=_to_vae_space(model, sampler.result(k))) for k in ("x", "y")))

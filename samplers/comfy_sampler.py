@@ -159,12 +159,19 @@ class _EDICTBase(comfy.samplers.Sampler):
         return denoiser, kw, _state_device(dev, self.dtype)
 
     def to_comfy(self, z: torch.Tensor, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A VP state latent at level σ as ComfyUI σ-space x = z·sqrt(1+σ²), in the dtype/device of ``like``."""
-        out = (z * vp_scale(sigma.to(z))).to(like.device, like.dtype)
+        """A VP state latent at level σ as ComfyUI σ-space x = z·sqrt(1+σ²), still in the state dtype, on the device
+        of ``like``; refuses NaN/inf."""
+        out = (z * vp_scale(sigma.to(z))).to(like.device)
         if not torch.isfinite(out).all():
             raise ValueError(f"{self.WHO}: the result contains NaN/inf; check the model (an fp16 overflow?) and the "
                              f"SIGMAS, and keep mix_p near 0.93 (small p makes the inversion explode).")
         return out
+
+    def result(self, which: str = "x") -> torch.Tensor:
+        """x, y or their mean from the last run, in σ-space at the end of its walk, in the state dtype (a node that
+        applies ``process_latent_out`` to this in float64 keeps the round trip exact in float32)."""
+        zx, zy = self.pair
+        return self.to_comfy({"x": zx, "y": zy, "mean": (zx + zy) / 2}[which], self._end, self._like)
 
 
 class EDICTSampler(_EDICTBase):
@@ -195,19 +202,20 @@ class EDICTSampler(_EDICTBase):
             zx = zy = x.to(sdev, self.dtype) / vp_scale(sigmas[0].to(sdev, self.dtype))
         zx, zy = edict.edict_sample(denoiser, zx, zy, sigmas.to(sdev), **kw)
         self.pair, self._end, self._like = (zx, zy), edict.end_sigma(sigmas), latent_image
-        return self.result(self.options.output)
-
-    def result(self, which: str) -> torch.Tensor:
-        """x, y or their mean from the last run, in σ-space at the end of its SIGMAS (before process_latent_out)."""
-        zx, zy = self.pair
-        return self.to_comfy({"x": zx, "y": zy, "mean": (zx + zy) / 2}[which], self._end, self._like)
+        return self.result(self.options.output).to(latent_image.dtype)
 
 
 class EDICTInversionSampler(_EDICTBase):
-    """EDICT inversion: the clean latent the guider passes in becomes x_0 = y_0 and is walked back up the descending
-    SIGMAS; returns x_T (σ-space at sigmas[0]); ``self.pair`` keeps the exact (x_T, y_T) VP pair."""
+    """EDICT inversion: the clean latent becomes x_0 = y_0 and is walked back up the descending SIGMAS; returns x_T
+    (σ-space at sigmas[0]); ``self.pair`` keeps the exact (x_T, y_T) VP pair. The clean latent is the one the guider
+    passes in, or ``start`` (the same in model space, in the state dtype: the guider's float32 process_latent_in
+    would cost the round trip its last bit)."""
 
     WHO = "EDICT inversion"
+
+    def __init__(self, options: EDICTOptions = EDICTOptions(), start=None):
+        super().__init__(options)
+        self.start = start
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
@@ -215,10 +223,13 @@ class EDICTInversionSampler(_EDICTBase):
         if noise is not None and torch.count_nonzero(noise) > 0:
             log.warning("%s: added noise is ignored (inversion is deterministic).", self.WHO)
         sig = sigmas.to(sdev)
-        z0 = latent_image.to(sdev, self.dtype) / vp_scale(edict.end_sigma(sig).to(self.dtype))
+        clean = latent_image if self.start is None else self.start
+        if clean.shape != latent_image.shape:
+            raise ValueError(f"{self.WHO}: start latent {tuple(clean.shape)} != LATENT {tuple(latent_image.shape)}.")
+        z0 = clean.to(sdev, self.dtype) / vp_scale(edict.end_sigma(sig).to(self.dtype))
         zx, zy = edict.edict_invert(denoiser, z0, z0, sig, **kw)
-        self.pair = (zx, zy)
-        return self.to_comfy(zx, sig[0], latent_image)
+        self.pair, self._end, self._like = (zx, zy), sig[0], latent_image
+        return self.result("x").to(latent_image.dtype)
 
 
 def check_edict_pair(meta: dict | None, model_patcher, sigmas: torch.Tensor | None, options: EDICTOptions,

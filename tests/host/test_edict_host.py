@@ -1,0 +1,298 @@
+"""EDICT on the real ComfyUI host: stock loaders and samplers, the pack's nodes, the real executor, and tiny SDXL
+models (ε and v-prediction) built in the test."""
+import logging
+import re
+
+import pytest
+import torch
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+OPTS = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
+
+
+def edict_graph(comfy, image, steps=20, schedule="official_980_0", strength=1.0, cfg=3.0, source="a red circle",
+                target=None, invert_opts=None, regen_opts=None, regen_sigmas=None, patch=None):
+    """LoadImage -> VAEEncode -> EDICT Sigmas -> EDICT Invert -> EDICT Regenerate -> report; captures the tensors."""
+    g = comfy.graph()
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    model = ck.out(0)
+    if patch:
+        model = g.node(patch[0], model=model, **patch[1]).out(0)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text=source)
+    neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
+    img = g.node("LoadImage", image=image)
+    src = g.node("VAEEncode", pixels=img.out(0), vae=ck.out(2))
+    sig = g.node("InvEditEDICTSigmas", model=model, steps=steps, schedule=schedule, strength=strength)
+    inv = g.node("InvEditEDICTInvert", model=model, positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
+                 sigmas=sig.out(0), cfg=cfg, state_dtype="float64", **(invert_opts or OPTS))
+    tgt = pos if target is None else g.node("CLIPTextEncode", clip=ck.out(1), text=target)
+    extra = {} if regen_sigmas is None else {"sigmas": g.node("InvEditEDICTSigmas", model=model, **regen_sigmas).out(0)}
+    rec = g.node("InvEditEDICTRegenerate", model=model, positive=tgt.out(0), negative=neg.out(0), pair=inv.out(0),
+                 cfg=cfg, **(regen_opts or OPTS), **extra)
+    report = g.node("InvEditReconstructionReport", original=src.out(0), reconstruction=rec.out(0), vae=ck.out(2),
+                    source_image=img.out(0))
+    dec = g.node("VAEDecode", samples=rec.out(0), vae=ck.out(2))
+    for key, node, slot in (("source", src, 0), ("pair", inv, 0), ("x", rec, 0), ("y", rec, 1), ("image", dec, 0),
+                            ("sigmas", sig, 0)):
+        g.node("CaptureForTest", value=node.out(slot), key=key)
+    return g.finalize(), report.id
+
+
+def run(comfy, captured, image, **kw):
+    prompt, report_id = edict_graph(comfy, image, **kw)
+    outputs = comfy.run_prompt(prompt)
+    return dict(captured), outputs[report_id]["text"][0]
+
+
+def maxabs(a, b):
+    return float((a.double() - b.double()).abs().max())
+
+
+def test_edict_nodes_are_registered(comfy):
+    import nodes
+    for i in ("InvEditEDICTSigmas", "InvEditSamplerEDICT", "InvEditEDICTInvert", "InvEditEDICTRegenerate"):
+        assert i in nodes.NODE_CLASS_MAPPINGS and nodes.NODE_DISPLAY_NAME_MAPPINGS[i].endswith("(InvEdit)")
+
+
+@pytest.mark.parametrize("kw", [
+    dict(steps=50, schedule="official_980_0", strength=1.0, cfg=3.0),
+    dict(steps=25, schedule="normal", strength=0.8, cfg=7.0),   # odd number of steps used (20 of 25)
+    dict(steps=15, schedule="karras", strength=1.0, cfg=1.0,
+         invert_opts=dict(mix_p=0.9, leapfrog=False, official_input_scaling=False),
+         regen_opts=dict(mix_p=0.9, leapfrog=False, official_input_scaling=False)),
+], ids=["official-50-cfg3", "normal-strength0.8-cfg7", "karras-noleapfrog-p0.9"])
+def test_invert_then_regenerate_reproduces_the_latent(comfy, captured, example_image_name, kw):
+    """The issue's bound is 1e-6 in VAE space; the pack keeps the pair in float64 end to end (LATENT in float32 only
+    at the edges), so the round trip is in fact bit-exact."""
+    c, text = run(comfy, captured, example_image_name, **kw)
+    src, pair, x, y = c["source"]["samples"], c["pair"]["samples"], c["x"]["samples"], c["y"]["samples"]
+    assert maxabs(pair, src) > 10.0  # the inversion went far from the image
+    assert maxabs(x, src) <= 1e-6 and maxabs(y, src) <= 1e-6, (maxabs(x, src), maxabs(y, src))
+    assert float(re.search(r"latent MSE\s+(\S+)", text).group(1)) <= 1e-12
+    assert "edict" in text and f"cfg {kw['cfg']}" in text and "float64 state" in text
+
+
+def test_the_pair_carries_y_and_the_settings(comfy, captured, example_image_name):
+    c, _ = run(comfy, captured, example_image_name, steps=10, strength=0.6, cfg=2.0)
+    pair = c["pair"]
+    meta = pair["invedit_inversion"]
+    assert meta["method"] == "edict" and meta["model_family"] == "SD15" and meta["cfg"] == 2.0
+    assert meta["p"] == 0.93 and meta["leapfrog"] is True and meta["state_dtype"] == "float64"
+    assert len(meta["sigmas"]) == int(10 * 0.6) + 1 and meta["sigmas"] == [float(s) for s in c["sigmas"]]
+    assert pair["edict_y"].shape == pair["samples"].shape
+    assert maxabs(pair["edict_y"], pair["samples"]) > 1e-3  # after inversion x_T != y_T
+    assert pair["invedit_edict_pair"]["x"].dtype == torch.float64
+    assert "invedit_edict_pair" not in c["x"] and "edict_y" not in c["x"]  # regenerated latents are plain LATENTs
+
+
+def test_prompt_swap_edits_colour_and_keeps_the_shape(comfy, captured, example_image_name):
+    """Invert 'a red circle' and regenerate with 'a blue circle' (strength 0.8, cfg 3, the paper's edit settings):
+    the shapes-world judges must see a blue circle, and the layout must stay close to the source."""
+    from harness.paths import BASE
+    from harness.shapes import data
+    from harness.shapes.models import load_classifier
+    from harness.tiny_models import CLASSIFIERS
+    c, _ = run(comfy, captured, example_image_name, steps=50, strength=0.8, target="a blue circle")
+    img = c["image"].permute(0, 3, 1, 2).clamp(0, 1)
+    colour, shape = (load_classifier(BASE / "models" / "classifiers" / f)[0] for f in CLASSIFIERS)
+    with torch.no_grad():
+        assert data.COLOURS[int(colour(img).argmax(1))] == "blue"
+        assert data.SHAPES[int(shape(img).argmax(1))] == "circle"
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(regen_opts=dict(OPTS, mix_p=0.9)), r"p = 0.93, this node has 0.9"),
+    (dict(regen_opts=dict(OPTS, leapfrog=False)), r"leapfrog = True, this node has False"),
+    (dict(regen_opts=dict(OPTS, official_input_scaling=False)), "official_input_scaling"),
+    (dict(regen_sigmas=dict(steps=12, schedule="official_980_0", strength=1.0)), "SIGMAS differ"),
+])
+def test_mismatched_settings_are_refused(comfy, captured, example_image_name, change, match):
+    with pytest.raises(comfy.PromptError, match=match):
+        run(comfy, captured, example_image_name, steps=10, **change)
+
+
+def test_regenerate_refuses_a_latent_that_is_not_an_edict_pair(comfy):
+    import nodes
+    model = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)[0]
+    regen = nodes.NODE_CLASS_MAPPINGS["InvEditEDICTRegenerate"]
+    ddim_like = {"samples": torch.zeros(1, 4, 8, 8), "invedit_inversion": {"method": "ddim"}}
+    for latent in ({"samples": torch.zeros(1, 4, 8, 8)}, ddim_like):
+        with torch.inference_mode(), pytest.raises(ValueError, match="not an EDICT inversion"):
+            regen.execute(model=model, positive=[], negative=[], pair=latent, cfg=3.0, **OPTS)
+
+
+def test_same_sigmas_connected_explicitly_are_accepted(comfy, captured, example_image_name):
+    c, _ = run(comfy, captured, example_image_name, steps=10, regen_sigmas=dict(steps=10, schedule="official_980_0",
+                                                                                strength=1.0))
+    assert maxabs(c["x"]["samples"], c["source"]["samples"]) <= 1e-6
+
+
+def test_v_prediction_round_trip(comfy, captured, example_image_name):
+    """A v-prediction model (ComfyUI's ModelSamplingDiscrete patch): D is parameterisation-agnostic, so the same
+    EDICT code inverts it exactly."""
+    c, _ = run(comfy, captured, example_image_name, steps=12, patch=("ModelSamplingDiscrete",
+                                                                     dict(sampling="v_prediction", zsnr=False)))
+    assert maxabs(c["x"]["samples"], c["source"]["samples"]) <= 1e-6
+
+
+def test_modified_pair_falls_back_to_the_float32_latents_with_a_warning(comfy, caplog):
+    import nodes
+    model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+    cond = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
+    C = nodes.NODE_CLASS_MAPPINGS
+    src = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 4}
+    with torch.inference_mode():
+        sig = C["InvEditEDICTSigmas"].execute(model, 8, "official_980_0", 1.0)[0]
+        pair = C["InvEditEDICTInvert"].execute(model=model, positive=cond, negative=cond, latent=src, sigmas=sig,
+                                               cfg=3.0, state_dtype="float64", **OPTS)[0]
+        copied = dict(pair, samples=pair["samples"].clone())  # same values: still the exact pair
+        exact = C["InvEditEDICTRegenerate"].execute(model=model, positive=cond, negative=cond, pair=copied, cfg=3.0,
+                                                    **OPTS)[0]
+        assert torch.equal(exact["samples"], src["samples"])
+        shifted = dict(pair, samples=pair["samples"] + 0.5)
+        with caplog.at_level(logging.WARNING):
+            out = C["InvEditEDICTRegenerate"].execute(model=model, positive=cond, negative=cond, pair=shifted,
+                                                      cfg=3.0, **OPTS)[0]
+    assert "were changed after inversion" in caplog.text
+    assert 1e-4 < maxabs(out["samples"], src["samples"]) < 5.0
+
+
+def test_flow_models_are_refused(comfy, example_image_name):
+    g = comfy.graph()
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    flow = g.node("ModelSamplingSD3", model=ck.out(0), shift=3.0)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="x")
+    src = g.node("VAEEncode", pixels=g.node("LoadImage", image=example_image_name).out(0), vae=ck.out(2))
+    sig = g.node("InvEditEDICTSigmas", model=flow.out(0), steps=4, schedule="simple", strength=1.0)
+    inv = g.node("InvEditEDICTInvert", model=flow.out(0), positive=pos.out(0), negative=pos.out(0),
+                 latent=src.out(0), sigmas=sig.out(0), cfg=1.0, state_dtype="float64", **OPTS)
+    g.node("CaptureForTest", value=inv.out(0), key="x")
+    with pytest.raises(comfy.PromptError, match="flow-matching model"):
+        comfy.run_prompt(g.finalize())
+
+
+def sampler_graph(comfy, text, seed, output="x", steps=30, sampler="InvEditSamplerEDICT", batch=4, mix_p=0.93):
+    g = comfy.graph()
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    guider = g.node("CFGGuider", model=ck.out(0), cfg=5.0,
+                    positive=g.node("CLIPTextEncode", clip=ck.out(1), text=text).out(0),
+                    negative=g.node("CLIPTextEncode", clip=ck.out(1), text="").out(0))
+    if sampler == "InvEditSamplerEDICT":
+        smp = g.node(sampler, mix_p=mix_p, leapfrog=True, official_input_scaling=True, state_dtype="float64",
+                     output=output)
+    else:
+        smp = g.node("KSamplerSelect", sampler_name=sampler)
+    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=steps, schedule="official_980_0", strength=1.0)
+    out = g.node("SamplerCustomAdvanced", noise=g.node("RandomNoise", noise_seed=seed).out(0), guider=guider.out(0),
+                 sampler=smp.out(0), sigmas=sig.out(0),
+                 latent_image=g.node("EmptyLatentImage", width=64, height=64, batch_size=batch).out(0))
+    g.node("CaptureForTest", value=g.node("VAEDecode", samples=out.out(0), vae=ck.out(2)).out(0), key="image")
+    g.node("CaptureForTest", value=out.out(0), key="latent")
+    return g.finalize()
+
+
+def test_edict_sampler_generates_what_the_prompt_asks(comfy, captured):
+    """The SAMPLER in the stock SamplerCustomAdvanced: 'a blue square' from 4 seeds, judged by the classifiers."""
+    from harness.paths import BASE
+    from harness.shapes import data
+    from harness.shapes.models import load_classifier
+    from harness.tiny_models import CLASSIFIERS
+    comfy.run_prompt(sampler_graph(comfy, "a blue square", seed=3))
+    img = captured["image"].permute(0, 3, 1, 2).clamp(0, 1)
+    colour, shape = (load_classifier(BASE / "models" / "classifiers" / f)[0] for f in CLASSIFIERS)
+    with torch.no_grad():
+        assert (colour(img).argmax(1) == data.COLOURS.index("blue")).float().mean() >= 0.75
+        assert (shape(img).argmax(1) == data.SHAPES.index("square")).float().mean() >= 0.75
+
+
+def test_edict_sampler_outputs_and_the_mixing_layer(comfy, captured):
+    """x, y and mean are the two coupled latents and their average; mixing (p = 0.93) keeps x and y much closer
+    than no mixing (p = 1), where they drift apart (measured mean |x − y|: 0.83 vs 2.3 at 20 steps, cfg 5)."""
+    lat = {}
+    for output, p in (("x", 0.93), ("y", 0.93), ("mean", 0.93), ("x", 1.0), ("y", 1.0)):
+        comfy.run_prompt(sampler_graph(comfy, "a green triangle", seed=5, output=output, steps=20, batch=1, mix_p=p))
+        lat[output, p] = captured["latent"]["samples"].double()
+    torch.testing.assert_close(lat["mean", 0.93], (lat["x", 0.93] + lat["y", 0.93]) / 2, rtol=1e-5, atol=1e-5)
+    spread = {p: float((lat["x", p] - lat["y", p]).abs().mean()) for p in (0.93, 1.0)}
+    assert 0 < spread[0.93] < 0.6 * spread[1.0], spread
+
+
+def test_edict_sigmas_node(comfy):
+    import nodes
+    model = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)[0]
+    node = nodes.NODE_CLASS_MAPPINGS["InvEditEDICTSigmas"]
+    ms = model.get_model_object("model_sampling")
+    s = node.execute(model, 50, "official_980_0", 1.0)[0]
+    assert len(s) == 51 and float(s[0]) == float(ms.sigmas[980]) and s[-1] == s[-2] == ms.sigmas[0]
+    assert len(node.execute(model, 50, "official_980_0", 0.8)[0]) == 41
+    k = node.execute(model, 20, "karras", 0.5)[0]
+    assert len(k) == 11 and float(k[-1]) == 0.0
+    with pytest.raises(ValueError, match="leaves no step"):
+        node.execute(model, 10, "normal", 0.05)
+
+
+def test_edict_honours_interrupt(comfy):
+    import comfy.model_management as mm
+    import nodes
+    model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+    cond = nodes.CLIPTextEncode().encode(clip, "x")[0]
+    inv = nodes.NODE_CLASS_MAPPINGS["InvEditEDICTInvert"]
+    mm.interrupt_current_processing(True)
+    try:
+        with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
+            inv.execute(model=model, positive=cond, negative=cond, latent={"samples": torch.randn(1, 4, 8, 8)},
+                        sigmas=torch.tensor([14.6, 1.0, 0.0]), cfg=3.0, state_dtype="float64", **OPTS)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+# ---- SDXL (tiny, random weights, built here: the latent scale 0.13025, ADM conditioning and the family check) -----
+
+TINY_SDXL = {
+    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
+    "channel_mult": [1, 2], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+    "transformer_depth_middle": 1, "context_dim": 2048, "num_heads": -1, "num_head_channels": 16,
+    "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False, "adm_in_channels": 2816,
+    "num_classes": "sequential", "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+
+def tiny_sdxl(v_prediction=False):
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = comfy.supported_models.SDXL(dict(TINY_SDXL, dtype=torch.float32))
+    model = config.get_model({"v_pred": torch.zeros(1)} if v_prediction else {})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.diffusion_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 / max(1, p[0].numel()) ** 0.5))
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def sdxl_cond(seed):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g)}]]
+
+
+@pytest.mark.parametrize("v_prediction", [False, True], ids=["eps", "v"])
+def test_sdxl_round_trip_and_family_check(comfy, v_prediction):
+    import comfy.model_sampling
+    import nodes
+    C = nodes.NODE_CLASS_MAPPINGS
+    model = tiny_sdxl(v_prediction)
+    want = comfy.model_sampling.V_PREDICTION if v_prediction else comfy.model_sampling.EPS
+    assert isinstance(model.get_model_object("model_sampling"), want)
+    pos, neg = sdxl_cond(1), sdxl_cond(2)
+    src = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)) * 6}
+    with torch.inference_mode():
+        sig = C["InvEditEDICTSigmas"].execute(model, 12, "official_980_0", 1.0)[0]
+        pair = C["InvEditEDICTInvert"].execute(model=model, positive=pos, negative=neg, latent=src, sigmas=sig,
+                                               cfg=4.0, state_dtype="float64", **OPTS)[0]
+        assert pair["invedit_inversion"]["model_family"] == "SDXL"
+        assert maxabs(pair["samples"], src["samples"]) > 10.0
+        x, y = C["InvEditEDICTRegenerate"].execute(model=model, positive=pos, negative=neg, pair=pair, cfg=4.0, **OPTS)
+        assert maxabs(x["samples"], src["samples"]) <= 1e-6 and maxabs(y["samples"], src["samples"]) <= 1e-6
+        sd15 = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)[0]
+        with pytest.raises(ValueError, match="inverted with a SDXL model, this is SD15"):
+            C["InvEditEDICTRegenerate"].execute(model=sd15, positive=pos, negative=neg, pair=pair, cfg=4.0, **OPTS)
