@@ -59,9 +59,54 @@ def ddim_inversion_sampler(g):
     _finish(g, ck, img, src, rec, "ddim_inversion_sampler")
 
 
-TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
+def _edict(g, target: str | None, strength: float, prefix: str):
+    """Image -> EDICT Sigmas -> EDICT Invert (source prompt) -> EDICT Regenerate (same or target prompt)."""
+    ck, pos, neg, img, src, _ = _common(g)
+    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=50, schedule="official_980_0", strength=strength)
+    opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
+    inv = g.node("InvEditEDICTInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
+                 sigmas=sig.out(0), cfg=3.0, state_dtype="float64", **opts)
+    tgt = pos if target is None else g.node("CLIPTextEncode", clip=ck.out(1), text=target)
+    rec = g.node("InvEditEDICTRegenerate", model=ck.out(0), positive=tgt.out(0), negative=neg.out(0),
+                 pair=inv.out(0), cfg=3.0, **opts)
+    _finish(g, ck, img, src, rec, prefix)
 
-EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler}
+
+def edict_reconstruction(g):
+    """Invert a real image with EDICT and regenerate it exactly (same prompt, cfg 3); the report shows the error."""
+    _edict(g, None, 1.0, "edict_reconstruction")
+
+
+def edict_edit(g):
+    """Prompt-swap edit: invert with 'a red circle', regenerate with 'a blue circle' (strength 0.8, cfg 3)."""
+    _edict(g, "a blue circle", 0.8, "edict_edit")
+
+
+def edict_sampler(g):
+    """Text to image with the EDICT SAMPLER in the stock SamplerCustomAdvanced."""
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    guider = g.node("CFGGuider", model=ck.out(0), cfg=5.0,
+                    positive=g.node("CLIPTextEncode", clip=ck.out(1), text="a yellow triangle").out(0),
+                    negative=g.node("CLIPTextEncode", clip=ck.out(1), text="").out(0))
+    smp = g.node("InvEditSamplerEDICT", mix_p=0.93, leapfrog=True, official_input_scaling=True,
+                 state_dtype="float64", output="x")
+    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=50, schedule="official_980_0", strength=1.0)
+    out = g.node("SamplerCustomAdvanced", noise=g.node("RandomNoise", noise_seed=7).out(0), guider=guider.out(0),
+                 sampler=smp.out(0), sigmas=sig.out(0),
+                 latent_image=g.node("EmptyLatentImage", width=64, height=64, batch_size=4).out(0))
+    dec = g.node("VAEDecode", samples=out.out(0), vae=ck.out(2))
+    g.node("SaveImage", images=dec.out(0), filename_prefix="InvEdit/edict_sampler")
+
+
+TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
+EXAMPLE_TITLES = {  # per-example overrides of TITLES
+    "edict_edit": {"SaveImage": "Save: source | edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
+    "edict_sampler": {"SaveImage": "Save: EDICT samples (a yellow triangle)"},
+}
+
+EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler,
+                    "edict_reconstruction": edict_reconstruction, "edict_edit": edict_edit,
+                    "edict_sampler": edict_sampler}
 
 
 def api_prompt(name: str) -> dict:
@@ -72,9 +117,10 @@ def api_prompt(name: str) -> dict:
     g = GraphBuilder(prefix="")
     EXAMPLE_BUILDERS[name](g)
     prompt = g.finalize()
+    titles = {**TITLES, **EXAMPLE_TITLES.get(name, {})}
     for node in prompt.values():  # titles the frontend shows (and the demo gallery uses as labels)
-        if node["class_type"] in TITLES:
-            node["_meta"] = {"title": TITLES[node["class_type"]]}
+        if node["class_type"] in titles:
+            node["_meta"] = {"title": titles[node["class_type"]]}
     return prompt
 
 
