@@ -80,9 +80,11 @@ class EDICTSigmas(io.ComfyNode):
                 "…, 0 for 50 steps, the last an identity step that only mixes); any ComfyUI scheduler works too. "
                 "strength < 1 keeps only the last steps (editing: invert and regenerate with the same list)."),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model whose noise schedule is used."),
                 io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Steps of the whole schedule."),
-                io.Combo.Input("schedule", options=[OFFICIAL, *comfy.samplers.SCHEDULER_NAMES], default=OFFICIAL),
+                io.Combo.Input("schedule", options=[OFFICIAL, *comfy.samplers.SCHEDULER_NAMES], default=OFFICIAL,
+                               tooltip=("official_980_0: the EDICT reference code's DDIM timesteps (exact parity); "
+                                        "or any ComfyUI scheduler.")),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
                     "Fraction of the steps used, counted from the clean end: int(steps·strength) steps. 1.0 "
                     "inverts to pure noise; 0.6–0.9 for prompt edits (the paper uses 0.8).")),
@@ -145,7 +147,7 @@ class EDICTInvert(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (ε- or v-prediction); not flow models."),
                 io.Conditioning.Input("positive", tooltip="The prompt describing the image (the edit's source)."),
-                io.Conditioning.Input("negative"),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (usually empty); used when cfg != 1."),
                 io.Latent.Input("latent", tooltip="The image latent (VAE Encode output)."),
                 io.Sigmas.Input("sigmas", tooltip="From EDICT Sigmas (or any scheduler); strength < 1 for edits."),
                 io.Float.Input("cfg", default=3.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
@@ -186,9 +188,9 @@ class EDICTRegenerate(io.ComfyNode):
                 "reproduces the image to float precision; with another prompt it edits it. mix_p, leapfrog, sigmas "
                 "and the model family must equal the inversion's (checked)."),
             inputs=[
-                io.Model.Input("model"),
+                io.Model.Input("model", tooltip="The model used for the inversion (same family; checked)."),
                 io.Conditioning.Input("positive", tooltip="The same prompt to reconstruct, a new one to edit."),
-                io.Conditioning.Input("negative"),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (usually the inversion's)."),
                 io.Latent.Input("pair", tooltip="The output of EDICT Invert."),
                 io.Float.Input("cfg", default=3.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
                     "Guidance; the inversion's value reconstructs exactly.")),

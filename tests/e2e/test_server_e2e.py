@@ -1,6 +1,7 @@
 """A real ComfyUI server on 127.0.0.1 with the pack in custom_nodes/, driven over HTTP and through the real web
 frontend in headless Chromium (harness/server.py, harness/frontend.py)."""
 import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def test_example_workflows_are_served_as_templates(server):
 
 
 def test_there_are_example_workflows():
-    assert {"ddim_inversion", "ddim_inversion_sampler"} <= {p.stem for p in WORKFLOWS}
+    assert {"ddim_inversion", "ddim_inversion_sampler", "edict_reconstruction", "edict_edit",
+            "edict_sampler"} <= {p.stem for p in WORKFLOWS}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
@@ -70,8 +72,11 @@ def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
         f = server.output_path / img["subfolder"] / img["filename"]
         assert f.exists() and f.stat().st_size > 0
         assert server.view(img)[:8] == b"\x89PNG\r\n\x1a\n"
-    reports = [o["text"][0] for o in outputs.values() if "text" in o]
-    assert reports and "latent MSE" in reports[0] and "pixel PSNR" in reports[0]
+    if any(n["class_type"] == "InvEditReconstructionReport" for n in prompt.values()):
+        reports = [o["text"][0] for o in outputs.values() if "text" in o]
+        assert reports and "latent MSE" in reports[0] and "pixel PSNR" in reports[0]
+        if path.stem == "edict_reconstruction":  # exact inversion, through the real server and frontend
+            assert float(re.search(r"latent MSE\s+(\S+)", reports[0]).group(1)) <= 1e-12, reports[0]
     assert frontend.unexpected_errors() == []  # the pack's JS extension loaded and ran without errors
 
 
