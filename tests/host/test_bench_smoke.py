@@ -1,5 +1,5 @@
 """The benchmark scripts run against the assembled files (tiny settings; their figures are not judged here)."""
-from bench import bench_ddim, eval_shapes
+from bench import bench_ddim, bench_edict, eval_shapes
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
@@ -8,8 +8,18 @@ def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
     assert "ratio invert / KSampler" in out and "target <= 1.05" in out
 
 
-def test_eval_shapes_reports_every_measure(comfy):
+def test_bench_edict_prints_its_ratio_table(comfy, capsys):
+    bench_edict.main(["--size", "64", "--steps", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "ratio EDICT / DDIM, sampling" in out and "target <= 2.05" in out and "EDICT (float64 state)" in out
+
+
+def test_eval_shapes_reports_every_measure(comfy, capsys):
     r = eval_shapes.evaluate(seeds=1, steps=4, cfg=5.0, heldout=32)
+    r.update(eval_shapes.edict_vs_ddim(2, steps=6))
+    eval_shapes.print_edict_tables(r, 2)
+    assert "Prompt-swap edit" in capsys.readouterr().out
+    assert r["recon"]["edict", 3.0]["latent_mse"] <= 1e-12 < r["recon"]["ddim", 3.0]["latent_mse"]
     assert set(eval_shapes.TARGETS) <= set(r)
     assert all(0.0 <= r[k] <= 1.0 for k in eval_shapes.TARGETS if not k.endswith("_db"))
     assert r["vae_psnr_db"] > 20
