@@ -130,6 +130,8 @@ class _EDICTBase(comfy.samplers.Sampler):
         self.options = options
         self.dtype = edict.STATE_DTYPES[options.state_dtype]
         self.pair: tuple[torch.Tensor, torch.Tensor] | None = None  # the (x, y) VP pair of the last run
+        self._end: torch.Tensor | None = None  # the level of that pair (see ``result``)
+        self._like: torch.Tensor | None = None  # the LATENT it was run on (device and dtype of results)
 
     def _setup(self, model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise):
         inner = model_wrap.inner_model

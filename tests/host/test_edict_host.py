@@ -135,6 +135,22 @@ def test_v_prediction_round_trip(comfy, captured, example_image_name):
     assert maxabs(c["x"]["samples"], c["source"]["samples"]) <= 1e-6
 
 
+def test_float32_state_round_trip_is_close_but_not_exact(comfy):
+    import nodes
+    model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+    cond = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
+    C = nodes.NODE_CLASS_MAPPINGS
+    src = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) * 4}
+    with torch.inference_mode():
+        sig = C["InvEditEDICTSigmas"].execute(model, 20, "official_980_0", 1.0)[0]
+        pair = C["InvEditEDICTInvert"].execute(model=model, positive=cond, negative=cond, latent=src, sigmas=sig,
+                                               cfg=3.0, state_dtype="float32", **OPTS)[0]
+        assert pair["invedit_edict_pair"]["x"].dtype == torch.float32
+        out = C["InvEditEDICTRegenerate"].execute(model=model, positive=cond, negative=cond, pair=pair, cfg=3.0,
+                                                  **OPTS)[0]
+    assert 0 < maxabs(out["samples"], src["samples"]) <= 1e-3 * float(src["samples"].abs().max())
+
+
 def test_modified_pair_falls_back_to_the_float32_latents_with_a_warning(comfy, caplog):
     import nodes
     model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
