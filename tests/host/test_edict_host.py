@@ -135,42 +135,41 @@ def test_v_prediction_round_trip(comfy, captured, example_image_name):
     assert maxabs(c["x"]["samples"], c["source"]["samples"]) <= 1e-6
 
 
+class Direct:
+    """The EDICT nodes called directly (no graph) on the shapes-world SD1.5 model, one prompt for everything."""
+
+    def __init__(self, steps, state_dtype="float64", seed=0):
+        import nodes
+        model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+        self.model, self.C = model, nodes.NODE_CLASS_MAPPINGS
+        self.cond = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
+        self.src = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed)) * 4}
+        with torch.inference_mode():
+            sig = self.C["InvEditEDICTSigmas"].execute(model, steps, "official_980_0", 1.0)[0]
+            self.pair = self.C["InvEditEDICTInvert"].execute(
+                model=model, positive=self.cond, negative=self.cond, latent=self.src, sigmas=sig, cfg=3.0,
+                state_dtype=state_dtype, **OPTS)[0]
+
+    def regenerate(self, pair):
+        with torch.inference_mode():
+            return self.C["InvEditEDICTRegenerate"].execute(model=self.model, positive=self.cond, negative=self.cond,
+                                                            pair=pair, cfg=3.0, **OPTS)[0]["samples"]
+
+
 def test_float32_state_round_trip_is_close_but_not_exact(comfy):
-    import nodes
-    model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
-    cond = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
-    C = nodes.NODE_CLASS_MAPPINGS
-    src = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) * 4}
-    with torch.inference_mode():
-        sig = C["InvEditEDICTSigmas"].execute(model, 20, "official_980_0", 1.0)[0]
-        pair = C["InvEditEDICTInvert"].execute(model=model, positive=cond, negative=cond, latent=src, sigmas=sig,
-                                               cfg=3.0, state_dtype="float32", **OPTS)[0]
-        assert pair["invedit_edict_pair"]["x"].dtype == torch.float32
-        out = C["InvEditEDICTRegenerate"].execute(model=model, positive=cond, negative=cond, pair=pair, cfg=3.0,
-                                                  **OPTS)[0]
-    assert 0 < maxabs(out["samples"], src["samples"]) <= 1e-3 * float(src["samples"].abs().max())
+    d = Direct(20, state_dtype="float32", seed=1)
+    assert d.pair["invedit_edict_pair"]["x"].dtype == torch.float32
+    assert 0 < maxabs(d.regenerate(d.pair), d.src["samples"]) <= 1e-3 * float(d.src["samples"].abs().max())
 
 
 def test_modified_pair_falls_back_to_the_float32_latents_with_a_warning(comfy, caplog):
-    import nodes
-    model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
-    cond = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
-    C = nodes.NODE_CLASS_MAPPINGS
-    src = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 4}
-    with torch.inference_mode():
-        sig = C["InvEditEDICTSigmas"].execute(model, 8, "official_980_0", 1.0)[0]
-        pair = C["InvEditEDICTInvert"].execute(model=model, positive=cond, negative=cond, latent=src, sigmas=sig,
-                                               cfg=3.0, state_dtype="float64", **OPTS)[0]
-        copied = dict(pair, samples=pair["samples"].clone())  # same values: still the exact pair
-        exact = C["InvEditEDICTRegenerate"].execute(model=model, positive=cond, negative=cond, pair=copied, cfg=3.0,
-                                                    **OPTS)[0]
-        assert torch.equal(exact["samples"], src["samples"])
-        shifted = dict(pair, samples=pair["samples"] + 0.5)
-        with caplog.at_level(logging.WARNING):
-            out = C["InvEditEDICTRegenerate"].execute(model=model, positive=cond, negative=cond, pair=shifted,
-                                                      cfg=3.0, **OPTS)[0]
+    d = Direct(8)
+    copied = dict(d.pair, samples=d.pair["samples"].clone())  # same values: still the exact pair
+    assert torch.equal(d.regenerate(copied), d.src["samples"])
+    with caplog.at_level(logging.WARNING):
+        out = d.regenerate(dict(d.pair, samples=d.pair["samples"] + 0.5))
     assert "were changed after inversion" in caplog.text
-    assert 1e-4 < maxabs(out["samples"], src["samples"]) < 5.0
+    assert 1e-4 < maxabs(out, d.src["samples"]) < 5.0
 
 
 def test_flow_models_are_refused(comfy, example_image_name):
