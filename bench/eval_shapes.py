@@ -82,9 +82,11 @@ def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"]) -> dict:
                                              "psnr_db": psnr(out, pix)}
             rec = run(method, EDIT["target"], EDIT["cfg"], EDIT["strength"])
             out = vae.decode(rec).permute(0, 3, 1, 2).clamp(0, 1)
+            (c0, a0), (c1, a1) = data.shape_centroid(imgs), data.shape_centroid(out)
             res["edit"][method] = {
                 "blue": float((colour_clf(out).argmax(1) == data.COLOURS.index("blue")).float().mean()),
-                "circle": float((shape_clf(out).argmax(1) == data.SHAPES.index("circle")).float().mean())}
+                "circle": float((shape_clf(out).argmax(1) == data.SHAPES.index("circle")).float().mean()),
+                "shift_px": float((c1 - c0).norm(dim=1).median()), "area_ratio": float((a1 / a0).median())}
         res["vae_only_psnr_db"] = psnr(vae.decode(src["samples"]).clamp(0, 1), pix)
     res["edict_edit_blue"], res["edict_edit_circle"] = res["edit"]["edict"]["blue"], res["edit"]["edict"]["circle"]
     return res
@@ -98,10 +100,12 @@ def print_edict_tables(r: dict, n: int) -> None:
     for (method, cfg), v in r["recon"].items():
         print(f"| {method:<8} | {cfg:4.1f} | {v['latent_mse']:11.3e} | {v['psnr_db']:7.2f} dB |")
     print(f"\nPrompt-swap edit '{EDIT['source']}' -> '{EDIT['target']}' (strength {EDIT['strength']}, cfg {EDIT['cfg']})")
-    print(f"| {'method':<8} | {'labelled blue':>13} | {'still a circle':>14} |")
-    print(f"|{'-' * 10}|{'-' * 15}|{'-' * 16}|")
+    print(f"| {'method':<8} | {'labelled blue':>13} | {'still a circle':>14} | {'centre shift':>12} | {'area ratio':>10} |")
+    print(f"|{'-' * 10}|{'-' * 15}|{'-' * 16}|{'-' * 14}|{'-' * 12}|")
     for method, v in r["edit"].items():
-        print(f"| {method:<8} | {100 * v['blue']:12.1f}% | {100 * v['circle']:13.1f}% |")
+        print(f"| {method:<8} | {100 * v['blue']:12.1f}% | {100 * v['circle']:13.1f}% | {v['shift_px']:9.1f} px "
+              f"| {v['area_ratio']:10.2f} |")
+    print("(centre shift and area ratio: medians over the images, of the coloured region, edit vs source)")
 
 
 def evaluate(seeds: int = 8, steps: int = 20, cfg: float = 5.0, heldout: int = 512) -> dict:

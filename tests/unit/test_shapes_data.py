@@ -44,3 +44,11 @@ def test_toy_tokenizer_keeps_every_word_whole(tmp_path):
     assert len(tok("zebra").input_ids) > 3  # unknown words spell out letter by letter
     ids = tok(data.CAPTIONS).input_ids
     assert len({tuple(i) for i in ids}) == 12
+
+
+def test_shape_centroid_finds_the_drawn_shape():
+    b = data.make_batch(8, 5)
+    centre, area = data.shape_centroid(b.images)
+    true = torch.stack([b.cx, b.cy], 1) - 0.5  # render's pixel centres sit at integer + 0.5
+    assert (centre - true).norm(dim=1).max() < 1.5
+    assert (area > 0.5 * torch.pi * b.radius ** 2).all()
