@@ -1,18 +1,11 @@
 """DDIM inversion nodes: a one-node inverter and the same inversion as a SAMPLER."""
 from __future__ import annotations
 
-import torch
-
 import comfy.model_management
-import comfy.sample
-import comfy.samplers
-import comfy.utils
-import latent_preview
 from comfy_api.latest import io
 
-from ..samplers.comfy_sampler import (INVERSION_KEY, DDIMInversionSampler, inversion_metadata, model_family,
-                                      require_latent_channels, require_vp_model)
-from .common import CATEGORY, display, node_id
+from ..samplers.comfy_sampler import INVERSION_KEY, DDIMInversionSampler, inversion_metadata
+from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
 
 
 class DDIMInvert(io.ComfyNode):
@@ -46,18 +39,8 @@ class DDIMInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, sigmas, cfg) -> io.NodeOutput:
         who = display("DDIM Invert")
-        require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
-        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-        require_latent_channels(samples, model, who)
-
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(positive, negative)
-        guider.set_cfg(cfg)
-        x0_output: dict = {}
-        callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, x0_output)
-        noise = torch.zeros_like(samples)
-        inverted = guider.sample(noise, samples, DDIMInversionSampler(), sigmas, callback=callback,
-                                 disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+        samples = checked_latent(model, latent, who)
+        inverted = run_with_cfg_guider(model, positive, negative, cfg, DDIMInversionSampler(), samples, sigmas)
         out = latent.copy()
         out["samples"] = inverted.to(comfy.model_management.intermediate_device())
         out[INVERSION_KEY] = inversion_metadata(model, sigmas, cfg, samples.shape)

@@ -6,18 +6,14 @@ import logging
 import torch
 
 import comfy.model_management
-import comfy.sample
 import comfy.samplers
-import comfy.utils
-import latent_preview
 from comfy_api.latest import io
 
 from ..samplers import edict
 from ..samplers.comfy_sampler import (EDICT_OUTPUTS, EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, EDICTInversionSampler,
-                                      EDICTOptions, EDICTSampler, check_edict_pair, inversion_metadata, model_family,
-                                      require_latent_channels, require_vp_model)
+                                      EDICTOptions, EDICTSampler, check_edict_pair, inversion_metadata)
 from ..samplers.coords import vp_scale
-from .common import CATEGORY, display, node_id
+from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
 
 log = logging.getLogger(__name__)
 OFFICIAL = "official_980_0"
@@ -43,29 +39,9 @@ def _options_inputs(state_dtype: bool = True) -> list:
     return inputs
 
 
-def _guider(model, positive, negative, cfg):
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(cfg)
-    return guider
-
-
-def _run(guider, model, sampler, samples, sigmas):
-    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, {})
-    return guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
-                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
-
-
 def _to_vae_space(model, x: torch.Tensor) -> torch.Tensor:
     """process_latent_out in the state dtype, then float32 on the intermediate device (what stock nodes expect)."""
     return model.model.process_latent_out(x).to(comfy.model_management.intermediate_device(), torch.float32)
-
-
-def _checked_samples(model, latent, who):
-    require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
-    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    require_latent_channels(samples, model, who)
-    return samples
 
 
 class EDICTSigmas(io.ComfyNode):
@@ -162,11 +138,11 @@ class EDICTInvert(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, sigmas, cfg, mix_p, leapfrog, official_input_scaling,
                 state_dtype) -> io.NodeOutput:
         who = display("EDICT Invert")
-        samples = _checked_samples(model, latent, who)
+        samples = checked_latent(model, latent, who)
         options = EDICTOptions(mix_p, leapfrog, official_input_scaling, state_dtype)
         dtype = edict.STATE_DTYPES[state_dtype]
         sampler = EDICTInversionSampler(options, start=model.model.process_latent_in(samples.to(dtype)))
-        _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
+        run_with_cfg_guider(model, positive, negative, cfg, sampler, samples, sigmas)
         out = latent.copy()
         out["samples"], out[EDICT_Y_KEY] = (_to_vae_space(model, sampler.result(k)) for k in ("x", "y"))
         zx, zy = sampler.pair
@@ -210,7 +186,7 @@ class EDICTRegenerate(io.ComfyNode):
         options = EDICTOptions(mix_p, leapfrog, official_input_scaling,
                                (meta or {}).get("state_dtype", "float64"))
         sigmas = check_edict_pair(meta, model, sigmas, options, who)
-        samples = _checked_samples(model, pair, who)
+        samples = checked_latent(model, pair, who)
         exact = pair.get(EDICT_PAIR_KEY)
         if exact is not None and torch.equal(exact["samples"], pair["samples"]):
             start = (exact["x"], exact["y"])
@@ -222,6 +198,6 @@ class EDICTRegenerate(io.ComfyNode):
             scale = vp_scale(sigmas[0].double())
             start = tuple(model.model.process_latent_in(v.double()) / scale for v in (pair["samples"], pair[EDICT_Y_KEY]))
         sampler = EDICTSampler(options, pair=start)
-        _run(_guider(model, positive, negative, cfg), model, sampler, samples, sigmas)
+        run_with_cfg_guider(model, positive, negative, cfg, sampler, samples, sigmas)
         base = {k: v for k, v in pair.items() if k not in (EDICT_PAIR_KEY, EDICT_Y_KEY)}
         return io.NodeOutput(*(dict(base, samples=_to_vae_space(model, sampler.result(k))) for k in ("x", "y")))
