@@ -11,8 +11,8 @@ from comfy_api.latest import io
 
 from ..samplers import edict
 from ..samplers.comfy_sampler import (EDICT_OUTPUTS, EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, EDICTInversionSampler,
-                                      EDICTOptions, EDICTSampler, check_edict_pair, inversion_metadata)
-from ..samplers.coords import vp_scale
+                                      EDICTOptions, EDICTSampler, check_edict_pair, inversion_metadata,
+                                      vp_from_vae_space)
 from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,8 @@ class EDICTRegenerate(io.ComfyNode):
                 raise ValueError(f"{who}: the LATENT has no y_T ('{EDICT_Y_KEY}'); connect EDICT Invert's output.")
             log.warning("%s: the pair's samples were changed after inversion; regenerating from the LATENT's "
                         "float32 values (exactness ~1e-6 instead of float precision).", who)
-            scale = vp_scale(sigmas[0].double())
-            start = tuple(model.model.process_latent_in(v.double()) / scale for v in (pair["samples"], pair[EDICT_Y_KEY]))
+            start = tuple(vp_from_vae_space(model, v, sigmas[0], torch.float64) for v in (pair["samples"],
+                                                                                         pair[EDICT_Y_KEY]))
         sampler = EDICTSampler(options, pair=start)
         run_with_cfg_guider(model, positive, negative, cfg, sampler, samples, sigmas)
         base = {k: v for k, v in pair.items() if k not in (EDICT_PAIR_KEY, EDICT_Y_KEY)}

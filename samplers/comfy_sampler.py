@@ -234,6 +234,12 @@ class EDICTInversionSampler(_EDICTBase):
         return self.result("x").to(latent_image.dtype)
 
 
+def vp_from_vae_space(model_patcher, latent: torch.Tensor, sigma: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A VAE-space LATENT tensor at level σ as the VP state latent z = process_latent_in(latent)/sqrt(1+σ²), computed
+    in ``dtype`` (the inverse of ``process_latent_out`` of ``_EDICTBase.result``)."""
+    return model_patcher.model.process_latent_in(latent.to(dtype)) / vp_scale(sigma.to(dtype))
+
+
 def check_edict_pair(meta: dict | None, model_patcher, sigmas: torch.Tensor | None, options: EDICTOptions,
                      who: str) -> torch.Tensor:
     """Refuse a regeneration whose settings differ from the inversion's; returns the SIGMAS to use."""
