@@ -8,10 +8,12 @@ from comfy_api.latest import ComfyExtension, io
 
 from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
 from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
+from .hspace import HSpaceApply, HSpaceCombine, HSpaceFromPrompts, HSpaceLoad, HSpaceSave, SamplerAsyrp
 from .report import ReconstructionReport
 
 NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas, SamplerEDICT, EDICTInvert,
-                                   EDICTRegenerate, ReconstructionReport]
+                                   EDICTRegenerate, HSpaceFromPrompts, HSpaceApply, SamplerAsyrp, HSpaceCombine,
+                                   HSpaceSave, HSpaceLoad, ReconstructionReport]
 
 
 class InvEditExtension(ComfyExtension):

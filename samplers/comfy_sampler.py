@@ -262,3 +262,61 @@ def check_edict_pair(meta: dict | None, model_patcher, sigmas: torch.Tensor | No
                          f"{float(sigmas[0]):.4f} to {float(sigmas[-1]):.4f} here). Use the same EDICT Sigmas "
                          f"(steps, schedule, strength), or leave the sigmas input unconnected to use the pair's.")
     return sigmas
+
+
+# ---- Asyrp (h-space) ------------------------------------------------------------------------------------------------
+
+def hspace_patches(model_options: dict) -> list:
+    """The h-space patches (hooks.hspace.HSpacePatch) a model carries."""
+    from ..hooks.hspace import HSpacePatch
+    patches = model_options.get("transformer_options", {}).get("patches", {}).get("output_block_patch", [])
+    return [p for p in patches if isinstance(p, HSpacePatch)]
+
+
+class AsyrpSampler(comfy.samplers.Sampler):
+    """The Asyrp process (``samplers.asyrp``) as a SAMPLER: inside any asymmetric h-space window two predictions per
+    step (the model with the shift, P_edit, and without, P_orig), plain DDIM after it, DDIM η = 1 below t_boost.
+    Without an h-space patch it is deterministic DDIM (bit-identical to the stock ``euler``) until t_boost."""
+
+    WHO = "Asyrp sampler"
+
+    def __init__(self, t_boost: int = 0, eta_boost: float = 1.0):
+        self.t_boost, self.eta_boost = int(t_boost), float(eta_boost)
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        from ..hooks.hspace import PASS_KEY
+        from . import asyrp
+        import comfy.k_diffusion.sampling as kds
+        import comfy.model_patcher
+
+        inner = model_wrap.inner_model
+        ms = inner.model_sampling
+        require_vp_model(ms, model_family(inner), self.WHO)
+        x = ms.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
+        s_in = x.new_ones([x.shape[0]])
+        base = extra_args["model_options"]
+        patches = hspace_patches(base)
+        opts = {}
+        for which in ("orig", "edit"):
+            opts[which] = comfy.model_patcher.create_model_options_clone(base)
+            opts[which].setdefault("transformer_options", {})[PASS_KEY] = which
+        args = {k: v for k, v in extra_args.items() if k != "model_options"}
+        sigma_boost = float(ms.sigma(torch.tensor(self.t_boost))) if self.t_boost > 0 else 0.0
+        total = sigmas.numel() - 1
+
+        def edit_at(sigma: float) -> bool:
+            return any(p.mode == "asymmetric" and p.active(sigma) for p in patches)
+
+        def denoise(xx, sigma, edit):
+            p_orig = model_wrap(xx, sigma * s_in, model_options=opts["orig"], **args)
+            return p_orig, (model_wrap(xx, sigma * s_in, model_options=opts["edit"], **args) if edit else None)
+
+        def on_step(i, xx, denoised, sigma, sigma_next):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if callback is not None:
+                callback(i, denoised, xx, total)
+
+        noise_sampler = kds.default_noise_sampler(x, seed=extra_args.get("seed"))
+        out = asyrp.asyrp_sample(denoise, x, sigmas, edit_at, sigma_boost, self.eta_boost, noise_sampler, on_step)
+        return ms.inverse_noise_scaling(sigmas[-1], out)

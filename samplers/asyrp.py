@@ -1,0 +1,77 @@
+"""The Asyrp generative process (Kwon, Jeong, Uh, ICLR 2023, eq. 6–9) in ComfyUI σ-space.
+
+DDIM writes a step as x_{t−1} = sqrt(ᾱ_{t−1})·P_t(ε) + D_t(ε) (+ σ_t z): P_t the predicted x0, D_t the direction to
+x_t. Asyrp takes P_t from the U-Net with the shifted bottleneck (ε_θ(x_t | Δh_t)) and D_t from the unshifted one, since
+shifting ε in both terms nearly cancels (Theorem 1). In σ-space (x = z/sqrt(ᾱ), D(x, σ) = P_t) DDIM η = 0 is the Euler
+step x' = P + σ'·(x − P)/σ, and the asymmetric step is
+
+    x' = P_edit + σ'·(x − P_orig)/σ  =  x + (σ' − σ)·d_orig + (P_edit − P_orig),      d_orig = (x − P_orig)/σ
+
+(the second form reduces bit-exactly to ComfyUI's ``sample_euler`` when P_edit ≡ P_orig). The process (eq. 9):
+
+    σ ≥ σ_edit:           asymmetric step (η = 0)
+    σ_edit > σ ≥ σ_boost:  plain DDIM (η = 0)
+    σ < σ_boost:           DDIM with η = 1 ("quality boosting"): x' = P + σ_down·d + σ_up·z,
+                           σ_up = sqrt(σ'²(σ² − σ'²)/σ²), σ_down = sqrt(σ'² − σ_up²)  (k-diffusion's ancestral step)
+
+Pure torch; the denoiser callables come from the ComfyUI adapter.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+# denoise(x, σ, edit) -> (P_orig, P_edit); P_edit is None when edit is False
+PairDenoiser = Callable[[Tensor, Tensor, bool], tuple[Tensor, Optional[Tensor]]]
+StepCallback = Callable[[int, Tensor, Tensor, Tensor, Tensor], None]
+
+
+def asyrp_step(x: Tensor, sigma: Tensor, sigma_next: Tensor, p_orig: Tensor, p_edit: Tensor) -> Tensor:
+    """x' = x + (σ' − σ)·(x − P_orig)/σ + (P_edit − P_orig)."""
+    return symmetric_step(x, sigma, sigma_next, p_orig) + (p_edit - p_orig)
+
+
+def symmetric_step(x: Tensor, sigma: Tensor, sigma_next: Tensor, p: Tensor) -> Tensor:
+    """The plain DDIM η = 0 (Euler) step with one prediction: x' = x + (σ' − σ)·(x − P)/σ, in the operation order of
+    ComfyUI's ``sample_euler`` (d = (x − P)/σ, then x + d·(σ' − σ)), so that it is bit-identical to it."""
+    d = (x - p) / sigma
+    return x + d * (sigma_next - sigma)
+
+
+def ancestral_sigmas(sigma: Tensor, sigma_next: Tensor, eta: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(σ_down, σ_up) of a DDIM step with noise η (k-diffusion's get_ancestral_step)."""
+    if float(sigma_next) == 0.0:
+        return sigma_next, sigma_next
+    up = torch.minimum(sigma_next, eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** 0.5)
+    return (sigma_next ** 2 - up ** 2) ** 0.5, up
+
+
+def boost_step(x: Tensor, sigma: Tensor, sigma_next: Tensor, p: Tensor, noise: Tensor, eta: float = 1.0) -> Tensor:
+    """DDIM with η: x' = P + σ_down·(x − P)/σ + σ_up·z."""
+    down, up = ancestral_sigmas(sigma, sigma_next, eta)
+    return p + down * (x - p) / sigma + up * noise
+
+
+def asyrp_sample(denoise: PairDenoiser, x: Tensor, sigmas: Tensor, edit_at: Callable[[float], bool],
+                 sigma_boost: float = 0.0, eta_boost: float = 1.0,
+                 noise: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+                 callback: Optional[StepCallback] = None) -> Tensor:
+    """Run eq. 9 along descending ``sigmas``. ``edit_at(σ)`` says whether a step is in an edit window (two
+    predictions); below ``sigma_boost`` steps are stochastic with ``noise(σ, σ')`` (required then)."""
+    for i in range(sigmas.numel() - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        edit = edit_at(float(s))
+        p_orig, p_edit = denoise(x, s, edit)
+        if edit and p_edit is not None:
+            x = asyrp_step(x, s, s_next, p_orig, p_edit)
+        elif float(s) < sigma_boost and float(s_next) > 0 and eta_boost > 0:
+            if noise is None:
+                raise ValueError("Asyrp: quality boosting needs a noise source (a seed).")
+            x = boost_step(x, s, s_next, p_orig, noise(s, s_next), eta_boost)
+        else:
+            x = symmetric_step(x, s, s_next, p_orig)
+        if callback is not None:
+            callback(i, x, p_orig if p_edit is None else p_edit, s, s_next)
+    return x

@@ -1,0 +1,153 @@
+"""h-space (Asyrp) on the real ComfyUI host: the shapes-world SD1.5 model through the stock loaders, the pack's nodes,
+stock samplers for comparison."""
+import pytest
+import torch
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+
+
+@pytest.fixture(scope="module")
+def world(comfy):
+    import nodes
+    import comfy.utils
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    C = nodes.NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+        enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in ("a red circle", "a blue circle", "")}
+        direction = C["InvEditHSpaceFromPrompts"].execute(
+            model, enc["a red circle"], enc["a blue circle"], nodes.EmptyLatentImage().generate(64, 64, 2)[0],
+            10, 0, "per_timestep")[0]
+    return {"model": model, "vae": vae, "enc": enc, "dir": direction, "C": C}
+
+
+def generate(w, model, sampler, seed=5, batch=4, steps=12, cfg=3.0, prompt="a red circle"):
+    import comfy.sample
+    C = w["C"]
+    lat = torch.zeros(batch, 4, 8, 8)
+    sig = C["BasicScheduler"].execute(w["model"], "ddim_uniform", steps, 1.0)[0]
+    with torch.inference_mode():
+        return comfy.sample.sample_custom(model, comfy.sample.prepare_noise(lat, seed), cfg, sampler, sig,
+                                          w["enc"][prompt], w["enc"][""], lat, disable_pbar=True, seed=seed)
+
+
+def apply(w, strength, mode="asymmetric", t_start=999, t_edit=0, apply_to="both", direction=None):
+    return w["C"]["InvEditHSpaceApply"].execute(w["model"], direction or w["dir"], strength, t_start, t_edit, mode,
+                                                apply_to, "resize")[0]
+
+
+def asyrp_sampler(w, t_boost=0):
+    return w["C"]["InvEditSamplerAsyrp"].execute(t_boost, 1.0)[0]
+
+
+def euler():
+    import comfy.samplers
+    return comfy.samplers.sampler_object("euler")
+
+
+def test_direction_from_prompts_has_the_bottleneck_shape(world):
+    d = world["dir"]
+    assert d.delta.shape == (10, 320, 8, 8) and d.meta["family"] == "SD15"  # shapes-world UNet: 320 ch, 8×8 at 64 px
+    assert (d.sigmas[:-1] > d.sigmas[1:]).all() and d.delta.abs().max() > 0
+
+
+def test_identical_prompts_give_a_zero_direction(world):
+    import nodes
+    with torch.inference_mode():
+        d = world["C"]["InvEditHSpaceFromPrompts"].execute(
+            world["model"], world["enc"]["a red circle"], world["enc"]["a red circle"],
+            nodes.EmptyLatentImage().generate(64, 64, 1)[0], 4, 0, "global")[0]
+    assert d.delta.shape[0] == 1 and torch.count_nonzero(d.delta) == 0
+
+
+def test_without_a_shift_everything_is_bit_identical_to_stock_euler(world):
+    stock = generate(world, world["model"], euler())
+    assert torch.equal(generate(world, world["model"], asyrp_sampler(world)), stock)      # no patch
+    assert torch.equal(generate(world, apply(world, 0.0), asyrp_sampler(world)), stock)   # strength 0
+    assert torch.equal(generate(world, apply(world, 0.0, "symmetric"), euler()), stock)  # symmetric, strength 0
+
+
+def test_the_shift_acts_only_inside_the_window(world):
+    import comfy.model_sampling  # noqa: F401
+    m = apply(world, 2.0, t_start=999, t_edit=600)
+    patch = m.model_options["transformer_options"]["patches"]["output_block_patch"][-1]
+    sig = world["C"]["BasicScheduler"].execute(world["model"], "ddim_uniform", 12, 1.0)[0]
+    lo = float(world["model"].get_model_object("model_sampling").sigma(torch.tensor(600)))
+    in_window = int((sig[:-1] >= lo).sum())
+    generate(world, m, asyrp_sampler(world), batch=1)
+    assert 0 < in_window < 12 and patch.calls == in_window  # one edit pass (cond+uncond batched) per in-window step
+
+
+def blue_margin(world, latents):
+    from harness.paths import BASE
+    from harness.shapes.models import load_classifier
+    from harness.tiny_models import CLASSIFIERS
+    colour = load_classifier(BASE / "models" / "classifiers" / CLASSIFIERS[0])[0]
+    with torch.inference_mode():
+        img = world["vae"].decode(latents).permute(0, 3, 1, 2).clamp(0, 1)
+    logits = colour(img)
+    return float((logits[:, 2] - logits[:, 0]).mean()), float((logits.argmax(1) == 2).float().mean())
+
+
+def test_red_to_blue_direction_turns_red_circles_blue_as_strength_grows(world):
+    """The shapes-world check of the issue: red circles ('a red circle', cfg 3) become blue as the strength grows
+    (full window, asymmetric); on unconditional samples (all colours) the classifier's blue-vs-red margin rises
+    monotonically with the strength and falls for negative strengths (measured: −8.6, −6.8, −3.6, 5.5, 8.9 at
+    −1.5 … 1.5; it saturates near ±9 beyond)."""
+    _, blue = zip(*(blue_margin(world, generate(world, apply(world, s), asyrp_sampler(world))) for s in (0.0, 10.0)))
+    assert blue[0] == 0.0 and blue[1] >= 0.75, blue  # measured: 0 / 0.25 / 1.0 at strength 0 / 6 / 10
+    margins = [blue_margin(world, generate(world, apply(world, s), asyrp_sampler(world), prompt="", cfg=1.0,
+                                           batch=8))[0] for s in (-1.5, -0.75, 0.0, 0.75, 1.5)]
+    assert all(a < b for a, b in zip(margins, margins[1:])), margins
+
+
+def test_asymmetric_is_stronger_than_symmetric(world):
+    base, _ = blue_margin(world, generate(world, world["model"], euler()))
+    sym, _ = blue_margin(world, generate(world, apply(world, 3.0, "symmetric"), euler()))
+    asy, _ = blue_margin(world, generate(world, apply(world, 3.0), asyrp_sampler(world)))
+    assert asy - base > sym - base > 0, (base, sym, asy)
+
+
+def test_boost_is_seeded_and_changes_the_tail(world):
+    a = generate(world, world["model"], asyrp_sampler(world, t_boost=300), seed=1)
+    b = generate(world, world["model"], asyrp_sampler(world, t_boost=300), seed=1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, generate(world, world["model"], euler(), seed=1))
+
+
+def test_save_load_round_trip_and_family_checks(world, tmp_path):
+    import folder_paths
+    C = world["C"]
+    C["InvEditHSpaceSave"].execute(world["dir"], "test_red_to_blue")
+    path = folder_paths.get_full_path_or_raise("hspace_directions", "test_red_to_blue.safetensors")
+    try:
+        loaded = C["InvEditHSpaceLoad"].execute("test_red_to_blue.safetensors")[0]
+        assert torch.equal(loaded.delta, world["dir"].delta.float()) and torch.equal(loaded.sigmas, world["dir"].sigmas)
+        assert loaded.meta["family"] == "SD15"
+        with pytest.raises(ValueError, match="unsafe file name"):
+            C["InvEditHSpaceSave"].execute(world["dir"], "../escape")
+        sdxl = type(loaded)(loaded.delta, loaded.sigmas, dict(loaded.meta, family="SDXL"))
+        with pytest.raises(ValueError, match="made with a SDXL model, this is SD15"):
+            apply(world, 1.0, direction=sdxl)
+        narrow = type(loaded)(loaded.delta[:, :64], loaded.sigmas, {})
+        with pytest.raises(ValueError, match="64 channels but SD15's h-space has 320"):
+            apply(world, 1.0, direction=narrow)
+    finally:
+        import os
+        os.remove(path)
+
+
+def test_combine_node_is_the_weighted_sum(world):
+    C = world["C"]
+    d = world["dir"]
+    c = C["InvEditHSpaceCombine"].execute(d, 2.0, d, -0.5)[0]
+    torch.testing.assert_close(c.delta, 1.5 * d.delta, rtol=1e-6, atol=1e-6)
+
+
+def test_flow_models_are_refused_by_the_asyrp_sampler(world):
+    import comfy.sample
+    flow = world["C"]["ModelSamplingSD3"]().patch(world["model"], 3.0)[0]
+    with torch.inference_mode(), pytest.raises(ValueError, match="flow-matching model"):
+        lat = torch.zeros(1, 4, 8, 8)
+        comfy.sample.sample_custom(flow, lat, 1.0, asyrp_sampler(world), torch.tensor([1.0, 0.5, 0.0]),
+                                   world["enc"][""], world["enc"][""], lat, disable_pbar=True, seed=0)
