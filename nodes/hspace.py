@@ -205,10 +205,11 @@ class HSpaceCombine(io.ComfyNode):
                 "weight_a·a + weight_b·b (h-space is linear). Interpolate with weights (1−α, α); negative weights "
                 "subtract. Chain for more than two."),
             inputs=[
-                HSpaceDirection.Input("a"),
-                io.Float.Input("weight_a", default=1.0, min=-20.0, max=20.0, step=0.05),
-                HSpaceDirection.Input("b"),
-                io.Float.Input("weight_b", default=1.0, min=-20.0, max=20.0, step=0.05),
+                HSpaceDirection.Input("a", tooltip="First direction."),
+                io.Float.Input("weight_a", default=1.0, min=-20.0, max=20.0, step=0.05, tooltip="Its weight."),
+                HSpaceDirection.Input("b", tooltip="Second direction (same model and resolution)."),
+                io.Float.Input("weight_b", default=1.0, min=-20.0, max=20.0, step=0.05, tooltip=(
+                    "Its weight; (1−α, α) interpolates, a negative weight subtracts.")),
             ],
             outputs=[HSpaceDirection.Output(display_name="direction")],
         )
@@ -232,7 +233,7 @@ class HSpaceSave(io.ComfyNode):
             display_name=display("h-space Save Direction"),
             category=SUBCATEGORY,
             description=f"Saves a direction as safetensors (with its metadata) in models/{FOLDER}/.",
-            inputs=[HSpaceDirection.Input("direction"),
+            inputs=[HSpaceDirection.Input("direction", tooltip="The direction to save."),
                     io.String.Input("name", default="my_direction", tooltip="File name (no folders).")],
             outputs=[],
             is_output_node=True,
