@@ -85,7 +85,7 @@ def blue_margin(world, latents):
     colour = load_classifier(BASE / "models" / "classifiers" / CLASSIFIERS[0])[0]
     with torch.inference_mode():
         img = world["vae"].decode(latents).permute(0, 3, 1, 2).clamp(0, 1)
-    logits = colour(img)
+        logits = colour(img)
     return float((logits[:, 2] - logits[:, 0]).mean()), float((logits.argmax(1) == 2).float().mean())
 
 
