@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -15,6 +16,7 @@ from comfy_api.latest import io, ui
 
 from .. import artifacts
 from ..hooks.hspace import APPLY_TO, MODES, SPATIAL_POLICIES, Direction, HSpaceError, HSpacePatch, combine
+from ..hooks.unet_split import SharedEncoder
 from ..samplers.comfy_sampler import AsyrpSampler, model_family
 from .common import CATEGORY, display, node_id
 
@@ -89,6 +91,11 @@ class HSpaceApply(io.ComfyNode):
         m = model.clone()
         m.set_model_output_block_patch(HSpacePatch(direction, strength, t_to_sigma(model, t_start),
                                                    t_to_sigma(model, t_edit), mode, apply_to, spatial_mode))
+        kind, key = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "invedit_hspace_shared_encoder"
+        if mode == "asymmetric" and not comfy.patcher_extension.get_wrappers_with_key(kind, key, m.model_options,
+                                                                                     is_model_options=True):
+            comfy.patcher_extension.add_wrapper_with_key(kind, key, SharedEncoder(), m.model_options,
+                                                         is_model_options=True)
         return io.NodeOutput(m)
 
 

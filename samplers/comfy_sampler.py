@@ -273,19 +273,32 @@ def hspace_patches(model_options: dict) -> list:
     return [p for p in patches if isinstance(p, HSpacePatch)]
 
 
+def shared_encoders(model_options: dict) -> list:
+    """The SharedEncoder wrappers (hooks.unet_split) a model carries."""
+    import comfy.patcher_extension
+    from ..hooks.unet_split import SharedEncoder
+    return [w for w in comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                                 model_options, is_model_options=True)
+            if isinstance(w, SharedEncoder)]
+
+
 class AsyrpSampler(comfy.samplers.Sampler):
     """The Asyrp process (``samplers.asyrp``) as a SAMPLER: inside any asymmetric h-space window two predictions per
     step (the model with the shift, P_edit, and without, P_orig), plain DDIM after it, DDIM η = 1 below t_boost.
-    Without an h-space patch it is deterministic DDIM (bit-identical to the stock ``euler``) until t_boost."""
+    Without an h-space patch it is deterministic DDIM (bit-identical to the stock ``euler``) until t_boost.
+
+    With ``shared_encoder`` (default) and a model patched by h-space Apply, the unshifted pass keeps the U-Net's
+    encoder state and the shifted pass runs only the decoder (hooks.unet_split); otherwise two full passes."""
 
     WHO = "Asyrp sampler"
 
-    def __init__(self, t_boost: int = 0, eta_boost: float = 1.0):
-        self.t_boost, self.eta_boost = int(t_boost), float(eta_boost)
+    def __init__(self, t_boost: int = 0, eta_boost: float = 1.0, shared_encoder: bool = True):
+        self.t_boost, self.eta_boost, self.shared_encoder = int(t_boost), float(eta_boost), bool(shared_encoder)
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         from ..hooks.hspace import PASS_KEY
+        from ..hooks.unet_split import CACHE_PASS
         from . import asyrp
         import comfy.k_diffusion.sampling as kds
         import comfy.model_patcher
@@ -297,8 +310,9 @@ class AsyrpSampler(comfy.samplers.Sampler):
         s_in = x.new_ones([x.shape[0]])
         base = extra_args["model_options"]
         patches = hspace_patches(base)
+        caches = shared_encoders(base) if self.shared_encoder else []
         opts = {}
-        for which in ("orig", "edit"):
+        for which in ("orig", CACHE_PASS, "edit"):
             opts[which] = comfy.model_patcher.create_model_options_clone(base)
             opts[which].setdefault("transformer_options", {})[PASS_KEY] = which
         args = {k: v for k, v in extra_args.items() if k != "model_options"}
@@ -309,8 +323,13 @@ class AsyrpSampler(comfy.samplers.Sampler):
             return any(p.mode == "asymmetric" and p.active(sigma) for p in patches)
 
         def denoise(xx, sigma, edit):
-            p_orig = model_wrap(xx, sigma * s_in, model_options=opts["orig"], **args)
-            return p_orig, (model_wrap(xx, sigma * s_in, model_options=opts["edit"], **args) if edit else None)
+            if not edit:
+                return model_wrap(xx, sigma * s_in, model_options=opts["orig"], **args), None
+            for c in caches:
+                c.clear()
+            first = CACHE_PASS if caches else "orig"
+            p_orig = model_wrap(xx, sigma * s_in, model_options=opts[first], **args)
+            return p_orig, model_wrap(xx, sigma * s_in, model_options=opts["edit"], **args)
 
         def on_step(i, xx, denoised, sigma, sigma_next):
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -318,5 +337,9 @@ class AsyrpSampler(comfy.samplers.Sampler):
                 callback(i, denoised, xx, total)
 
         noise_sampler = kds.default_noise_sampler(x, seed=extra_args.get("seed"))
-        out = asyrp.asyrp_sample(denoise, x, sigmas, edit_at, sigma_boost, self.eta_boost, noise_sampler, on_step)
+        try:
+            out = asyrp.asyrp_sample(denoise, x, sigmas, edit_at, sigma_boost, self.eta_boost, noise_sampler, on_step)
+        finally:
+            for c in caches:
+                c.clear()
         return ms.inverse_noise_scaling(sigmas[-1], out)

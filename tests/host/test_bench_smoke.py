@@ -1,5 +1,5 @@
 """The benchmark scripts run against the assembled files (tiny settings; their figures are not judged here)."""
-from bench import bench_ddim, bench_edict, eval_shapes
+from bench import bench_asyrp, bench_ddim, bench_edict, eval_shapes
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
@@ -12,6 +12,12 @@ def test_bench_edict_prints_its_ratio_table(comfy, capsys):
     bench_edict.main(["--size", "64", "--steps", "2", "--rounds", "1"])
     out = capsys.readouterr().out
     assert "ratio EDICT / DDIM, sampling" in out and "target <= 2.05" in out and "EDICT (float64 state)" in out
+
+
+def test_bench_asyrp_prints_its_ratio_table(comfy, capsys):
+    bench_asyrp.main(["--size", "64", "--steps", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "Asyrp step, shared encoder" in out and "target <= 1.6" in out
 
 
 def test_eval_shapes_reports_every_measure(comfy, capsys):

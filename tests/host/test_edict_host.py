@@ -6,6 +6,8 @@ import re
 import pytest
 import torch
 
+from host_models import sdxl_cond, tiny_sdxl
+
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 OPTS = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
 
@@ -261,34 +263,7 @@ def test_edict_honours_interrupt(comfy):
         mm.interrupt_current_processing(False)
 
 
-# ---- SDXL (tiny, random weights, built here: the latent scale 0.13025, ADM conditioning and the family check) -----
-
-TINY_SDXL = {
-    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
-    "channel_mult": [1, 2], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
-    "transformer_depth_middle": 1, "context_dim": 2048, "num_heads": -1, "num_head_channels": 16,
-    "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False, "adm_in_channels": 2816,
-    "num_classes": "sequential", "use_temporal_attention": False, "use_temporal_resblock": False,
-}
-
-
-def tiny_sdxl(v_prediction=False):
-    import comfy.model_patcher
-    import comfy.supported_models
-    config = comfy.supported_models.SDXL(dict(TINY_SDXL, dtype=torch.float32))
-    model = config.get_model({"v_pred": torch.zeros(1)} if v_prediction else {})
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.diffusion_model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.5 / max(1, p[0].numel()) ** 0.5))
-    cpu = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
-
-
-def sdxl_cond(seed):
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g)}]]
-
+# ---- SDXL (tiny, random weights, tests/host_models.py: the latent scale 0.13025, ADM conditioning, family check) --
 
 @pytest.mark.parametrize("v_prediction", [False, True], ids=["eps", "v"])
 def test_sdxl_round_trip_and_family_check(comfy, v_prediction):

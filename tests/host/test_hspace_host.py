@@ -151,3 +151,45 @@ def test_flow_models_are_refused_by_the_asyrp_sampler(world):
         lat = torch.zeros(1, 4, 8, 8)
         comfy.sample.sample_custom(flow, lat, 1.0, asyrp_sampler(world), torch.tensor([1.0, 0.5, 0.0]),
                                    world["enc"][""], world["enc"][""], lat, disable_pbar=True, seed=0)
+
+
+# ---- the shared-encoder step (hooks/unet_split.py) -----------------------------------------------------------------
+
+def split_module():
+    import sys
+    return next(m for k, m in sys.modules.items() if k.endswith(".hooks.unet_split"))
+
+
+@pytest.mark.parametrize("family", ["SD15", "SDXL"])
+def test_split_forward_equals_comfyuis_forward_bit_for_bit(world, family):
+    from host_models import sdxl_cond, tiny_sdxl
+    split = split_module()
+    g = torch.Generator().manual_seed(0)
+    if family == "SD15":
+        model, context, y = world["model"], world["enc"]["a red circle"][0][0], None
+    else:
+        model = tiny_sdxl()
+        cond = sdxl_cond(3)[0]
+        context, y = cond[0], torch.randn(1, 2816, generator=g)
+    unet = model.get_model_object("diffusion_model")
+    x, t = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([500.0])
+    with torch.inference_mode():
+        ref = unet._forward(x, t, context=context, y=y, transformer_options={})
+        state = split.encode(unet, x, t, context, y, None, {})
+        out = split.decode(unet, state, context, None, {})
+    assert torch.equal(out, ref)
+
+
+def test_shared_encoder_step_equals_two_full_passes(world):
+    """Asyrp with the encoder shared (decoder run twice) vs two full U-Net passes: the same latents, and the cache
+    was hit on every edit pass."""
+    m = apply(world, 6.0, t_edit=400)
+    enc = split_module().SharedEncoder
+    wrappers = [w for ws in m.model_options["transformer_options"]["wrappers"].values() for v in ws.values()
+                for w in v if isinstance(w, enc)]
+    shared = generate(world, m, asyrp_sampler(world), batch=2)
+    assert len(wrappers) == 1 and wrappers[0].hits > 0 and wrappers[0].misses == 0
+    naive = generate(world, m, world["C"]["InvEditSamplerAsyrp"].execute(0, 1.0)[0].__class__(0, 1.0, False),
+                     batch=2)
+    torch.testing.assert_close(shared, naive, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(shared, generate(world, world["model"], euler(), batch=2))  # the edit did act
