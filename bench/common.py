@@ -1,0 +1,52 @@
+"""What the speed benchmarks share: arguments, the shapes-world model through the host, interleaved timing."""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import host  # noqa: E402
+from harness.tiny_models import FILES  # noqa: E402
+
+
+def parser(doc: str, steps: int, cfg: float, rounds: int = 3, size: int = 256) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=size, help="image side in pixels (latent = size/8)")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--cfg", type=float, default=cfg)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    return ap
+
+
+def shapes_world():
+    """Boot the host (progress bars off) and load the shapes-world checkpoint: (model, clip, vae, encode(text))."""
+    host.boot()
+    import comfy.utils
+    import nodes
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
+    return model, clip, vae, lambda text: nodes.CLIPTextEncode().encode(clip, text)[0]
+
+
+def interleaved(runs: dict, rounds: int, steps: int) -> dict:
+    """Median seconds per step of each callable, after one warm-up call each, the runs interleaved round by round."""
+    for fn in runs.values():
+        fn()
+    times: dict = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t) / steps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def print_times(title: str, med: dict, base: str | None = None) -> None:
+    print(f"\n{title}")
+    print(f"| {'what':<34} | {'s/step':>8} |" + (f" {'/ base':>8} |" if base else ""))
+    print(f"|{'-' * 36}|{'-' * 10}|" + ("-" * 10 + "|" if base else ""))
+    for k, v in med.items():
+        print(f"| {k:<34} | {v:8.4f} |" + (f" {v / med[base]:8.3f} |" if base else ""))
