@@ -98,15 +98,81 @@ def edict_sampler(g):
     g.node("SaveImage", images=dec.out(0), filename_prefix="InvEdit/edict_sampler")
 
 
+def _hspace_direction(g, ck, source: str, target: str):
+    src = g.node("CLIPTextEncode", clip=ck.out(1), text=source)
+    trg = g.node("CLIPTextEncode", clip=ck.out(1), text=target)
+    return g.node("InvEditHSpaceFromPrompts", model=ck.out(0), source=src.out(0), target=trg.out(0),
+                  latent=g.node("EmptyLatentImage", width=64, height=64, batch_size=8).out(0), steps=12, seed=0,
+                  reduce="per_timestep")
+
+
+def _hspace_generate(g, ck, direction, strength: float, prompt: str, prefix: str):
+    """Stock generation and the same seed with the direction applied (Asyrp Sampler), side by side."""
+    edited = g.node("InvEditHSpaceApply", model=ck.out(0), direction=direction.out(0), strength=strength, t_start=999,
+                    t_edit=0, mode="asymmetric", apply_to="both", spatial_mode="resize")
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text=prompt)
+    neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
+    sig = g.node("BasicScheduler", model=ck.out(0), scheduler="ddim_uniform", steps=20, denoise=1.0)
+    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=2)
+    noise = g.node("RandomNoise", noise_seed=3)
+    sampler = g.node("InvEditSamplerAsyrp", t_boost=0, eta_boost=1.0)
+    images = []
+    for model in (ck.out(0), edited.out(0)):
+        guider = g.node("CFGGuider", model=model, positive=pos.out(0), negative=neg.out(0), cfg=3.0)
+        out = g.node("SamplerCustomAdvanced", noise=noise.out(0), guider=guider.out(0), sampler=sampler.out(0),
+                     sigmas=sig.out(0), latent_image=latent.out(0))
+        images.append(g.node("VAEDecode", samples=out.out(0), vae=ck.out(2)))
+    pair = g.node("ImageBatch", image1=images[0].out(0), image2=images[1].out(0))
+    g.node("SaveImage", images=pair.out(0), filename_prefix=f"InvEdit/{prefix}")
+
+
+def hspace_generate(g):
+    """A red→blue h-space direction from two prompts, applied while generating 'a red circle'."""
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    _hspace_generate(g, ck, _hspace_direction(g, ck, "a red circle", "a blue circle"), 5.0, "a red circle",
+                     "hspace_generate")
+
+
+def hspace_combine(g):
+    """Two directions (red→blue, circle→square) added with weights, then applied while generating 'a red circle'."""
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    colour = _hspace_direction(g, ck, "a red circle", "a blue circle")
+    shape = _hspace_direction(g, ck, "a red circle", "a red square")
+    both = g.node("InvEditHSpaceCombine", a=colour.out(0), weight_a=1.0, b=shape.out(0), weight_b=1.0)
+    _hspace_generate(g, ck, both, 5.0, "a red circle", "hspace_combine")
+
+
+def hspace_real_image(g):
+    """Edit a real image: DDIM Invert (cfg 1) -> the same sigmas through SamplerCustom with the direction applied and
+    the Asyrp Sampler (added noise off)."""
+    ck, pos, neg, img, src, _ = _common(g)
+    sig = g.node("BasicScheduler", model=ck.out(0), scheduler="ddim_uniform", steps=STEPS, denoise=1.0)
+    inv = g.node("InvEditDDIMInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
+                 sigmas=sig.out(0), cfg=1.0)
+    direction = _hspace_direction(g, ck, "a red circle", "a blue circle")
+    edited = g.node("InvEditHSpaceApply", model=ck.out(0), direction=direction.out(0), strength=5.0, t_start=999,
+                    t_edit=0, mode="asymmetric", apply_to="both", spatial_mode="resize")
+    out = g.node("SamplerCustom", model=edited.out(0), add_noise=False, noise_seed=0, cfg=1.0, positive=pos.out(0),
+                 negative=neg.out(0), sampler=g.node("InvEditSamplerAsyrp", t_boost=0, eta_boost=1.0).out(0),
+                 sigmas=sig.out(0), latent_image=inv.out(0))
+    dec = g.node("VAEDecode", samples=out.out(0), vae=ck.out(2))
+    pair = g.node("ImageBatch", image1=img.out(0), image2=dec.out(0))
+    g.node("SaveImage", images=pair.out(0), filename_prefix="InvEdit/hspace_real_image")
+
+
 TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
 EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "edict_edit": {"SaveImage": "Save: source | edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
     "edict_sampler": {"SaveImage": "Save: EDICT samples (a yellow triangle)"},
+    "hspace_generate": {"SaveImage": "Save: stock | red→blue direction", "ImageBatch": "Compare"},
+    "hspace_combine": {"SaveImage": "Save: stock | red→blue + circle→square", "ImageBatch": "Compare"},
+    "hspace_real_image": {"SaveImage": "Save: source | h-space edit", "ImageBatch": "Compare: source | edit"},
 }
 
 EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler,
                     "edict_reconstruction": edict_reconstruction, "edict_edit": edict_edit,
-                    "edict_sampler": edict_sampler}
+                    "edict_sampler": edict_sampler, "hspace_generate": hspace_generate,
+                    "hspace_combine": hspace_combine, "hspace_real_image": hspace_real_image}
 
 
 def api_prompt(name: str) -> dict:
