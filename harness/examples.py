@@ -164,8 +164,8 @@ TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: 
 EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "edict_edit": {"SaveImage": "Save: source | edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
     "edict_sampler": {"SaveImage": "Save: EDICT samples (a yellow triangle)"},
-    "hspace_generate": {"SaveImage": "Save: stock | red→blue direction", "ImageBatch": "Compare"},
-    "hspace_combine": {"SaveImage": "Save: stock | red→blue + circle→square", "ImageBatch": "Compare"},
+    "hspace_generate": {"SaveImage": "Save: stock | red->blue direction", "ImageBatch": "Compare"},
+    "hspace_combine": {"SaveImage": "Save: stock | red->blue + circle->square", "ImageBatch": "Compare"},
     "hspace_real_image": {"SaveImage": "Save: source | h-space edit", "ImageBatch": "Compare: source | edit"},
 }
 
