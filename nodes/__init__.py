@@ -8,12 +8,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
 from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
-from .hspace import HSpaceApply, HSpaceCombine, HSpaceFromPrompts, HSpaceLoad, HSpaceSave, SamplerAsyrp
+from .hspace import (HSpaceApply, HSpaceCombine, HSpaceFromImages, HSpaceFromPrompts, HSpaceLoad, HSpaceSave,
+                     SamplerAsyrp)
 from .report import ReconstructionReport
 
 NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas, SamplerEDICT, EDICTInvert,
-                                   EDICTRegenerate, HSpaceFromPrompts, HSpaceApply, SamplerAsyrp, HSpaceCombine,
-                                   HSpaceSave, HSpaceLoad, ReconstructionReport]
+                                   EDICTRegenerate, HSpaceFromPrompts, HSpaceFromImages, HSpaceApply, SamplerAsyrp,
+                                   HSpaceCombine, HSpaceSave, HSpaceLoad, ReconstructionReport]
 
 
 class InvEditExtension(ComfyExtension):

@@ -17,8 +17,8 @@ from comfy_api.latest import io, ui
 from .. import artifacts
 from ..hooks.hspace import APPLY_TO, MODES, SPATIAL_POLICIES, Direction, HSpaceError, HSpacePatch, combine
 from ..hooks.unet_split import SharedEncoder
-from ..samplers.comfy_sampler import AsyrpSampler, model_family
-from .common import CATEGORY, display, node_id
+from ..samplers.comfy_sampler import AsyrpSampler, DDIMInversionSampler, model_family
+from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
 
 SUBCATEGORY = f"{CATEGORY}/hspace"
 FOLDER = "hspace_directions"
@@ -142,14 +142,24 @@ class HSpaceRecorder:
                 acc[1] += chunk.shape[0]
         return h, hsp
 
+    def means(self, kind: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean h [K, C, H, W] of the chunks of ``kind`` at each recorded σ, σ [K] descending)."""
+        sigmas = sorted({s for s, k in self.sums if k == kind}, reverse=True)
+        if not sigmas:
+            raise ValueError("h-space: nothing was recorded")
+        return (torch.stack([self.sums[s, kind][0] / self.sums[s, kind][1] for s in sigmas]),
+                torch.tensor(sigmas, dtype=torch.float64))
+
     def difference(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(Δh [K, C, H, W] = mean h(uncond chunk) − mean h(cond chunk), σ [K] descending)."""
-        sigmas = sorted({s for s, _ in self.sums}, reverse=True)
-        missing = [s for s in sigmas if (s, 0) not in self.sums or (s, 1) not in self.sums]
-        if missing or not sigmas:
+        (src, s0), (trg, s1) = self.means(0), self.means(1)
+        if not torch.equal(s0, s1):
             raise ValueError("h-space: the source and target passes were not both recorded at every step")
-        mean = {k: v[0] / v[1] for k, v in self.sums.items()}
-        return torch.stack([mean[s, 1] - mean[s, 0] for s in sigmas]), torch.tensor(sigmas, dtype=torch.float64)
+        return trg - src, s0
+
+
+def _reduce(delta: torch.Tensor, levels: torch.Tensor, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return (delta.mean(0, keepdim=True), levels[:1]) if reduce == "global" else (delta, levels)
 
 
 class HSpaceFromPrompts(io.ComfyNode):
@@ -193,11 +203,57 @@ class HSpaceFromPrompts(io.ComfyNode):
         noise = comfy.sample.prepare_noise(samples, seed)
         guider.sample(noise, samples, comfy.samplers.sampler_object("euler"), sigmas.cpu(),
                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        delta, levels = rec.difference()
-        if reduce == "global":
-            delta, levels = delta.mean(0, keepdim=True), levels[:1]
+        delta, levels = _reduce(*rec.difference(), reduce)
         meta = {"kind": f"prompts_{reduce}", "family": model_family(model.model), "steps": str(steps),
                 "samples": str(samples.shape[0]), "name": "prompts"}
+        return io.NodeOutput(Direction(delta, levels, meta))
+
+
+class HSpaceFromImages(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("HSpaceFromImages"),
+            display_name=display("h-space Direction From Images"),
+            category=SUBCATEGORY,
+            description=(
+                "Δh_t = mean h_t over image set B − mean h_t over image set A (supervised class-mean difference): "
+                "every image is DDIM-inverted with the neutral prompt at cfg 1, then its DDIM trajectory is replayed "
+                "while h is recorded at each step. Sets of a few images with and without an attribute suffice."),
+            inputs=[
+                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL."),
+                io.Latent.Input("set_a", tooltip="Images without the attribute (VAE Encode of a batch)."),
+                io.Latent.Input("set_b", tooltip="Images with it, same resolution."),
+                io.Conditioning.Input("neutral", tooltip="A prompt for both sets (or an empty prompt)."),
+                io.Int.Input("steps", default=40, min=2, max=200, tooltip="DDIM steps of inversion and replay."),
+                io.Combo.Input("reduce", options=["per_timestep", "global"], default="per_timestep", tooltip=(
+                    "per_timestep: one Δh per step, looked up by noise level. global: their mean, for all t.")),
+            ],
+            outputs=[HSpaceDirection.Output(display_name="direction")],
+        )
+
+    @classmethod
+    def execute(cls, model, set_a, set_b, neutral, steps, reduce) -> io.NodeOutput:
+        who = display("h-space Direction From Images")
+        require_unet(model, who)
+        a, b = (checked_latent(model, s, who) for s in (set_a, set_b))
+        if a.shape[1:] != b.shape[1:]:
+            raise ValueError(f"{who}: the sets differ in resolution ({tuple(a.shape[2:])} vs {tuple(b.shape[2:])}); "
+                             f"encode both at one size.")
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform",
+                                                 steps).cpu()
+        means = []
+        for samples in (a, b):
+            noise = run_with_cfg_guider(model, neutral, neutral, 1.0, DDIMInversionSampler(), samples, sigmas)
+            m = model.clone()
+            rec = HSpaceRecorder()
+            m.set_model_output_block_patch(rec)
+            run_with_cfg_guider(m, neutral, neutral, 1.0, comfy.samplers.sampler_object("euler"), noise, sigmas)
+            means.append(rec.means(0))
+        (mean_a, levels), (mean_b, _) = means
+        delta, levels = _reduce(mean_b - mean_a, levels, reduce)
+        meta = {"kind": f"images_{reduce}", "family": model_family(model.model), "steps": str(steps),
+                "samples": f"{a.shape[0]}+{b.shape[0]}", "name": "images"}
         return io.NodeOutput(Direction(delta, levels, meta))
 
 

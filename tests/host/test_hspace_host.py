@@ -193,3 +193,22 @@ def test_shared_encoder_step_equals_two_full_passes(world):
                      batch=2)
     torch.testing.assert_close(shared, naive, rtol=1e-5, atol=1e-5)
     assert not torch.equal(shared, generate(world, world["model"], euler(), batch=2))  # the edit did act
+
+
+def test_direction_from_images(world):
+    """Identical sets give exactly zero; red-circle images vs blue-circle images give a direction that pushes
+    generated red circles towards blue, like the prompt direction."""
+    from harness.shapes import data
+    C = world["C"]
+    encode = lambda b: {"samples": world["vae"].encode(b.images.permute(0, 2, 3, 1))}  # noqa: E731
+    with torch.inference_mode():
+        red = encode(data.make_batch(4, 31, colour=0, shape=0))
+        blue = encode(data.make_batch(4, 32, colour=2, shape=0))
+        zero = C["InvEditHSpaceFromImages"].execute(world["model"], red, red, world["enc"]["a red circle"], 6,
+                                                    "global")[0]
+        d = C["InvEditHSpaceFromImages"].execute(world["model"], red, blue, world["enc"][""], 10, "per_timestep")[0]
+    assert torch.count_nonzero(zero.delta) == 0
+    assert d.delta.shape == (10, 320, 8, 8) and d.meta["kind"] == "images_per_timestep"
+    base, _ = blue_margin(world, generate(world, world["model"], euler()))
+    edited, _ = blue_margin(world, generate(world, apply(world, 6.0, direction=d), asyrp_sampler(world)))
+    assert edited > base + 1.0, (base, edited)
