@@ -306,6 +306,9 @@ class AsyrpSampler(comfy.samplers.Sampler):
         inner = model_wrap.inner_model
         ms = inner.model_sampling
         require_vp_model(ms, model_family(inner), self.WHO)
+        if denoise_mask is not None:
+            raise ValueError(f"{self.WHO}: latent noise masks (inpainting) are not supported; remove the mask or use "
+                             f"the symmetric mode with a stock sampler.")
         x = ms.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
         s_in = x.new_ones([x.shape[0]])
         base = extra_args["model_options"]

@@ -212,3 +212,13 @@ def test_direction_from_images(world):
     base, _ = blue_margin(world, generate(world, world["model"], euler()))
     edited, _ = blue_margin(world, generate(world, apply(world, 6.0, direction=d), asyrp_sampler(world)))
     assert edited > base + 1.0, (base, edited)
+
+
+def test_asyrp_sampler_refuses_a_noise_mask(world):
+    import comfy.sample
+    lat = torch.zeros(1, 4, 8, 8)
+    sig = world["C"]["BasicScheduler"].execute(world["model"], "ddim_uniform", 3, 1.0)[0]
+    with torch.inference_mode(), pytest.raises(ValueError, match="noise masks"):
+        comfy.sample.sample_custom(world["model"], lat, 1.0, asyrp_sampler(world), sig, world["enc"][""],
+                                   world["enc"][""], lat, noise_mask=torch.ones(1, 1, 64, 64), disable_pbar=True,
+                                   seed=0)
