@@ -29,6 +29,7 @@ PASS_KEY = "invedit_hspace_pass"     # transformer_options: "edit" or "orig" dur
 SPATIAL_POLICIES = ("resize", "channel_mean", "strict")
 APPLY_TO = ("both", "cond", "uncond")
 MODES = ("asymmetric", "symmetric")
+REDUCE = ("per_timestep", "global")
 
 
 class HSpaceError(ValueError):
@@ -152,3 +153,40 @@ class HSpacePatch:
         mask = chunk_mask(transformer_options.get("cond_or_uncond", []), h.shape[0], self.apply_to, h.device, h.dtype)
         self.calls += 1
         return (h + delta if mask is None else h + mask * delta), hsp
+
+
+class HSpaceRecorder:
+    """``output_block_patch`` that records the mean h of each cond (0) / uncond (1) chunk at ("output", 0), per σ."""
+
+    def __init__(self):
+        self.sums: dict = {}
+
+    def __call__(self, h, hsp, transformer_options):
+        if transformer_options.get("block") == ("output", 0):
+            sigma = round(float(transformer_options["sigmas"].flatten()[0]), 6)
+            kinds = transformer_options.get("cond_or_uncond", [0])
+            for kind, chunk in zip(kinds, h.float().chunk(len(kinds))):
+                acc = self.sums.setdefault((sigma, kind), [0.0, 0])
+                acc[0] = acc[0] + chunk.sum(0).cpu()
+                acc[1] += chunk.shape[0]
+        return h, hsp
+
+    def means(self, kind: int) -> tuple[Tensor, Tensor]:
+        """(mean h [K, C, H, W] of the chunks of ``kind`` at each recorded σ, σ [K] descending)."""
+        sigmas = sorted({s for s, k in self.sums if k == kind}, reverse=True)
+        if not sigmas:
+            raise HSpaceError("h-space: nothing was recorded")
+        return (torch.stack([self.sums[s, kind][0] / self.sums[s, kind][1] for s in sigmas]),
+                torch.tensor(sigmas, dtype=torch.float64))
+
+    def difference(self) -> tuple[Tensor, Tensor]:
+        """(Δh [K, C, H, W] = mean h(uncond chunk) − mean h(cond chunk), σ [K] descending)."""
+        (src, s0), (trg, s1) = self.means(0), self.means(1)
+        if not torch.equal(s0, s1):
+            raise HSpaceError("h-space: the source and target passes were not both recorded at every step")
+        return trg - src, s0
+
+
+def reduce_levels(delta: Tensor, levels: Tensor, reduce: str) -> tuple[Tensor, Tensor]:
+    """``per_timestep``: as recorded; ``global``: the mean over the levels (one direction for every t)."""
+    return (delta.mean(0, keepdim=True), levels[:1]) if reduce == "global" else (delta, levels)

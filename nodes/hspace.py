@@ -15,7 +15,8 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from .. import artifacts
-from ..hooks.hspace import APPLY_TO, MODES, SPATIAL_POLICIES, Direction, HSpaceError, HSpacePatch, combine
+from ..hooks.hspace import (APPLY_TO, MODES, REDUCE, SPATIAL_POLICIES, Direction, HSpaceError, HSpacePatch,
+                            HSpaceRecorder, combine, reduce_levels)
 from ..hooks.unet_split import SharedEncoder
 from ..samplers.comfy_sampler import AsyrpSampler, DDIMInversionSampler, model_family
 from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
@@ -126,40 +127,9 @@ class SamplerAsyrp(io.ComfyNode):
         return io.NodeOutput(AsyrpSampler(t_boost, eta_boost))
 
 
-class HSpaceRecorder:
-    """``output_block_patch`` that records the mean h of each cond (0) / uncond (1) chunk at ("output", 0), per σ."""
-
-    def __init__(self):
-        self.sums: dict = {}
-
-    def __call__(self, h, hsp, transformer_options):
-        if transformer_options.get("block") == ("output", 0):
-            sigma = round(float(transformer_options["sigmas"].flatten()[0]), 6)
-            kinds = transformer_options.get("cond_or_uncond", [0])
-            for kind, chunk in zip(kinds, h.float().chunk(len(kinds))):
-                acc = self.sums.setdefault((sigma, kind), [0.0, 0])
-                acc[0] = acc[0] + chunk.sum(0).cpu()
-                acc[1] += chunk.shape[0]
-        return h, hsp
-
-    def means(self, kind: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean h [K, C, H, W] of the chunks of ``kind`` at each recorded σ, σ [K] descending)."""
-        sigmas = sorted({s for s, k in self.sums if k == kind}, reverse=True)
-        if not sigmas:
-            raise ValueError("h-space: nothing was recorded")
-        return (torch.stack([self.sums[s, kind][0] / self.sums[s, kind][1] for s in sigmas]),
-                torch.tensor(sigmas, dtype=torch.float64))
-
-    def difference(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Δh [K, C, H, W] = mean h(uncond chunk) − mean h(cond chunk), σ [K] descending)."""
-        (src, s0), (trg, s1) = self.means(0), self.means(1)
-        if not torch.equal(s0, s1):
-            raise ValueError("h-space: the source and target passes were not both recorded at every step")
-        return trg - src, s0
-
-
-def _reduce(delta: torch.Tensor, levels: torch.Tensor, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return (delta.mean(0, keepdim=True), levels[:1]) if reduce == "global" else (delta, levels)
+def _reduce_input():
+    return io.Combo.Input("reduce", options=list(REDUCE), default="per_timestep", tooltip=(
+        "per_timestep: one Δh per step, looked up by noise level. global: their mean, for all t."))
 
 
 class HSpaceFromPrompts(io.ComfyNode):
@@ -181,8 +151,7 @@ class HSpaceFromPrompts(io.ComfyNode):
                 io.Int.Input("steps", default=40, min=2, max=200, tooltip="DDIM steps of the recorded trajectories."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Noise of the trajectories."),
-                io.Combo.Input("reduce", options=["per_timestep", "global"], default="per_timestep", tooltip=(
-                    "per_timestep: one Δh per step, looked up by noise level. global: their mean, for all t.")),
+                _reduce_input(),
             ],
             outputs=[HSpaceDirection.Output(display_name="direction")],
         )
@@ -203,7 +172,7 @@ class HSpaceFromPrompts(io.ComfyNode):
         noise = comfy.sample.prepare_noise(samples, seed)
         guider.sample(noise, samples, comfy.samplers.sampler_object("euler"), sigmas.cpu(),
                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        delta, levels = _reduce(*rec.difference(), reduce)
+        delta, levels = reduce_levels(*rec.difference(), reduce)
         meta = {"kind": f"prompts_{reduce}", "family": model_family(model.model), "steps": str(steps),
                 "samples": str(samples.shape[0]), "name": "prompts"}
         return io.NodeOutput(Direction(delta, levels, meta))
@@ -226,8 +195,7 @@ class HSpaceFromImages(io.ComfyNode):
                 io.Latent.Input("set_b", tooltip="Images with it, same resolution."),
                 io.Conditioning.Input("neutral", tooltip="A prompt for both sets (or an empty prompt)."),
                 io.Int.Input("steps", default=40, min=2, max=200, tooltip="DDIM steps of inversion and replay."),
-                io.Combo.Input("reduce", options=["per_timestep", "global"], default="per_timestep", tooltip=(
-                    "per_timestep: one Δh per step, looked up by noise level. global: their mean, for all t.")),
+                _reduce_input(),
             ],
             outputs=[HSpaceDirection.Output(display_name="direction")],
         )
@@ -251,7 +219,7 @@ class HSpaceFromImages(io.ComfyNode):
             run_with_cfg_guider(m, neutral, neutral, 1.0, comfy.samplers.sampler_object("euler"), noise, sigmas)
             means.append(rec.means(0))
         (mean_a, levels), (mean_b, _) = means
-        delta, levels = _reduce(mean_b - mean_a, levels, reduce)
+        delta, levels = reduce_levels(mean_b - mean_a, levels, reduce)
         meta = {"kind": f"images_{reduce}", "family": model_family(model.model), "steps": str(steps),
                 "samples": f"{a.shape[0]}+{b.shape[0]}", "name": "images"}
         return io.NodeOutput(Direction(delta, levels, meta))
