@@ -56,10 +56,6 @@ class Direction:
     def channels(self) -> int:
         return self.delta.shape[1]
 
-    @property
-    def spatial(self) -> tuple[int, int]:
-        return tuple(self.delta.shape[2:])
-
     def at(self, sigma: float) -> Tensor:
         """Δh [C, H, W] for noise level σ: the nearest stored level in log σ (the only one for K = 1)."""
         if self.delta.shape[0] == 1:
@@ -68,12 +64,9 @@ class Direction:
         k = int((logs - torch.log(torch.tensor(max(float(sigma), 1e-8), dtype=torch.float64))).abs().argmin())
         return self.delta[k]
 
-    def scaled(self, c: float) -> "Direction":
-        return Direction(self.delta * c, self.sigmas.clone(), dict(self.meta))
-
 
 def combine(terms: list[tuple[Direction, float]]) -> Direction:
-    """Σ_i c_i·Δh_i (h-space is linear: paper Sec. 5.2). Directions on different level grids are evaluated on the union
+    """Σ_i c_i·Δh_i (h-space is linear: paper Sec. 5.2; weights (1 − α, α) interpolate). Directions on different level grids are evaluated on the union
     of their levels (nearest lookup); global (K = 1) directions apply at every level."""
     if not terms:
         raise HSpaceError("nothing to combine")
@@ -90,11 +83,6 @@ def combine(terms: list[tuple[Direction, float]]) -> Direction:
     meta = {"kind": "composite", "family": terms[0][0].meta.get("family", ""),
             "parts": "; ".join(f"{c:g}·{d.meta.get('name', d.meta.get('kind', '?'))}" for d, c in terms)}
     return Direction(delta, levels, meta)
-
-
-def interpolate(a: Direction, b: Direction, alpha: float) -> Direction:
-    """(1 − α)·a + α·b."""
-    return combine([(a, 1.0 - alpha), (b, alpha)])
 
 
 def fit_spatial(delta: Tensor, hw: tuple[int, int], policy: str = "resize") -> Tensor:

@@ -5,16 +5,20 @@ Imported only inside a ComfyUI host (``comfy`` is imported here at module level,
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 
 import torch
 
+import comfy.k_diffusion.sampling as kds
 import comfy.model_management
+import comfy.model_patcher
 import comfy.model_sampling
+import comfy.patcher_extension
 import comfy.samplers
 
-from dataclasses import asdict, dataclass
-
-from . import ddim, edict
+from ..hooks.hspace import PASS_KEY, HSpacePatch
+from ..hooks.unet_split import CACHE_PASS, SharedEncoder
+from . import asyrp, ddim, edict
 from .coords import vp_scale
 
 log = logging.getLogger(__name__)
@@ -268,15 +272,12 @@ def check_edict_pair(meta: dict | None, model_patcher, sigmas: torch.Tensor | No
 
 def hspace_patches(model_options: dict) -> list:
     """The h-space patches (hooks.hspace.HSpacePatch) a model carries."""
-    from ..hooks.hspace import HSpacePatch
     patches = model_options.get("transformer_options", {}).get("patches", {}).get("output_block_patch", [])
     return [p for p in patches if isinstance(p, HSpacePatch)]
 
 
 def shared_encoders(model_options: dict) -> list:
     """The SharedEncoder wrappers (hooks.unet_split) a model carries."""
-    import comfy.patcher_extension
-    from ..hooks.unet_split import SharedEncoder
     return [w for w in comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
                                                                  model_options, is_model_options=True)
             if isinstance(w, SharedEncoder)]
@@ -297,12 +298,6 @@ class AsyrpSampler(comfy.samplers.Sampler):
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        from ..hooks.hspace import PASS_KEY
-        from ..hooks.unet_split import CACHE_PASS
-        from . import asyrp
-        import comfy.k_diffusion.sampling as kds
-        import comfy.model_patcher
-
         inner = model_wrap.inner_model
         ms = inner.model_sampling
         require_vp_model(ms, model_family(inner), self.WHO)

@@ -45,3 +45,26 @@ def captured():
 @pytest.fixture
 def example_image_name():
     return next(iter(EXAMPLE_IMAGES))
+
+
+@pytest.fixture
+def assert_interrupts(comfy):
+    """assert_interrupts(node_id, **inputs): with ComfyUI's interrupt flag set, the pack's inverter node (called on
+    the shapes-world checkpoint, a prompt "x" and a random 8×8 latent over three sigmas) must stop with
+    InterruptProcessingException; the flag is cleared afterwards."""
+    import torch
+
+    def check(node_id, **inputs):
+        import comfy.model_management as mm
+        import nodes
+        model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint("v1-5-pruned-emaonly-fp16.safetensors")
+        cond = nodes.CLIPTextEncode().encode(clip, "x")[0]
+        mm.interrupt_current_processing(True)
+        try:
+            with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
+                nodes.NODE_CLASS_MAPPINGS[node_id].execute(
+                    model=model, positive=cond, negative=cond, latent={"samples": torch.randn(1, 4, 8, 8)},
+                    sigmas=torch.tensor([14.6, 1.0, 0.0]), **inputs)
+        finally:
+            mm.interrupt_current_processing(False)
+    return check

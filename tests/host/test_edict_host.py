@@ -248,19 +248,8 @@ def test_edict_sigmas_node(comfy):
         node.execute(model, 10, "normal", 0.05)
 
 
-def test_edict_honours_interrupt(comfy):
-    import comfy.model_management as mm
-    import nodes
-    model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
-    cond = nodes.CLIPTextEncode().encode(clip, "x")[0]
-    inv = nodes.NODE_CLASS_MAPPINGS["InvEditEDICTInvert"]
-    mm.interrupt_current_processing(True)
-    try:
-        with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
-            inv.execute(model=model, positive=cond, negative=cond, latent={"samples": torch.randn(1, 4, 8, 8)},
-                        sigmas=torch.tensor([14.6, 1.0, 0.0]), cfg=3.0, state_dtype="float64", **OPTS)
-    finally:
-        mm.interrupt_current_processing(False)
+def test_edict_honours_interrupt(assert_interrupts):
+    assert_interrupts("InvEditEDICTInvert", cfg=3.0, state_dtype="float64", **OPTS)
 
 
 # ---- SDXL (tiny, random weights, tests/host_models.py: the latent scale 0.13025, ADM conditioning, family check) --

@@ -38,8 +38,8 @@ def test_combine_is_linear_and_interpolation_hits_its_ends():
     c = hspace.combine([(a, 0.7), (b, -1.5)])
     for s in (9.0, 3.0, 1.0):
         torch.testing.assert_close(c.at(s), 0.7 * a.at(s) - 1.5 * b.at(s), rtol=0, atol=1e-6)
-    torch.testing.assert_close(hspace.interpolate(a, b, 0.0).at(4.0), a.at(4.0), rtol=0, atol=1e-7)
-    torch.testing.assert_close(hspace.interpolate(a, b, 1.0).at(4.0), b.at(4.0), rtol=0, atol=1e-7)
+    for alpha, end in ((0.0, a), (1.0, b)):  # interpolation (1 − α)·a + α·b hits its ends
+        torch.testing.assert_close(hspace.combine([(a, 1 - alpha), (b, alpha)]).at(4.0), end.at(4.0), rtol=0, atol=1e-7)
     with pytest.raises(hspace.HSpaceError, match="different shapes"):
         hspace.combine([(a, 1.0), (Direction(rand(1, 4, 2, 2), torch.tensor([1.0])), 1.0)])
 
