@@ -10,20 +10,26 @@ strength. In ``asymmetric`` mode the shift is applied only to the pass the Asyrp
 the predicted x0 P_t comes from the shifted h and the direction term D_t from the unshifted one (paper eq. 6); in
 ``symmetric`` mode it is applied to every pass (any sampler; an approximation, ~(1 − σ'/σ) times as strong per step).
 
-Directions are ``[K, C, H, W]`` tensors for K noise levels (K = 1: one direction for all t); a direction whose spatial
-size differs from h's (another resolution or model) is fitted by ``fit_spatial``: ``resize`` (bilinear, default),
-``channel_mean`` (its per-channel mean, broadcast over h) or ``strict`` (an error). The channel count must match.
+Directions come in three kinds, all answering ``delta_for(h, where)``:
+- ``Direction``: ``[K, C, H, W]`` tensors for K noise levels (K = 1: one direction for all t); one whose spatial size
+  differs from h's (another resolution or model) is fitted by ``fit_spatial``: ``resize`` (bilinear, default),
+  ``channel_mean`` (its per-channel mean, broadcast over h) or ``strict`` (an error). The channel count must match.
+- ``ImplicitDirection``: the paper's learned f_t (``DeltaNet``), Δh_t = (Δt_gen/Δt_train)·f_t(h_t, t), where the step
+  scaling keeps Σ_t Δh_t when sampling with other steps than training (paper Sec. 3.4, App. F: Δh̃ = f·S/S̃; the ratio of
+  timestep spacings generalises S/S̃ to non-uniform and partial schedules).
+- ``Composite``: Σ_i c_i·Δh_i of any of these (h-space is linear, paper Sec. 5.2).
 
 Pure torch over tensors and ComfyUI's ``transformer_options`` dict; nothing here imports ComfyUI.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 PASS_KEY = "invedit_hspace_pass"     # transformer_options: "edit" or "orig" during an Asyrp step; absent otherwise
 SPATIAL_POLICIES = ("resize", "channel_mean", "strict")
@@ -34,6 +40,16 @@ REDUCE = ("per_timestep", "global")
 
 class HSpaceError(ValueError):
     pass
+
+
+@dataclass
+class Where:
+    """Where a shift is asked for: noise level σ, timestep t (float; None when unknown), the step-scaling factor
+    Δt_gen/Δt_train for trained directions, and the spatial policy."""
+    sigma: float
+    t: Optional[float] = None
+    step_scale: float = 1.0
+    spatial: str = "resize"
 
 
 @dataclass
@@ -64,12 +80,123 @@ class Direction:
         k = int((logs - torch.log(torch.tensor(max(float(sigma), 1e-8), dtype=torch.float64))).abs().argmin())
         return self.delta[k]
 
+    def delta_for(self, h: Tensor, where: Where) -> Tensor:
+        """Δh(σ) fitted to h's spatial size (a state difference: never step-scaled)."""
+        return fit_spatial(self.at(where.sigma), h.shape[-2:], where.spatial)
 
-def combine(terms: list[tuple[Direction, float]]) -> Direction:
-    """Σ_i c_i·Δh_i (h-space is linear: paper Sec. 5.2; weights (1 − α, α) interpolate). Directions on different level grids are evaluated on the union
-    of their levels (nearest lookup); global (K = 1) directions apply at every level."""
+
+def to_tensors(direction) -> tuple[dict, dict]:
+    """(tensors, metadata) to save a direction (see ``artifacts``); a composite with a trained part cannot be saved
+    as one file."""
+    if isinstance(direction, Direction):
+        return {"delta_h": direction.delta.float(), "sigmas": direction.sigmas.double()}, dict(direction.meta)
+    if isinstance(direction, ImplicitDirection):
+        meta = dict(direction.meta, kind="implicit", channels=str(direction.channels),
+                    temb_dim=str(direction.net.temb_dim))
+        return {f"f.{k}": v.float() for k, v in direction.net.state_dict().items()}, meta
+    raise HSpaceError("a combination that includes a trained direction cannot be saved as one file; save its parts "
+                      "and combine them again after loading")
+
+
+def from_tensors(tensors: dict, meta: dict):
+    """The direction object of a loaded file (inverse of ``to_tensors``)."""
+    if meta.get("kind") != "implicit":
+        return Direction(tensors["delta_h"], tensors["sigmas"], meta)
+    try:
+        net = DeltaNet(int(meta["channels"]), int(meta.get("temb_dim", 128)))
+        net.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("f.")})
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise HSpaceError(f"the trained direction's weights do not form an f_t network: {e}") from None
+    return ImplicitDirection(net.eval().requires_grad_(False), meta)
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """The DDPM sinusoidal embedding of (float) timesteps t [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class DeltaNet(nn.Module):
+    """The implicit direction f_t (paper Sec. 3.4, App. E; the official ADM variant):
+
+        Δh_t = conv2(SiLU(GN(conv1(SiLU(GN(h_t))) + W_t·SiLU(e(t)))))
+
+    two 1×1 convolutions over the bottleneck's C channels, GroupNorm and SiLU, and a projection W_t of a timestep
+    embedding e(t) added after the first. Deviations, both documented: e(t) is the net's own (sinusoidal embedding
+    then an MLP) rather than the U-Net's time embedding, so the file works with any U-Net of the same width; and conv2
+    is zero-initialised, so an untrained f_t gives Δh ≡ 0 instead of a random shift."""
+
+    def __init__(self, channels: int, temb_dim: int = 128):
+        super().__init__()
+        groups = math.gcd(32, channels)
+        self.channels, self.temb_dim = channels, temb_dim
+        self.norm1, self.norm2 = nn.GroupNorm(groups, channels), nn.GroupNorm(groups, channels)
+        self.conv1, self.conv2 = nn.Conv2d(channels, channels, 1), nn.Conv2d(channels, channels, 1)
+        self.temb = nn.Sequential(nn.Linear(temb_dim, 2 * temb_dim), nn.SiLU(), nn.Linear(2 * temb_dim, channels))
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, h: Tensor, t: Tensor) -> Tensor:
+        x = self.conv1(F.silu(self.norm1(h)))
+        x = x + self.temb(F.silu(timestep_embedding(t.to(h.device).expand(h.shape[0]), self.temb_dim)))[..., None, None]
+        return self.conv2(F.silu(self.norm2(x)))
+
+
+@dataclass
+class ImplicitDirection:
+    """A trained f_t: Δh_t = step_scale·f_t(h_t, t), computed in float32 and returned in h's dtype. ``train_dt`` is
+    the timestep spacing it was trained with (meta), from which the patch derives step_scale = Δt_gen/Δt_train."""
+    net: DeltaNet
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return self.net.channels
+
+    @property
+    def train_dt(self) -> float:
+        return float(self.meta.get("train_dt", 0) or 0)
+
+    def delta_for(self, h: Tensor, where: Where) -> Tensor:
+        if where.t is None:
+            raise HSpaceError("a trained (implicit) direction needs the timestep; apply it with h-space Apply Direction")
+        net = self.net
+        first = next(net.parameters())
+        if first.device != h.device:
+            net.to(h.device)
+        return where.step_scale * net(h.float(), torch.tensor([float(where.t)], device=h.device))
+
+
+@dataclass
+class Composite:
+    """Σ_i c_i·Δh_i over directions of any kind (evaluated per call; see ``combine`` for tensor-only sums)."""
+    terms: list
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return self.terms[0][0].channels
+
+    def delta_for(self, h: Tensor, where: Where) -> Tensor:
+        return sum(c * d.delta_for(h, where) for d, c in self.terms)
+
+
+def combine(terms: list[tuple]):
+    """Σ_i c_i·Δh_i (h-space is linear: paper Sec. 5.2; weights (1 − α, α) interpolate). Tensor directions on
+    different level grids are evaluated on the union of their levels (nearest lookup); global (K = 1) directions apply
+    at every level; the result is a ``Direction``. With a trained (implicit) term the result is a ``Composite``."""
     if not terms:
         raise HSpaceError("nothing to combine")
+    if len({d.channels for d, _ in terms}) > 1:
+        raise HSpaceError(f"directions with different channel counts cannot be added: "
+                          f"{sorted({d.channels for d, _ in terms})}; they belong to different model families")
+    if not all(isinstance(d, Direction) for d, _ in terms):
+        flat = [(d, c) for d, c in terms]
+        return Composite(flat, {"kind": "composite", "family": terms[0][0].meta.get("family", ""),
+                                "parts": "; ".join(f"{c:g}·{d.meta.get('name', d.meta.get('kind', '?'))}"
+                                                   for d, c in terms)})
     shapes = {d.delta.shape[1:] for d, _ in terms}
     if len(shapes) > 1:
         raise HSpaceError(f"directions of different shapes cannot be added: {sorted(tuple(s) for s in shapes)}; "
@@ -107,27 +234,62 @@ def chunk_mask(cond_or_uncond: list[int], batch: int, apply_to: str, device, dty
     return m.view(-1, 1, 1, 1)
 
 
-class HSpacePatch:
-    """``output_block_patch`` adding strength·Δh(σ) to h at ("output", 0) inside [sigma_lo, sigma_hi]."""
+def sigma_to_t(log_sigmas: Tensor, sigma: float) -> float:
+    """The (fractional) timestep of σ on a discrete model's table log σ_t, t = 0…T−1 (linear in log σ between
+    entries; ComfyUI's ``timestep()`` rounds the same to the nearest entry)."""
+    ls = log_sigmas.double().cpu()
+    if sigma <= 0:
+        return 0.0
+    x = math.log(sigma)
+    if x <= float(ls[0]):
+        return 0.0
+    if x >= float(ls[-1]):
+        return float(ls.numel() - 1)
+    i = int(torch.searchsorted(ls, torch.tensor([x], dtype=torch.float64))[0])
+    lo, hi = float(ls[i - 1]), float(ls[i])
+    return i - 1 + (x - lo) / (hi - lo)
 
-    def __init__(self, direction: Direction, strength: float, sigma_hi: float, sigma_lo: float,
-                 mode: str = "asymmetric", apply_to: str = "both", spatial: str = "resize"):
+
+class HSpacePatch:
+    """``output_block_patch`` adding strength·Δh(σ) to h at ("output", 0) inside [sigma_lo, sigma_hi].
+
+    ``log_sigmas`` (the model's discrete noise table) lets trained directions see their timestep t and, with
+    ``step_scaling``, the spacing Δt_gen of the current step in ``transformer_options["sample_sigmas"]``."""
+
+    def __init__(self, direction, strength: float, sigma_hi: float, sigma_lo: float,
+                 mode: str = "asymmetric", apply_to: str = "both", spatial: str = "resize",
+                 log_sigmas: Optional[Tensor] = None, step_scaling: bool = True):
         if mode not in MODES or apply_to not in APPLY_TO or spatial not in SPATIAL_POLICIES:
             raise HSpaceError(f"bad option: mode {mode!r}, apply_to {apply_to!r}, spatial {spatial!r}")
         self.direction, self.strength = direction, float(strength)
         self.sigma_hi, self.sigma_lo = float(sigma_hi), float(sigma_lo)
         self.mode, self.apply_to, self.spatial = mode, apply_to, spatial
+        self.log_sigmas, self.step_scaling = log_sigmas, bool(step_scaling)
         self.calls = 0  # how many times a shift was added (tests, diagnostics)
 
     def active(self, sigma: float) -> bool:
         return self.strength != 0.0 and self.sigma_lo <= sigma <= self.sigma_hi
 
-    def delta_for(self, h: Tensor, sigma: float) -> Tensor:
-        d = self.direction.at(sigma)
-        if d.shape[0] != h.shape[1]:
-            raise HSpaceError(f"the direction has {d.shape[0]} channels but this model's h-space has {h.shape[1]}: "
-                              f"it was made for another model family ({self.direction.meta.get('family', '?')})")
-        return (self.strength * fit_spatial(d, h.shape[-2:], self.spatial)).to(h.device, h.dtype)
+    def where(self, sigma: float, transformer_options: dict) -> Where:
+        if self.log_sigmas is None:
+            return Where(sigma, None, 1.0, self.spatial)
+        t = sigma_to_t(self.log_sigmas, sigma)
+        scale, train_dt = 1.0, getattr(self.direction, "train_dt", 0.0)
+        schedule = transformer_options.get("sample_sigmas")
+        if self.step_scaling and train_dt > 0 and schedule is not None and schedule.numel() > 1:
+            sched = schedule.detach().double().cpu()
+            i = int((sched - sigma).abs().argmin())
+            if i + 1 < sched.numel():
+                scale = (t - sigma_to_t(self.log_sigmas, float(sched[i + 1]))) / train_dt
+        return Where(sigma, t, scale, self.spatial)
+
+    def delta_for(self, h: Tensor, sigma: float, transformer_options: Optional[dict] = None) -> Tensor:
+        if self.direction.channels != h.shape[1]:
+            raise HSpaceError(f"the direction has {self.direction.channels} channels but this model's h-space has "
+                              f"{h.shape[1]}: it was made for another model family "
+                              f"({self.direction.meta.get('family', '?')})")
+        d = self.direction.delta_for(h, self.where(sigma, transformer_options or {}))
+        return (self.strength * d).to(h.device, h.dtype)
 
     def __call__(self, h: Tensor, hsp: Tensor, transformer_options: dict):
         if transformer_options.get("block") != ("output", 0):
@@ -137,7 +299,7 @@ class HSpacePatch:
         sigma = float(transformer_options["sigmas"].flatten()[0])
         if not self.active(sigma):
             return h, hsp
-        delta = self.delta_for(h, sigma)
+        delta = self.delta_for(h, sigma, transformer_options)
         mask = chunk_mask(transformer_options.get("cond_or_uncond", []), h.shape[0], self.apply_to, h.device, h.dtype)
         self.calls += 1
         return (h + delta if mask is None else h + mask * delta), hsp

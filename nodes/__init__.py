@@ -9,11 +9,12 @@ from comfy_api.latest import ComfyExtension, io
 from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
 from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
 from .hspace import (HSpaceApply, HSpaceCombine, HSpaceFromImages, HSpaceFromPrompts, HSpaceLoad, HSpaceSave,
-                     SamplerAsyrp)
+                     HSpaceTrainDirection, SamplerAsyrp)
 from .report import ReconstructionReport
 
 NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas, SamplerEDICT, EDICTInvert,
-                                   EDICTRegenerate, HSpaceFromPrompts, HSpaceFromImages, HSpaceApply, SamplerAsyrp,
+                                   EDICTRegenerate, HSpaceFromPrompts, HSpaceFromImages, HSpaceTrainDirection,
+                                   HSpaceApply, SamplerAsyrp,
                                    HSpaceCombine, HSpaceSave, HSpaceLoad, ReconstructionReport]
 
 

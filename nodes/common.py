@@ -1,17 +1,51 @@
 """Names and small helpers shared by every node of the pack."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 
 import comfy.sample
 import comfy.samplers
 import comfy.utils
+import folder_paths
 import latent_preview
 
 from ..samplers.comfy_sampler import model_family, require_latent_channels, require_vp_model
 
 PREFIX = "InvEdit"          # node ids: InvEdit<Name>; collision-safe across the ComfyUI ecosystem
 CATEGORY = "InvEdit"
+CLIP_FOLDER = "invedit_clip"  # models/invedit_clip/<name>/: transformers CLIP folders for the CLIP losses
+
+
+def register_model_folder(name: str, extensions: set) -> None:
+    """models/<name>/ as a ComfyUI model folder (extra_model_paths.yaml can add more paths)."""
+    if name not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[name] = ([os.path.join(folder_paths.models_dir, name)], extensions)
+
+
+register_model_folder(CLIP_FOLDER, set())
+
+
+def clip_folder_names() -> list[str]:
+    """The sub-folders of models/invedit_clip/ that hold a transformers CLIP (a config.json)."""
+    names = set()
+    for root in folder_paths.get_folder_paths(CLIP_FOLDER):
+        if os.path.isdir(root):
+            names.update(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return sorted(names)
+
+
+def clip_folder(name: str, who: str) -> Path:
+    """The path of CLIP folder ``name`` (one of ``clip_folder_names()``; nothing else, so no path tricks)."""
+    if name not in clip_folder_names():
+        raise ValueError(f"{who}: no CLIP folder {name!r} in models/{CLIP_FOLDER}/; put a transformers CLIPModel "
+                         f"folder (config.json, model.safetensors, tokenizer files) there and refresh")
+    for root in folder_paths.get_folder_paths(CLIP_FOLDER):
+        if os.path.isfile(os.path.join(root, name, "config.json")):
+            return Path(root) / name
+    raise AssertionError(name)
 
 
 def node_id(name: str) -> str:

@@ -1,32 +1,37 @@
-"""h-space (Asyrp) nodes: apply a direction to a MODEL, the asymmetric SAMPLER, directions from prompts, combine,
-save and load."""
+"""h-space (Asyrp) nodes: apply a direction to a MODEL, the asymmetric SAMPLER, directions from prompts, images or
+CLIP-loss training, combine, save and load."""
 from __future__ import annotations
 
-import os
+import math
 from pathlib import Path
 
 import torch
 
+import comfy.model_management
 import comfy.patcher_extension
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import folder_paths
+import latent_preview
 from comfy_api.latest import io, ui
 
 from .. import artifacts
-from ..hooks.hspace import (APPLY_TO, MODES, REDUCE, SPATIAL_POLICIES, Direction, HSpaceError, HSpacePatch,
-                            HSpaceRecorder, combine, reduce_levels)
+from ..hooks.hspace import (APPLY_TO, MODES, REDUCE, SPATIAL_POLICIES, DeltaNet, Direction, HSpaceError,
+                            HSpacePatch, HSpaceRecorder, ImplicitDirection, combine, from_tensors, reduce_levels,
+                            sigma_to_t, to_tensors)
 from ..hooks.unet_split import SharedEncoder
+from ..optim.hspace import TrainConfig, TrainingError
+from ..optim.losses import CLIPLoadError, LocalCLIP
 from ..samplers.comfy_sampler import AsyrpSampler, DDIMInversionSampler, model_family
-from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
+from .common import (CATEGORY, checked_latent, clip_folder, clip_folder_names, display, node_id,
+                     register_model_folder, run_with_cfg_guider)
 
 SUBCATEGORY = f"{CATEGORY}/hspace"
 FOLDER = "hspace_directions"
 HSpaceDirection = io.Custom("INVEDIT_HSPACE_DIRECTION")
 
-if FOLDER not in folder_paths.folder_names_and_paths:
-    folder_paths.folder_names_and_paths[FOLDER] = ([os.path.join(folder_paths.models_dir, FOLDER)], {".safetensors"})
+register_model_folder(FOLDER, {".safetensors"})
 
 
 def require_unet(model, who: str):
@@ -37,8 +42,30 @@ def require_unet(model, who: str):
     return unet
 
 
+def h_channels(unet) -> int:
+    """Channels of h (the middle block's output): model_channels × the last channel multiplier."""
+    return int(unet.model_channels * unet.channel_mult[-1])
+
+
 def t_to_sigma(model, t: int) -> float:
     return float(model.get_model_object("model_sampling").sigma(torch.tensor(int(t))))
+
+
+def log_sigmas(model, who: str):
+    table = getattr(model.get_model_object("model_sampling"), "log_sigmas", None)
+    if table is None:
+        raise ValueError(f"{who}: this model's sampling has no discrete timestep table; trained h-space directions "
+                         f"need one (SD1.x/SD2.x/SDXL without a continuous-σ patch).")
+    return table.detach().float().cpu()
+
+
+def with_shared_encoder(m):
+    """Add the SharedEncoder wrapper (hooks.unet_split) to a patched clone, once."""
+    kind, key = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "invedit_hspace_shared_encoder"
+    if not comfy.patcher_extension.get_wrappers_with_key(kind, key, m.model_options, is_model_options=True):
+        comfy.patcher_extension.add_wrapper_with_key(kind, key, SharedEncoder(), m.model_options,
+                                                     is_model_options=True)
+    return m
 
 
 class HSpaceApply(io.ComfyNode):
@@ -70,34 +97,35 @@ class HSpaceApply(io.ComfyNode):
                 io.Combo.Input("spatial_mode", options=list(SPATIAL_POLICIES), default="resize", tooltip=(
                     "If the direction was made at another resolution: resize it (bilinear), use its per-channel "
                     "mean, or refuse (strict).")),
+                io.Boolean.Input("step_scaling", default=True, tooltip=(
+                    "Trained directions only: scale f_t by this schedule's timestep spacing over the training's "
+                    "(S_train/S_gen for uniform steps), so the total shift does not depend on the step count. "
+                    "Directions from prompts or images are never scaled.")),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
-    def execute(cls, model, direction, strength, t_start, t_edit, mode, apply_to, spatial_mode) -> io.NodeOutput:
+    def execute(cls, model, direction, strength, t_start, t_edit, mode, apply_to, spatial_mode,
+                step_scaling=True) -> io.NodeOutput:
         who = display("h-space Apply Direction")
         unet = require_unet(model, who)
         if t_edit > t_start:
             raise ValueError(f"{who}: t_edit ({t_edit}) is above t_start ({t_start}); the window is t_start ≥ t ≥ "
                              f"t_edit.")
         family = model_family(model.model)
-        want = unet.middle_block[-1].out_channels if hasattr(unet.middle_block[-1], "out_channels") else None
-        if want is not None and direction.channels != want:
+        if direction.channels != h_channels(unet):
             raise ValueError(f"{who}: the direction has {direction.channels} channels but {family}'s h-space has "
-                             f"{want}; it was made for {direction.meta.get('family', 'another model')}.")
+                             f"{h_channels(unet)}; it was made for {direction.meta.get('family', 'another model')}.")
         if direction.meta.get("family") and direction.meta["family"] != family:
             raise ValueError(f"{who}: the direction was made with a {direction.meta['family']} model, this is "
                              f"{family}; h-space directions are specific to a model family.")
+        table = None if isinstance(direction, Direction) else log_sigmas(model, who)
         m = model.clone()
         m.set_model_output_block_patch(HSpacePatch(direction, strength, t_to_sigma(model, t_start),
-                                                   t_to_sigma(model, t_edit), mode, apply_to, spatial_mode))
-        kind, key = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "invedit_hspace_shared_encoder"
-        if mode == "asymmetric" and not comfy.patcher_extension.get_wrappers_with_key(kind, key, m.model_options,
-                                                                                     is_model_options=True):
-            comfy.patcher_extension.add_wrapper_with_key(kind, key, SharedEncoder(), m.model_options,
-                                                         is_model_options=True)
-        return io.NodeOutput(m)
+                                                   t_to_sigma(model, t_edit), mode, apply_to, spatial_mode,
+                                                   table, step_scaling))
+        return io.NodeOutput(with_shared_encoder(m) if mode == "asymmetric" else m)
 
 
 class SamplerAsyrp(io.ComfyNode):
@@ -225,6 +253,125 @@ class HSpaceFromImages(io.ComfyNode):
         return io.NodeOutput(Direction(delta, levels, meta))
 
 
+class HSpaceTrainDirection(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("HSpaceTrainDirection"),
+            display_name=display("h-space Train Direction (CLIP)"),
+            category=SUBCATEGORY,
+            description=(
+                "Trains the paper's implicit direction f_t (Asyrp Sec. 3.4): a small network giving Δh_t from h_t "
+                "and t, learnt with the directional CLIP loss between the predicted x0 with and without the shift "
+                "(source text → target text) plus an L1 term that keeps the edit close, one Adam step per timestep "
+                "in [999, t_edit]. CLIP is a local transformers folder in models/invedit_clip/ (never downloaded). "
+                "Apply the result with h-space Apply Direction and the Asyrp Sampler; save it with h-space Save "
+                "Direction. Note: the first run turns the loaded U-Net's and VAE's inference-mode weights into "
+                "ordinary tensors (same values) so that gradients can pass through them."),
+            inputs=[
+                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (frozen; only f_t is trained)."),
+                io.Vae.Input("vae", tooltip="Decodes the predicted x0 for CLIP (gradients pass through it)."),
+                io.Combo.Input("clip_name", options=clip_folder_names(), tooltip=(
+                    "A transformers CLIPModel folder in models/invedit_clip/ (config.json, model.safetensors, "
+                    "tokenizer files), e.g. a ViT-B/16 as in the paper.")),
+                io.Conditioning.Input("neutral", tooltip=(
+                    "The prompt the U-Net sees while training (cfg 1; an empty prompt is the paper's unconditional "
+                    "setting).")),
+                io.Latent.Input("latent", tooltip=(
+                    "init inverted: training images (VAE Encode of a batch), DDIM-inverted first. init random: an "
+                    "Empty Latent Image whose batch size is the number of noise samples.")),
+                io.String.Input("source_text", default="a photo of a face", tooltip="What the images are (for CLIP)."),
+                io.String.Input("target_text", default="a photo of a smiling face", tooltip="What they should become."),
+                io.Combo.Input("init", options=["inverted", "random"], default="inverted", tooltip=(
+                    "Start trajectories from the inverted images (preserves them better) or from Gaussian noise "
+                    "(the paper's choice for attributes the model has not seen; edits more).")),
+                io.Int.Input("steps", default=40, min=2, max=200, tooltip=(
+                    "Training schedule S (paper 40); sampling with other step counts is rescaled by Apply.")),
+                io.Int.Input("t_edit", default=500, min=0, max=998, tooltip=(
+                    "Train the steps with t ≥ t_edit (apply with the same t_edit; h-space Estimate Edit Interval "
+                    "can pick it).")),
+                io.Float.Input("lambda_clip", default=0.8, min=0.0, max=10.0, step=0.05, tooltip=(
+                    "Weight of the directional CLIP loss (paper: 0.8 for most attributes, up to 2 for big edits).")),
+                io.Float.Input("recon_mult", default=3.0, min=0.0, max=20.0, step=0.1, tooltip=(
+                    "L1 weight = recon_mult × cos(source, target text) (paper: 3).")),
+                io.Float.Input("lr", default=0.003, min=1e-5, max=1.0, step=0.0005, tooltip=(
+                    "Adam learning rate (the paper's SGD diverges with our zero-initialised f_t).")),
+                io.Int.Input("epochs", default=1, min=1, max=100, tooltip="Passes over the samples (lr ×0.1 every 3)."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Samples per optimiser step."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Initialisation of f_t and, for init random, the noise."),
+            ],
+            outputs=[HSpaceDirection.Output(display_name="direction")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, clip_name, neutral, latent, source_text, target_text, init, steps, t_edit,
+                lambda_clip, recon_mult, lr, epochs, batch_size, seed) -> io.NodeOutput:
+        from ..optim.comfy_train import HSpaceTrainSampler
+        who = display("h-space Train Direction (CLIP)")
+        unet = require_unet(model, who)
+        table = log_sigmas(model, who)
+        samples = checked_latent(model, latent, who)
+        ms = model.get_model_object("model_sampling")
+        sigmas = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).cpu()
+        sigma_lo = t_to_sigma(model, t_edit)
+        n = int((sigmas[:-1] >= sigma_lo).sum())
+        if n == 0:
+            raise ValueError(f"{who}: no step of the {steps}-step schedule has t ≥ t_edit = {t_edit}; lower t_edit.")
+        if init == "inverted" and torch.count_nonzero(samples) == 0:
+            raise ValueError(f"{who}: init inverted needs images: connect VAE Encode of training images to latent, "
+                             f"or set init to random.")
+        window = sigmas[:n + 1]
+        train_dt = (sigma_to_t(table, float(window[0])) - sigma_to_t(table, float(window[-1]))) / n
+        with torch.inference_mode(False), torch.enable_grad():
+            try:
+                clip = LocalCLIP(clip_folder(clip_name, who), comfy.model_management.get_torch_device(), who)
+            except CLIPLoadError as e:
+                raise ValueError(str(e)) from None
+            cos = clip.text_cosine(source_text, target_text)
+            config = TrainConfig(lambda_clip=lambda_clip, lambda_recon=recon_mult * cos, lr=lr, epochs=epochs)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net = DeltaNet(h_channels(unet))
+            meta = {"kind": "implicit", "family": model_family(model.model), "name": f"{target_text} (trained)",
+                    "train_dt": f"{train_dt:.6g}", "num_train_steps": str(steps), "t_edit": str(t_edit),
+                    "src_text": source_text, "trg_text": target_text, "lambda_clip": str(lambda_clip),
+                    "lambda_recon": f"{config.lambda_recon:.6g}", "lr": str(lr), "epochs": str(epochs),
+                    "init": init, "samples": str(samples.shape[0]), "clip": clip_name}
+            direction = ImplicitDirection(net, meta)
+            m = model.clone()
+            m.set_model_output_block_patch(HSpacePatch(direction, 1.0, math.inf, sigma_lo, "asymmetric", "both",
+                                                       "resize", table, step_scaling=False))
+            with_shared_encoder(m)
+            if init == "inverted":
+                with torch.no_grad():
+                    starts = run_with_cfg_guider(model, neutral, neutral, 1.0, DDIMInversionSampler(),
+                                                 samples.clone(), sigmas)
+                noise = torch.zeros_like(starts)
+            else:
+                starts, noise = torch.zeros_like(samples), comfy.sample.prepare_noise(samples, seed)
+            sampler = HSpaceTrainSampler(clip, vae, clip.text_direction(source_text, target_text), config,
+                                         batch_size)
+            guider = comfy.samplers.CFGGuider(m)
+            guider.set_conds(neutral, neutral)
+            guider.set_cfg(1.0)
+            total = epochs * math.ceil(samples.shape[0] / max(1, batch_size)) * n
+            try:
+                guider.sample(noise, starts, sampler, window, seed=seed,
+                              callback=latent_preview.prepare_callback(m, total, {}),
+                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
+            except TrainingError as e:
+                raise ValueError(f"{who}: {e}") from None
+        losses = sampler.losses
+        trained = sampler.direction
+        trained.net.cpu()
+        k = max(1, len(losses) // 10)
+        first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+        trained.meta.update(loss_first=f"{first:.5g}", loss_last=f"{last:.5g}")
+        return io.NodeOutput(trained, ui=ui.PreviewText(
+            f"trained f_t: {len(losses)} steps, loss {first:.4f} → {last:.4f} (mean of the first / last {k})"))
+
+
 class HSpaceCombine(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -274,9 +421,13 @@ class HSpaceSave(io.ComfyNode):
     def execute(cls, direction, name) -> io.NodeOutput:
         who = display("h-space Save Direction")
         fname = artifacts.safe_file_name(name, who)
-        path = artifacts.save_hspace(Path(folder_paths.get_folder_paths(FOLDER)[0]) / fname, direction.delta,
-                                     direction.sigmas, direction.meta)
-        return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name}: {tuple(direction.delta.shape)}"))
+        try:
+            tensors, meta = to_tensors(direction)
+        except HSpaceError as e:
+            raise ValueError(f"{who}: {e}") from None
+        path = artifacts.save_hspace(Path(folder_paths.get_folder_paths(FOLDER)[0]) / fname, tensors, meta)
+        return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name}: {meta.get('kind', '?')}, "
+                                               f"{direction.channels} channels"))
 
 
 class HSpaceLoad(io.ComfyNode):
@@ -295,5 +446,8 @@ class HSpaceLoad(io.ComfyNode):
     @classmethod
     def execute(cls, name) -> io.NodeOutput:
         who = display("h-space Load Direction")
-        delta, sigmas, meta = artifacts.load_hspace(Path(folder_paths.get_full_path_or_raise(FOLDER, name)), who)
-        return io.NodeOutput(Direction(delta, sigmas, meta))
+        try:
+            return io.NodeOutput(from_tensors(*artifacts.load_hspace(
+                Path(folder_paths.get_full_path_or_raise(FOLDER, name)), who)))
+        except HSpaceError as e:
+            raise ValueError(f"{who}: {name}: {e}") from None

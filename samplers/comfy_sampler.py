@@ -283,6 +283,16 @@ def shared_encoders(model_options: dict) -> list:
             if isinstance(w, SharedEncoder)]
 
 
+def pass_options(model_options: dict) -> dict:
+    """Copies of ``model_options`` marking the U-Net call as the unshifted pass ("orig"), the unshifted pass whose
+    encoder state the shifted one reuses (``CACHE_PASS``) or the shifted pass ("edit"); see hooks.hspace/unet_split."""
+    opts = {}
+    for which in ("orig", CACHE_PASS, "edit"):
+        opts[which] = comfy.model_patcher.create_model_options_clone(model_options)
+        opts[which].setdefault("transformer_options", {})[PASS_KEY] = which
+    return opts
+
+
 class AsyrpSampler(comfy.samplers.Sampler):
     """The Asyrp process (``samplers.asyrp``) as a SAMPLER: inside any asymmetric h-space window two predictions per
     step (the model with the shift, P_edit, and without, P_orig), plain DDIM after it, DDIM η = 1 below t_boost.
@@ -309,10 +319,7 @@ class AsyrpSampler(comfy.samplers.Sampler):
         base = extra_args["model_options"]
         patches = hspace_patches(base)
         caches = shared_encoders(base) if self.shared_encoder else []
-        opts = {}
-        for which in ("orig", CACHE_PASS, "edit"):
-            opts[which] = comfy.model_patcher.create_model_options_clone(base)
-            opts[which].setdefault("transformer_options", {})[PASS_KEY] = which
+        opts = pass_options(base)
         args = {k: v for k, v in extra_args.items() if k != "model_options"}
         sigma_boost = float(ms.sigma(torch.tensor(self.t_boost))) if self.t_boost > 0 else 0.0
         total = sigmas.numel() - 1

@@ -40,8 +40,10 @@ def test_combine_is_linear_and_interpolation_hits_its_ends():
         torch.testing.assert_close(c.at(s), 0.7 * a.at(s) - 1.5 * b.at(s), rtol=0, atol=1e-6)
     for alpha, end in ((0.0, a), (1.0, b)):  # interpolation (1 − α)·a + α·b hits its ends
         torch.testing.assert_close(hspace.combine([(a, 1 - alpha), (b, alpha)]).at(4.0), end.at(4.0), rtol=0, atol=1e-7)
-    with pytest.raises(hspace.HSpaceError, match="different shapes"):
+    with pytest.raises(hspace.HSpaceError, match="different channel counts"):
         hspace.combine([(a, 1.0), (Direction(rand(1, 4, 2, 2), torch.tensor([1.0])), 1.0)])
+    with pytest.raises(hspace.HSpaceError, match="different shapes"):
+        hspace.combine([(a, 1.0), (Direction(rand(1, 8, 4, 4), torch.tensor([1.0])), 1.0)])
 
 
 def test_spatial_policies():
@@ -159,8 +161,10 @@ def test_sampler_loop_edits_only_in_the_window_and_boosts_below_sigma_boost():
 
 def test_direction_files_round_trip(tmp_path):
     d, s = rand(3, 8, 4, 4, seed=16), torch.tensor([9.0, 3.0, 1.0], dtype=torch.float64)
-    p = artifacts.save_hspace(tmp_path / "red_to_blue.safetensors", d, s, {"family": "SD15", "kind": "prompts"})
-    d2, s2, meta = artifacts.load_hspace(p, "test")
+    tensors, meta = hspace.to_tensors(hspace.Direction(d, s, {"family": "SD15", "kind": "prompts"}))
+    p = artifacts.save_hspace(tmp_path / "red_to_blue.safetensors", tensors, meta)
+    loaded = hspace.from_tensors(*artifacts.load_hspace(p, "test"))
+    d2, s2, meta = loaded.delta, loaded.sigmas, loaded.meta
     assert torch.equal(d2, d) and torch.equal(s2, s)
     assert meta["family"] == "SD15" and meta["format"] == artifacts.HSPACE_FORMAT and meta["channels"] == "8"
     assert json.loads(meta["h_hw"]) == [4, 4]
