@@ -310,8 +310,8 @@ class HSpaceTrainDirection(io.ComfyNode):
         from ..optim.comfy_train import HSpaceTrainSampler
         who = display("h-space Train Direction (CLIP)")
         unet = require_unet(model, who)
-        table = log_sigmas(model, who)
         samples = checked_latent(model, latent, who)
+        table = log_sigmas(model, who)
         ms = model.get_model_object("model_sampling")
         sigmas = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).cpu()
         sigma_lo = t_to_sigma(model, t_edit)
@@ -366,10 +366,10 @@ class HSpaceTrainDirection(io.ComfyNode):
         trained = sampler.direction
         trained.net.cpu()
         k = max(1, len(losses) // 10)
-        first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+        first, last = losses[0], sum(losses[-k:]) / k
         trained.meta.update(loss_first=f"{first:.5g}", loss_last=f"{last:.5g}")
         return io.NodeOutput(trained, ui=ui.PreviewText(
-            f"trained f_t: {len(losses)} steps, loss {first:.4f} → {last:.4f} (mean of the first / last {k})"))
+            f"trained f_t: {len(losses)} steps, loss {first:.4f} at the first step, {last:.4f} over the last {k}"))
 
 
 class HSpaceCombine(io.ComfyNode):

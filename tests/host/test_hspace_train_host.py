@@ -1,0 +1,167 @@
+"""The trained h-space direction on the real ComfyUI host: h-space Train Direction (CLIP) on the shapes world with the
+toy CLIP from models/invedit_clip/, through the stock loaders, the node API and the real executor."""
+import os
+import shutil
+
+import pytest
+import torch
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+CLIP = "shapes-toy-clip"
+TRAIN = dict(source_text="a red circle", target_text="a blue circle", init="inverted", steps=10, t_edit=500,
+             lambda_clip=0.8, recon_mult=3.0, lr=0.003, epochs=1, batch_size=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(comfy):
+    import nodes
+    import comfy.utils
+    from harness.shapes import data
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    C = nodes.NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+        enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in ("", "a red circle")}
+        imgs = data.make_batch(4, 1234, colour=0, shape=0).images
+        lat = {"samples": vae.encode(imgs.permute(0, 2, 3, 1))}
+        before = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
+        out = C["InvEditHSpaceTrainDirection"].execute(model=model, vae=vae, clip_name=CLIP, neutral=enc[""],
+                                                       latent=lat, **TRAIN)
+    return {"model": model, "vae": vae, "enc": enc, "lat": lat, "C": C, "out": out, "before": before}
+
+
+def sample(w, model, steps=10, seed=3):
+    import comfy.sample
+    C = w["C"]
+    sig = C["BasicScheduler"].execute(w["model"], "ddim_uniform", steps, 1.0)[0]
+    lat = torch.zeros(2, 4, 8, 8)
+    with torch.inference_mode():
+        return comfy.sample.sample_custom(model, comfy.sample.prepare_noise(lat, seed), 1.0,
+                                          C["InvEditSamplerAsyrp"].execute(0, 1.0)[0], sig, w["enc"][""],
+                                          w["enc"][""], lat, disable_pbar=True, seed=seed)
+
+
+def apply(w, direction, strength, t_edit=500):
+    return w["C"]["InvEditHSpaceApply"].execute(w["model"], direction, strength, 999, t_edit, "asymmetric", "both",
+                                                "resize", True)[0]
+
+
+def test_training_learns_a_direction_and_leaves_the_unet_alone(trained):
+    d = trained["out"].args[0]
+    meta = d.meta
+    assert meta["kind"] == "implicit" and meta["family"] == "SD15" and meta["num_train_steps"] == "10"
+    assert float(meta["train_dt"]) == pytest.approx(100.0)  # ddim_uniform, 10 steps: Δt = 100
+    first, last = float(meta["loss_first"]), float(meta["loss_last"])
+    assert first == pytest.approx(0.8 * 1.0, abs=1e-4)  # f_t ≡ 0 at the start: L_dir = 1, L1 = 0
+    assert last < 0.85 * first, (first, last)            # measured: 0.80 -> 0.58
+    after = trained["model"].model.diffusion_model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in trained["before"].items())
+    assert not any(p.requires_grad for p in d.net.parameters())
+    assert "loss" in trained["out"].ui.as_dict()["text"][0]
+
+
+def test_trained_direction_is_identity_at_strength_zero_and_grows_with_strength(trained):
+    d = trained["out"].args[0]
+    stock = sample(trained, trained["model"])
+    assert torch.equal(sample(trained, apply(trained, d, 0.0)), stock)
+    one, two = (sample(trained, apply(trained, d, s)) for s in (1.0, 2.0))
+    assert (one - stock).abs().mean() > 1e-3 and (two - stock).abs().mean() > (one - stock).abs().mean()
+
+
+def test_trained_direction_file_round_trip_and_combination(trained):
+    import folder_paths
+    C, d = trained["C"], trained["out"].args[0]
+    C["InvEditHSpaceSave"].execute(d, "test_trained_f")
+    path = folder_paths.get_full_path_or_raise("hspace_directions", "test_trained_f.safetensors")
+    try:
+        loaded = C["InvEditHSpaceLoad"].execute("test_trained_f.safetensors")[0]
+        assert loaded.meta["src_text"] == "a red circle" and loaded.train_dt == d.train_dt
+        assert torch.equal(sample(trained, apply(trained, loaded, 1.0)), sample(trained, apply(trained, d, 1.0)))
+        half = C["InvEditHSpaceCombine"].execute(d, 0.5, loaded, 0.5)[0]  # interpolating a direction with itself
+        torch.testing.assert_close(sample(trained, apply(trained, half, 1.0)),
+                                   sample(trained, apply(trained, d, 1.0)), rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="save its parts"):
+            C["InvEditHSpaceSave"].execute(half, "test_composite")
+    finally:
+        os.remove(path)
+
+
+def train_call(w, **kw):
+    args = dict(model=w["model"], vae=w["vae"], clip_name=CLIP, neutral=w["enc"][""], latent=w["lat"], **TRAIN)
+    args.update(kw)
+    with torch.inference_mode():
+        return w["C"]["InvEditHSpaceTrainDirection"].execute(**args)
+
+
+def test_bad_settings_are_refused_with_the_fix(trained):
+    with pytest.raises(ValueError, match="lower t_edit"):
+        train_call(trained, steps=2, t_edit=998)
+    with pytest.raises(ValueError, match="init inverted needs images"):
+        train_call(trained, latent={"samples": torch.zeros(1, 4, 8, 8)})
+    with pytest.raises(ValueError, match="no CLIP folder 'nope'"):
+        train_call(trained, clip_name="nope")
+    with pytest.raises(ValueError, match="no U-Net middle block|flow-matching"):
+        train_call(trained, model=trained["C"]["ModelSamplingSD3"]().patch(trained["model"], 3.0)[0])
+
+
+def test_a_clip_folder_with_pickled_weights_is_refused(trained):
+    import folder_paths
+    root = folder_paths.get_folder_paths("invedit_clip")[0]
+    bad = os.path.join(root, "test_pickled_clip")
+    os.makedirs(bad, exist_ok=True)
+    try:
+        shutil.copy(os.path.join(root, CLIP, "config.json"), bad)
+        with open(os.path.join(bad, "pytorch_model.bin"), "wb") as f:
+            f.write(b"\x80\x04pickle")
+        with pytest.raises(ValueError, match="pickled .bin weights are refused"):
+            train_call(trained, clip_name="test_pickled_clip")
+    finally:
+        shutil.rmtree(bad)
+
+
+def test_training_honours_interrupt(trained):
+    import comfy.model_management as mm
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            train_call(trained, init="random", latent={"samples": torch.zeros(1, 4, 8, 8)})
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_local_clip_sees_the_colour_change_and_passes_gradients(comfy):
+    """The loss's CLIP: E_I(blue circles) − E_I(red circles) points along ΔT('a red circle' → 'a blue circle'), and the
+    directional loss has a gradient with respect to the images."""
+    import sys
+    from harness.paths import BASE
+    from harness.shapes import data
+    losses = next(m for k, m in sys.modules.items() if k.endswith(".optim.losses"))
+    clip = losses.LocalCLIP(BASE / "models" / "invedit_clip" / CLIP)
+    red = data.make_batch(8, 5, colour=0, shape=0).images
+    blue = red.clone()
+    blue_mask = (red - data.RGB[0].view(1, 3, 1, 1)).abs().sum(1, keepdim=True) < 0.05
+    blue = torch.where(blue_mask, data.RGB[2].view(1, 3, 1, 1).expand_as(red), red).requires_grad_(True)
+    text = clip.text_direction("a red circle", "a blue circle")
+    loss = losses.directional_clip_loss(clip.image_features(blue), clip.image_features(red), text)
+    loss.backward()
+    assert float(loss) < 0.8 and blue.grad is not None and blue.grad.abs().sum() > 0
+    wrong = losses.directional_clip_loss(clip.image_features(red), clip.image_features(blue.detach()), text)
+    assert float(wrong) > 1.2  # the reverse change points against ΔT
+
+
+def test_training_through_the_real_executor(comfy, captured, example_image_name):
+    g = comfy.graph()
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    neutral = g.node("CLIPTextEncode", clip=ck.out(1), text="")
+    img = g.node("LoadImage", image=example_image_name)
+    lat = g.node("VAEEncode", pixels=img.out(0), vae=ck.out(2))
+    tr = g.node("InvEditHSpaceTrainDirection", model=ck.out(0), vae=ck.out(2), clip_name=CLIP, neutral=neutral.out(0),
+                latent=lat.out(0), **dict(TRAIN, steps=6))
+    m = g.node("InvEditHSpaceApply", model=ck.out(0), direction=tr.out(0), strength=1.0, t_start=999, t_edit=500,
+               mode="asymmetric", apply_to="both", spatial_mode="resize", step_scaling=True)
+    g.node("CaptureForTest", value=tr.out(0), key="direction")
+    g.node("CaptureForTest", value=m.out(0), key="model")
+    outputs = comfy.run_prompt(g.finalize())
+    d = captured["direction"]
+    assert d.meta["kind"] == "implicit" and float(d.meta["loss_last"]) < float(d.meta["loss_first"])
+    assert any("trained f_t" in t for o in outputs.values() for t in o.get("text", []))

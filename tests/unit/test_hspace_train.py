@@ -1,0 +1,173 @@
+"""The trained (implicit) h-space direction: f_t (hooks/hspace.py DeltaNet, ImplicitDirection, Composite), its step
+scaling, its file form, and the training loop (optim/hspace.py) on a tiny linear world: pure torch."""
+import math
+
+import pytest
+import torch
+
+from invedit import artifacts
+from invedit.hooks import hspace
+from invedit.hooks.hspace import DeltaNet, Direction, HSpacePatch, ImplicitDirection, Where
+from invedit.optim.hspace import TrainConfig, TrainingError, train_direction
+from invedit.optim.losses import directional_clip_loss
+from tinynets import sd15_sigmas
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def trained_net(seed=0, channels=8):
+    torch.manual_seed(seed)
+    net = DeltaNet(channels)
+    with torch.no_grad():
+        for p in net.conv2.parameters():
+            p.copy_(rand(*p.shape, seed=seed + 1) * 0.1)
+    return net
+
+
+def test_untrained_f_is_exactly_zero_and_the_patch_is_then_the_identity():
+    net = DeltaNet(8)
+    h = rand(2, 8, 4, 4, seed=1)
+    assert torch.count_nonzero(net(h, torch.tensor([500.0]))) == 0
+    d = ImplicitDirection(net, {"family": "SD15"})
+    p = HSpacePatch(d, 3.0, 10.0, 0.1, "symmetric", "both", "resize", torch.log(sd15_sigmas()))
+    o = {"block": ("output", 0), "sigmas": torch.tensor([2.0]), "cond_or_uncond": [0]}
+    assert torch.equal(p(h, h, o)[0], h)
+
+
+def test_implicit_delta_depends_on_h_and_t_and_scales_with_strength_and_step():
+    d = ImplicitDirection(trained_net(), {})
+    h = rand(2, 8, 4, 4, seed=2)
+    a = d.delta_for(h, Where(2.0, 700.0))
+    assert a.shape == h.shape and a.abs().max() > 0
+    assert not torch.allclose(a, d.delta_for(h, Where(2.0, 100.0)))
+    assert not torch.allclose(a, d.delta_for(rand(2, 8, 4, 4, seed=3), Where(2.0, 700.0)))
+    torch.testing.assert_close(d.delta_for(h, Where(2.0, 700.0, step_scale=0.25)), 0.25 * a)
+    with pytest.raises(hspace.HSpaceError, match="needs the timestep"):
+        d.delta_for(h, Where(2.0))
+
+
+def test_step_scaling_keeps_the_total_shift_whatever_the_step_count():
+    """Σ over the in-window steps of Δt_gen/Δt_train is (t_hi − t_lo)/Δt_train for any sampling schedule (the
+    paper's S/S̃ rule, App. F); directions from prompts are never scaled."""
+    sig = sd15_sigmas()
+    logs = torch.log(sig)
+    d = ImplicitDirection(trained_net(), {"train_dt": "25"})
+    totals = []
+    for steps in (10, 20, 40, 80):
+        ts = [int(t) for t in torch.linspace(999, 0, steps + 1)]
+        sched = torch.tensor([float(sig[t]) for t in ts])
+        p = HSpacePatch(d, 1.0, math.inf, 0.0, "symmetric", log_sigmas=logs)
+        scales = [p.where(float(s), {"sample_sigmas": sched}).step_scale for s in sched[:-1]]
+        assert all(abs(x - (a - b) / 25) < 1e-3 for x, a, b in zip(scales, ts, ts[1:]))
+        totals.append(sum(scales))
+    assert max(totals) - min(totals) < 1e-3 and abs(totals[0] - 999 / 25) < 1e-2
+    off = HSpacePatch(d, 1.0, math.inf, 0.0, "symmetric", log_sigmas=logs, step_scaling=False)
+    assert off.where(float(sig[500]), {"sample_sigmas": sig.flip(0)}).step_scale == 1.0
+    plain = HSpacePatch(Direction(rand(1, 8, 4, 4), torch.tensor([1.0])), 1.0, 10.0, 0.1, log_sigmas=logs)
+    h = rand(1, 8, 4, 4, seed=9)
+    assert torch.equal(plain.delta_for(h, 2.0, {"sample_sigmas": sig.flip(0)[::100]}), plain.direction.delta[0])
+
+
+def test_sigma_to_t_inverts_the_table():
+    logs = torch.log(sd15_sigmas())
+    for t in (0, 1, 250, 998, 999):
+        assert abs(hspace.sigma_to_t(logs, float(logs[t].exp())) - t) < 1e-4
+    mid = hspace.sigma_to_t(logs, float(((logs[300] + logs[301]) / 2).exp()))
+    assert 300 < mid < 301
+
+
+def test_combining_a_trained_and_a_tensor_direction_adds_them():
+    imp = ImplicitDirection(trained_net(), {"name": "smile"})
+    ten = Direction(rand(1, 8, 4, 4, seed=5), torch.tensor([1.0]), {"name": "red"})
+    c = hspace.combine([(imp, 0.5), (ten, -2.0)])
+    assert isinstance(c, hspace.Composite) and c.channels == 8
+    h, w = rand(2, 8, 4, 4, seed=6), Where(3.0, 600.0, 0.5)
+    torch.testing.assert_close(c.delta_for(h, w), 0.5 * imp.delta_for(h, w) - 2.0 * ten.delta_for(h, w))
+    with pytest.raises(hspace.HSpaceError, match="save its parts"):
+        hspace.to_tensors(c)
+    with pytest.raises(hspace.HSpaceError, match="different channel counts"):
+        hspace.combine([(imp, 1.0), (ImplicitDirection(DeltaNet(16), {}), 1.0)])
+
+
+def test_trained_direction_files_round_trip_and_bad_weights_are_refused(tmp_path):
+    d = ImplicitDirection(trained_net(), {"family": "SD15", "train_dt": "25", "src_text": "a face"})
+    p = artifacts.save_hspace(tmp_path / "smile.safetensors", *hspace.to_tensors(d))
+    tensors, meta = artifacts.load_hspace(p, "test")
+    d2 = hspace.from_tensors(tensors, meta)
+    h = rand(2, 8, 4, 4, seed=7)
+    assert torch.equal(d2.delta_for(h, Where(1.0, 400.0)), d.delta_for(h, Where(1.0, 400.0)))
+    assert d2.meta["src_text"] == "a face" and d2.train_dt == 25.0 and meta["kind"] == "implicit"
+    tensors["f.conv1.weight"] = tensors["f.conv1.weight"][:4]
+    with pytest.raises(hspace.HSpaceError, match="do not form an f_t network"):
+        hspace.from_tensors(tensors, meta)
+    from safetensors.torch import save_file
+    bad = {k: v.clone() for k, v in artifacts.load_hspace(p, "t")[0].items()}
+    bad["f.conv2.bias"][0] = float("nan")
+    save_file(bad, str(tmp_path / "nan.safetensors"), metadata=meta)
+    with pytest.raises(artifacts.ArtifactError, match="NaN"):
+        artifacts.load_hspace(tmp_path / "nan.safetensors", "test")
+
+
+# --- the training loop on a linear toy world --------------------------------------------------------------------------
+
+class LinearWorld:
+    """x -> h = A x (the "encoder"), P = B h (a decoder linear in h), images = P, CLIP image features = E P.
+    The shifted prediction is P_edit = B (h + f(h, t)); the target direction ΔT = E v for a fixed image change v."""
+
+    def __init__(self, channels=8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.A = torch.randn(channels, 4, generator=g) / 2
+        self.B = torch.randn(4, channels, generator=g) / channels ** 0.5
+        self.E = torch.randn(6, 4, generator=g)
+        self.text = self.E @ torch.tensor([1.0, -1.0, 0.5, 0.0])
+        self.net = DeltaNet(channels)
+        self.calls = []
+
+    def h(self, x):
+        return torch.einsum("ck,bkij->bcij", self.A, x)
+
+    def p(self, h):
+        return torch.einsum("kc,bcij->bkij", self.B, h)
+
+    def pair(self, x, sigma):
+        self.calls.append(x.requires_grad)
+        h = self.h(x)
+        return self.p(h).detach(), self.p(h + self.net(h, torch.tensor([float(sigma) * 100])))
+
+    def plain(self, x, sigma):
+        return self.p(self.h(x))
+
+    def clip_loss(self, p_edit, p_src):
+        feats = [torch.einsum("dk,bkij->bd", self.E, p) for p in (p_edit, p_src)]
+        return directional_clip_loss(*feats, self.text)
+
+
+def test_training_lowers_the_loss_changes_only_f_and_keeps_each_graph_to_one_step():
+    w = LinearWorld()
+    before = {k: v.clone() for k, v in w.net.state_dict().items()}
+    frozen = (w.A.clone(), w.B.clone(), w.E.clone())
+    starts = [rand(2, 4, 3, 3, seed=s) * 5 for s in range(4)]
+    sig = torch.tensor([5.0, 3.0, 2.0, 1.0, 0.5])
+    losses = train_direction(w.net.parameters(), w.pair, w.plain, w.clip_loss, starts, sig,
+                             TrainConfig(lambda_clip=1.0, lambda_recon=0.05, lr=0.01, epochs=5))
+    assert len(losses) == 5 * 4 * 4 and all(math.isfinite(v) for v in losses)
+    assert losses[0] == pytest.approx(1.0)  # f_t ≡ 0 at the start: ΔI = 0, L_dir = 1, no L1
+    assert sum(losses[-16:]) / 16 < 0.3, losses[-16:]  # the last epoch follows ΔT
+    assert any(not torch.equal(before[k], v) for k, v in w.net.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(frozen, (w.A, w.B, w.E)))
+    assert not any(w.calls)  # x̃_t never carries a gradient: each loss graph spans one prediction
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error():
+    w = LinearWorld()
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        train_direction(w.net.parameters(), w.pair, w.plain, lambda a, b: torch.tensor(float("nan")),
+                        [rand(1, 4, 3, 3)], torch.tensor([2.0, 1.0]), TrainConfig())
+
+
+def test_directional_loss_is_one_minus_cosine():
+    e, s, t = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([1.0, 1.0])
+    assert abs(float(directional_clip_loss(e, s, t)) - (1 - 2 / 2 ** 0.5 / 2 ** 0.5 / 1)) < 1e-6  # ΔI = (1, 1) ∥ t
+    assert abs(float(directional_clip_loss(s, e, t)) - 2.0) < 1e-6                                 # opposite
