@@ -8,13 +8,13 @@ from comfy_api.latest import ComfyExtension, io
 
 from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
 from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
-from .hspace import (HSpaceApply, HSpaceCombine, HSpaceFromImages, HSpaceFromPrompts, HSpaceLoad, HSpaceSave,
-                     HSpaceTrainDirection, SamplerAsyrp)
+from .hspace import (HSpaceApply, HSpaceCombine, HSpaceEstimateIntervals, HSpaceFromImages, HSpaceFromPrompts,
+                     HSpaceLoad, HSpaceSave, HSpaceTrainDirection, SamplerAsyrp)
 from .report import ReconstructionReport
 
 NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas, SamplerEDICT, EDICTInvert,
                                    EDICTRegenerate, HSpaceFromPrompts, HSpaceFromImages, HSpaceTrainDirection,
-                                   HSpaceApply, SamplerAsyrp,
+                                   HSpaceEstimateIntervals, HSpaceApply, SamplerAsyrp,
                                    HSpaceCombine, HSpaceSave, HSpaceLoad, ReconstructionReport]
 
 

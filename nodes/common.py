@@ -65,11 +65,18 @@ def checked_latent(model, latent: dict, who: str) -> torch.Tensor:
 
 
 def run_with_cfg_guider(model, positive, negative, cfg: float, sampler, samples: torch.Tensor,
-                        sigmas: torch.Tensor) -> torch.Tensor:
-    """Run a Sampler through a stock CFGGuider with zero added noise, ComfyUI's preview callback and progress bar."""
+                        sigmas: torch.Tensor, on_step=None) -> torch.Tensor:
+    """Run a Sampler through a stock CFGGuider with zero added noise, ComfyUI's preview callback and progress bar;
+    ``on_step(i, denoised, x, total)`` also sees every step."""
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
-    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, {})
+    preview = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, {})
+
+    def callback(i, denoised, x, total):
+        if on_step is not None:
+            on_step(i, denoised, x, total)
+        preview(i, denoised, x, total)
+
     return guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)

@@ -16,18 +16,21 @@ import folder_paths
 import latent_preview
 from comfy_api.latest import io, ui
 
-from .. import artifacts
+from .. import artifacts, metrics
 from ..hooks.hspace import (APPLY_TO, MODES, REDUCE, SPATIAL_POLICIES, DeltaNet, Direction, HSpaceError,
                             HSpacePatch, HSpaceRecorder, ImplicitDirection, combine, from_tensors, reduce_levels,
                             sigma_to_t, to_tensors)
 from ..hooks.unet_split import SharedEncoder
 from ..optim.hspace import TrainConfig, TrainingError
 from ..optim.losses import CLIPLoadError, LocalCLIP
+from ..samplers.asyrp import estimate_intervals
 from ..samplers.comfy_sampler import AsyrpSampler, DDIMInversionSampler, model_family
+from ..samplers.coords import x_to_vp
 from .common import (CATEGORY, checked_latent, clip_folder, clip_folder_names, display, node_id,
                      register_model_folder, run_with_cfg_guider)
 
 SUBCATEGORY = f"{CATEGORY}/hspace"
+DEFAULT_T_EDIT, DEFAULT_T_BOOST = 650, 200  # SD timesteps when no perceptual metric is available (see the help page)
 FOLDER = "hspace_directions"
 HSpaceDirection = io.Custom("INVEDIT_HSPACE_DIRECTION")
 
@@ -370,6 +373,76 @@ class HSpaceTrainDirection(io.ComfyNode):
         trained.meta.update(loss_first=f"{first:.5g}", loss_last=f"{last:.5g}")
         return io.NodeOutput(trained, ui=ui.PreviewText(
             f"trained f_t: {len(losses)} steps, loss {first:.4f} at the first step, {last:.4f} over the last {k}"))
+
+
+class HSpaceEstimateIntervals(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("HSpaceEstimateIntervals"),
+            display_name=display("h-space Estimate Edit Interval"),
+            category=SUBCATEGORY,
+            description=(
+                "t_edit and t_boost as the paper picks them (Asyrp Sec. 4, App. G): DDIM-invert the images and "
+                "measure, at each t, the mean LPIPS between each image and its predicted x0 P_t (t_edit: where it "
+                "reaches edit_threshold × text_cosine) and its noisy latent x_t (t_boost: where it reaches "
+                "boost_threshold). Needs the lpips package and torchvision's AlexNet weights already cached "
+                "(nothing is downloaded); otherwise it returns the documented defaults 650 / 200 and says why."),
+            inputs=[
+                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL."),
+                io.Vae.Input("vae", tooltip="Decodes P_t and x_t for the perceptual metric."),
+                io.Latent.Input("latent", tooltip="Typical images of the domain (VAE Encode of a batch; paper: 100)."),
+                io.Conditioning.Input("neutral", tooltip="The prompt of the inversion (cfg 1), e.g. an empty one."),
+                io.Int.Input("steps", default=50, min=4, max=1000, tooltip="Inversion steps (curve resolution)."),
+                io.Combo.Input("metric", options=["auto", "defaults"], default="auto", tooltip=(
+                    "auto: LPIPS when available locally, else the defaults; defaults: skip the measurement.")),
+                io.Float.Input("edit_threshold", default=0.33, min=0.01, max=2.0, step=0.01, tooltip=(
+                    "LPIPS(x, P_t) at t_edit (paper 0.33).")),
+                io.Float.Input("boost_threshold", default=1.2, min=0.01, max=5.0, step=0.05, tooltip=(
+                    "LPIPS(x, x_t) at t_boost (paper 1.2).")),
+                io.Float.Input("text_cosine", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
+                    "cos(CLIP(source text), CLIP(target text)); bigger edits (lower cosine) get a longer window.")),
+            ],
+            outputs=[io.Int.Output(display_name="t_edit"), io.Int.Output(display_name="t_boost"),
+                     io.String.Output(display_name="curves")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, latent, neutral, steps, metric, edit_threshold, boost_threshold,
+                text_cosine) -> io.NodeOutput:
+        import json
+        who = display("h-space Estimate Edit Interval")
+        samples = checked_latent(model, latent, who)
+        distance, why = (metrics.local_lpips(comfy.model_management.get_torch_device()) if metric == "auto"
+                         else (None, "metric set to defaults"))
+        if distance is None:
+            text = f"t_edit {DEFAULT_T_EDIT}, t_boost {DEFAULT_T_BOOST} (defaults: {why})"
+            return io.NodeOutput(DEFAULT_T_EDIT, DEFAULT_T_BOOST,
+                                 json.dumps({"source": "defaults", "why": why}), ui=ui.PreviewText(text))
+        ms = model.get_model_object("model_sampling")
+        sigmas = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).cpu()
+        levels = sigmas.flip(0)
+        inner = model.model
+
+        def image(z):  # a model-space latent -> [B, 3, H, W] in [0, 1]
+            return vae.decode(inner.process_latent_out(z.float().cpu())).movedim(-1, 1).clamp(0, 1)
+
+        clean = vae.decode(samples).movedim(-1, 1).clamp(0, 1)
+        ts, dist_p, dist_x = [], [], []
+
+        def on_step(i, denoised, x, total):
+            sigma = levels[i + 1]
+            ts.append(int(ms.timestep(sigma)))
+            dist_p.append(float(distance(clean, image(denoised)).mean()))
+            dist_x.append(float(distance(clean, image(x_to_vp(x, sigma))).mean()))
+
+        run_with_cfg_guider(model, neutral, neutral, 1.0, DDIMInversionSampler(), samples, sigmas, on_step)
+        t_edit, t_boost = estimate_intervals(ts, dist_p, dist_x, edit_threshold, boost_threshold, text_cosine)
+        curves = {"source": "lpips", "t": ts, "lpips_x0_P_t": dist_p, "lpips_x0_x_t": dist_x,
+                  "edit_threshold": edit_threshold * text_cosine, "boost_threshold": boost_threshold}
+        return io.NodeOutput(t_edit, t_boost, json.dumps(curves),
+                             ui=ui.PreviewText(f"t_edit {t_edit}, t_boost {t_boost} (LPIPS over "
+                                               f"{samples.shape[0]} images, {steps} steps)"))
 
 
 class HSpaceCombine(io.ComfyNode):

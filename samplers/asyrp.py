@@ -75,3 +75,19 @@ def asyrp_sample(denoise: PairDenoiser, x: Tensor, sigmas: Tensor, edit_at: Call
         if callback is not None:
             callback(i, x, p_orig if p_edit is None else p_edit, s, s_next)
     return x
+
+
+def first_t_reaching(ts: list[int], curve: list[float], threshold: float) -> int:
+    """The first timestep, in ascending t, whose dataset-mean distance reaches ``threshold`` (the official code's rule
+    for reading t_edit / t_boost off the LPIPS curves); the largest t when none does."""
+    pairs = sorted(zip(ts, curve))
+    return next((t for t, v in pairs if v >= threshold), pairs[-1][0])
+
+
+def estimate_intervals(ts: list[int], dist_p: list[float], dist_x: list[float], edit_threshold: float = 0.33,
+                       boost_threshold: float = 1.2, text_cosine: float = 1.0) -> tuple[int, int]:
+    """(t_edit, t_boost) from mean perceptual distances along an inversion (paper Sec. 4.1–4.2, App. G):
+    t_edit is where LPIPS(x, P_t) reaches edit_threshold·cos(E_T(y_src), E_T(y_trg)) (longer windows for bigger
+    edits), t_boost where the quality deficiency LPIPS(x, x_t) reaches boost_threshold; t_boost ≤ t_edit."""
+    t_edit = first_t_reaching(ts, dist_p, edit_threshold * text_cosine)
+    return t_edit, min(first_t_reaching(ts, dist_x, boost_threshold), t_edit)

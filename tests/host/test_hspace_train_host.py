@@ -165,3 +165,44 @@ def test_training_through_the_real_executor(comfy, captured, example_image_name)
     d = captured["direction"]
     assert d.meta["kind"] == "implicit" and float(d.meta["loss_last"]) < float(d.meta["loss_first"])
     assert any("trained f_t" in t for o in outputs.values() for t in o.get("text", []))
+
+
+def estimate(w, metric="auto", **kw):
+    args = dict(model=w["model"], vae=w["vae"], latent=w["lat"], neutral=w["enc"][""], steps=10, metric=metric,
+                edit_threshold=0.33, boost_threshold=1.2, text_cosine=1.0)
+    args.update(kw)
+    with torch.inference_mode():
+        return w["C"]["InvEditHSpaceEstimateIntervals"].execute(**args)
+
+
+def test_interval_estimator_falls_back_to_the_documented_defaults(trained, monkeypatch):
+    import json
+    import sys
+    metrics = next(m for k, m in sys.modules.items() if k.endswith("comfyui-invedit.metrics"))
+    monkeypatch.setattr(metrics, "local_lpips", lambda device: (None, "the lpips package is not installed"))
+    out = estimate(trained)
+    assert out.args[:2] == (650, 200) and json.loads(out.args[2])["source"] == "defaults"
+    assert "not installed" in out.ui.as_dict()["text"][0]
+    assert estimate(trained, "defaults").args[:2] == (650, 200)
+
+
+def test_interval_estimator_reads_the_measured_curves(trained, monkeypatch):
+    """With a perceptual metric (here a stand-in: mean absolute pixel difference), t_edit / t_boost are the first t of
+    the inversion whose mean distances reach the thresholds, and the distances grow with t."""
+    import json
+    import sys
+    metrics = next(m for k, m in sys.modules.items() if k.endswith("comfyui-invedit.metrics"))
+    calls = []
+
+    def fake(device):
+        def distance(a, b):
+            calls.append(a.shape)
+            return (a - b).abs().mean(dim=(1, 2, 3))
+        return distance, ""
+    monkeypatch.setattr(metrics, "local_lpips", fake)
+    t_edit, t_boost, curves = estimate(trained, edit_threshold=0.05, boost_threshold=0.2).args
+    c = json.loads(curves)
+    assert c["source"] == "lpips" and len(c["t"]) == 10 and c["t"] == sorted(c["t"]) and calls
+    assert c["lpips_x0_P_t"][-1] > c["lpips_x0_P_t"][0] and c["lpips_x0_x_t"][-1] > c["lpips_x0_x_t"][0]
+    first = next((t for t, v in zip(c["t"], c["lpips_x0_P_t"]) if v >= 0.05), c["t"][-1])
+    assert t_edit == first and t_boost <= t_edit

@@ -171,3 +171,15 @@ def test_directional_loss_is_one_minus_cosine():
     e, s, t = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([1.0, 1.0])
     assert abs(float(directional_clip_loss(e, s, t)) - (1 - 2 / 2 ** 0.5 / 2 ** 0.5 / 1)) < 1e-6  # ΔI = (1, 1) ∥ t
     assert abs(float(directional_clip_loss(s, e, t)) - 2.0) < 1e-6                                 # opposite
+
+
+def test_intervals_are_read_off_the_curves_as_the_paper_does():
+    from invedit.samplers.asyrp import estimate_intervals, first_t_reaching
+    ts = [20, 40, 60, 80, 100]
+    p = [0.05, 0.2, 0.31, 0.4, 0.6]   # LPIPS(x, P_t) grows with t
+    x = [0.3, 0.9, 1.3, 1.5, 1.6]     # LPIPS(x, x_t)
+    assert first_t_reaching(list(reversed(ts)), list(reversed(p)), 0.33) == 80  # order of the lists is irrelevant
+    assert estimate_intervals(ts, p, x) == (80, 60)
+    assert estimate_intervals(ts, p, x, text_cosine=0.9) == (60, 60)  # 0.33·0.9 = 0.297: a bigger edit, longer window
+    assert estimate_intervals(ts, p, x, edit_threshold=5.0) == (100, 60)  # never reached: the largest t
+    assert estimate_intervals(ts, p, x, edit_threshold=0.1) == (40, 40)   # t_boost never above t_edit
