@@ -11,8 +11,17 @@
 6. prompt-swap edit "a red circle" -> "a blue circle" (invert with the source, regenerate with the target; 50 official
    steps, strength 0.8, cfg 3): the fraction labelled blue and the fraction whose shape is still a circle, for EDICT
    and for DDIM inversion + the stock sampler with the same settings.
+7. h-space: a red -> blue direction from prompts ("a red circle" -> "a blue circle", 8 samples) applied with the Asyrp
+   sampler (full window) to red objects generated from "a red circle/square/triangle" (cfg 3, --hspace-seeds seeds
+   each): along a strength sweep, the fraction labelled blue, the fraction whose shape label is unchanged from the
+   unedited sample, the mean classifier probability of blue and the blue − red logit margin; then the probability
+   sweep on unconditional samples (empty prompt, cfg 1, all colours: on red objects the classifier is saturated at
+   P(blue) ≈ 0, so a fall for negative strengths can only show where it is not): P(blue) must not fall (by more than
+   1e-3, the size of its noise where it is ~0) and the margin must rise strictly along the sweep; plus the red-object scores of a direction trained with the toy CLIP (h-space Train Direction,
+   8 inverted red circles).
 
     python -m bench.eval_shapes [--seeds 8] [--steps 20] [--cfg 5.0] [--heldout 512] [--edit-images 16]
+                                [--hspace-seeds 4]
 """
 from __future__ import annotations
 
@@ -31,6 +40,8 @@ from harness.tiny_models import CLASSIFIERS, FILES, TOY_CLIP_DIR  # noqa: E402
 TARGETS = {"vae_psnr_db": 30.0, "classifier_colour": 0.98, "classifier_shape": 0.98, "clip_colour": 0.95,
            "clip_shape": 0.95, "samples_colour": 0.90, "samples_shape": 0.90,
            "edict_edit_blue": 0.80, "edict_edit_circle": 0.90}
+HSPACE = {"strengths": (-5.0, 0.0, 2.5, 5.0, 10.0), "steps": 20, "cfg": 3.0,
+          "sweep": (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0), "trained_strengths": (-1.0, 0.0, 1.0, 2.0)}
 EDIT = {"source": "a red circle", "target": "a blue circle", "steps": 50, "strength": 0.8, "cfg": 3.0}
 
 
@@ -108,6 +119,92 @@ def print_edict_tables(r: dict, n: int) -> None:
     print("(centre shift and area ratio: medians over the images, of the coloured region, edit vs source)")
 
 
+def hspace_red_to_blue(seeds: int = 4, train_images: int = 8) -> dict:
+    """Item 7 of the module docstring: {"prompts": {strength: scores}, "trained": {strength: scores}}."""
+    host.boot()
+    import torch
+    import comfy.sample
+    import comfy.utils
+    import nodes
+
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    C = host.node_class
+    models = BASE / "models"
+    colour_clf, shape_clf = (load_classifier(models / "classifiers" / f)[0] for f in CLASSIFIERS)
+    blue, red_i, steps = data.COLOURS.index("blue"), data.COLOURS.index("red"), HSPACE["steps"]
+    res: dict = {}
+    with torch.inference_mode():
+        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
+        enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in ("a red circle", "a blue circle", "")}
+        for si in range(len(data.SHAPES)):
+            enc[data.caption(0, si)] = nodes.CLIPTextEncode().encode(te, data.caption(0, si))[0]
+        direction = C("InvEditHSpaceFromPrompts").execute(
+            model, enc["a red circle"], enc["a blue circle"], nodes.EmptyLatentImage().generate(64, 64, 8)[0],
+            steps, 0, "per_timestep")[0]
+        red = data.make_batch(train_images, data.HELDOUT_SEED + 29, colour=0, shape=data.SHAPES.index("circle")).images
+        trained = C("InvEditHSpaceTrainDirection").execute(
+            model=model, vae=vae, clip_name=Path(TOY_CLIP_DIR).name, neutral=enc[""],
+            latent={"samples": vae.encode(red.permute(0, 2, 3, 1))}, source_text="a red circle",
+            target_text="a blue circle", init="inverted", steps=10, t_edit=500, lambda_clip=0.8, recon_mult=3.0,
+            lr=0.003, epochs=1, batch_size=1, seed=0).args[0]
+        sig = C("BasicScheduler").execute(model, "ddim_uniform", steps, 1.0)[0]
+        sampler = C("InvEditSamplerAsyrp").execute(0, 1.0)[0]
+
+        def images(m, si, prompt=None, cfg=HSPACE["cfg"], n=seeds):
+            lat = torch.zeros(n, 4, data.SIZE // 8, data.SIZE // 8)
+            out = comfy.sample.sample_custom(m, comfy.sample.prepare_noise(lat, 300 + si), cfg, sampler, sig,
+                                             enc[data.caption(0, si) if prompt is None else prompt], enc[""], lat,
+                                             disable_pbar=True, seed=300 + si)
+            return vae.decode(out).permute(0, 3, 1, 2).clamp(0, 1)
+
+        def scores(outs, base_shape=None):
+            logits = torch.cat([colour_clf(o) for o in outs])
+            p = logits.softmax(1)
+            v = {"blue": float((p.argmax(1) == blue).float().mean()), "p_blue": float(p[:, blue].mean()),
+                 "margin": float((logits[:, blue] - logits[:, red_i]).mean())}
+            if base_shape is not None:
+                same = torch.cat([shape_clf(o).argmax(1) == b for o, b in zip(outs, base_shape)])
+                v["shape_kept"] = float(same.float().mean())
+            return v
+
+        def apply(d, s, t_edit):
+            return C("InvEditHSpaceApply").execute(model, d, s, 999, t_edit, "asymmetric", "both", "resize", True)[0]
+
+        base = [images(model, si) for si in range(len(data.SHAPES))]
+        base_shape = [shape_clf(b).argmax(1) for b in base]
+        for name, d, strengths, t_edit in (("prompts", direction, HSPACE["strengths"], 0),
+                                           ("trained", trained, HSPACE["trained_strengths"], 500)):
+            res[name] = {s: scores(base if s == 0 else [images(apply(d, s, t_edit), si) for si in range(3)],
+                                   base_shape) for s in strengths}
+        res["sweep"] = {s: scores([images(apply(direction, s, 0), 7, prompt="", cfg=1.0, n=4 * seeds)])
+                        for s in HSPACE["sweep"]}
+    probs, margins = ([v[k] for v in res["sweep"].values()] for k in ("p_blue", "margin"))
+    res["hspace_monotone"] = (all(a <= b + 1e-3 for a, b in zip(probs, probs[1:])) and probs[0] < probs[-1]
+                              and all(a < b for a, b in zip(margins, margins[1:])))
+    res["hspace_seeds"] = seeds
+    return res
+
+
+def print_hspace_tables(r: dict) -> None:
+    n = 3 * r["hspace_seeds"]
+    for name, title in (("prompts", "direction from prompts, full window"),
+                        ("trained", "direction trained with the toy CLIP, t_edit 500")):
+        print(f"\nh-space red -> blue on {n} red objects ({title}; Asyrp sampler, {HSPACE['steps']} steps, "
+              f"cfg {HSPACE['cfg']})")
+        print(f"| {'strength':>8} | {'labelled blue':>13} | {'P(blue)':>7} | {'blue-red logit':>14} | "
+              f"{'shape kept':>10} |")
+        print(f"|{'-' * 10}|{'-' * 15}|{'-' * 9}|{'-' * 16}|{'-' * 12}|")
+        for s, v in r[name].items():
+            print(f"| {s:8.1f} | {100 * v['blue']:12.1f}% | {v['p_blue']:7.3f} | {v['margin']:14.2f} | "
+                  f"{100 * v['shape_kept']:9.1f}% |")
+    print(f"\nh-space red -> blue (prompts) on {4 * r['hspace_seeds']} unconditional samples (empty prompt, cfg 1)")
+    print(f"| {'strength':>8} | {'labelled blue':>13} | {'P(blue)':>7} | {'blue-red logit':>14} |")
+    print(f"|{'-' * 10}|{'-' * 15}|{'-' * 9}|{'-' * 16}|")
+    for s, v in r["sweep"].items():
+        print(f"| {s:8.2f} | {100 * v['blue']:12.1f}% | {v['p_blue']:7.3f} | {v['margin']:14.2f} |")
+    print(f"P(blue) rising with the strength (and the margin strictly): {'yes' if r['hspace_monotone'] else 'NO'}")
+
+
 def evaluate(seeds: int = 8, steps: int = 20, cfg: float = 5.0, heldout: int = 512) -> dict:
     host.boot()
     import torch
@@ -168,10 +265,13 @@ def main(argv=None) -> None:
     ap.add_argument("--cfg", type=float, default=5.0)
     ap.add_argument("--heldout", type=int, default=512)
     ap.add_argument("--edit-images", type=int, default=16)
+    ap.add_argument("--hspace-seeds", type=int, default=4)
     a = ap.parse_args(argv)
     r = evaluate(a.seeds, a.steps, a.cfg, a.heldout)
     r.update(edict_vs_ddim(a.edit_images))
     print_edict_tables(r, a.edit_images)
+    r.update(hspace_red_to_blue(a.hspace_seeds))
+    print_hspace_tables(r)
     print(f"\nShapes world — held-out {a.heldout} images; samples: 12 captions x {a.seeds} seeds, {a.steps} euler "
           f"steps, cfg {a.cfg}")
     print(f"| {'measure':<34} | {'value':>8} | {'target':>8} | met |")

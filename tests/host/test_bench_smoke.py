@@ -29,3 +29,14 @@ def test_eval_shapes_reports_every_measure(comfy, capsys):
     assert set(eval_shapes.TARGETS) <= set(r)
     assert all(0.0 <= r[k] <= 1.0 for k in eval_shapes.TARGETS if not k.endswith("_db"))
     assert r["vae_psnr_db"] > 20
+
+
+def test_eval_shapes_reports_the_hspace_scores(comfy, capsys, monkeypatch):
+    for k, v in dict(strengths=(0.0, 5.0), sweep=(-1.0, 1.0), trained_strengths=(0.0, 1.0), steps=6).items():
+        monkeypatch.setitem(eval_shapes.HSPACE, k, v)
+    r = eval_shapes.hspace_red_to_blue(seeds=1, train_images=1)
+    eval_shapes.print_hspace_tables(r)
+    out = capsys.readouterr().out
+    assert "shape kept" in out and "unconditional samples" in out and "trained with the toy CLIP" in out
+    assert set(r["prompts"]) == set(eval_shapes.HSPACE["strengths"]) and set(r["sweep"]) == set(eval_shapes.HSPACE["sweep"])
+    assert r["prompts"][0.0]["shape_kept"] == 1.0 and all(0 <= v["p_blue"] <= 1 for v in r["sweep"].values())
