@@ -109,7 +109,7 @@ def _hspace_direction(g, ck, source: str, target: str):
 def _hspace_generate(g, ck, direction, strength: float, prompt: str, prefix: str):
     """Stock generation and the same seed with the direction applied (Asyrp Sampler), side by side."""
     edited = g.node("InvEditHSpaceApply", model=ck.out(0), direction=direction.out(0), strength=strength, t_start=999,
-                    t_edit=0, mode="asymmetric", apply_to="both", spatial_mode="resize")
+                    t_edit=0, mode="asymmetric", apply_to="both", spatial_mode="resize", step_scaling=True)
     pos = g.node("CLIPTextEncode", clip=ck.out(1), text=prompt)
     neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
     sig = g.node("BasicScheduler", model=ck.out(0), scheduler="ddim_uniform", steps=20, denoise=1.0)
@@ -142,22 +142,37 @@ def hspace_combine(g):
     _hspace_generate(g, ck, both, 5.0, "a red circle", "hspace_combine")
 
 
-def hspace_real_image(g):
-    """Edit a real image: DDIM Invert (cfg 1) -> the same sigmas through SamplerCustom with the direction applied and
-    the Asyrp Sampler (added noise off)."""
-    ck, pos, neg, img, src, _ = _common(g)
+def _hspace_edit_real(g, ck, pos, neg, img, src, direction, strength: float, t_edit: int, prefix: str):
+    """DDIM Invert (cfg 1) -> the same sigmas through SamplerCustom with the direction applied and the Asyrp Sampler
+    (added noise off); source and edit side by side."""
     sig = g.node("BasicScheduler", model=ck.out(0), scheduler="ddim_uniform", steps=STEPS, denoise=1.0)
     inv = g.node("InvEditDDIMInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
                  sigmas=sig.out(0), cfg=1.0)
-    direction = _hspace_direction(g, ck, "a red circle", "a blue circle")
-    edited = g.node("InvEditHSpaceApply", model=ck.out(0), direction=direction.out(0), strength=5.0, t_start=999,
-                    t_edit=0, mode="asymmetric", apply_to="both", spatial_mode="resize")
+    edited = g.node("InvEditHSpaceApply", model=ck.out(0), direction=direction.out(0), strength=strength, t_start=999,
+                    t_edit=t_edit, mode="asymmetric", apply_to="both", spatial_mode="resize", step_scaling=True)
     out = g.node("SamplerCustom", model=edited.out(0), add_noise=False, noise_seed=0, cfg=1.0, positive=pos.out(0),
                  negative=neg.out(0), sampler=g.node("InvEditSamplerAsyrp", t_boost=0, eta_boost=1.0).out(0),
                  sigmas=sig.out(0), latent_image=inv.out(0))
     dec = g.node("VAEDecode", samples=out.out(0), vae=ck.out(2))
     pair = g.node("ImageBatch", image1=img.out(0), image2=dec.out(0))
-    g.node("SaveImage", images=pair.out(0), filename_prefix="InvEdit/hspace_real_image")
+    g.node("SaveImage", images=pair.out(0), filename_prefix=f"InvEdit/{prefix}")
+
+
+def hspace_real_image(g):
+    """Edit a real image with a red→blue direction from prompts (invert, then Asyrp)."""
+    ck, pos, neg, img, src, _ = _common(g)
+    _hspace_edit_real(g, ck, pos, neg, img, src, _hspace_direction(g, ck, "a red circle", "a blue circle"), 5.0, 0,
+                      "hspace_real_image")
+
+
+def hspace_train(g):
+    """Train an implicit direction f_t with the (toy) CLIP's directional loss on the inverted image, then edit it."""
+    ck, pos, neg, img, src, _ = _common(g)
+    trained = g.node("InvEditHSpaceTrainDirection", model=ck.out(0), vae=ck.out(2), clip_name="shapes-toy-clip",
+                     neutral=neg.out(0), latent=src.out(0), source_text="a red circle", target_text="a blue circle",
+                     init="inverted", steps=10, t_edit=500, lambda_clip=0.8, recon_mult=3.0, lr=0.003, epochs=2,
+                     batch_size=1, seed=0)
+    _hspace_edit_real(g, ck, pos, neg, img, src, trained, 2.0, 500, "hspace_train")
 
 
 TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
@@ -167,12 +182,14 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "hspace_generate": {"SaveImage": "Save: stock | red->blue direction", "ImageBatch": "Compare"},
     "hspace_combine": {"SaveImage": "Save: stock | red->blue + circle->square", "ImageBatch": "Compare"},
     "hspace_real_image": {"SaveImage": "Save: source | h-space edit", "ImageBatch": "Compare: source | edit"},
+    "hspace_train": {"SaveImage": "Save: source | trained-direction edit", "ImageBatch": "Compare: source | edit"},
 }
 
 EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler,
                     "edict_reconstruction": edict_reconstruction, "edict_edit": edict_edit,
                     "edict_sampler": edict_sampler, "hspace_generate": hspace_generate,
-                    "hspace_combine": hspace_combine, "hspace_real_image": hspace_real_image}
+                    "hspace_combine": hspace_combine, "hspace_real_image": hspace_real_image,
+                    "hspace_train": hspace_train}
 
 
 def api_prompt(name: str) -> dict:

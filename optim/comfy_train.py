@@ -12,7 +12,7 @@ from torch import nn
 import comfy.model_management
 import comfy.samplers
 
-from ..samplers.comfy_sampler import hspace_patches, pass_options
+from ..samplers.comfy_sampler import hspace_patches, pass_options, shared_encoders
 from ..hooks.hspace import ImplicitDirection
 from ..hooks.unet_split import CACHE_PASS
 from .hspace import TrainConfig, train_direction
@@ -61,7 +61,8 @@ class HSpaceTrainSampler(comfy.samplers.Sampler):
             raise ValueError(f"{self.WHO}: the model carries no trainable h-space direction")
         direction = patches[-1].direction
         x = inner.model_sampling.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
-        comfy.model_management.load_models_gpu([self.vae.patcher])
+        patcher = getattr(model_wrap, "model_patcher", None)  # the guider's: keep the U-Net loaded beside the VAE
+        comfy.model_management.load_models_gpu([self.vae.patcher] + ([patcher] if patcher is not None else []))
         make_grad_safe(inner.diffusion_model)
         make_grad_safe(self.vae.first_stage_model)
         net = direction.net.to(x.device).float().train().requires_grad_(True)
@@ -97,5 +98,7 @@ class HSpaceTrainSampler(comfy.samplers.Sampler):
                                           starts, sigmas, self.config, progress)
         finally:
             net.eval().requires_grad_(False)
+            for c in shared_encoders(base):
+                c.clear()
         self.direction = direction
         return latent_image
