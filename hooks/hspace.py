@@ -193,8 +193,7 @@ def combine(terms: list[tuple]):
         raise HSpaceError(f"directions with different channel counts cannot be added: "
                           f"{sorted({d.channels for d, _ in terms})}; they belong to different model families")
     if not all(isinstance(d, Direction) for d, _ in terms):
-        flat = [(d, c) for d, c in terms]
-        return Composite(flat, {"kind": "composite", "family": terms[0][0].meta.get("family", ""),
+        return Composite(list(terms), {"kind": "composite", "family": terms[0][0].meta.get("family", ""),
                                 "parts": "; ".join(f"{c:g}·{d.meta.get('name', d.meta.get('kind', '?'))}"
                                                    for d, c in terms)})
     shapes = {d.delta.shape[1:] for d, _ in terms}
