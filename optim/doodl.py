@@ -1,0 +1,205 @@
+"""DOODL (Wallace, Gokul, Ermon, Naik, ICCV 2023): optimise the initial noise of an EDICT generation against a loss
+on the final decoded pixels, with memory independent of the number of steps.
+
+**Gradient through the chain.** The EDICT chain (x_T, y_T) -> (x_0, y_0) (``samplers.edict``) is exactly invertible, so
+backpropagation needs no stored activations: ``EDICTChain`` keeps only the outputs; its backward walks the steps from
+the last, rebuilds each step's input pair with the exact inverse step (``edict_step_inverse``), recomputes that one
+step with autograd on and pulls the incoming gradient through it (a vector–Jacobian product). Memory: one step's
+activations, whatever T. ``mode="checkpoint"`` keeps each step's input pair instead (2 latents per step) and needs no
+inverse: the gradient is then bit-identical to naive autograd; ``reversible`` matches it to float64 rounding.
+
+**The update (paper Algorithm 1, with the official code's details).** With L̄ = ½(L(D(x_0)) + L(D(y_0))), D the VAE
+decoder, and g_x, g_y the gradients of L̄ with respect to the x and y entries of the pair:
+
+    raw step      s = −g            (tied: s = −½(g_x + g_y), the mean over the two entries)
+    clipping      s ← clamp(s, −c, c) element-wise                      (c = 1e−3)
+    momentum      b_i = μ·b_{i−1} + s_i, b_0 = s_0                      (μ = 0.9, no dampening)
+    perturbation  x_T ← x_T + b_i + ξ,  ξ ~ N(0, (1e−4)²·I)            (one ξ for both entries)
+    tying         x_T = y_T = their mean                                 (generation)
+    renormalise   x_T ← x_T·n_0/‖x_T‖, n_0 = ‖x_T^(0)‖ (Frobenius)      (generation: the "Gaussian shell")
+
+Starting from an EDICT-inverted real image the pair is untied and not renormalised (it is not on the shell).
+Pure torch; the denoiser, decoder and loss come in as callables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..samplers.edict import _Eps, _prepare, edict_step, edict_step_inverse
+
+MODES = ("reversible", "checkpoint")
+
+
+@dataclass
+class ChainSpec:
+    """What defines the chain: the denoiser D(x, σ) -> x0 (ComfyUI σ-space), SIGMAS, p, leapfrog, input scaling,
+    state dtype, model dtype (the cast at the model call) and the backward mode."""
+    denoiser: Callable[[Tensor, Tensor], Tensor]
+    sigmas: Tensor
+    p: float = 0.93
+    leapfrog: bool = True
+    official_input_scaling: bool = True
+    state_dtype: torch.dtype = torch.float64
+    model_dtype: Optional[torch.dtype] = None
+    mode: str = "reversible"
+    on_step: Optional[Callable[[int, int], None]] = None  # (step, of) during forward and backward: progress, interrupt
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"DOODL: backprop mode must be one of {MODES}, got {self.mode!r}")
+        self.sigmas = _prepare(self.sigmas, self.p, self.state_dtype, "DOODL")
+
+    def step(self, eps, i: int, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return edict_step(eps, x, y, self.sigmas[i], self.sigmas[i + 1], self.p, self.leapfrog and i % 2 == 1,
+                          self.official_input_scaling)
+
+    def inverse(self, eps, i: int, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return edict_step_inverse(eps, x, y, self.sigmas[i], self.sigmas[i + 1], self.p, self.leapfrog and i % 2 == 1,
+                                  self.official_input_scaling)
+
+    @property
+    def steps(self) -> int:
+        return self.sigmas.numel() - 1
+
+
+class EDICTChain(torch.autograd.Function):
+    """(x_T, y_T) -> (x_0, y_0) with a backward in memory independent of T (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, spec: ChainSpec):
+        eps = _Eps(spec.denoiser, spec.model_dtype)
+        x, y = x.detach().to(spec.state_dtype), y.detach().to(spec.state_dtype)
+        inputs = []
+        with torch.no_grad():
+            for i in range(spec.steps):
+                if spec.mode == "checkpoint":
+                    inputs.append((x, y))
+                x, y = spec.step(eps, i, x, y)
+                if spec.on_step is not None:
+                    spec.on_step(i, 2 * spec.steps)
+        ctx.spec = spec
+        if spec.mode == "checkpoint":
+            ctx.save_for_backward(*[t for pair in inputs for t in pair])
+        else:
+            ctx.save_for_backward(x, y)
+        return x, y
+
+    @staticmethod
+    def backward(ctx, gx: Tensor, gy: Tensor):
+        spec = ctx.spec
+        eps = _Eps(spec.denoiser, spec.model_dtype)
+        saved = ctx.saved_tensors
+        gx = torch.zeros_like(saved[0]) if gx is None else gx.to(spec.state_dtype)
+        gy = torch.zeros_like(saved[1]) if gy is None else gy.to(spec.state_dtype)
+        x, y = (None, None) if spec.mode == "checkpoint" else saved
+        for k, i in enumerate(reversed(range(spec.steps))):
+            if spec.mode == "checkpoint":
+                x_in, y_in = saved[2 * i], saved[2 * i + 1]
+            else:
+                with torch.no_grad():
+                    x_in, y_in = spec.inverse(eps, i, x, y)
+            with torch.enable_grad():
+                xi, yi = x_in.detach().requires_grad_(True), y_in.detach().requires_grad_(True)
+                xo, yo = spec.step(eps, i, xi, yi)
+                gx, gy = torch.autograd.grad((xo, yo), (xi, yi), (gx, gy))
+            x, y = x_in, y_in
+            if spec.on_step is not None:
+                spec.on_step(spec.steps + k, 2 * spec.steps)
+        return gx, gy, None
+
+
+def edict_chain(x: Tensor, y: Tensor, spec: ChainSpec) -> tuple[Tensor, Tensor]:
+    """The EDICT chain, differentiable in (x_T, y_T) with constant-memory backward (``EDICTChain``)."""
+    return EDICTChain.apply(x, y, spec)
+
+
+@dataclass
+class DOODLConfig:
+    iterations: int = 50
+    lr: float = 1.0            # multiplies the gradient before clipping (the loss weights λ live in the loss)
+    grad_clip: float = 1e-3    # element-wise clip of the raw step
+    momentum: float = 0.9
+    perturb_std: float = 1e-4  # std of ξ (the official code's; the paper writes it as a variance)
+    tie: bool = True           # x_T = y_T after every update (generation)
+    renormalize: bool = True   # back to the initial norm after every update (generation)
+    keep: str = "last"         # "last" or "best" (the lowest-loss iterate)
+
+
+@dataclass
+class DOODLResult:
+    x: Tensor                  # the optimised pair (x_T, y_T) (the last, or the best with keep="best")
+    y: Tensor
+    losses: list = field(default_factory=list)   # L̄ of the pair each iteration was evaluated at
+    best_iteration: int = -1
+    steps: list = field(default_factory=list)    # the clipped raw steps applied (diagnostics, tests)
+
+
+# loss_fn(x_0, y_0) -> (L̄, g_x0, g_y0): the loss on the decoded pixels of both ends and its gradients wrt them
+PixelLossFn = Callable[[Tensor, Tensor], tuple[float, Tensor, Tensor]]
+IterationFn = Callable[[int, int, float, Tensor, Tensor], None]  # (i, of, loss, x_0, y_0): progress, preview, interrupt
+
+
+def pair_loss_gradients(decode_loss: Callable[[Tensor], Tensor]) -> PixelLossFn:
+    """A ``PixelLossFn`` from ``decode_loss(z_0) -> scalar`` (decoder + loss, differentiable): L̄ = ½(L(x_0) + L(y_0)),
+    each end's graph built and freed in turn (two-phase backward: the decoder graph never lives beside the chain)."""
+    def fn(x0: Tensor, y0: Tensor):
+        grads, total = [], 0.0
+        for z in (x0, y0):
+            leaf = z.detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = 0.5 * decode_loss(leaf)
+                (g,) = torch.autograd.grad(loss, leaf)
+            grads.append(g)
+            total += float(loss.detach())
+        return total, grads[0], grads[1]
+    return fn
+
+
+def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, config: DOODLConfig,
+                   generator: Optional[torch.Generator] = None,
+                   on_iteration: Optional[IterationFn] = None) -> DOODLResult:
+    """Algorithm 1: ``config.iterations`` updates of the pair (x_T, y_T) (VP latents at sigmas[0])."""
+    x, y = x.detach().to(spec.state_dtype).clone(), y.detach().to(spec.state_dtype).clone()
+    if config.tie and not torch.equal(x, y):
+        x = y = (x + y) / 2
+    n0x, n0y = x.norm(), y.norm()
+    res = DOODLResult(x, y)
+    buf_x = buf_y = None
+    best = float("inf")
+    for it in range(config.iterations + 1):  # the last pass only evaluates the final iterate
+        xl, yl = x.detach().requires_grad_(True), y.detach().requires_grad_(True)
+        with torch.enable_grad():
+            xo, yo = EDICTChain.apply(xl, yl, spec)  # keeps only (x_0, y_0) for the backward
+        loss, g_x0, g_y0 = loss_fn(xo.detach(), yo.detach())
+        if not torch.isfinite(torch.tensor(loss)):
+            raise FloatingPointError(f"DOODL: the loss became {loss} at iteration {it}; lower lr or the loss weight")
+        res.losses.append(loss)
+        if on_iteration is not None:
+            on_iteration(it, config.iterations, loss, xo.detach(), yo.detach())
+        if config.keep == "best" and loss < best:
+            best, res.x, res.y, res.best_iteration = loss, x, y, it
+        if it == config.iterations:
+            break
+        gx, gy = torch.autograd.grad((xo, yo), (xl, yl), (g_x0.to(xo.dtype), g_y0.to(yo.dtype)))
+        del xo, yo
+        sx, sy = -config.lr * gx, -config.lr * gy
+        if config.tie:
+            sx = sy = (sx + sy) / 2
+        sx, sy = sx.clamp(-config.grad_clip, config.grad_clip), sy.clamp(-config.grad_clip, config.grad_clip)
+        res.steps.append((sx, sy))
+        buf_x = sx if buf_x is None else config.momentum * buf_x + sx
+        buf_y = sy if buf_y is None else config.momentum * buf_y + sy
+        xi = config.perturb_std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        x, y = x + buf_x + xi, y + buf_y + xi
+        if config.tie:
+            x = y = (x + y) / 2
+        if config.renormalize:
+            x = x * (n0x / x.norm())
+            y = x if config.tie else y * (n0y / y.norm())
+    if config.keep != "best":
+        res.x, res.y, res.best_iteration = x, y, config.iterations
+    return res

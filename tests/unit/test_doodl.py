@@ -1,0 +1,158 @@
+"""DOODL (optim/doodl.py): the constant-memory gradient through the EDICT chain and the optimisation loop, on tiny
+nets in float64 (pure torch)."""
+import pytest
+import torch
+
+from invedit.optim.doodl import ChainSpec, DOODLConfig, doodl_optimize, edict_chain, pair_loss_gradients
+from invedit.samplers import edict
+from tinynets import F64, CFGEps, sd15_sigmas, sigma_denoiser
+
+SIGMAS = sd15_sigmas()
+DEN = sigma_denoiser(CFGEps(g=5.0))
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def spec(steps, mode="reversible", p=0.93, leapfrog=True, **kw):
+    return ChainSpec(DEN, edict.official_sigmas(SIGMAS, steps), p=p, leapfrog=leapfrog, mode=mode, **kw)
+
+
+W, V = rand(1, 4, 6, 6, seed=7), rand(1, 4, 6, 6, seed=8)
+
+
+def toy_loss(x0, y0):
+    """A nonlinear scalar of both ends."""
+    return (W * torch.tanh(x0)).sum() + (V * y0 ** 2).sum() * 0.1
+
+
+def naive_grad(steps, x, y, p=0.93, leapfrog=True):
+    xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    x0, y0 = edict.edict_sample(DEN, xl, yl, edict.official_sigmas(SIGMAS, steps), p=p, leapfrog=leapfrog)
+    return torch.autograd.grad(toy_loss(x0, y0), (xl, yl))
+
+
+@pytest.mark.parametrize("steps", [5, 12, 20])
+@pytest.mark.parametrize("mode", ["reversible", "checkpoint"])
+def test_chain_gradient_equals_naive_autograd(steps, mode):
+    x, y = rand(1, 4, 6, 6, seed=1), rand(1, 4, 6, 6, seed=2)
+    want = naive_grad(steps, x, y)
+    xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    got = torch.autograd.grad(toy_loss(*edict_chain(xl, yl, spec(steps, mode))), (xl, yl))
+    for g, w in zip(got, want):
+        rel = float((g - w).norm() / w.norm())
+        assert rel <= (1e-10 if mode == "reversible" else 1e-13), rel
+
+
+def test_odd_step_counts_and_no_leapfrog_also_match():
+    x, y = rand(1, 4, 6, 6, seed=3), rand(1, 4, 6, 6, seed=4)
+    for steps, leapfrog in ((7, True), (6, False)):
+        want = naive_grad(steps, x, y, leapfrog=leapfrog)
+        xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        got = torch.autograd.grad(toy_loss(*edict_chain(xl, yl, spec(steps, leapfrog=leapfrog))), (xl, yl))
+        assert all(float((g - w).norm() / w.norm()) <= 1e-10 for g, w in zip(got, want))
+
+
+def test_gradcheck_on_a_two_step_chain():
+    x, y = rand(1, 4, 4, 4, seed=5).requires_grad_(True), rand(1, 4, 4, 4, seed=6).requires_grad_(True)
+    s = ChainSpec(DEN, torch.tensor([3.0, 1.0, 0.0], dtype=F64))
+    assert torch.autograd.gradcheck(lambda a, b: edict_chain(a, b, s), (x, y), eps=1e-6, atol=1e-7)
+
+
+def saved_bytes(fn):
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return total[0], out
+
+
+def test_saved_memory_does_not_grow_with_the_step_count():
+    x, y = rand(1, 4, 6, 6, seed=1), rand(1, 4, 6, 6, seed=2)
+
+    def ours(steps, mode="reversible"):
+        xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        return saved_bytes(lambda: edict_chain(xl, yl, spec(steps, mode)))[0]
+
+    def naive(steps):
+        xl, yl = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        return saved_bytes(lambda: edict.edict_sample(DEN, xl, yl, edict.official_sigmas(SIGMAS, steps)))[0]
+    latent = x.numel() * 8
+    assert ours(5) == ours(50) == 2 * latent              # only (x_0, y_0)
+    assert naive(50) > 8 * naive(5) > 0                     # naive keeps every step's activations
+    assert ours(50, "checkpoint") - ours(5, "checkpoint") == 45 * 2 * latent  # 2 latents per step
+
+
+# --- the optimisation loop -----------------------------------------------------------------------------------------
+
+DEC_W = rand(3, 4, 1, 1, seed=20)
+CLF_W = rand(5, 3, seed=21)
+
+
+def decode_classify(z0, target=2):
+    """A tiny decoder (1×1 conv + sigmoid) and a 5-class linear classifier on mean colour: cross-entropy to target."""
+    img = torch.sigmoid(torch.nn.functional.conv2d(z0, DEC_W))
+    logits = img.mean(dim=(2, 3)) @ CLF_W.T * 4
+    return torch.nn.functional.cross_entropy(logits, torch.tensor([target]))
+
+
+def run(iterations=20, seed=0, **kw):
+    cfg = DOODLConfig(**dict(dict(iterations=iterations, lr=1.0, grad_clip=1e-2), **kw))
+    x = rand(1, 4, 6, 6, seed=30)
+    y = x.clone() if cfg.tie else rand(1, 4, 6, 6, seed=31)
+    return doodl_optimize(spec(10), pair_loss_gradients(decode_classify), x, y, cfg,
+                          torch.Generator().manual_seed(seed)), x, y
+
+
+def test_the_loss_falls_and_the_invariants_hold_every_iteration():
+    seen = []
+    cfg = DOODLConfig(iterations=20, lr=1.0, grad_clip=1e-2)
+    x = rand(1, 4, 6, 6, seed=30)
+    n0 = x.norm()
+
+    def on_iteration(i, of, loss, x0, y0):
+        seen.append((i, loss))
+    res = doodl_optimize(spec(10), pair_loss_gradients(decode_classify), x, x.clone(), cfg,
+                         torch.Generator().manual_seed(0), on_iteration)
+    assert res.losses[-1] < 0.8 * res.losses[0], res.losses
+    assert res.x is res.y and abs(float(res.x.norm() / n0) - 1) < 1e-12
+    assert all(float(sx.abs().max()) <= 1e-2 and torch.equal(sx, sy) for sx, sy in res.steps)
+    assert [i for i, _ in seen] == list(range(21)) and len(res.losses) == 21
+
+
+def test_momentum_recursion_without_noise_or_renormalisation():
+    res, x, _ = run(8, perturb_std=0.0, renormalize=False)
+    buf, expect = None, x.clone()
+    for sx, _ in res.steps:
+        buf = sx if buf is None else 0.9 * buf + sx
+        expect = expect + buf
+    torch.testing.assert_close(res.x, expect, rtol=0, atol=1e-14)
+
+
+def test_same_seed_same_result_other_seed_other_result():
+    a, b, c = run(5, seed=1)[0], run(5, seed=1)[0], run(5, seed=2)[0]
+    assert torch.equal(a.x, b.x) and a.losses == b.losses
+    assert not torch.equal(a.x, c.x)
+
+
+def test_an_inverted_pair_stays_untied_and_off_the_shell():
+    res, x, y = run(5, tie=False, renormalize=False, perturb_std=0.0)
+    assert not torch.equal(res.x, res.y)
+    assert float(res.x.norm()) != pytest.approx(float(x.norm()), rel=1e-9)
+    assert res.losses[-1] < res.losses[0]
+
+
+def test_keep_best_returns_the_lowest_loss_iterate():
+    res = run(6, keep="best", lr=50.0, grad_clip=0.5)[0]  # big steps: the loss is not monotone
+    assert res.losses[res.best_iteration] == min(res.losses)
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error():
+    def bad(x0, y0):
+        return float("nan"), torch.zeros_like(x0), torch.zeros_like(y0)
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        doodl_optimize(spec(3), bad, rand(1, 4, 6, 6), rand(1, 4, 6, 6), DOODLConfig(iterations=2))
