@@ -7,6 +7,7 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
+from .doodl import DOODLAestheticLoss, DOODLClassifierLoss, DOODLCLIPLoss, DOODLLossCombine, DOODLOptimize
 from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
 from .hspace import (HSpaceApply, HSpaceCombine, HSpaceEstimateIntervals, HSpaceFromImages, HSpaceFromPrompts,
                      HSpaceLoad, HSpaceSave, HSpaceTrainDirection, SamplerAsyrp)
@@ -15,7 +16,8 @@ from .report import ReconstructionReport
 NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas, SamplerEDICT, EDICTInvert,
                                    EDICTRegenerate, HSpaceFromPrompts, HSpaceFromImages, HSpaceTrainDirection,
                                    HSpaceEstimateIntervals, HSpaceApply, SamplerAsyrp,
-                                   HSpaceCombine, HSpaceSave, HSpaceLoad, ReconstructionReport]
+                                   HSpaceCombine, HSpaceSave, HSpaceLoad, DOODLCLIPLoss, DOODLClassifierLoss,
+                                   DOODLAestheticLoss, DOODLLossCombine, DOODLOptimize, ReconstructionReport]
 
 
 class InvEditExtension(ComfyExtension):

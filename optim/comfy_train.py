@@ -12,9 +12,12 @@ from torch import nn
 import comfy.model_management
 import comfy.samplers
 
-from ..samplers.comfy_sampler import hspace_patches, pass_options, shared_encoders
 from ..hooks.hspace import ImplicitDirection
 from ..hooks.unet_split import CACHE_PASS
+from ..samplers import edict
+from ..samplers.comfy_sampler import EDICTOptions, _EDICTBase, hspace_patches, pass_options, shared_encoders
+from ..samplers.coords import vp_scale
+from .doodl import ChainSpec, DOODLConfig, doodl_optimize, pair_loss_gradients
 from .hspace import TrainConfig, train_direction
 from .losses import LocalCLIP, directional_clip_loss
 
@@ -102,3 +105,69 @@ class HSpaceTrainSampler(comfy.samplers.Sampler):
                 c.clear()
         self.direction = direction
         return latent_image
+
+
+class DOODLSampler(_EDICTBase):
+    """DOODL (``optim.doodl.doodl_optimize``) as a Sampler run through a guider: optimises the EDICT start pair so
+    that the decoded end of the chain lowers ``loss`` (a pixel loss from ``optim.losses``). Starts from the noise
+    (generation: x_T = y_T, tied and renormalised) or from ``pair`` (VP latents at sigmas[0] from EDICT Invert:
+    untied, not renormalised, as ``config`` says). Returns the chosen iterate's x_0; ``self.result_pair`` holds the
+    optimised (x_T, y_T), ``self.losses`` the loss of every evaluated iterate. Each iteration shows the current x_0
+    as the preview; interrupt is checked at every model step."""
+
+    WHO = "DOODL"
+
+    def __init__(self, vae, loss, config: DOODLConfig, options: EDICTOptions = EDICTOptions(), mode: str = "reversible",
+                 pair=None, seed: int = 0):
+        super().__init__(options)
+        self.vae, self.loss, self.config, self.mode, self.start_pair = vae, loss, config, mode, pair
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.losses: list[float] = []
+        self.result_pair = None
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        denoiser, kw, sdev = self._setup(model_wrap, sigmas, latent_image, denoise_mask, extra_args, None, noise)
+        inner = model_wrap.inner_model
+        patcher = getattr(model_wrap, "model_patcher", None)
+        comfy.model_management.load_models_gpu([self.vae.patcher] + ([patcher] if patcher is not None else []))
+        make_grad_safe(inner.diffusion_model)
+        make_grad_safe(self.vae.first_stage_model)
+        if self.start_pair is not None:
+            zx, zy = (z.to(sdev, self.dtype) for z in self.start_pair)
+        else:
+            full = self.max_denoise(model_wrap, sigmas) or torch.count_nonzero(latent_image) == 0
+            x = inner.model_sampling.noise_scaling(sigmas[0], noise, latent_image, full)
+            zx = zy = x.to(sdev, self.dtype) / vp_scale(sigmas[0].to(sdev, self.dtype))
+        end = edict.end_sigma(sigmas).to(sdev, self.dtype)
+        dev, mdtype = latent_image.device, latent_image.dtype
+
+        def model_space(z):
+            return (z * vp_scale(end)).to(dev, mdtype)
+
+        def decode_loss(z):
+            img = self.vae.first_stage_model.decode(
+                inner.process_latent_out(model_space(z)).to(self.vae.device, self.vae.vae_dtype)).float()
+            return self.loss((img + 1) / 2, self.generator)
+
+        def on_step(i, of):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        chosen, best = {}, [float("inf")]
+
+        def on_iteration(i, of, loss, x0, y0):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            self.losses.append(loss)
+            if self.config.keep != "best" or loss < best[0]:  # the same rule as doodl_optimize's
+                best[0] = loss
+                chosen.update(x=x0, y=y0)
+            if callback is not None:
+                callback(i, model_space(x0), model_space(x0), of + 1)
+
+        spec = ChainSpec(denoiser, sigmas.to(sdev), self.options.p, self.options.leapfrog,
+                         self.options.official_input_scaling, self.dtype, mdtype, self.mode, on_step)
+        res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
+                             on_iteration)
+        self.result_pair = (res.x, res.y)
+        self.pair, self._end, self._like = (chosen["x"], chosen["y"]), end, latent_image
+        return self.result("x").to(latent_image.dtype)

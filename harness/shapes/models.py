@@ -6,27 +6,17 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
+
+from optim.classifiers import SmallCNN
 
 from . import data
 
 ATTRIBUTES = {"colour": data.COLOURS, "shape": data.SHAPES}
 
 
-class AttributeClassifier(nn.Module):
-    """64×64 RGB in [0, 1] -> logits over one attribute's classes (~100 k parameters)."""
-
-    def __init__(self, n_classes: int, width: int = 32):
-        super().__init__()
-        w = width
-
-        def block(i, o):
-            return [nn.Conv2d(i, o, 3, stride=2, padding=1), nn.GroupNorm(8, o), nn.SiLU()]
-        self.net = nn.Sequential(*block(3, w), *block(w, 2 * w), *block(2 * w, 4 * w), *block(4 * w, 4 * w),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, n_classes))
-
-    def forward(self, x):
-        return self.net(x * 2 - 1)
+# The shapes world's attribute classifiers are the pack's small_cnn (optim/classifiers.py), so that users' DOODL
+# classifier losses load them like any other classifier file.
+AttributeClassifier = SmallCNN
 
 
 def load_classifier(path: str | Path) -> tuple[AttributeClassifier, list[str]]:

@@ -1,0 +1,295 @@
+"""DOODL nodes: pixel losses (one socket type, combinable with weights) and the optimiser of the initial noise through
+the whole EDICT chain."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..optim import classifiers
+from ..optim.doodl import MODES, DOODLConfig
+from ..optim.losses import AestheticLoss, CLIPLoadError, ClassifierLoss, CLIPLoss, LocalCLIP, WeightedSum
+from ..samplers import edict
+from ..samplers.comfy_sampler import (EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, EDICTOptions, check_edict_pair,
+                                      inversion_metadata)
+from .common import CATEGORY, checked_latent, clip_folder, clip_folder_names, display, node_id, register_model_folder
+
+SUBCATEGORY = f"{CATEGORY}/doodl"
+DOODLLoss = io.Custom("INVEDIT_DOODL_LOSS")
+CLASSIFIER_FOLDER, AESTHETIC_FOLDER = "classifiers", "aesthetic"
+register_model_folder(CLASSIFIER_FOLDER, {".safetensors"})
+register_model_folder(AESTHETIC_FOLDER, {".safetensors"})
+
+
+def _crop_inputs(crop_size: int | None = None):
+    inputs = [
+        io.Int.Input("crops", default=16, min=0, max=64, tooltip=(
+            "Random crops per image (DOODL's multi-crop, against adversarial pixels); 0 = the whole image.")),
+        io.Float.Input("crop_power", default=0.3, min=0.01, max=2.0, step=0.01, tooltip=(
+            "Crop sizes u^power of the range: below 1 favours large crops (paper 0.3).")),
+    ]
+    if crop_size is not None:
+        inputs.append(io.Int.Input("input_size", default=crop_size, min=8, max=1024, tooltip=(
+            "The classifier's input size: crops are resized to it.")))
+    return inputs
+
+
+def _clip(name: str, who: str) -> LocalCLIP:
+    try:
+        return LocalCLIP(clip_folder(name, who), comfy.model_management.get_torch_device(), who)
+    except CLIPLoadError as e:
+        raise ValueError(str(e)) from None
+
+
+class DOODLCLIPLoss(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("DOODLCLIPLoss"),
+            display_name=display("DOODL CLIP Loss"),
+            category=SUBCATEGORY,
+            description=(
+                "Spherical distance 2·arcsin(‖û − v̂‖/2)² between the CLIP embedding of the generated image's crops "
+                "and a target: a text, or the mean embedding of reference images (personalisation). CLIP is a "
+                "transformers folder in models/invedit_clip/ (never downloaded)."),
+            inputs=[
+                io.Combo.Input("clip_name", options=clip_folder_names(), tooltip=(
+                    "A transformers CLIPModel folder (config.json, model.safetensors, tokenizer files).")),
+                io.String.Input("text", default="", tooltip="Target text (ignored when images are connected)."),
+                io.Float.Input("weight", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip=(
+                    "λ: the loss's weight (paper 0.1 with its clip; the official demo uses 1).")),
+                io.Combo.Input("reduction", options=["min", "mean"], default="min", tooltip=(
+                    "Over the crops: min (the official code) or mean (smoother gradients).")),
+                *_crop_inputs(),
+                io.Image.Input("images", optional=True, tooltip="Reference images: their mean embedding is the target."),
+            ],
+            outputs=[DOODLLoss.Output(display_name="loss")],
+        )
+
+    @classmethod
+    def execute(cls, clip_name, text, weight, reduction, crops, crop_power, images=None) -> io.NodeOutput:
+        who = display("DOODL CLIP Loss")
+        if images is None and not text.strip():
+            raise ValueError(f"{who}: give a target text or connect reference images.")
+        with torch.inference_mode(False):
+            clip = _clip(clip_name, who)
+            kw = dict(weight=weight, crops=crops, crop_power=crop_power, reduction=reduction)
+            if images is not None:
+                loss = CLIPLoss.from_images(clip, images.clone().movedim(-1, 1)[:, :3].to(clip.device), **kw)
+            else:
+                loss = CLIPLoss.from_text(clip, text, **kw)
+        return io.NodeOutput(loss)
+
+
+class DOODLClassifierLoss(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("DOODLClassifierLoss"),
+            display_name=display("DOODL Classifier Loss"),
+            category=SUBCATEGORY,
+            description=(
+                "Cross-entropy of an image classifier to a target class on the generated image's crops (or minus "
+                "its logit). The classifier is a safetensors file in models/classifiers/ of a declared architecture "
+                "(small_cnn, resnet18, resnet50); classes come from its 'classes' metadata or are numbered."),
+            inputs=[
+                io.Combo.Input("classifier", options=folder_paths.get_filename_list(CLASSIFIER_FOLDER), tooltip=(
+                    "A .safetensors state dict (pickles are refused).")),
+                io.Combo.Input("architecture", options=list(classifiers.ARCHITECTURES), default="small_cnn",
+                               tooltip="The network the weights belong to."),
+                io.String.Input("target", default="0", tooltip="The class to reach: its name or index."),
+                io.Int.Input("num_classes", default=0, min=0, max=100000, tooltip=(
+                    "Only for files without 'classes' metadata.")),
+                io.Combo.Input("normalisation", options=list(classifiers.NORMALISATIONS), default="none", tooltip=(
+                    "What the classifier expects after [0, 1] pixels: none (small_cnn), imagenet, clip, [-1, 1].")),
+                io.Combo.Input("mode", options=["cross_entropy", "logit"], default="cross_entropy",
+                               tooltip="cross_entropy to the target, or minus the target's logit."),
+                io.Float.Input("weight", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip=(
+                    "λ (paper 0.05 for fine-grained classes with its gradient clip).")),
+                *_crop_inputs(crop_size=64),
+            ],
+            outputs=[DOODLLoss.Output(display_name="loss")],
+        )
+
+    @classmethod
+    def execute(cls, classifier, architecture, target, num_classes, normalisation, mode, weight, crops, crop_power,
+                input_size) -> io.NodeOutput:
+        who = display("DOODL Classifier Loss")
+        path = Path(folder_paths.get_full_path_or_raise(CLASSIFIER_FOLDER, classifier))
+        with torch.inference_mode(False):
+            try:
+                model, classes = classifiers.load(path, architecture, num_classes or None)
+            except ValueError as e:
+                raise ValueError(f"{who}: {e}") from None
+            model = model.to(comfy.model_management.get_torch_device())
+        t = target.strip()
+        if t in classes:
+            index = classes.index(t)
+        elif t.isdigit() and int(t) < len(classes):
+            index = int(t)
+        else:
+            raise ValueError(f"{who}: target {target!r} is not one of the classifier's classes {classes} "
+                             f"(nor an index below {len(classes)}).")
+        norm = classifiers.NORMALISATIONS[normalisation] or (None, None)
+        return io.NodeOutput(ClassifierLoss(model, index, *norm, mode=mode, weight=weight, crops=crops,
+                                            crop_power=crop_power, crop_size=input_size))
+
+
+class DOODLAestheticLoss(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("DOODLAestheticLoss"),
+            display_name=display("DOODL Aesthetic Loss"),
+            category=SUBCATEGORY,
+            description=(
+                "A linear aesthetic head on L2-normalised CLIP image embeddings (the LAION aesthetic predictor v1 "
+                "form): |score − target|, or −score with target 0. The head is a safetensors file with 'weight' "
+                "[1, D] and 'bias' [1] in models/aesthetic/, made for the chosen CLIP."),
+            inputs=[
+                io.Combo.Input("clip_name", options=clip_folder_names(), tooltip="The CLIP the head was made for."),
+                io.Combo.Input("head", options=folder_paths.get_filename_list(AESTHETIC_FOLDER),
+                               tooltip="weight [1, D] and bias [1] as safetensors."),
+                io.Float.Input("target", default=10.0, min=0.0, max=10.0, step=0.1, tooltip=(
+                    "Score to reach (10 = most aesthetic, 1 = least); 0 maximises.")),
+                io.Float.Input("weight", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip="λ (paper 1)."),
+                *_crop_inputs(),
+            ],
+            outputs=[DOODLLoss.Output(display_name="loss")],
+        )
+
+    @classmethod
+    def execute(cls, clip_name, head, target, weight, crops, crop_power) -> io.NodeOutput:
+        from safetensors.torch import load_file
+        who = display("DOODL Aesthetic Loss")
+        path = folder_paths.get_full_path_or_raise(AESTHETIC_FOLDER, head)
+        with torch.inference_mode(False):
+            state = load_file(path)
+            if "weight" not in state or "bias" not in state:
+                raise ValueError(f"{who}: {head} needs tensors 'weight' and 'bias' (a linear head); it has "
+                                 f"{sorted(state)}.")
+            loss = AestheticLoss(_clip(clip_name, who), state["weight"], state["bias"], target, weight=weight,
+                                 crops=crops, crop_power=crop_power)
+        return io.NodeOutput(loss)
+
+
+class DOODLLossCombine(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("DOODLLossCombine"),
+            display_name=display("DOODL Combine Losses"),
+            category=SUBCATEGORY,
+            description="weight_a·a + weight_b·b; chain for more.",
+            inputs=[DOODLLoss.Input("a"), io.Float.Input("weight_a", default=1.0, min=0.0, max=1000.0, step=0.01),
+                    DOODLLoss.Input("b"), io.Float.Input("weight_b", default=1.0, min=0.0, max=1000.0, step=0.01)],
+            outputs=[DOODLLoss.Output(display_name="loss")],
+        )
+
+    @classmethod
+    def execute(cls, a, weight_a, b, weight_b) -> io.NodeOutput:
+        return io.NodeOutput(WeightedSum([(a, weight_a), (b, weight_b)]))
+
+
+class DOODLOptimize(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("DOODLOptimize"),
+            display_name=display("DOODL Optimize"),
+            category=SUBCATEGORY,
+            description=(
+                "Optimises the initial noise of an EDICT generation so that the decoded image lowers the loss "
+                "(DOODL, Wallace et al. ICCV 2023): each iteration runs the whole EDICT chain, decodes x_0 and y_0, "
+                "and back-propagates the loss through every step with memory independent of the step count "
+                "(the chain is inverted step by step instead of stored). Generation: from an Empty Latent Image "
+                "and a seed (tied, renormalised latents). Editing: from EDICT Invert's pair (untied, not "
+                "renormalised; the pair's sigmas, mix_p and leapfrog are used). Each iteration costs about 2× an "
+                "EDICT generation."),
+            inputs=[
+                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (not flow models)."),
+                io.Conditioning.Input("positive", tooltip="The prompt."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (usually empty)."),
+                io.Vae.Input("vae", tooltip="Decodes x_0 and y_0 (gradients pass through it)."),
+                DOODLLoss.Input("loss", tooltip="From a DOODL loss node (or Combine Losses)."),
+                io.Latent.Input("latent", tooltip="Empty Latent Image (generation) or EDICT Invert's pair (editing)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Initial noise, crops and perturbations."),
+                io.Int.Input("steps", default=50, min=1, max=200, tooltip=(
+                    "EDICT steps (official schedule 980…0) for generation; a pair brings its own.")),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
+                    "Guidance (paper 7.5; use the inversion's cfg for an EDICT pair).")),
+                io.Float.Input("mix_p", default=edict.DEFAULT_P, min=0.5, max=1.0, step=0.005, tooltip=(
+                    "EDICT mixing weight (must equal the pair's).")),
+                io.Int.Input("iterations", default=20, min=0, max=1000, tooltip=(
+                    "Gradient steps on the noise (paper 10–50; expect 10+ before a visible change).")),
+                io.Float.Input("lr", default=1.0, min=0.0, max=1e6, step=0.1, tooltip=(
+                    "Multiplies the gradient before clipping (the loss weight plays the same role).")),
+                io.Float.Input("grad_clip", default=1e-3, min=1e-6, max=1.0, step=1e-4, tooltip=(
+                    "Element-wise clip of each step (paper 1e-3).")),
+                io.Float.Input("momentum", default=0.9, min=0.0, max=0.999, step=0.01, tooltip="Paper 0.9."),
+                io.Float.Input("perturb_std", default=1e-4, min=0.0, max=0.1, step=1e-4, tooltip=(
+                    "Std of the Gaussian kick added each iteration (paper 1e-4).")),
+                io.Combo.Input("keep", options=["last", "best"], default="last", tooltip=(
+                    "Return the last iterate or the one with the lowest loss.")),
+                io.Combo.Input("backprop", options=list(MODES), default="reversible", tooltip=(
+                    "reversible: memory independent of the steps (inputs rebuilt by the exact inverse); "
+                    "checkpoint: keeps 2 latents per step, gradient bit-identical to naive autograd.")),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="x_0 of the chosen iterate (VAE Decode it)."),
+                     io.Latent.Output(display_name="pair", tooltip=(
+                         "The optimised (x_T, y_T) as an EDICT pair: EDICT Regenerate reproduces the result.")),
+                     io.String.Output(display_name="loss_history", tooltip="JSON list of the loss per iteration.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, loss, latent, seed, steps, cfg, mix_p, iterations, lr,
+                grad_clip, momentum, perturb_std, keep, backprop) -> io.NodeOutput:
+        import latent_preview
+        from ..optim.comfy_train import DOODLSampler
+        who = display("DOODL Optimize")
+        samples = checked_latent(model, latent, who)
+        options = EDICTOptions(mix_p, True, True, "float64")
+        meta = latent.get(INVERSION_KEY)
+        pair = None
+        if meta is not None:
+            sigmas = check_edict_pair(meta, model, None, options, who)
+            exact = latent.get(EDICT_PAIR_KEY)
+            if exact is None or not torch.equal(exact["samples"], latent["samples"]):
+                raise ValueError(f"{who}: this LATENT is not an unchanged EDICT Invert output; connect EDICT Invert "
+                                 f"directly (DOODL needs the exact pair).")
+            pair = (exact["x"], exact["y"])
+        else:
+            sigmas = edict.official_sigmas(model.get_model_object("model_sampling").sigmas.cpu(), steps)
+        config = DOODLConfig(iterations=iterations, lr=lr, grad_clip=grad_clip, momentum=momentum,
+                             perturb_std=perturb_std, tie=pair is None, renormalize=pair is None, keep=keep)
+        sampler = DOODLSampler(vae, loss, config, options, backprop, pair, seed)
+        noise = comfy.sample.prepare_noise(samples, seed) if pair is None else torch.zeros_like(samples)
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        callback = latent_preview.prepare_callback(model, iterations + 1, {})
+        with torch.inference_mode(False), torch.enable_grad():
+            start = samples.clone() if pair is None else torch.zeros_like(samples)
+            guider.sample(noise.clone(), start, sampler, sigmas.float(), callback=callback,
+                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        out = {"samples": model.model.process_latent_out(sampler.result("x")).float().cpu()}
+        zx, zy = sampler.result_pair
+        x_t, y_t = (model.model.process_latent_out(sampler.to_comfy(z, sigmas[0].to(z), z)).float().cpu()
+                    for z in (zx, zy))
+        pair_out = {"samples": x_t, EDICT_Y_KEY: y_t,
+                    EDICT_PAIR_KEY: {"x": zx.detach().cpu(), "y": zy.detach().cpu(), "samples": x_t},
+                    INVERSION_KEY: inversion_metadata(model, sigmas, cfg, samples.shape, method="edict",
+                                                      state_dtype="float64", **options.exactness_settings())}
+        losses = sampler.losses
+        text = (f"DOODL: {iterations} iterations, loss {losses[0]:.4f} → {losses[-1]:.4f}"
+                + (f" (best {min(losses):.4f} at {losses.index(min(losses))})" if keep == "best" else ""))
+        return io.NodeOutput(out, pair_out, json.dumps(losses), ui=ui.PreviewText(text))
