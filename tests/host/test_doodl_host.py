@@ -1,0 +1,160 @@
+"""DOODL on the real ComfyUI host: the shapes-world checkpoint through the stock loaders, the colour classifier and the
+toy CLIP as losses, the optimiser node in-process and through the real executor."""
+import json
+import os
+
+import pytest
+import torch
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+FAST = dict(seed=1, steps=6, cfg=3.0, mix_p=0.93, iterations=3, lr=300.0, grad_clip=0.02, momentum=0.9,
+            perturb_std=1e-4, keep="last", backprop="reversible")
+
+
+@pytest.fixture(scope="module")
+def w(comfy):
+    import nodes
+    import comfy.utils
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    C = nodes.NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+        enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in ("a circle", "", "a red circle")}
+        loss = C["InvEditDOODLClassifierLoss"].execute(
+            classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
+            normalisation="none", mode="cross_entropy", weight=1.0, crops=4, crop_power=0.3, input_size=64).args[0]
+    return {"model": model, "vae": vae, "enc": enc, "loss": loss, "C": C}
+
+
+def optimize(w, latent=None, prompt="a circle", **kw):
+    import nodes
+    args = dict(FAST, **kw)
+    latent = latent or nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+    with torch.inference_mode():
+        return w["C"]["InvEditDOODLOptimize"].execute(model=w["model"], positive=w["enc"][prompt],
+                                                       negative=w["enc"][""], vae=w["vae"], loss=w["loss"],
+                                                       latent=latent, **args)
+
+
+def stock_sample(w):
+    import nodes
+    with torch.inference_mode():
+        lat = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+        return nodes.KSampler().sample(w["model"], 3, 6, 3.0, "euler", "normal", w["enc"]["a circle"],
+                                       w["enc"][""], lat)[0]["samples"]
+
+
+def test_generation_lowers_the_classifier_loss_and_the_model_still_samples_normally(w):
+    before = stock_sample(w)
+    out = optimize(w, iterations=4)
+    losses = json.loads(out.args[2])
+    assert len(losses) == 5 and all(map(lambda v: v == v, losses))  # 4 updates + the final evaluation, no NaN
+    assert losses[-1] < losses[0], losses  # measured: 9.340 -> 9.267
+    assert out.args[0]["samples"].shape == (1, 4, 8, 8) and torch.isfinite(out.args[0]["samples"]).all()
+    assert torch.equal(stock_sample(w), before)  # the grad-safe weights sample bit-identically
+    assert "loss" in out.ui.as_dict()["text"][0]
+
+
+def test_the_optimised_pair_regenerates_the_result_exactly(w):
+    out = optimize(w, iterations=2)
+    with torch.inference_mode():
+        regen = w["C"]["InvEditEDICTRegenerate"].execute(model=w["model"], positive=w["enc"]["a circle"],
+                                                         negative=w["enc"][""], pair=out.args[1], cfg=3.0,
+                                                         mix_p=0.93, leapfrog=True, official_input_scaling=True)[0]
+    assert torch.allclose(regen["samples"], out.args[0]["samples"], rtol=0, atol=1e-5)
+
+
+def test_same_seed_same_result(w):
+    a, b = optimize(w, iterations=1), optimize(w, iterations=1)
+    assert torch.equal(a.args[0]["samples"], b.args[0]["samples"]) and a.args[2] == b.args[2]
+    assert not torch.equal(optimize(w, iterations=1, seed=2).args[0]["samples"], a.args[0]["samples"])
+
+
+def test_editing_an_inverted_pair_keeps_it_untied(w, example_image_name):
+    import nodes
+    C = w["C"]
+    with torch.inference_mode():
+        img = nodes.LoadImage().load_image(example_image_name)[0]
+        src = {"samples": w["vae"].encode(img[..., :3])}
+        sig = C["InvEditEDICTSigmas"].execute(w["model"], 6, "official_980_0", 1.0)[0]
+        pair = C["InvEditEDICTInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
+                                               negative=w["enc"][""], latent=src, sigmas=sig, cfg=3.0, mix_p=0.93,
+                                               leapfrog=True, official_input_scaling=True, state_dtype="float64")[0]
+    out = optimize(w, latent=pair, prompt="a red circle", iterations=0)
+    # 0 iterations: the pair is returned unchanged, and the result is the exact reconstruction of the image
+    assert torch.equal(out.args[1]["invedit_edict_pair"]["x"], pair["invedit_edict_pair"]["x"])
+    assert not torch.equal(out.args[1]["invedit_edict_pair"]["x"], out.args[1]["invedit_edict_pair"]["y"])
+    assert torch.allclose(out.args[0]["samples"], src["samples"], rtol=0, atol=1e-5)
+    moved = optimize(w, latent=pair, prompt="a red circle", iterations=1)
+    assert not torch.equal(moved.args[1]["invedit_edict_pair"]["x"], moved.args[1]["invedit_edict_pair"]["y"])
+    changed = dict(pair, samples=pair["samples"] + 0.1)
+    with pytest.raises(ValueError, match="not an unchanged EDICT Invert output"):
+        optimize(w, latent=changed, prompt="a red circle", iterations=1)
+
+
+def test_interrupt_stops_the_optimisation(w):
+    import comfy.model_management as mm
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            optimize(w, iterations=2)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_loss_nodes_refuse_bad_input(w, tmp_path):
+    import folder_paths
+    C = w["C"]
+    args = dict(classifier="shapes_colour.safetensors", architecture="small_cnn", target="purple", num_classes=0,
+                normalisation="none", mode="cross_entropy", weight=1.0, crops=4, crop_power=0.3, input_size=64)
+    with pytest.raises(ValueError, match="not one of the classifier's classes"):
+        C["InvEditDOODLClassifierLoss"].execute(**args)
+    with pytest.raises(ValueError, match="does not fit a resnet18"):
+        C["InvEditDOODLClassifierLoss"].execute(**dict(args, target="blue", architecture="resnet18"))
+    root = folder_paths.get_folder_paths("classifiers")[0]
+    bad = os.path.join(root, "test_pickled.safetensors")
+    with open(bad, "wb") as f:
+        f.write(b"\x80\x04pickle")
+    try:
+        with pytest.raises(ValueError, match="cannot read test_pickled.safetensors"):
+            C["InvEditDOODLClassifierLoss"].execute(**dict(args, classifier="test_pickled.safetensors", target="0"))
+    finally:
+        os.remove(bad)
+    with pytest.raises(ValueError, match="give a target text or connect reference images"):
+        C["InvEditDOODLCLIPLoss"].execute(clip_name="shapes-toy-clip", text=" ", weight=1.0, reduction="min",
+                                          crops=4, crop_power=0.3)
+
+
+def test_clip_losses_prefer_the_described_image(w):
+    """The CLIP loss (toy CLIP): a blue circle is closer to 'a blue circle' than a red one; a text target and an
+    image target agree on which is closer; an image target's own image is at distance 0."""
+    from harness.shapes import data
+    C = w["C"]
+    red = data.make_batch(4, 3, colour=0, shape=0).images
+    blue = data.make_batch(4, 3, colour=2, shape=0).images
+    text = C["InvEditDOODLCLIPLoss"].execute(clip_name="shapes-toy-clip", text="a blue circle", weight=1.0,
+                                             reduction="mean", crops=0, crop_power=0.3).args[0]
+    with torch.inference_mode():
+        ref = C["InvEditDOODLCLIPLoss"].execute(clip_name="shapes-toy-clip", text="", weight=1.0, reduction="mean",
+                                                crops=0, crop_power=0.3, images=blue[:1].movedim(1, -1)).args[0]
+    assert float(text(blue)) < float(text(red))
+    assert float(ref(blue[:1])) < 1e-6 < float(ref(red[:1])) and float(ref(blue)) < float(ref(red))
+
+
+def test_doodl_through_the_real_executor(comfy, captured):
+    g = comfy.graph()
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a circle")
+    neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
+    loss = g.node("InvEditDOODLClassifierLoss", classifier="shapes_colour.safetensors", architecture="small_cnn",
+                  target="blue", num_classes=0, normalisation="none", mode="cross_entropy", weight=1.0, crops=4,
+                  crop_power=0.3, input_size=64)
+    lat = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    opt = g.node("InvEditDOODLOptimize", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), vae=ck.out(2),
+                 loss=loss.out(0), latent=lat.out(0), **dict(FAST, iterations=1, steps=4))
+    dec = g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2))
+    g.node("CaptureForTest", value=dec.out(0), key="image")
+    g.node("CaptureForTest", value=opt.out(2), key="history")
+    outputs = comfy.run_prompt(g.finalize())
+    assert captured["image"].shape == (1, 64, 64, 3) and len(json.loads(captured["history"])) == 2
+    assert any("DOODL" in t for o in outputs.values() for t in o.get("text", []))
