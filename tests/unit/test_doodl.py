@@ -156,3 +156,54 @@ def test_a_non_finite_loss_stops_with_a_clear_error():
         return float("nan"), torch.zeros_like(x0), torch.zeros_like(y0)
     with pytest.raises(FloatingPointError, match="lower lr"):
         doodl_optimize(spec(3), bad, rand(1, 4, 6, 6), rand(1, 4, 6, 6), DOODLConfig(iterations=2))
+
+
+# --- losses and classifiers ------------------------------------------------------------------------------------------
+
+def test_spherical_distance_values():
+    from invedit.optim.losses import spherical_distance
+    u = torch.tensor([[1.0, 0.0, 0.0]])
+    assert float(spherical_distance(u, 3 * u)) == 0.0
+    assert abs(float(spherical_distance(u, -u)) - torch.pi ** 2 / 2) < 1e-6
+    assert abs(float(spherical_distance(u, torch.tensor([[0.0, 1.0, 0.0]]))) - 2 * (torch.pi / 4) ** 2) < 1e-6
+
+
+def test_multicrop_shapes_and_determinism():
+    from invedit.optim.losses import multicrop
+    img = torch.rand(2, 3, 64, 48)
+    out = multicrop(img, 8, 16, 0.3, torch.Generator().manual_seed(0))
+    assert out.shape == (16, 3, 16, 16)
+    assert multicrop(img, 0, 16, 0.3).shape == (2, 3, 16, 16)
+
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(multicrop(img, 4, 16, 0.3, g1), multicrop(img, 4, 16, 0.3, g2))
+
+
+def test_classifier_files_load_by_declared_architecture_and_refuse_pickles(tmp_path):
+    import json as _json
+    from safetensors.torch import save_file
+    from invedit.optim import classifiers
+    m = classifiers.SmallCNN(3, width=8)
+    save_file(m.state_dict(), str(tmp_path / "c.safetensors"), metadata={"classes": _json.dumps(["a", "b", "c"]),
+                                                                          "width": "8"})
+    loaded, classes = classifiers.load(tmp_path / "c.safetensors", "small_cnn")
+    x = torch.rand(2, 3, 32, 32)
+    assert classes == ["a", "b", "c"] and torch.equal(loaded(x), m(x))
+    with pytest.raises(ValueError, match="does not fit a resnet18"):
+        classifiers.load(tmp_path / "c.safetensors", "resnet18")
+    (tmp_path / "p.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match="pickled classifiers are refused"):
+        classifiers.load(tmp_path / "p.pt", "small_cnn")
+
+
+def test_classifier_loss_reduces_over_crops_and_weights():
+    from invedit.optim.losses import ClassifierLoss, WeightedSum
+    m = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+    img = torch.rand(1, 3, 16, 16)
+    ce = ClassifierLoss(m, 1, crops=0, crop_size=16, weight=2.0)
+    want = 2.0 * torch.nn.functional.cross_entropy(m(img), torch.tensor([1]))
+    torch.testing.assert_close(ce(img), want)
+    torch.testing.assert_close(WeightedSum([(ce, 0.5), (ce, 1.0)])(img), 1.5 * want)
+    lo = ClassifierLoss(m, 1, crops=6, crop_size=8, reduction="min")(img, torch.Generator().manual_seed(0))
+    mean = ClassifierLoss(m, 1, crops=6, crop_size=8, reduction="mean")(img, torch.Generator().manual_seed(0))
+    assert float(lo) <= float(mean)
