@@ -1,8 +1,9 @@
 """`python -m bench`: run every benchmark of the pack and print their tables."""
-from . import bench_asyrp, bench_ddim, bench_edict, eval_shapes
+from . import bench_asyrp, bench_ddim, bench_doodl, bench_edict, eval_shapes
 
 if __name__ == "__main__":
     eval_shapes.main([])
     bench_ddim.main([])
     bench_edict.main([])
     bench_asyrp.main([])
+    bench_doodl.main([])

@@ -242,7 +242,8 @@ class DOODLOptimize(io.ComfyNode):
                     "Return the last iterate or the one with the lowest loss.")),
                 io.Combo.Input("backprop", options=list(MODES), default="reversible", tooltip=(
                     "reversible: memory independent of the steps (inputs rebuilt by the exact inverse); "
-                    "checkpoint: keeps 2 latents per step, gradient bit-identical to naive autograd.")),
+                    "checkpoint: keeps 2 latents per step, gradient bit-identical to naive autograd; naive: plain "
+                    "autograd through every step (memory grows with the steps; for comparison).")),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="x_0 of the chosen iterate (VAE Decode it)."),
                      io.Latent.Output(display_name="pair", tooltip=(

@@ -3,10 +3,12 @@ on the final decoded pixels, with memory independent of the number of steps.
 
 **Gradient through the chain.** The EDICT chain (x_T, y_T) -> (x_0, y_0) (``samplers.edict``) is exactly invertible, so
 backpropagation needs no stored activations: ``EDICTChain`` keeps only the outputs; its backward walks the steps from
-the last, rebuilds each step's input pair with the exact inverse step (``edict_step_inverse``), recomputes that one
-step with autograd on and pulls the incoming gradient through it (a vector–Jacobian product). Memory: one step's
-activations, whatever T. ``mode="checkpoint"`` keeps each step's input pair instead (2 latents per step) and needs no
+the last and, for each, rebuilds the step's input pair with the exact inverse (``edict_step_vjp``). The two model
+evaluations of that inverse are at the very points the forward step evaluated (u' and v below), so they are run with
+autograd on and serve the vector–Jacobian product too: a step's backward costs two model evaluations and two
+model backward passes, no recomputation. Memory: one step's activations, whatever T. ``mode="checkpoint"`` keeps each step's input pair instead (2 latents per step) and needs no
 inverse: the gradient is then bit-identical to naive autograd; ``reversible`` matches it to float64 rounding.
+``mode="naive"`` is plain autograd through every step (memory linear in T; for comparisons).
 
 **The update (paper Algorithm 1, with the official code's details).** With L̄ = ½(L(D(x_0)) + L(D(y_0))), D the VAE
 decoder, and g_x, g_y the gradients of L̄ with respect to the x and y entries of the pair:
@@ -29,9 +31,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..samplers.edict import _Eps, _prepare, edict_step, edict_step_inverse
+from ..samplers.edict import _Eps, _prepare, edict_step, step_coefficients, unmix
 
-MODES = ("reversible", "checkpoint")
+MODES = ("reversible", "checkpoint", "naive")
 
 
 @dataclass
@@ -57,13 +59,44 @@ class ChainSpec:
         return edict_step(eps, x, y, self.sigmas[i], self.sigmas[i + 1], self.p, self.leapfrog and i % 2 == 1,
                           self.official_input_scaling)
 
-    def inverse(self, eps, i: int, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return edict_step_inverse(eps, x, y, self.sigmas[i], self.sigmas[i + 1], self.p, self.leapfrog and i % 2 == 1,
-                                  self.official_input_scaling)
-
     @property
     def steps(self) -> int:
         return self.sigmas.numel() - 1
+
+
+def edict_step_vjp(spec: ChainSpec, eps, i: int, x: Tensor, y: Tensor, gx: Tensor,
+                   gy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """From step i's output pair and the loss gradient with respect to it: (its input pair, the gradient with respect
+    to that). With u, v the copies updated first / second (v, u when leapfrog swaps), the step is
+
+        u' = a·u + b·ε(v),   v' = a·v + b·ε(u'),   then the mixing (x', y') = mix(x, y)
+
+    so, walking back: undo the mixing and pull (g_x', g_y') through it (g_x = p·(g_x' + (1−p)·g_y'),
+    g_y = p·g_y' + (1−p)·(g_x' + (1−p)·g_y')); v = (v' − b·ε(u'))/a and u = (u' − b·ε(v))/a, while
+    ḡ_u' = g_u' + b·J_ε(u')ᵀ·g_v',  g_u = a·ḡ_u',  g_v = a·g_v' + b·J_ε(v)ᵀ·ḡ_u'."""
+    sigma, sigma_next, p = spec.sigmas[i], spec.sigmas[i + 1], spec.p
+    x, y = unmix(x, y, p)
+    gx_mixed = gx + (1 - p) * gy
+    gx, gy = p * gx_mixed, p * gy + (1 - p) * gx_mixed
+    if sigma_next == sigma:
+        return x, y, gx, gy
+    a, b = step_coefficients(sigma, sigma_next)
+    swap = spec.leapfrog and i % 2 == 1
+    (u1, v1), (gu1, gv1) = ((y, x), (gy, gx)) if swap else ((x, y), (gx, gy))
+    second_in = sigma if spec.official_input_scaling else sigma_next
+    with torch.enable_grad():
+        ul = u1.detach().requires_grad_(True)
+        e1 = eps(ul, sigma, second_in)
+        (j1,) = torch.autograd.grad(e1, ul, b * gv1)
+    v = (v1 - b * e1.detach()) / a
+    gu_bar = gu1 + j1
+    with torch.enable_grad():
+        vl = v.detach().requires_grad_(True)
+        e2 = eps(vl, sigma, sigma)
+        (j2,) = torch.autograd.grad(e2, vl, b * gu_bar)
+    u = (u1 - b * e2.detach()) / a
+    gu, gv = a * gu_bar, a * gv1 + j2
+    return (v, u, gv, gu) if swap else (u, v, gu, gv)
 
 
 class EDICTChain(torch.autograd.Function):
@@ -99,22 +132,30 @@ class EDICTChain(torch.autograd.Function):
         for k, i in enumerate(reversed(range(spec.steps))):
             if spec.mode == "checkpoint":
                 x_in, y_in = saved[2 * i], saved[2 * i + 1]
+                with torch.enable_grad():
+                    xi, yi = x_in.detach().requires_grad_(True), y_in.detach().requires_grad_(True)
+                    xo, yo = spec.step(eps, i, xi, yi)
+                    gx, gy = torch.autograd.grad((xo, yo), (xi, yi), (gx, gy))
+                x, y = x_in, y_in
             else:
-                with torch.no_grad():
-                    x_in, y_in = spec.inverse(eps, i, x, y)
-            with torch.enable_grad():
-                xi, yi = x_in.detach().requires_grad_(True), y_in.detach().requires_grad_(True)
-                xo, yo = spec.step(eps, i, xi, yi)
-                gx, gy = torch.autograd.grad((xo, yo), (xi, yi), (gx, gy))
-            x, y = x_in, y_in
+                x, y, gx, gy = edict_step_vjp(spec, eps, i, x, y, gx, gy)
             if spec.on_step is not None:
                 spec.on_step(spec.steps + k, 2 * spec.steps)
         return gx, gy, None
 
 
 def edict_chain(x: Tensor, y: Tensor, spec: ChainSpec) -> tuple[Tensor, Tensor]:
-    """The EDICT chain, differentiable in (x_T, y_T) with constant-memory backward (``EDICTChain``)."""
-    return EDICTChain.apply(x, y, spec)
+    """The EDICT chain, differentiable in (x_T, y_T): ``EDICTChain`` (reversible / checkpoint), or plain autograd
+    through every step (naive)."""
+    if spec.mode != "naive":
+        return EDICTChain.apply(x, y, spec)
+    eps = _Eps(spec.denoiser, spec.model_dtype)
+    x, y = x.to(spec.state_dtype), y.to(spec.state_dtype)
+    for i in range(spec.steps):
+        x, y = spec.step(eps, i, x, y)
+        if spec.on_step is not None:
+            spec.on_step(i, spec.steps)
+    return x, y
 
 
 @dataclass
@@ -173,7 +214,7 @@ def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, 
     for it in range(config.iterations + 1):  # the last pass only evaluates the final iterate
         xl, yl = x.detach().requires_grad_(True), y.detach().requires_grad_(True)
         with torch.enable_grad():
-            xo, yo = EDICTChain.apply(xl, yl, spec)  # keeps only (x_0, y_0) for the backward
+            xo, yo = edict_chain(xl, yl, spec)  # reversible: keeps only (x_0, y_0) for the backward
         loss, g_x0, g_y0 = loss_fn(xo.detach(), yo.detach())
         if not torch.isfinite(torch.tensor(loss)):
             raise FloatingPointError(f"DOODL: the loss became {loss} at iteration {it}; lower lr or the loss weight")

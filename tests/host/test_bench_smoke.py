@@ -1,5 +1,5 @@
 """The benchmark scripts run against the assembled files (tiny settings; their figures are not judged here)."""
-from bench import bench_asyrp, bench_ddim, bench_edict, eval_shapes
+from bench import bench_asyrp, bench_ddim, bench_doodl, bench_edict, eval_shapes
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
@@ -40,3 +40,10 @@ def test_eval_shapes_reports_the_hspace_scores(comfy, capsys, monkeypatch):
     assert "shape kept" in out and "unconditional samples" in out and "trained with the toy CLIP" in out
     assert set(r["prompts"]) == set(eval_shapes.HSPACE["strengths"]) and set(r["sweep"]) == set(eval_shapes.HSPACE["sweep"])
     assert r["prompts"][0.0]["shape_kept"] == 1.0 and all(0 <= v["p_blue"] <= 1 for v in r["sweep"].values())
+
+
+def test_bench_doodl_prints_its_tables(comfy, capsys, monkeypatch):
+    monkeypatch.setattr(bench_doodl, "STEP_COUNTS", (2, 4))
+    bench_doodl.main(["--size", "64", "--steps", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "target <= 1.1 for reversible T=4 / T=2" in out and "DOODL iteration (reversible)" in out and "| naive" in out

@@ -34,7 +34,7 @@ def naive_grad(steps, x, y, p=0.93, leapfrog=True):
 
 
 @pytest.mark.parametrize("steps", [5, 12, 20])
-@pytest.mark.parametrize("mode", ["reversible", "checkpoint"])
+@pytest.mark.parametrize("mode", ["reversible", "checkpoint", "naive"])
 def test_chain_gradient_equals_naive_autograd(steps, mode):
     x, y = rand(1, 4, 6, 6, seed=1), rand(1, 4, 6, 6, seed=2)
     want = naive_grad(steps, x, y)
@@ -42,7 +42,22 @@ def test_chain_gradient_equals_naive_autograd(steps, mode):
     got = torch.autograd.grad(toy_loss(*edict_chain(xl, yl, spec(steps, mode))), (xl, yl))
     for g, w in zip(got, want):
         rel = float((g - w).norm() / w.norm())
-        assert rel <= (1e-10 if mode == "reversible" else 1e-13), rel
+        assert rel <= (1e-10 if mode == "reversible" else 1e-13), rel  # naive: the same autograd graph
+
+
+@pytest.mark.parametrize("i", [0, 1, 4])
+@pytest.mark.parametrize("scaling", [True, False])
+def test_step_vjp_rebuilds_the_same_inputs_as_the_inverse_step(i, scaling):
+    """edict_step_vjp walks back with the inverse's own equations (it needs their model evaluations for the VJP):
+    its input pair is bit-identical to samplers.edict.edict_step_inverse's."""
+    from invedit.optim.doodl import edict_step_vjp
+    from invedit.samplers.edict import _Eps, edict_step_inverse
+    s = spec(6, official_input_scaling=scaling)
+    eps = _Eps(DEN, None)
+    x, y = rand(1, 4, 6, 6, seed=9), rand(1, 4, 6, 6, seed=10)
+    want = edict_step_inverse(eps, x, y, s.sigmas[i], s.sigmas[i + 1], s.p, i % 2 == 1, scaling)
+    got = edict_step_vjp(s, eps, i, x, y, torch.ones_like(x), torch.ones_like(y))[:2]
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
 
 
 def test_odd_step_counts_and_no_leapfrog_also_match():

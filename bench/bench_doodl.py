@@ -1,0 +1,126 @@
+"""DOODL memory and speed on the shapes world, one process:
+
+1. memory of one DOODL iteration at T = 10 and T = 50 EDICT steps, for the reversible backward (the default), the
+   checkpoint mode and naive autograd: the peak of the bytes autograd holds for backward (live saved tensors, counted
+   through ``torch.autograd.graph.saved_tensors_hooks``), and on CUDA also ``torch.cuda.max_memory_allocated``.
+   Target: reversible T=50 / T=10 <= 1.1 (naive grows about 5×);
+2. seconds per DOODL iteration / seconds per EDICT generation with the same steps (target <= 4): per iteration =
+   (time of 3 iterations − time of 1) / 2, so the final evaluation and set-up cancel.
+
+    python -m bench.bench_doodl [--size 128] [--steps 10] [--cfg 3] [--rounds 3]
+"""
+from __future__ import annotations
+
+import time
+
+from .common import host, parser, shapes_world
+
+MEMORY_TARGET, TIME_TARGET = 1.1, 4.0
+STEP_COUNTS = (10, 50)  # the memory comparison's T
+
+
+class LiveBytes:
+    """saved_tensors_hooks that track the bytes of saved tensors alive at once (their peak)."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def pack(self, t):
+        outer = self
+
+        class Held:
+            def __init__(self, t):
+                self.t, self.n = t, t.numel() * t.element_size()
+                outer.live += self.n
+                outer.peak = max(outer.peak, outer.live)
+
+            def __del__(self):
+                outer.live -= self.n
+        return Held(t)
+
+    @staticmethod
+    def unpack(h):
+        return h.t
+
+
+def main(argv=None) -> None:
+    a = parser(__doc__, steps=10, cfg=3.0, size=128).parse_args(argv)
+    model, _, vae, encode = shapes_world()
+    import torch
+    import comfy.sample
+    import comfy.samplers
+
+    C = host.node_class
+    side = a.size // 8
+    with torch.inference_mode():
+        pos, neg = encode("a circle"), encode("")
+        loss = C("InvEditDOODLClassifierLoss").execute(
+            classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
+            normalisation="none", mode="cross_entropy", weight=1.0, crops=4, crop_power=0.3, input_size=64).args[0]
+    latent = {"samples": torch.zeros(1, 4, side, side)}
+
+    def doodl(steps, iterations, mode="reversible"):
+        with torch.inference_mode():
+            return C("InvEditDOODLOptimize").execute(
+                model=model, positive=pos, negative=neg, vae=vae, loss=loss, latent=latent, seed=0, steps=steps,
+                cfg=a.cfg, mix_p=0.93, iterations=iterations, lr=1.0, grad_clip=1e-3, momentum=0.9, perturb_std=1e-4,
+                keep="last", backprop=mode)
+
+    rows = {}
+    cuda = torch.cuda.is_available()
+    for mode in ("reversible", "checkpoint", "naive"):
+        for steps in STEP_COUNTS:
+            counter = LiveBytes()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+                doodl(steps, 1, mode)
+            rows[mode, steps] = (counter.peak, torch.cuda.max_memory_allocated() if cuda else None)
+    print(f"\nDOODL memory, one iteration — shapes-world SD1.5 UNet, {a.size}x{a.size} px, cfg {a.cfg}")
+    lo, hi = STEP_COUNTS
+    print(f"| {'backprop':<10} | {f'saved MiB T={lo}':>14} | {f'saved MiB T={hi}':>14} | {'ratio':>6} |"
+          + (f" {f'CUDA peak MiB T={lo}':>18} | {f'T={hi}':>8} | {'ratio':>6} |" if cuda else ""))
+    print(f"|{'-' * 12}|{'-' * 16}|{'-' * 16}|{'-' * 8}|" + (f"{'-' * 20}|{'-' * 10}|{'-' * 8}|" if cuda else ""))
+    for mode in ("reversible", "checkpoint", "naive"):
+        (s10, c10), (s50, c50) = rows[mode, lo], rows[mode, hi]
+        line = f"| {mode:<10} | {s10 / 2**20:14.2f} | {s50 / 2**20:14.2f} | {s50 / s10:6.2f} |"
+        if cuda:
+            line += f" {c10 / 2**20:18.1f} | {c50 / 2**20:8.1f} | {c50 / c10:6.2f} |"
+        print(line)
+    r = rows["reversible", hi][1 if cuda else 0] / rows["reversible", lo][1 if cuda else 0]
+    print(f"target <= {MEMORY_TARGET} for reversible T={hi} / T={lo} ({'CUDA peak' if cuda else 'saved bytes'}): "
+          f"{'met' if r <= MEMORY_TARGET else 'NOT met'}")
+
+    with torch.inference_mode():
+        sigmas = C("InvEditEDICTSigmas").execute(model, a.steps, "official_980_0", 1.0)[0]
+        sampler = C("InvEditSamplerEDICT").execute(0.93, True, True, "float64", "x")[0]
+        noise = comfy.sample.prepare_noise(latent["samples"], 0)
+
+    def generation():
+        with torch.inference_mode():
+            comfy.sample.sample_custom(model, noise, a.cfg, sampler, sigmas, pos, neg, latent["samples"],
+                                       disable_pbar=True, seed=0)
+
+    def timed(fn):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+    generation(), doodl(a.steps, 1)  # warm-up
+    gen, per_it = [], []
+    for _ in range(a.rounds):
+        gen.append(timed(generation))
+        one, three = timed(lambda: doodl(a.steps, 1)), timed(lambda: doodl(a.steps, 3))
+        per_it.append((three - one) / 2)
+    gen_s, it_s = sorted(gen)[len(gen) // 2], sorted(per_it)[len(per_it) // 2]
+    print(f"\nDOODL iteration vs EDICT generation — {a.steps} steps, {a.size}x{a.size} px, median of {a.rounds} "
+          f"rounds, {torch.get_num_threads()} threads")
+    print(f"| {'what':<34} | {'seconds':>8} | {'/ base':>8} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|")
+    print(f"| {'EDICT generation':<34} | {gen_s:8.3f} | {1:8.3f} |")
+    print(f"| {'DOODL iteration (reversible)':<34} | {it_s:8.3f} | {it_s / gen_s:8.3f} |")
+    print(f"target <= {TIME_TARGET} for DOODL iteration / EDICT generation: "
+          f"{'met' if it_s / gen_s <= TIME_TARGET else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
