@@ -7,7 +7,8 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
-from .doodl import DOODLAestheticLoss, DOODLClassifierLoss, DOODLCLIPLoss, DOODLLossCombine, DOODLOptimize
+from .doodl import (DOODLAestheticLoss, DOODLClassifierLoss, DOODLCLIPLoss, DOODLGuidanceSampler, DOODLLossCombine,
+                    DOODLOptimize)
 from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
 from .hspace import (HSpaceApply, HSpaceCombine, HSpaceEstimateIntervals, HSpaceFromImages, HSpaceFromPrompts,
                      HSpaceLoad, HSpaceSave, HSpaceTrainDirection, SamplerAsyrp)
@@ -17,7 +18,8 @@ NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas
                                    EDICTRegenerate, HSpaceFromPrompts, HSpaceFromImages, HSpaceTrainDirection,
                                    HSpaceEstimateIntervals, HSpaceApply, SamplerAsyrp,
                                    HSpaceCombine, HSpaceSave, HSpaceLoad, DOODLCLIPLoss, DOODLClassifierLoss,
-                                   DOODLAestheticLoss, DOODLLossCombine, DOODLOptimize, ReconstructionReport]
+                                   DOODLAestheticLoss, DOODLLossCombine, DOODLOptimize, DOODLGuidanceSampler,
+                                   ReconstructionReport]
 
 
 class InvEditExtension(ComfyExtension):

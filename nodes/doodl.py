@@ -294,3 +294,30 @@ class DOODLOptimize(io.ComfyNode):
         text = (f"DOODL: {iterations} iterations, loss {losses[0]:.4f} → {losses[-1]:.4f}"
                 + (f" (best {min(losses):.4f} at {losses.index(min(losses))})" if keep == "best" else ""))
         return io.NodeOutput(out, pair_out, json.dumps(losses), ui=ui.PreviewText(text))
+
+
+class DOODLGuidanceSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("DOODLGuidanceSampler"),
+            display_name=display("One-Step Guidance Sampler"),
+            category=SUBCATEGORY,
+            description=(
+                "The baseline DOODL is compared with, as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: DDIM "
+                "whose one-step x0 estimate is pushed down the gradient of a DOODL loss at every step, "
+                "D̃ = D − scale·σ²·∇_x L (classifier guidance folded into ε with sqrt(1 − ᾱ))."),
+            inputs=[
+                io.Vae.Input("vae", tooltip="Decodes the x0 estimate for the loss."),
+                DOODLLoss.Input("loss", tooltip="From a DOODL loss node."),
+                io.Float.Input("scale", default=30.0, min=0.0, max=10000.0, step=0.5, tooltip=(
+                    "λ (paper: 30 for CLIP, 5 for fine-grained classifiers); 0 = plain DDIM.")),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip="The loss's random crops."),
+            ],
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, vae, loss, scale, seed) -> io.NodeOutput:
+        from ..optim.comfy_train import OneStepGuidanceSampler
+        return io.NodeOutput(OneStepGuidanceSampler(vae, loss, scale, seed))

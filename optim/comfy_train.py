@@ -17,7 +17,7 @@ from ..hooks.unet_split import CACHE_PASS
 from ..samplers import edict
 from ..samplers.comfy_sampler import EDICTOptions, _EDICTBase, hspace_patches, pass_options, shared_encoders
 from ..samplers.coords import vp_scale
-from .doodl import ChainSpec, DOODLConfig, doodl_optimize, pair_loss_gradients
+from .doodl import ChainSpec, DOODLConfig, doodl_optimize, one_step_guidance_sample, pair_loss_gradients
 from .hspace import TrainConfig, train_direction
 from .losses import LocalCLIP, directional_clip_loss
 
@@ -171,3 +171,49 @@ class DOODLSampler(_EDICTBase):
         self.result_pair = (res.x, res.y)
         self.pair, self._end, self._like = (chosen["x"], chosen["y"]), end, latent_image
         return self.result("x").to(latent_image.dtype)
+
+
+class OneStepGuidanceSampler(comfy.samplers.Sampler):
+    """The DOODL paper's baseline (``optim.doodl.one_step_guidance_sample``) as a SAMPLER: DDIM whose x0 estimate is
+    pushed down the gradient of a pixel loss of its decode at every step (one model call with gradients, one VAE
+    decode and one loss backward per step)."""
+
+    WHO = "one-step guidance"
+
+    def __init__(self, vae, loss, scale: float, seed: int = 0):
+        self.vae, self.loss, self.scale, self.seed = vae, loss, float(scale), int(seed)
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        from ..samplers.comfy_sampler import model_family, require_vp_model
+        inner = model_wrap.inner_model
+        require_vp_model(inner.model_sampling, model_family(inner), self.WHO)
+        if denoise_mask is not None:
+            raise ValueError(f"{self.WHO}: latent noise masks are not supported.")
+        generator = torch.Generator().manual_seed(self.seed)
+        total = sigmas.numel() - 1
+        with torch.inference_mode(False), torch.enable_grad():
+            patcher = getattr(model_wrap, "model_patcher", None)
+            comfy.model_management.load_models_gpu([self.vae.patcher] + ([patcher] if patcher is not None else []))
+            make_grad_safe(inner.diffusion_model)
+            make_grad_safe(self.vae.first_stage_model)
+            args = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in extra_args.items()}
+            x = inner.model_sampling.noise_scaling(sigmas[0], noise.clone(), latent_image.clone(),
+                                                   self.max_denoise(model_wrap, sigmas))
+            s_in = x.new_ones([x.shape[0]])
+
+            def denoiser(xx, sigma):
+                return model_wrap(xx, sigma * s_in, **args)
+
+            def loss_of_x0(d):
+                img = self.vae.first_stage_model.decode(
+                    inner.process_latent_out(d).to(self.vae.device, self.vae.vae_dtype)).float()
+                return self.loss((img + 1) / 2, generator)
+
+            def on_step(i, xx, d):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                if callback is not None:
+                    callback(i, d, xx, total)
+
+            out = one_step_guidance_sample(denoiser, loss_of_x0, x, sigmas.clone(), self.scale, on_step)
+        return inner.model_sampling.inverse_noise_scaling(sigmas[-1], out.detach())

@@ -244,3 +244,27 @@ def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, 
     if config.keep != "best":
         res.x, res.y, res.best_iteration = x, y, config.iterations
     return res
+
+
+def one_step_guidance_sample(denoiser: Callable[[Tensor, Tensor], Tensor], loss_of_x0: Callable[[Tensor], Tensor],
+                             x: Tensor, sigmas: Tensor, scale: float,
+                             on_step: Optional[Callable[[int, Tensor, Tensor], None]] = None) -> Tensor:
+    """The paper's baseline, one-step classifier guidance, in ComfyUI σ-space: at every step the loss of the one-step
+    x0 estimate D(x, σ) is differentiated with respect to x and folded into ε with the factor sqrt(1 − ᾱ):
+
+        ε̃ = ε̂ + λ·sqrt(1 − ᾱ)·∇_z L = ε̂ + λ·σ·∇_x L     (z = x/sqrt(1+σ²), sqrt(1 − ᾱ) = σ/sqrt(1+σ²))
+        D̃ = x − σ·ε̃ = D − λ·σ²·∇_x L,   then the DDIM (Euler) step x' = x + (σ' − σ)·(x − D̃)/σ
+
+    (λ = ``scale``; the paper uses λ = 30 for CLIP, 5 for fine-grained classifiers). One model call, one decode and one
+    loss backward per step."""
+    for i in range(sigmas.numel() - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        with torch.enable_grad():
+            xl = x.detach().requires_grad_(True)
+            d = denoiser(xl, s)
+            (g,) = torch.autograd.grad(loss_of_x0(d), xl) if scale else (torch.zeros_like(xl),)
+        d_tilde = d.detach() - scale * s ** 2 * g
+        x = x.detach() + (s_next - s) * (x.detach() - d_tilde) / s
+        if on_step is not None:
+            on_step(i, x, d_tilde)
+    return x

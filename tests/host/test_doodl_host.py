@@ -158,3 +158,25 @@ def test_doodl_through_the_real_executor(comfy, captured):
     outputs = comfy.run_prompt(g.finalize())
     assert captured["image"].shape == (1, 64, 64, 3) and len(json.loads(captured["history"])) == 2
     assert any("DOODL" in t for o in outputs.values() for t in o.get("text", []))
+
+
+def test_one_step_guidance_sampler_is_euler_at_zero_and_lowers_the_loss(w):
+    import comfy.sample
+    import comfy.samplers
+    import nodes
+    C = w["C"]
+    with torch.inference_mode():
+        lat = nodes.EmptyLatentImage().generate(64, 64, 2)[0]["samples"]
+        sig = C["BasicScheduler"].execute(w["model"], "ddim_uniform", 8, 1.0)[0]
+        noise = comfy.sample.prepare_noise(lat, 4)
+
+        def run(sampler):
+            return comfy.sample.sample_custom(w["model"], noise, 3.0, sampler, sig, w["enc"]["a circle"],
+                                              w["enc"][""], lat, disable_pbar=True, seed=4)
+        plain = run(comfy.samplers.sampler_object("euler"))
+        zero = run(C["InvEditDOODLGuidanceSampler"].execute(w["vae"], w["loss"], 0.0, 0)[0])
+        guided = run(C["InvEditDOODLGuidanceSampler"].execute(w["vae"], w["loss"], 200.0, 0)[0])
+        imgs = [w["vae"].decode(v).movedim(-1, 1) for v in (plain, guided)]
+    assert torch.allclose(zero, plain, rtol=0, atol=1e-5)
+    lp, lg = (float(w["loss"](i, torch.Generator().manual_seed(0))) for i in imgs)
+    assert lg < lp, (lp, lg)

@@ -222,3 +222,19 @@ def test_classifier_loss_reduces_over_crops_and_weights():
     lo = ClassifierLoss(m, 1, crops=6, crop_size=8, reduction="min")(img, torch.Generator().manual_seed(0))
     mean = ClassifierLoss(m, 1, crops=6, crop_size=8, reduction="mean")(img, torch.Generator().manual_seed(0))
     assert float(lo) <= float(mean)
+
+
+def test_one_step_guidance_is_euler_at_scale_zero_and_follows_the_gradient():
+    from invedit.optim.doodl import one_step_guidance_sample
+    x = rand(1, 4, 6, 6, seed=40) * 14.6
+    sig = edict.official_sigmas(SIGMAS, 8)[:-1]  # 8 steps ending at σ(0) > 0
+    plain = x.clone()
+    for i in range(sig.numel() - 1):
+        d = DEN(plain, sig[i])
+        plain = plain + (sig[i + 1] - sig[i]) * (plain - d) / sig[i]
+    assert torch.equal(one_step_guidance_sample(DEN, lambda d: d.sum(), x, sig, 0.0), plain)
+
+    def loss(d0):
+        return decode_classify(d0 / (1 + sig[-1] ** 2) ** 0.5)
+    guided = one_step_guidance_sample(DEN, loss, x, sig, 5.0)
+    assert float(decode_classify(guided)) < float(decode_classify(plain))
