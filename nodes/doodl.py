@@ -291,8 +291,14 @@ class DOODLOptimize(io.ComfyNode):
                     INVERSION_KEY: inversion_metadata(model, sigmas, cfg, samples.shape, method="edict",
                                                       state_dtype="float64", **options.exactness_settings())}
         losses = sampler.losses
+        zx0, zy0 = sampler.pair
+        gap = float((zx0 - zy0).norm() / zx0.norm().clamp(min=1e-12))
         text = (f"DOODL: {iterations} iterations, loss {losses[0]:.4f} → {losses[-1]:.4f}"
-                + (f" (best {min(losses):.4f} at {losses.index(min(losses))})" if keep == "best" else ""))
+                + (f" (best {min(losses):.4f} at {losses.index(min(losses))})" if keep == "best" else "")
+                + f"; x_0/y_0 gap {gap:.3f}")
+        if gap > 0.1:
+            text += (" — x_0 and y_0 have drifted apart: the steps exploited the x/y coupling (the loss averages both "
+                     "ends); lower grad_clip or lr")
         return io.NodeOutput(out, pair_out, json.dumps(losses), ui=ui.PreviewText(text))
 
 

@@ -148,7 +148,7 @@ class DOODLSampler(_EDICTBase):
         def decode_loss(z):
             img = self.vae.first_stage_model.decode(
                 inner.process_latent_out(model_space(z)).to(self.vae.device, self.vae.vae_dtype)).float()
-            return self.loss((img + 1) / 2, self.generator)
+            return self.loss(((img + 1) / 2).clamp(0, 1), self.generator)  # as the official code
 
         def on_step(i, of):
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -208,7 +208,7 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
             def loss_of_x0(d):
                 img = self.vae.first_stage_model.decode(
                     inner.process_latent_out(d).to(self.vae.device, self.vae.vae_dtype)).float()
-                return self.loss((img + 1) / 2, generator)
+                return self.loss(((img + 1) / 2).clamp(0, 1), generator)
 
             def on_step(i, xx, d):
                 comfy.model_management.throw_exception_if_processing_interrupted()
