@@ -175,6 +175,61 @@ def hspace_train(g):
     _hspace_edit_real(g, ck, pos, neg, img, src, trained, 2.0, 500, "hspace_train")
 
 
+DOODL_FAST = dict(steps=10, cfg=3.0, mix_p=0.93, lr=300.0, grad_clip=0.02, momentum=0.9, perturb_std=1e-4,
+                  keep="best", backprop="reversible", pair_steps="shared")
+
+
+EDIT_CLIP = 0.003  # an inverted pair is not renormalised: smaller steps (the official editing also drops the kick)
+
+
+def _classifier_loss(g, target="blue"):
+    return g.node("InvEditDOODLClassifierLoss", classifier="shapes_colour.safetensors", architecture="small_cnn",
+                  target=target, num_classes=0, normalisation="none", mode="cross_entropy", weight=1.0, crops=4,
+                  crop_power=0.3, input_size=64)
+
+
+def _doodl_generate(g, loss, prefix: str):
+    """'a circle' with seed 1: the plain EDICT generation (0 iterations) beside the DOODL result."""
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a circle")
+    neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
+    lat = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    images, loss_node = [], loss(ck)
+    for iterations in (0, 6):
+        opt = g.node("InvEditDOODLOptimize", model=ck.out(0), positive=pos.out(0), negative=neg.out(0),
+                     vae=ck.out(2), loss=loss_node.out(0), latent=lat.out(0), seed=1, iterations=iterations,
+                     **DOODL_FAST)
+        images.append(g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2)))
+    pair = g.node("ImageBatch", image1=images[0].out(0), image2=images[1].out(0))
+    g.node("SaveImage", images=pair.out(0), filename_prefix=f"InvEdit/{prefix}")
+
+
+def doodl_classifier(g):
+    """Classifier-guided generation: DOODL pushes 'a circle' towards the colour classifier's 'blue'."""
+    _doodl_generate(g, lambda ck: _classifier_loss(g), "doodl_classifier")
+
+
+def doodl_clip(g):
+    """CLIP-guided generation: DOODL with the toy CLIP's distance to 'a blue circle'."""
+    _doodl_generate(g, lambda ck: g.node("InvEditDOODLCLIPLoss", clip_name="shapes-toy-clip", text="a blue circle",
+                                         weight=1.0, reduction="mean", crops=4, crop_power=0.3), "doodl_clip")
+
+
+def doodl_edit(g):
+    """Edit a real image: EDICT Invert (exact), then DOODL on the untied pair towards the classifier's 'blue'."""
+    ck, pos, neg, img, src, _ = _common(g)
+    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=10, schedule="official_980_0", strength=1.0)
+    inv = g.node("InvEditEDICTInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
+                 sigmas=sig.out(0), cfg=3.0, mix_p=0.93, leapfrog=True, official_input_scaling=True,
+                 state_dtype="float64")
+    opt = g.node("InvEditDOODLOptimize", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), vae=ck.out(2),
+                 loss=_classifier_loss(g).out(0), latent=inv.out(0), seed=1, iterations=6,
+                 **dict(DOODL_FAST, grad_clip=EDIT_CLIP, perturb_std=0.0))
+    dec = g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2))
+    pair = g.node("ImageBatch", image1=img.out(0), image2=dec.out(0))
+    g.node("SaveImage", images=pair.out(0), filename_prefix="InvEdit/doodl_edit")
+
+
 TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
 EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "edict_edit": {"SaveImage": "Save: source | edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
@@ -183,13 +238,17 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "hspace_combine": {"SaveImage": "Save: stock | red->blue + circle->square", "ImageBatch": "Compare"},
     "hspace_real_image": {"SaveImage": "Save: source | h-space edit", "ImageBatch": "Compare: source | edit"},
     "hspace_train": {"SaveImage": "Save: source | trained-direction edit", "ImageBatch": "Compare: source | edit"},
+    "doodl_classifier": {"SaveImage": "Save: EDICT | DOODL (classifier: blue)", "ImageBatch": "Compare"},
+    "doodl_clip": {"SaveImage": "Save: EDICT | DOODL (CLIP: a blue circle)", "ImageBatch": "Compare"},
+    "doodl_edit": {"SaveImage": "Save: source | DOODL edit (classifier: blue)", "ImageBatch": "Compare"},
 }
 
 EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler,
                     "edict_reconstruction": edict_reconstruction, "edict_edit": edict_edit,
                     "edict_sampler": edict_sampler, "hspace_generate": hspace_generate,
                     "hspace_combine": hspace_combine, "hspace_real_image": hspace_real_image,
-                    "hspace_train": hspace_train}
+                    "hspace_train": hspace_train, "doodl_classifier": doodl_classifier, "doodl_clip": doodl_clip,
+                    "doodl_edit": doodl_edit}
 
 
 def api_prompt(name: str) -> dict:

@@ -244,6 +244,9 @@ class DOODLOptimize(io.ComfyNode):
                     "reversible: memory independent of the steps (inputs rebuilt by the exact inverse); "
                     "checkpoint: keeps 2 latents per step, gradient bit-identical to naive autograd; naive: plain "
                     "autograd through every step (memory grows with the steps; for comparison).")),
+                io.Combo.Input("pair_steps", options=["shared", "separate"], default="shared", tooltip=(
+                    "EDICT pairs only: move x_T and y_T by the same step, keeping their inverted difference "
+                    "(shared), or each by its own gradient (separate, the official code; fragile).")),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="x_0 of the chosen iterate (VAE Decode it)."),
                      io.Latent.Output(display_name="pair", tooltip=(
@@ -253,7 +256,7 @@ class DOODLOptimize(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, vae, loss, latent, seed, steps, cfg, mix_p, iterations, lr,
-                grad_clip, momentum, perturb_std, keep, backprop) -> io.NodeOutput:
+                grad_clip, momentum, perturb_std, keep, backprop, pair_steps="shared") -> io.NodeOutput:
         import latent_preview
         from ..optim.comfy_train import DOODLSampler
         who = display("DOODL Optimize")
@@ -271,7 +274,8 @@ class DOODLOptimize(io.ComfyNode):
         else:
             sigmas = edict.official_sigmas(model.get_model_object("model_sampling").sigmas.cpu(), steps)
         config = DOODLConfig(iterations=iterations, lr=lr, grad_clip=grad_clip, momentum=momentum,
-                             perturb_std=perturb_std, tie=pair is None, renormalize=pair is None, keep=keep)
+                             perturb_std=perturb_std, tie=pair is None, renormalize=pair is None, keep=keep,
+                             shared_step=pair is not None and pair_steps == "shared")
         sampler = DOODLSampler(vae, loss, config, options, backprop, pair, seed)
         noise = comfy.sample.prepare_noise(samples, seed) if pair is None else torch.zeros_like(samples)
         guider = comfy.samplers.CFGGuider(model)
@@ -291,12 +295,11 @@ class DOODLOptimize(io.ComfyNode):
                     INVERSION_KEY: inversion_metadata(model, sigmas, cfg, samples.shape, method="edict",
                                                       state_dtype="float64", **options.exactness_settings())}
         losses = sampler.losses
-        zx0, zy0 = sampler.pair
-        gap = float((zx0 - zy0).norm() / zx0.norm().clamp(min=1e-12))
+        gaps = sampler.gaps
         text = (f"DOODL: {iterations} iterations, loss {losses[0]:.4f} → {losses[-1]:.4f}"
                 + (f" (best {min(losses):.4f} at {losses.index(min(losses))})" if keep == "best" else "")
-                + f"; x_0/y_0 gap {gap:.3f}")
-        if gap > 0.1:
+                + f"; x_0/y_0 gap {gaps[0]:.3f} → {gaps[-1]:.3f}")
+        if gaps[-1] > 2 * gaps[0] + 0.05:
             text += (" — x_0 and y_0 have drifted apart: the steps exploited the x/y coupling (the loss averages both "
                      "ends); lower grad_clip or lr")
         return io.NodeOutput(out, pair_out, json.dumps(losses), ui=ui.PreviewText(text))

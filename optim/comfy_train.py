@@ -123,6 +123,7 @@ class DOODLSampler(_EDICTBase):
         self.vae, self.loss, self.config, self.mode, self.start_pair = vae, loss, config, mode, pair
         self.generator = torch.Generator().manual_seed(int(seed))
         self.losses: list[float] = []
+        self.gaps: list[float] = []  # ‖x_0 − y_0‖/‖x_0‖ of every evaluated iterate (diagnostics)
         self.result_pair = None
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
@@ -158,6 +159,7 @@ class DOODLSampler(_EDICTBase):
         def on_iteration(i, of, loss, x0, y0):
             comfy.model_management.throw_exception_if_processing_interrupted()
             self.losses.append(loss)
+            self.gaps.append(float((x0 - y0).norm() / x0.norm().clamp(min=1e-12)))
             if self.config.keep != "best" or loss < best[0]:  # the same rule as doodl_optimize's
                 best[0] = loss
                 chosen.update(x=x0, y=y0)

@@ -21,6 +21,9 @@ decoder, and g_x, g_y the gradients of L̄ with respect to the x and y entries o
     renormalise   x_T ← x_T·n_0/‖x_T‖, n_0 = ‖x_T^(0)‖ (Frobenius)      (generation: the "Gaussian shell")
 
 Starting from an EDICT-inverted real image the pair is untied and not renormalised (it is not on the shell).
+``shared_step`` (our option, off in the paper) moves both entries of an untied pair by the same mean step, so the
+inverted difference x_T − y_T is kept exactly: inversion amplifies x − y by p⁻² per step, and separate steps for x
+and y broke the regenerated image within a few iterations on the shapes world.
 Pure torch; the denoiser, decoder and loss come in as callables.
 """
 from __future__ import annotations
@@ -166,6 +169,7 @@ class DOODLConfig:
     momentum: float = 0.9
     perturb_std: float = 1e-4  # std of ξ (the official code's; the paper writes it as a variance)
     tie: bool = True           # x_T = y_T after every update (generation)
+    shared_step: bool = False  # untied pairs: move x_T and y_T by the same (mean) step, keeping x_T − y_T exactly
     renormalize: bool = True   # back to the initial norm after every update (generation)
     keep: str = "last"         # "last" or "best" (the lowest-loss iterate)
 
@@ -228,7 +232,7 @@ def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, 
         gx, gy = torch.autograd.grad((xo, yo), (xl, yl), (g_x0.to(xo.dtype), g_y0.to(yo.dtype)))
         del xo, yo
         sx, sy = -config.lr * gx, -config.lr * gy
-        if config.tie:
+        if config.tie or config.shared_step:
             sx = sy = (sx + sy) / 2
         sx, sy = sx.clamp(-config.grad_clip, config.grad_clip), sy.clamp(-config.grad_clip, config.grad_clip)
         res.steps.append((sx, sy))

@@ -8,7 +8,7 @@ import torch
 
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 FAST = dict(seed=1, steps=6, cfg=3.0, mix_p=0.93, iterations=3, lr=300.0, grad_clip=0.02, momentum=0.9,
-            perturb_std=1e-4, keep="last", backprop="reversible")
+            perturb_std=1e-4, keep="last", backprop="reversible", pair_steps="shared")
 
 
 @pytest.fixture(scope="module")

@@ -238,3 +238,9 @@ def test_one_step_guidance_is_euler_at_scale_zero_and_follows_the_gradient():
         return decode_classify(d0 / (1 + sig[-1] ** 2) ** 0.5)
     guided = one_step_guidance_sample(DEN, loss, x, sig, 5.0)
     assert float(decode_classify(guided)) < float(decode_classify(plain))
+
+
+def test_shared_steps_keep_an_untied_pairs_difference():
+    res, x, y = run(4, tie=False, renormalize=False, shared_step=True)
+    torch.testing.assert_close(res.x - res.y, x - y, rtol=0, atol=1e-13)
+    assert not torch.equal(res.x, x)
