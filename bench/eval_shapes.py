@@ -20,8 +20,12 @@
    1e-3, the size of its noise where it is ~0) and the margin must rise strictly along the sweep; plus the red-object scores of a direction trained with the toy CLIP (h-space Train Direction,
    8 inverted red circles).
 
+8. DOODL: prompt "a circle" (any colour) and the colour classifier's "blue" as the target, over --doodl-seeds
+   seeds: the fraction labelled blue for plain EDICT sampling, one-step classifier guidance and DOODL, with the model
+   evaluations and backward passes each spent (DOODL: 6 iterations of the 10-step chain).
+
     python -m bench.eval_shapes [--seeds 8] [--steps 20] [--cfg 5.0] [--heldout 512] [--edit-images 16]
-                                [--hspace-seeds 4]
+                                [--hspace-seeds 4] [--doodl-seeds 8]
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ TARGETS = {"vae_psnr_db": 30.0, "classifier_colour": 0.98, "classifier_shape": 0
            "edict_edit_blue": 0.80, "edict_edit_circle": 0.90}
 HSPACE = {"strengths": (-5.0, 0.0, 2.5, 5.0, 10.0), "steps": 20, "cfg": 3.0,
           "sweep": (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0), "trained_strengths": (-1.0, 0.0, 1.0, 2.0)}
+DOODL = {"steps": 10, "cfg": 3.0, "iterations": 6, "lr": 300.0, "grad_clip": 0.02, "guidance_scale": 200.0}
 EDIT = {"source": "a red circle", "target": "a blue circle", "steps": 50, "strength": 0.8, "cfg": 3.0}
 
 
@@ -205,6 +210,60 @@ def print_hspace_tables(r: dict) -> None:
     print(f"P(blue) rising with the strength (and the margin strictly): {'yes' if r['hspace_monotone'] else 'NO'}")
 
 
+def doodl_vs_guidance(seeds: int = 8) -> dict:
+    """Item 8 of the module docstring: {method: {"blue": fraction, "evals": model evaluations, "backward": passes}}
+    per image (each evaluation is one CFG batch)."""
+    host.boot()
+    import torch
+    import comfy.sample
+    import comfy.utils
+    import nodes
+
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    C = host.node_class
+    colour_clf = load_classifier(BASE / "models" / "classifiers" / CLASSIFIERS[0])[0]
+    blue, T, m = data.COLOURS.index("blue"), DOODL["steps"], DOODL["iterations"]
+    hits = {"plain EDICT": 0, "one-step guidance": 0, "DOODL": 0}
+    with torch.inference_mode():
+        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
+        pos, neg = nodes.CLIPTextEncode().encode(te, "a circle")[0], nodes.CLIPTextEncode().encode(te, "")[0]
+        loss = C("InvEditDOODLClassifierLoss").execute(
+            classifier=CLASSIFIERS[0], architecture="small_cnn", target="blue", num_classes=0, normalisation="none",
+            mode="cross_entropy", weight=1.0, crops=4, crop_power=0.3, input_size=64).args[0]
+        sig = C("InvEditEDICTSigmas").execute(model, T, "official_980_0", 1.0)[0]
+        guide = C("InvEditDOODLGuidanceSampler").execute(vae, loss, DOODL["guidance_scale"], 0)[0]
+        for seed in range(seeds):
+            lat = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+            out = C("InvEditDOODLOptimize").execute(
+                model=model, positive=pos, negative=neg, vae=vae, loss=loss, latent=lat, seed=seed, steps=T,
+                cfg=DOODL["cfg"], mix_p=0.93, iterations=m, lr=DOODL["lr"], grad_clip=DOODL["grad_clip"],
+                momentum=0.9, perturb_std=1e-4, keep="best", backprop="reversible")
+            plain = C("InvEditDOODLOptimize").execute(
+                model=model, positive=pos, negative=neg, vae=vae, loss=loss, latent=lat, seed=seed, steps=T,
+                cfg=DOODL["cfg"], mix_p=0.93, iterations=0, lr=0.0, grad_clip=DOODL["grad_clip"], momentum=0.9,
+                perturb_std=0.0, keep="last", backprop="reversible")
+            noise = comfy.sample.prepare_noise(lat["samples"], seed)
+            guided = comfy.sample.sample_custom(model, noise, DOODL["cfg"], guide, sig[:-1], pos, neg, lat["samples"],
+                                                disable_pbar=True, seed=seed)
+            for name, z in (("DOODL", out.args[0]["samples"]), ("plain EDICT", plain.args[0]["samples"]),
+                            ("one-step guidance", guided)):
+                img = vae.decode(z).permute(0, 3, 1, 2).clamp(0, 1)
+                hits[name] += int(colour_clf(img).argmax(1)[0] == blue)
+    cost = {"plain EDICT": (2 * T, 0), "one-step guidance": (T, T), "DOODL": ((m + 1) * 2 * T + m * 2 * T, m * 2 * T)}
+    return {"doodl": {k: {"blue": hits[k] / seeds, "evals": cost[k][0], "backward": cost[k][1]} for k in hits},
+            "doodl_seeds": seeds}
+
+
+def print_doodl_table(r: dict) -> None:
+    print(f"\nDOODL vs one-step guidance vs plain — 'a circle' -> classifier 'blue', {r['doodl_seeds']} seeds, "
+          f"{DOODL['steps']} steps, cfg {DOODL['cfg']}; DOODL {DOODL['iterations']} iterations (lr {DOODL['lr']}, "
+          f"clip {DOODL['grad_clip']}), guidance λ {DOODL['guidance_scale']}")
+    print(f"| {'method':<18} | {'labelled blue':>13} | {'model evals':>11} | {'backward':>8} |")
+    print(f"|{'-' * 20}|{'-' * 15}|{'-' * 13}|{'-' * 10}|")
+    for k, v in r["doodl"].items():
+        print(f"| {k:<18} | {100 * v['blue']:12.1f}% | {v['evals']:11d} | {v['backward']:8d} |")
+
+
 def evaluate(seeds: int = 8, steps: int = 20, cfg: float = 5.0, heldout: int = 512) -> dict:
     host.boot()
     import torch
@@ -266,12 +325,15 @@ def main(argv=None) -> None:
     ap.add_argument("--heldout", type=int, default=512)
     ap.add_argument("--edit-images", type=int, default=16)
     ap.add_argument("--hspace-seeds", type=int, default=4)
+    ap.add_argument("--doodl-seeds", type=int, default=8)
     a = ap.parse_args(argv)
     r = evaluate(a.seeds, a.steps, a.cfg, a.heldout)
     r.update(edict_vs_ddim(a.edit_images))
     print_edict_tables(r, a.edit_images)
     r.update(hspace_red_to_blue(a.hspace_seeds))
     print_hspace_tables(r)
+    r.update(doodl_vs_guidance(a.doodl_seeds))
+    print_doodl_table(r)
     print(f"\nShapes world — held-out {a.heldout} images; samples: 12 captions x {a.seeds} seeds, {a.steps} euler "
           f"steps, cfg {a.cfg}")
     print(f"| {'measure':<34} | {'value':>8} | {'target':>8} | met |")

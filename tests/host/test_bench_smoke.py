@@ -47,3 +47,13 @@ def test_bench_doodl_prints_its_tables(comfy, capsys, monkeypatch):
     bench_doodl.main(["--size", "64", "--steps", "2", "--rounds", "1"])
     out = capsys.readouterr().out
     assert "target <= 1.1 for reversible T=4 / T=2" in out and "DOODL iteration (reversible)" in out and "| naive" in out
+
+
+def test_eval_shapes_reports_doodl_vs_guidance(comfy, capsys, monkeypatch):
+    monkeypatch.setitem(eval_shapes.DOODL, "steps", 3)
+    monkeypatch.setitem(eval_shapes.DOODL, "iterations", 1)
+    r = eval_shapes.doodl_vs_guidance(seeds=1)
+    eval_shapes.print_doodl_table(r)
+    assert "DOODL vs one-step guidance vs plain" in capsys.readouterr().out
+    assert set(r["doodl"]) == {"plain EDICT", "one-step guidance", "DOODL"}
+    assert r["doodl"]["DOODL"]["evals"] == 2 * 2 * 3 + 1 * 2 * 3 and all(0 <= v["blue"] <= 1 for v in r["doodl"].values())
