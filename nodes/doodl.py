@@ -188,9 +188,12 @@ class DOODLLossCombine(io.ComfyNode):
             node_id=node_id("DOODLLossCombine"),
             display_name=display("DOODL Combine Losses"),
             category=SUBCATEGORY,
-            description="weight_a·a + weight_b·b; chain for more.",
-            inputs=[DOODLLoss.Input("a"), io.Float.Input("weight_a", default=1.0, min=0.0, max=1000.0, step=0.01),
-                    DOODLLoss.Input("b"), io.Float.Input("weight_b", default=1.0, min=0.0, max=1000.0, step=0.01)],
+            description=("weight_a·a + weight_b·b of two DOODL losses (each keeps its own weight and crops); chain the "
+                         "node for more than two."),
+            inputs=[DOODLLoss.Input("a", tooltip="First loss."),
+                    io.Float.Input("weight_a", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip="Its weight."),
+                    DOODLLoss.Input("b", tooltip="Second loss."),
+                    io.Float.Input("weight_b", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip="Its weight.")],
             outputs=[DOODLLoss.Output(display_name="loss")],
         )
 
