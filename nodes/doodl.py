@@ -70,17 +70,28 @@ class DOODLCLIPLoss(io.ComfyNode):
                     "Over the crops: min (the official code) or mean (smoother gradients).")),
                 *_crop_inputs(),
                 io.Image.Input("images", optional=True, tooltip="Reference images: their mean embedding is the target."),
+                io.ClipVision.Input("clip_vision", optional=True, tooltip=(
+                    "Use a stock CLIP_VISION (CLIPVisionLoader) instead of clip_name, for image targets (it has no "
+                    "text tower).")),
             ],
             outputs=[DOODLLoss.Output(display_name="loss")],
         )
 
     @classmethod
-    def execute(cls, clip_name, text, weight, reduction, crops, crop_power, images=None) -> io.NodeOutput:
+    def execute(cls, clip_name, text, weight, reduction, crops, crop_power, images=None,
+                clip_vision=None) -> io.NodeOutput:
         who = display("DOODL CLIP Loss")
         if images is None and not text.strip():
             raise ValueError(f"{who}: give a target text or connect reference images.")
+        if clip_vision is not None and images is None:
+            raise ValueError(f"{who}: a CLIP_VISION has no text tower: connect reference images, or disconnect "
+                             f"clip_vision and use clip_name for a text target.")
         with torch.inference_mode(False):
-            clip = _clip(clip_name, who)
+            if clip_vision is not None:
+                from ..optim.comfy_train import ComfyCLIPVision
+                clip = ComfyCLIPVision(clip_vision)
+            else:
+                clip = _clip(clip_name, who)
             kw = dict(weight=weight, crops=crops, crop_power=crop_power, reduction=reduction)
             if images is not None:
                 loss = CLIPLoss.from_images(clip, images.clone().movedim(-1, 1)[:, :3].to(clip.device), **kw)

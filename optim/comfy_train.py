@@ -19,7 +19,7 @@ from ..samplers.comfy_sampler import EDICTOptions, _EDICTBase, hspace_patches, p
 from ..samplers.coords import vp_scale
 from .doodl import ChainSpec, DOODLConfig, doodl_optimize, one_step_guidance_sample, pair_loss_gradients
 from .hspace import TrainConfig, train_direction
-from .losses import LocalCLIP, directional_clip_loss
+from .losses import LocalCLIP, clip_preprocess, directional_clip_loss
 
 
 def make_grad_safe(module: nn.Module) -> int:
@@ -219,3 +219,41 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
 
             out = one_step_guidance_sample(denoiser, loss_of_x0, x, sigmas.clone(), self.scale, on_step)
         return inner.model_sampling.inverse_noise_scaling(sigmas[-1], out.detach())
+
+
+class ComfyCLIPVision:
+    """A stock CLIP_VISION (CLIPVisionLoader) as a differentiable image encoder for ``optim.losses.CLIPLoss``: the
+    crops go through ``clip_preprocess`` (differentiable; ComfyUI's own rounds to 8 bits) with the model's size, mean
+    and std, then the vision tower; the projected embedding (``image_embeds``) is L2-normalised. The model is made
+    grad-safe (its weights were created in inference mode by the loader) and loaded on every call.
+
+    The tower runs through ``forward``, ComfyUI 0.3.75's ``CLIPVision`` forward (comfy/clip_model.py) with the
+    residual additions out of place: its layers add in place (``x += …``), which autograd refuses. A test checks the
+    two give the same embedding. CLIP towers only (SigLIP has no class token to pool)."""
+
+    def __init__(self, clip_vision):
+        if getattr(clip_vision.model.vision_model, "output_layernorm", False):
+            raise ValueError("a SigLIP CLIP_VISION is not supported by the DOODL CLIP loss; use a CLIP one "
+                             "(e.g. clip_vision_g / ViT-L/14)")
+        self.cv = clip_vision
+        self.device = clip_vision.load_device
+        self.size = int(clip_vision.image_size)
+        self.mean = torch.tensor(clip_vision.image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(clip_vision.image_std).view(1, 3, 1, 1)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        comfy.model_management.load_model_gpu(self.cv.patcher)
+        make_grad_safe(self.cv.model)
+        x = clip_preprocess(images.to(self.device, torch.float32), self.size, self.mean, self.std)
+        return torch.nn.functional.normalize(self.forward(x).float(), dim=-1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        from comfy.ldm.modules.attention import optimized_attention_for_device
+        model = self.cv.model
+        vm = model.vision_model
+        x = vm.pre_layrnorm(vm.embeddings(pixel_values))
+        attention = optimized_attention_for_device(x.device, mask=False, small_input=True)
+        for layer in vm.encoder.layers:
+            x = x + layer.self_attn(layer.layer_norm1(x), None, attention)
+            x = x + layer.mlp(layer.layer_norm2(x))
+        return model.visual_projection(vm.post_layernorm(x[:, 0, :]))

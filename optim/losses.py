@@ -26,6 +26,20 @@ class CLIPLoadError(ValueError):
     pass
 
 
+def clip_preprocess(images: Tensor, size: int, mean: Tensor, std: Tensor) -> Tensor:
+    """[B, 3, H, W] in [0, 1] -> a CLIP's input: shortest side resized to ``size`` (bilinear, antialiased), centre
+    crop, normalised by ``mean``/``std`` [1, 3, 1, 1]. Differentiable (ComfyUI's ``clip_preprocess`` rounds to 8 bits)."""
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = images
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top:top + size, left:left + size]
+    return (x - mean.to(x)) / std.to(x)
+
+
 class LocalCLIP:
     """CLIP from a local folder (config.json, model.safetensors, tokenizer files, optional preprocessor_config.json).
     Frozen: no parameter requires grad; gradients flow to the images only."""
@@ -59,17 +73,7 @@ class LocalCLIP:
         return F.normalize(f.float(), dim=-1)
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """[B, 3, H, W] in [0, 1] -> CLIP's input: shortest side resized to the model's size (bilinear, antialiased),
-        centre crop, normalised. Differentiable."""
-        x = images.to(self.device, torch.float32)
-        h, w = x.shape[-2:]
-        scale = self.size / min(h, w)
-        nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        top, left = (nh - self.size) // 2, (nw - self.size) // 2
-        x = x[..., top:top + self.size, left:left + self.size]
-        return (x - self.mean) / self.std
+        return clip_preprocess(images.to(self.device, torch.float32), self.size, self.mean, self.std)
 
     def image_features(self, images: Tensor) -> Tensor:
         """Unit-norm image embeddings of [B, 3, H, W] images in [0, 1] (differentiable in the images)."""

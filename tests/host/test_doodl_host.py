@@ -180,3 +180,37 @@ def test_one_step_guidance_sampler_is_euler_at_zero_and_lowers_the_loss(w):
     assert torch.allclose(zero, plain, rtol=0, atol=1e-5)
     lp, lg = (float(w["loss"](i, torch.Generator().manual_seed(0))) for i in imgs)
     assert lg < lp, (lp, lg)
+
+
+def test_clip_loss_through_a_stock_clip_vision_with_inference_mode_weights(w, tmp_path):
+    """An image target through ComfyUI's CLIP_VISION (a tiny random vision tower built the way CLIPVisionLoader builds
+    one, weights set under inference mode): the reference image is at distance 0, another image is not, and the
+    gradient reaches the generated pixels."""
+    import comfy.clip_vision
+    from harness.shapes import data
+    cfg = dict(attention_dropout=0.0, dropout=0.0, hidden_act="quick_gelu", hidden_size=32, image_size=32,
+               initializer_factor=1.0, initializer_range=0.02, intermediate_size=64, layer_norm_eps=1e-5,
+               model_type="clip_vision_model", num_attention_heads=2, num_channels=3, num_hidden_layers=2,
+               patch_size=16, projection_dim=16)
+    (tmp_path / "cv.json").write_text(json.dumps(cfg))
+    with torch.inference_mode():
+        cv = comfy.clip_vision.ClipVisionModel(str(tmp_path / "cv.json"))
+        g = torch.Generator().manual_seed(0)
+        cv.load_sd({k: torch.randn(v.shape, generator=g) * 0.1 for k, v in cv.get_sd().items()})
+        blue = data.make_batch(1, 3, colour=2, shape=0).images
+        red = data.make_batch(1, 4, colour=0, shape=1).images
+        loss = w["C"]["InvEditDOODLCLIPLoss"].execute(clip_name="shapes-toy-clip", text="", weight=1.0,
+                                                      reduction="mean", crops=0, crop_power=0.3,
+                                                      images=blue.movedim(1, -1), clip_vision=cv).args[0]
+    with torch.inference_mode(False):
+        gen = red.clone().requires_grad_(True)
+        value = loss(gen)
+        value.backward()
+    assert float(loss(blue)) < 1e-6 < float(value) and gen.grad.abs().sum() > 0
+    with torch.no_grad():  # our out-of-place forward = ComfyUI's CLIP_VISION embedding
+        ours = loss.clip.image_features(red)
+        theirs = torch.nn.functional.normalize(cv.encode_image(red.movedim(1, -1), crop=True)["image_embeds"], dim=-1)
+    torch.testing.assert_close(ours, theirs.float(), rtol=0, atol=2e-2)  # theirs rounds pixels to 8 bits
+    with pytest.raises(ValueError, match="has no text tower"):
+        w["C"]["InvEditDOODLCLIPLoss"].execute(clip_name="shapes-toy-clip", text="a blue circle", weight=1.0,
+                                               reduction="mean", crops=0, crop_power=0.3, clip_vision=cv)

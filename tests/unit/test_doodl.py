@@ -244,3 +244,21 @@ def test_shared_steps_keep_an_untied_pairs_difference():
     res, x, y = run(4, tie=False, renormalize=False, shared_step=True)
     torch.testing.assert_close(res.x - res.y, x - y, rtol=0, atol=1e-13)
     assert not torch.equal(res.x, x)
+
+
+def test_aesthetic_loss_scores_with_a_linear_head():
+    from invedit.optim.losses import AestheticLoss
+
+    class Stub:  # an image encoder giving the unit vector along the mean colour
+        size, device = 8, "cpu"
+
+        def image_features(self, crops):
+            return torch.nn.functional.normalize(crops.mean(dim=(2, 3)), dim=-1)
+    w, b = torch.tensor([[3.0, 0.0, 0.0]]), torch.tensor([4.0])
+    red, blue = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    red[:, 0], blue[:, 2] = 1.0, 1.0
+    loss = AestheticLoss(Stub(), w, b, target=10.0, crops=0)
+    assert float(loss(red)) == pytest.approx(3.0) and float(loss(blue)) == pytest.approx(6.0)  # |7 − 10|, |4 − 10|
+    assert float(AestheticLoss(Stub(), w, b, target=0.0, crops=0)(red)) == pytest.approx(-7.0)  # maximise
+    with pytest.raises(ValueError, match="takes 4-d embeddings"):
+        AestheticLoss(Stub(), torch.ones(1, 4), b, crops=0)(red)
