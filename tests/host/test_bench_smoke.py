@@ -55,5 +55,5 @@ def test_eval_shapes_reports_doodl_vs_guidance(comfy, capsys, monkeypatch):
     r = eval_shapes.doodl_vs_guidance(seeds=1)
     eval_shapes.print_doodl_table(r)
     assert "DOODL vs one-step guidance vs plain" in capsys.readouterr().out
-    assert set(r["doodl"]) == {"plain EDICT", "one-step guidance", "DOODL"}
+    assert set(r["doodl"]) == {"plain EDICT", "one-step guidance", "DOODL", "plain EDICT, best of 3"}
     assert r["doodl"]["DOODL"]["evals"] == 2 * 2 * 3 + 1 * 2 * 3 and all(0 <= v["blue"] <= 1 for v in r["doodl"].values())
