@@ -8,7 +8,6 @@ Pure torch (torchvision for the ResNets).
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 ARCHITECTURES = ("small_cnn", "resnet18", "resnet50")
