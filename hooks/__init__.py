@@ -1,3 +1,3 @@
-"""Model patches applied to ModelPatcher clones (h-space delta, value embeddings, attention capture/injection).
-
-Empty until the capabilities that need them land; see docs/architecture.md."""
+"""Model patches applied to ModelPatcher clones: the h-space shift (``hspace``) and the U-Net split at the
+bottleneck (``unet_split``); value embeddings and attention capture/injection will join them (see
+docs/architecture.md)."""
