@@ -12,18 +12,13 @@ FAST = dict(seed=1, steps=6, cfg=3.0, mix_p=0.93, iterations=3, lr=300.0, grad_c
 
 
 @pytest.fixture(scope="module")
-def w(comfy):
-    import nodes
-    import comfy.utils
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    C = nodes.NODE_CLASS_MAPPINGS
+def w(load_world):
+    w = load_world("a circle", "", "a red circle")
     with torch.inference_mode():
-        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
-        enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in ("a circle", "", "a red circle")}
-        loss = C["InvEditDOODLClassifierLoss"].execute(
+        w["loss"] = w["C"]["InvEditDOODLClassifierLoss"].execute(
             classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
             normalisation="none", mode="cross_entropy", weight=1.0, crops=4, crop_power=0.3, input_size=64).args[0]
-    return {"model": model, "vae": vae, "enc": enc, "loss": loss, "C": C}
+    return w
 
 
 def optimize(w, latent=None, prompt="a circle", **kw):

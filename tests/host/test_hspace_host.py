@@ -3,22 +3,16 @@ stock samplers for comparison."""
 import pytest
 import torch
 
-CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
-
 
 @pytest.fixture(scope="module")
-def world(comfy):
+def world(load_world):
     import nodes
-    import comfy.utils
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    C = nodes.NODE_CLASS_MAPPINGS
+    w = load_world("a red circle", "a blue circle", "")
     with torch.inference_mode():
-        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
-        enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in ("a red circle", "a blue circle", "")}
-        direction = C["InvEditHSpaceFromPrompts"].execute(
-            model, enc["a red circle"], enc["a blue circle"], nodes.EmptyLatentImage().generate(64, 64, 2)[0],
-            10, 0, "per_timestep")[0]
-    return {"model": model, "vae": vae, "enc": enc, "dir": direction, "C": C}
+        w["dir"] = w["C"]["InvEditHSpaceFromPrompts"].execute(
+            w["model"], w["enc"]["a red circle"], w["enc"]["a blue circle"],
+            nodes.EmptyLatentImage().generate(64, 64, 2)[0], 10, 0, "per_timestep")[0]
+    return w
 
 
 def generate(w, model, sampler, seed=5, batch=4, steps=12, cfg=3.0, prompt="a red circle"):

@@ -13,21 +13,17 @@ TRAIN = dict(source_text="a red circle", target_text="a blue circle", init="inve
 
 
 @pytest.fixture(scope="module")
-def trained(comfy):
-    import nodes
-    import comfy.utils
+def trained(load_world):
     from harness.shapes import data
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    C = nodes.NODE_CLASS_MAPPINGS
+    w = load_world("", "a red circle")
+    model, vae = w["model"], w["vae"]
     with torch.inference_mode():
-        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
-        enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in ("", "a red circle")}
         imgs = data.make_batch(4, 1234, colour=0, shape=0).images
-        lat = {"samples": vae.encode(imgs.permute(0, 2, 3, 1))}
-        before = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
-        out = C["InvEditHSpaceTrainDirection"].execute(model=model, vae=vae, clip_name=CLIP, neutral=enc[""],
-                                                       latent=lat, **TRAIN)
-    return {"model": model, "vae": vae, "enc": enc, "lat": lat, "C": C, "out": out, "before": before}
+        w["lat"] = {"samples": vae.encode(imgs.permute(0, 2, 3, 1))}
+        w["before"] = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
+        w["out"] = w["C"]["InvEditHSpaceTrainDirection"].execute(model=model, vae=vae, clip_name=CLIP,
+                                                                 neutral=w["enc"][""], latent=w["lat"], **TRAIN)
+    return w
 
 
 def sample(w, model, steps=10, seed=3):
