@@ -8,6 +8,7 @@ from custom_nodes/, and run API-format prompts through ComfyUI's own validator a
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import sys
 import uuid
@@ -67,6 +68,21 @@ def boot() -> None:
     if missing:
         raise RuntimeError(f"the pack did not load (missing {missing}); see the 'IMPORT FAILED' log above")
     _booted = True
+    atexit.register(release)
+
+
+def release() -> None:
+    """Unload every model and collect the cycles that hold them, while ComfyUI's modules are still intact: a
+    ModelPatcher that lives until interpreter exit is deleted after its module's globals are gone, and its __del__
+    then fails ('NoneType' object has no attribute 'ON_DETACH'). Registered at exit by ``boot``; callable earlier."""
+    if not _booted:
+        return
+    import gc
+
+    import comfy.model_management as mm
+    mm.unload_all_models()
+    gc.collect()
+    mm.soft_empty_cache()
 
 
 def node_class(node_id: str):

@@ -44,11 +44,12 @@ class HSpaceError(ValueError):
 
 @dataclass
 class Where:
-    """Where a shift is asked for: noise level σ, timestep t (float; None when unknown), the step-scaling factor
-    Δt_gen/Δt_train for trained directions, and the spatial policy."""
+    """Where a shift is asked for: noise level σ, timestep t (float; None when unknown), Δt_gen, the timestep spacing
+    of the current sampling step (None when unknown or step scaling is off; each trained direction divides it by its
+    own Δt_train), and the spatial policy."""
     sigma: float
     t: Optional[float] = None
-    step_scale: float = 1.0
+    dt_gen: Optional[float] = None
     spatial: str = "resize"
 
 
@@ -146,8 +147,8 @@ class DeltaNet(nn.Module):
 
 @dataclass
 class ImplicitDirection:
-    """A trained f_t: Δh_t = step_scale·f_t(h_t, t), computed in float32 and returned in h's dtype. ``train_dt`` is
-    the timestep spacing it was trained with (meta), from which the patch derives step_scale = Δt_gen/Δt_train."""
+    """A trained f_t: Δh_t = (Δt_gen/Δt_train)·f_t(h_t, t), computed in float32 and returned in h's dtype.
+    ``train_dt`` (meta) is the timestep spacing Δt_train it was trained with; Δt_gen comes with ``Where``."""
     net: DeltaNet
     meta: dict = field(default_factory=dict)
 
@@ -159,6 +160,12 @@ class ImplicitDirection:
     def train_dt(self) -> float:
         return float(self.meta.get("train_dt", 0) or 0)
 
+    def step_scale(self, where: Where) -> float:
+        """Δt_gen/Δt_train (1 when either is unknown or step scaling is off)."""
+        if where.dt_gen is None or self.train_dt <= 0:
+            return 1.0
+        return where.dt_gen / self.train_dt
+
     def delta_for(self, h: Tensor, where: Where) -> Tensor:
         if where.t is None:
             raise HSpaceError("a trained (implicit) direction needs the timestep; apply it with h-space Apply Direction")
@@ -166,7 +173,7 @@ class ImplicitDirection:
         first = next(net.parameters())
         if first.device != h.device:
             net.to(h.device)
-        return where.step_scale * net(h.float(), torch.tensor([float(where.t)], device=h.device))
+        return self.step_scale(where) * net(h.float(), torch.tensor([float(where.t)], device=h.device))
 
 
 @dataclass
@@ -271,16 +278,16 @@ class HSpacePatch:
 
     def where(self, sigma: float, transformer_options: dict) -> Where:
         if self.log_sigmas is None:
-            return Where(sigma, None, 1.0, self.spatial)
+            return Where(sigma, None, None, self.spatial)
         t = sigma_to_t(self.log_sigmas, sigma)
-        scale, train_dt = 1.0, getattr(self.direction, "train_dt", 0.0)
+        dt_gen = None
         schedule = transformer_options.get("sample_sigmas")
-        if self.step_scaling and train_dt > 0 and schedule is not None and schedule.numel() > 1:
+        if self.step_scaling and schedule is not None and schedule.numel() > 1:
             sched = schedule.detach().double().cpu()
             i = int((sched - sigma).abs().argmin())
             if i + 1 < sched.numel():
-                scale = (t - sigma_to_t(self.log_sigmas, float(sched[i + 1]))) / train_dt
-        return Where(sigma, t, scale, self.spatial)
+                dt_gen = t - sigma_to_t(self.log_sigmas, float(sched[i + 1]))
+        return Where(sigma, t, dt_gen, self.spatial)
 
     def delta_for(self, h: Tensor, sigma: float, transformer_options: Optional[dict] = None) -> Tensor:
         if self.direction.channels != h.shape[1]:

@@ -33,13 +33,17 @@ def comfy():
     host.boot()
     import nodes
     nodes.NODE_CLASS_MAPPINGS["CaptureForTest"] = CaptureForTest
-    return host
+    yield host
+    host.release()
 
 
 @pytest.fixture
 def captured():
+    """The values CaptureForTest stored during the test; cleared before and after (a captured MODEL kept to
+    interpreter exit would be deleted after ComfyUI's modules are torn down, and its __del__ would fail there)."""
     CAPTURED.clear()
-    return CAPTURED
+    yield CAPTURED
+    CAPTURED.clear()
 
 
 @pytest.fixture

@@ -43,7 +43,8 @@ def test_implicit_delta_depends_on_h_and_t_and_scales_with_strength_and_step():
     assert a.shape == h.shape and a.abs().max() > 0
     assert not torch.allclose(a, d.delta_for(h, Where(2.0, 100.0)))
     assert not torch.allclose(a, d.delta_for(rand(2, 8, 4, 4, seed=3), Where(2.0, 700.0)))
-    torch.testing.assert_close(d.delta_for(h, Where(2.0, 700.0, step_scale=0.25)), 0.25 * a)
+    d.meta["train_dt"] = "100"
+    torch.testing.assert_close(d.delta_for(h, Where(2.0, 700.0, dt_gen=25.0)), 0.25 * a)
     with pytest.raises(hspace.HSpaceError, match="needs the timestep"):
         d.delta_for(h, Where(2.0))
 
@@ -59,12 +60,12 @@ def test_step_scaling_keeps_the_total_shift_whatever_the_step_count():
         ts = [int(t) for t in torch.linspace(999, 0, steps + 1)]
         sched = torch.tensor([float(sig[t]) for t in ts])
         p = HSpacePatch(d, 1.0, math.inf, 0.0, "symmetric", log_sigmas=logs)
-        scales = [p.where(float(s), {"sample_sigmas": sched}).step_scale for s in sched[:-1]]
+        scales = [d.step_scale(p.where(float(s), {"sample_sigmas": sched})) for s in sched[:-1]]
         assert all(abs(x - (a - b) / 25) < 1e-3 for x, a, b in zip(scales, ts, ts[1:]))
         totals.append(sum(scales))
     assert max(totals) - min(totals) < 1e-3 and abs(totals[0] - 999 / 25) < 1e-2
     off = HSpacePatch(d, 1.0, math.inf, 0.0, "symmetric", log_sigmas=logs, step_scaling=False)
-    assert off.where(float(sig[500]), {"sample_sigmas": sig.flip(0)}).step_scale == 1.0
+    assert d.step_scale(off.where(float(sig[500]), {"sample_sigmas": sig.flip(0)})) == 1.0
     plain = HSpacePatch(Direction(rand(1, 8, 4, 4), torch.tensor([1.0])), 1.0, 10.0, 0.1, log_sigmas=logs)
     h = rand(1, 8, 4, 4, seed=9)
     assert torch.equal(plain.delta_for(h, 2.0, {"sample_sigmas": sig.flip(0)[::100]}), plain.direction.delta[0])
@@ -83,12 +84,31 @@ def test_combining_a_trained_and_a_tensor_direction_adds_them():
     ten = Direction(rand(1, 8, 4, 4, seed=5), torch.tensor([1.0]), {"name": "red"})
     c = hspace.combine([(imp, 0.5), (ten, -2.0)])
     assert isinstance(c, hspace.Composite) and c.channels == 8
-    h, w = rand(2, 8, 4, 4, seed=6), Where(3.0, 600.0, 0.5)
+    h, w = rand(2, 8, 4, 4, seed=6), Where(3.0, 600.0, 12.5)
     torch.testing.assert_close(c.delta_for(h, w), 0.5 * imp.delta_for(h, w) - 2.0 * ten.delta_for(h, w))
     with pytest.raises(hspace.HSpaceError, match="save its parts"):
         hspace.to_tensors(c)
     with pytest.raises(hspace.HSpaceError, match="different channel counts"):
         hspace.combine([(imp, 1.0), (ImplicitDirection(DeltaNet(16), {}), 1.0)])
+
+
+def test_a_combination_step_scales_each_trained_term_by_its_own_training_spacing():
+    """Regression: the patch took Δt_train from the direction it holds, so a Composite (no train_dt) was never
+    step-scaled, and ½·f + ½·f sampled differently from f (1.3e-5 on one CPU, caught by a host test's bound)."""
+    logs = torch.log(sd15_sigmas())
+    f = ImplicitDirection(trained_net(), {"train_dt": "40"})
+    g = ImplicitDirection(trained_net(seed=4), {"train_dt": "10"})
+    sched = torch.tensor([float(logs[t].exp()) for t in (999, 799, 599, 399)])
+    h = rand(2, 8, 4, 4, seed=8)
+    opts = {"block": ("output", 0), "sigmas": sched[1:2], "sample_sigmas": sched}
+
+    def shift(direction):
+        p = HSpacePatch(direction, 1.0, math.inf, 0.0, "symmetric", log_sigmas=logs)
+        return p(h, h, opts)[0] - h
+    assert torch.equal(shift(hspace.combine([(f, 0.5), (f, 0.5)])), shift(f))  # exact: ½a + ½a = a in floats
+    torch.testing.assert_close(shift(hspace.combine([(f, 1.0), (g, 1.0)])), shift(f) + shift(g))
+    where = HSpacePatch(f, 1.0, math.inf, 0.0, log_sigmas=logs).where(float(sched[1]), opts)
+    assert abs(f.step_scale(where) - 200 / 40) < 1e-3 and abs(g.step_scale(where) - 200 / 10) < 1e-3
 
 
 def test_trained_direction_files_round_trip_and_bad_weights_are_refused(tmp_path):
