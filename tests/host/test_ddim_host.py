@@ -85,7 +85,8 @@ def test_invert_then_regenerate_at_cfg1_reproduces_the_latent(comfy, captured, e
 def test_ksampler_advanced_regenerates_the_same_as_sampler_custom(comfy, captured, example_image_name):
     a, _ = run(comfy, captured, example_image_name, steps=12)
     b, _ = run(comfy, captured, example_image_name, steps=12, regen="KSamplerAdvanced")
-    torch.testing.assert_close(a["reconstruction"]["samples"], b["reconstruction"]["samples"], rtol=1e-5, atol=1e-5)
+    # the same sampler over the same ops and batch shapes: bit-identical on any CPU
+    assert torch.equal(a["reconstruction"]["samples"], b["reconstruction"]["samples"])
 
 
 def test_cfg7_inversion_reports_a_larger_error(comfy, captured, example_image_name):
@@ -99,7 +100,7 @@ def test_cfg7_inversion_reports_a_larger_error(comfy, captured, example_image_na
 def test_sampler_node_equals_invert_node(comfy, captured, example_image_name):
     a, _ = run(comfy, captured, example_image_name, steps=10, cfg=3.0)
     b, _ = run(comfy, captured, example_image_name, steps=10, cfg=3.0, via_sampler=True)
-    torch.testing.assert_close(a["noise"]["samples"], b["noise"]["samples"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(a["noise"]["samples"], b["noise"]["samples"])  # one sampler object, two ways to run it
 
 
 @pytest.mark.parametrize("scheduler", ["karras", "ddim_uniform", "sgm_uniform"])

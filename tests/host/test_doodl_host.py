@@ -56,7 +56,7 @@ def test_the_optimised_pair_regenerates_the_result_exactly(w):
         regen = w["C"]["InvEditEDICTRegenerate"].execute(model=w["model"], positive=w["enc"]["a circle"],
                                                          negative=w["enc"][""], pair=out.args[1], cfg=3.0,
                                                          mix_p=0.93, leapfrog=True, official_input_scaling=True)[0]
-    assert torch.allclose(regen["samples"], out.args[0]["samples"], rtol=0, atol=1e-5)
+    assert torch.equal(regen["samples"], out.args[0]["samples"])  # the same chain from the same float64 pair
 
 
 def test_same_seed_same_result(w):
@@ -79,7 +79,7 @@ def test_editing_an_inverted_pair_keeps_it_untied(w, example_image_name):
     # 0 iterations: the pair is returned unchanged, and the result is the exact reconstruction of the image
     assert torch.equal(out.args[1]["invedit_edict_pair"]["x"], pair["invedit_edict_pair"]["x"])
     assert not torch.equal(out.args[1]["invedit_edict_pair"]["x"], out.args[1]["invedit_edict_pair"]["y"])
-    assert torch.allclose(out.args[0]["samples"], src["samples"], rtol=0, atol=1e-5)
+    assert torch.equal(out.args[0]["samples"], src["samples"])  # EDICT's exact inverse (as EDICT Regenerate)
     moved = optimize(w, latent=pair, prompt="a red circle", iterations=1)
     assert not torch.equal(moved.args[1]["invedit_edict_pair"]["x"], moved.args[1]["invedit_edict_pair"]["y"])
     changed = dict(pair, samples=pair["samples"] + 0.1)
@@ -172,7 +172,9 @@ def test_one_step_guidance_sampler_is_euler_at_zero_and_lowers_the_loss(w):
         zero = run(C["InvEditDOODLGuidanceSampler"].execute(w["vae"], w["loss"], 0.0, 0)[0])
         guided = run(C["InvEditDOODLGuidanceSampler"].execute(w["vae"], w["loss"], 200.0, 0)[0])
         imgs = [w["vae"].decode(v).movedim(-1, 1) for v in (plain, guided)]
-    assert torch.allclose(zero, plain, rtol=0, atol=1e-5)
+    # DDIM with a zero push vs stock euler: the same step with another order of float32 operations; measured
+    # 3.9e-7 of max|x| after 8 steps (a few roundings of 6e-8 per step): bound 1e-5 relative to the latent's scale
+    assert float((zero - plain).abs().max()) <= 1e-5 * float(plain.abs().max())
     lp, lg = (float(w["loss"](i, torch.Generator().manual_seed(0))) for i in imgs)
     assert lg < lp, (lp, lg)
 
