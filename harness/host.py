@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import sys
 import uuid
@@ -39,6 +40,30 @@ class _ServerStub:
         pass
 
 
+class _QuietWithoutTorchaudio(logging.Filter):
+    """Drops ComfyUI's warnings about torchaudio while it boots: no torchaudio build exists for the pinned torch
+    2.13 CPU, so its audio extras (nodes_audio*.py; ACE, MMAudio) cannot load, and the pack uses none of them.
+    Any other import failure, and the summary that follows it, still gets through."""
+
+    GENERIC = ("WARNING: some comfy_extras/ nodes did not import correctly", "This issue might be caused",
+               "Please do a: pip install")
+
+    def __init__(self):
+        super().__init__()
+        self.dropped, self.other_failure = 0, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        audio = "torchaudio" in msg or msg.startswith("IMPORT FAILED: nodes_audio")
+        if not audio and (msg.startswith("Cannot import") or msg.startswith("IMPORT FAILED")):
+            self.other_failure = True
+        generic = not self.other_failure and (msg.strip() == "" or msg.strip().startswith(self.GENERIC))
+        if record.levelno == logging.WARNING and (audio or generic):
+            self.dropped += 1
+            return False
+        return True
+
+
 def boot() -> None:
     """Import ComfyUI on CPU with the base directory of set-up, and load custom nodes (the pack among them)."""
     global _booted
@@ -53,6 +78,21 @@ def boot() -> None:
     sys.path.insert(0, str(COMFY))
     if "nodes" in sys.modules and not hasattr(sys.modules["nodes"], "NODE_CLASS_MAPPINGS"):
         raise RuntimeError("the pack's nodes/ package was imported as top-level `nodes` before ComfyUI's")
+    quiet = _QuietWithoutTorchaudio()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        _boot()
+    finally:
+        root.removeFilter(quiet)
+    if quiet.dropped:
+        logging.getLogger(__name__).info("ComfyUI's audio nodes are not loaded (no torchaudio for torch 2.13 CPU); "
+                                         "the pack does not use them")
+    _booted = True
+    atexit.register(release)
+
+
+def _boot() -> None:
     from comfy.cli_args import args
     args.cpu = True
     args.base_directory = str(BASE)
@@ -67,8 +107,6 @@ def boot() -> None:
     missing = [n for n in pack_node_ids() if n not in nodes.NODE_CLASS_MAPPINGS]
     if missing:
         raise RuntimeError(f"the pack did not load (missing {missing}); see the 'IMPORT FAILED' log above")
-    _booted = True
-    atexit.register(release)
 
 
 def release() -> None:

@@ -226,8 +226,8 @@ class DOODLOptimize(io.ComfyNode):
                 "and back-propagates the loss through every step with memory independent of the step count "
                 "(the chain is inverted step by step instead of stored). Generation: from an Empty Latent Image "
                 "and a seed (tied, renormalised latents). Editing: from EDICT Invert's pair (untied, not "
-                "renormalised; the pair's sigmas, mix_p and leapfrog are used). Each iteration costs about 2× an "
-                "EDICT generation."),
+                "renormalised; the pair's sigmas, mix_p and leapfrog are used). Each iteration costs about 3.2× an "
+                "EDICT generation (measured by bench/bench_doodl.py)."),
             inputs=[
                 io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (not flow models)."),
                 io.Conditioning.Input("positive", tooltip="The prompt."),

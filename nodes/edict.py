@@ -59,8 +59,10 @@ class EDICTSigmas(io.ComfyNode):
                 io.Model.Input("model", tooltip="The model whose noise schedule is used."),
                 io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Steps of the whole schedule."),
                 io.Combo.Input("schedule", options=[OFFICIAL, *comfy.samplers.SCHEDULER_NAMES], default=OFFICIAL,
-                               tooltip=("official_980_0: the EDICT reference code's DDIM timesteps (exact parity); "
-                                        "or any ComfyUI scheduler.")),
+                               tooltip=("official_980_0: the EDICT reference code's DDIM timesteps, t = k·(1000 // "
+                                        "steps); the same list as the reference only when steps divides 1000 (at "
+                                        "30 steps the reference runs 31 timesteps from 990; a warning says so). Or "
+                                        "any ComfyUI scheduler.")),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
                     "Fraction of the steps used, counted from the clean end: int(steps·strength) steps. 1.0 "
                     "inverts to pure noise; 0.6–0.9 for prompt edits (the paper uses 0.8).")),
@@ -76,6 +78,12 @@ class EDICTSigmas(io.ComfyNode):
             if not hasattr(ms, "sigmas"):
                 raise ValueError(f"{who}: the official schedule needs a discrete-timestep model; pick a ComfyUI "
                                  f"scheduler instead.")
+            ref = edict.reference_code_timesteps(steps, ms.sigmas.numel())
+            if len(ref) != steps:
+                log.warning("%s: %d steps do not divide %d, so official_980_0 differs from the EDICT reference "
+                            "code's list (which then runs %d timesteps from %d); use a step count that divides %d "
+                            "(10, 20, 25, 40, 50, …) for parity.", who, steps, ms.sigmas.numel(), len(ref), ref[0],
+                            ms.sigmas.numel())
             try:
                 return io.NodeOutput(edict.official_sigmas(ms.sigmas.float().cpu(), steps, strength))
             except ValueError as e:

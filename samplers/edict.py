@@ -206,6 +206,12 @@ def official_timesteps(steps: int, train_timesteps: int = 1000, strength: float 
     return ts[steps - int(steps * strength):]
 
 
+def reference_code_timesteps(steps: int, train_timesteps: int = 1000) -> list[int]:
+    """The timesteps the EDICT reference code itself runs: ``arange(0, T, T // steps)`` descending. These are
+    ``official_timesteps`` only when ``steps`` divides T; otherwise there is one more (30 steps: 31, from 990)."""
+    return list(reversed(range(0, train_timesteps, train_timesteps // steps)))
+
+
 def official_sigmas(model_sigmas: Tensor, steps: int = 50, strength: float = 1.0) -> Tensor:
     """SIGMAS for the reference schedule: σ(t) for ``official_timesteps`` and then σ(0) once more, so that the last
     step is the reference code's identity step (ᾱ_prev of t = 0 is ᾱ_0) that only mixes. ``model_sigmas`` is the

@@ -279,3 +279,10 @@ def test_round_trip_to_sigma_zero_is_exact_with_a_lower_precision_model(model_dt
         x0, y0 = edict.edict_sample(den, xT, yT, sig, model_dtype=model_dtype)
         worst = max(worst, maxabs(x0, z0), maxabs(y0, z0))
     assert worst <= 1e-11, worst
+
+
+def test_the_official_schedule_matches_the_reference_code_only_for_step_counts_dividing_1000():
+    for steps in (10, 20, 25, 50):
+        assert edict.reference_code_timesteps(steps) == edict.official_timesteps(steps)
+    ref = edict.reference_code_timesteps(30)
+    assert len(ref) == 31 and ref[0] == 990 and len(edict.official_timesteps(30)) == 30
