@@ -40,7 +40,7 @@ from harness import host  # noqa: E402
 from harness.paths import BASE  # noqa: E402
 from harness.shapes import data  # noqa: E402
 from harness.shapes.models import clip_pixel_values, load_classifier, load_toy_clip  # noqa: E402
-from harness.tiny_models import CLASSIFIERS, FILES, TOY_CLIP_DIR  # noqa: E402
+from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS, FILES, TOY_CLIP_DIR  # noqa: E402
 
 TARGETS = {"vae_psnr_db": 30.0, "classifier_colour": 0.98, "classifier_shape": 0.98, "clip_colour": 0.95,
            "clip_shape": 0.95, "samples_colour": 0.90, "samples_shape": 0.90,
@@ -64,7 +64,7 @@ def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"]) -> dict:
     comfy.utils.PROGRESS_BAR_ENABLED = False
     C = host.node_class
     models = BASE / "models"
-    colour_clf, shape_clf = (load_classifier(models / "classifiers" / f)[0] for f in CLASSIFIERS)
+    colour_clf, shape_clf = (load_classifier(models / CLASSIFIER_DIR / f)[0] for f in CLASSIFIERS)
     imgs = data.make_batch(n, data.HELDOUT_SEED + 17, colour=data.COLOURS.index("red"),
                            shape=data.SHAPES.index("circle")).images
     opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
@@ -136,7 +136,7 @@ def hspace_red_to_blue(seeds: int = 4, train_images: int = 8) -> dict:
     comfy.utils.PROGRESS_BAR_ENABLED = False
     C = host.node_class
     models = BASE / "models"
-    colour_clf, shape_clf = (load_classifier(models / "classifiers" / f)[0] for f in CLASSIFIERS)
+    colour_clf, shape_clf = (load_classifier(models / CLASSIFIER_DIR / f)[0] for f in CLASSIFIERS)
     blue, red_i, steps = data.COLOURS.index("blue"), data.COLOURS.index("red"), HSPACE["steps"]
     res: dict = {}
     with torch.inference_mode():
@@ -222,7 +222,7 @@ def doodl_vs_guidance(seeds: int = 8) -> dict:
 
     comfy.utils.PROGRESS_BAR_ENABLED = False
     C = host.node_class
-    colour_clf = load_classifier(BASE / "models" / "classifiers" / CLASSIFIERS[0])[0]
+    colour_clf = load_classifier(BASE / "models" / CLASSIFIER_DIR / CLASSIFIERS[0])[0]
     blue, T, m = data.COLOURS.index("blue"), DOODL["steps"], DOODL["iterations"]
     n_best = ((m + 1) * 2 * T + m * 2 * T) // (2 * T)  # plain EDICT generations at DOODL's evaluations
     hits = {"plain EDICT": 0, "one-step guidance": 0, "DOODL": 0, f"plain EDICT, best of {n_best}": 0}
@@ -284,7 +284,7 @@ def evaluate(seeds: int = 8, steps: int = 20, cfg: float = 5.0, heldout: int = 5
     res: dict = {}
     held = data.make_dataset(heldout, data.HELDOUT_SEED)
     models = BASE / "models"
-    classifiers = {attr: load_classifier(models / "classifiers" / f)[0]
+    classifiers = {attr: load_classifier(models / CLASSIFIER_DIR / f)[0]
                    for attr, f in zip(("colour", "shape"), CLASSIFIERS)}
     with torch.inference_mode():
         vae = nodes.VAELoader().load_vae(FILES["vae"])[0]

@@ -172,6 +172,7 @@ def hspace_train(g):
                      neutral=neg.out(0), latent=src.out(0), source_text="a red circle", target_text="a blue circle",
                      init="inverted", steps=10, t_edit=500, lambda_clip=0.8, recon_mult=3.0, lr=0.003, epochs=2,
                      batch_size=1, seed=0)
+    _loss_chart(g, trained)
     _hspace_edit_real(g, ck, pos, neg, img, src, trained, 2.0, 500, "hspace_train")
 
 
@@ -188,6 +189,13 @@ def _classifier_loss(g, target="blue"):
                   crop_power=0.3, input_size=64)
 
 
+def _loss_chart(g, optimiser):
+    """The optimiser's loss history as an image, previewed (the node itself also draws it live)."""
+    chart = g.node("InvEditLossChart", loss_history=optimiser.out(2 if optimiser.class_type == "InvEditDOODLOptimize"
+                                                                  else 1), width=512, height=256, log_scale=False)
+    g.node("PreviewImage", images=chart.out(0))
+
+
 def _doodl_generate(g, loss, prefix: str):
     """'a circle' with seed 1: the plain EDICT generation (0 iterations) beside the DOODL result."""
     ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
@@ -200,6 +208,7 @@ def _doodl_generate(g, loss, prefix: str):
                      vae=ck.out(2), loss=loss_node.out(0), latent=lat.out(0), seed=1, iterations=iterations,
                      **DOODL_FAST)
         images.append(g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2)))
+    _loss_chart(g, opt)
     pair = g.node("ImageBatch", image1=images[0].out(0), image2=images[1].out(0))
     g.node("SaveImage", images=pair.out(0), filename_prefix=f"InvEdit/{prefix}")
 
@@ -226,6 +235,7 @@ def doodl_edit(g):
                  loss=_classifier_loss(g).out(0), latent=inv.out(0), seed=1, iterations=6,
                  **dict(DOODL_FAST, grad_clip=EDIT_CLIP, perturb_std=0.0))
     dec = g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2))
+    _loss_chart(g, opt)
     pair = g.node("ImageBatch", image1=img.out(0), image2=dec.out(0))
     g.node("SaveImage", images=pair.out(0), filename_prefix="InvEdit/doodl_edit")
 

@@ -123,6 +123,12 @@ def release() -> None:
     mm.soft_empty_cache()
 
 
+def pack_module(name: str):
+    """The pack's module ``name`` (e.g. ``"losses.clip"``) as ComfyUI loaded it from custom_nodes/."""
+    boot()
+    return next(m for k, m in sys.modules.items() if k.endswith(f"{PACK_LINK_NAME}.{name}"))
+
+
 def node_class(node_id: str):
     import nodes
     return nodes.NODE_CLASS_MAPPINGS[node_id]

@@ -12,7 +12,7 @@ Files written under --models:
   unet/shapes_sd15_unet.safetensors        (UNETLoader)
   text_encoders/shapes_clip_l.safetensors  (CLIPLoader, type stable_diffusion; HF key layout)
   vae/shapes_taesd.safetensors             (VAELoader; TAESD layout)
-  classifiers/shapes_{colour,shape}.safetensors
+  invedit_classifiers/shapes_{colour,shape}.safetensors
   invedit_clip/shapes-toy-clip/            (transformers CLIPModel local folder: config, weights, tokenizer)
 and links with the file names the example workflows use (ALIASES).
 
@@ -51,6 +51,7 @@ FILES = {
     "vae": "shapes_taesd.safetensors",
 }
 CLASSIFIERS = ("shapes_colour.safetensors", "shapes_shape.safetensors")
+CLASSIFIER_DIR = "invedit_classifiers"  # the pack's classifier folder (nodes/folders.py); was "classifiers"
 TOY_CLIP_DIR = "invedit_clip/shapes-toy-clip"
 
 # The file names the shipped example workflows use (what an SD1.5 user has) -> our embedded files.
@@ -159,8 +160,9 @@ def write(comfy_root: Path, models: Path) -> None:
          "checkpoints")
     for name in CLASSIFIERS:
         if (WEIGHTS / name).exists():
-            (models / "classifiers").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(WEIGHTS / name, models / "classifiers" / name)
+            (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(WEIGHTS / name, models / CLASSIFIER_DIR / name)
+            (models / "classifiers" / name).unlink(missing_ok=True)  # the copy earlier versions put in the old folder
     toy = WEIGHTS / "toy_clip"
     if toy.exists():
         dest = models / TOY_CLIP_DIR

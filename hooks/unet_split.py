@@ -2,21 +2,44 @@
 so that an Asyrp step can run the encoder once and the decoder twice (with and without the h-space shift): the input,
 time embedding, context and skip connections are the same for both predictions, only h differs.
 
-``SharedEncoder`` is a DIFFUSION_MODEL wrapper. On the unshifted pass of an edit step (``PASS_KEY`` = ``orig_cache``)
-it runs the split forward and keeps the encoder state; on the shifted pass (``edit``) it reuses that state when the
+``SharedEncoder`` is a DIFFUSION_MODEL wrapper. On the unshifted pass of an edit step (``hooks.passes.CACHE``)
+it runs the split forward and keeps the encoder state; on the shifted pass (``EDIT``) it reuses that state when the
 call's input, timesteps and conditioning are identical to the cached call's (else it runs the full forward), so only the
 decoder runs. Every patch ComfyUI's forward applies is applied here in the same order; a test checks that the split
-forward equals ComfyUI's bit for bit.
+forward equals ComfyUI's bit for bit. The split is a copy of that one version's code: on any other ComfyUI whose
+``UNetModel._forward`` source differs (``split_matches_host``, a hash of the source), the wrapper runs full forwards
+instead (correct, without the saving) and says so once in the log.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import logging
 from dataclasses import dataclass
 
 import torch
 
-from .hspace import PASS_KEY
+from .passes import CACHE, EDIT, pass_of
 
-CACHE_PASS = "orig_cache"
+log = logging.getLogger(__name__)
+# sha256 (first 16 hex digits) of inspect.getsource(UNetModel._forward) in ComfyUI 0.3.75, the code split here
+UPSTREAM_FORWARD_SHA = "79c1456902b447e8"
+_matches: dict = {}
+
+
+def split_matches_host(unet) -> bool:
+    """Whether this U-Net's ``_forward`` is the source this module splits (checked once per class)."""
+    cls = type(unet)
+    if cls not in _matches:
+        try:
+            digest = hashlib.sha256(inspect.getsource(cls._forward).encode()).hexdigest()[:16]
+        except (OSError, TypeError, AttributeError):
+            digest = None
+        _matches[cls] = digest == UPSTREAM_FORWARD_SHA
+        if not _matches[cls]:
+            log.warning("InvEdit: this ComfyUI's UNetModel._forward differs from the 0.3.75 code the h-space shared "
+                        "encoder splits; Asyrp edit steps run two full U-Net passes instead (same result, slower).")
+    return _matches[cls]
 
 
 @dataclass
@@ -105,13 +128,14 @@ class SharedEncoder:
     def clear(self):
         self.cache.clear()
 
-    def __call__(self, executor, x, timesteps=None, context=None, y=None, control=None, transformer_options={},
+    def __call__(self, executor, x, timesteps=None, context=None, y=None, control=None, transformer_options=None,
                  **kwargs):
-        which = transformer_options.get(PASS_KEY)
-        if which not in (CACHE_PASS, "edit"):
-            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+        transformer_options = {} if transformer_options is None else transformer_options
+        which = pass_of(transformer_options)
         unet = executor.class_obj
-        if which == CACHE_PASS:
+        if which not in (CACHE, EDIT) or not split_matches_host(unet):
+            return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+        if which == CACHE:
             state = encode(unet, x, timesteps, context, y, control, transformer_options, **kwargs)
             self.cache.append(state)
             return decode(unet, state, context, control, transformer_options, **kwargs)

@@ -1,25 +1,15 @@
-"""ComfyUI node classes (V3 schema). Nodes translate ComfyUI types to calls into samplers/, hooks/ and optim/;
-no math lives here."""
+"""ComfyUI node classes (V3 schema). Nodes translate ComfyUI types to calls into adapters/ (and the pure layers);
+no math lives here. Each module exports NODES; this list concatenates them in menu order."""
 from __future__ import annotations
 
 from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from .ddim_inversion import DDIMInvert, SamplerDDIMInversion
-from .doodl import (DOODLAestheticLoss, DOODLClassifierLoss, DOODLCLIPLoss, DOODLGuidanceSampler, DOODLLossCombine,
-                    DOODLOptimize)
-from .edict import EDICTInvert, EDICTRegenerate, EDICTSigmas, SamplerEDICT
-from .hspace import (HSpaceApply, HSpaceCombine, HSpaceEstimateIntervals, HSpaceFromImages, HSpaceFromPrompts,
-                     HSpaceLoad, HSpaceSave, HSpaceTrainDirection, SamplerAsyrp)
-from .report import ReconstructionReport
+from . import charts, ddim_inversion, doodl, edict, hspace, report
 
-NODES: list[type[io.ComfyNode]] = [DDIMInvert, SamplerDDIMInversion, EDICTSigmas, SamplerEDICT, EDICTInvert,
-                                   EDICTRegenerate, HSpaceFromPrompts, HSpaceFromImages, HSpaceTrainDirection,
-                                   HSpaceEstimateIntervals, HSpaceApply, SamplerAsyrp,
-                                   HSpaceCombine, HSpaceSave, HSpaceLoad, DOODLCLIPLoss, DOODLClassifierLoss,
-                                   DOODLAestheticLoss, DOODLLossCombine, DOODLOptimize, DOODLGuidanceSampler,
-                                   ReconstructionReport]
+NODES: list[type[io.ComfyNode]] = [*ddim_inversion.NODES, *edict.NODES, *hspace.NODES, *doodl.NODES, *report.NODES,
+                                   *charts.NODES]
 
 
 class InvEditExtension(ComfyExtension):

@@ -4,8 +4,11 @@ from __future__ import annotations
 import comfy.model_management
 from comfy_api.latest import io
 
-from ..samplers.comfy_sampler import INVERSION_KEY, DDIMInversionSampler, inversion_metadata
-from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
+from ..adapters.checks import checked_latent
+from ..adapters.ddim import DDIMInversionSampler
+from ..adapters.latent import INVERSION_KEY, InversionInfo
+from ..adapters.run import run_with_cfg_guider
+from .common import CATEGORY, display, node_id
 
 
 class DDIMInvert(io.ComfyNode):
@@ -43,7 +46,7 @@ class DDIMInvert(io.ComfyNode):
         inverted = run_with_cfg_guider(model, positive, negative, cfg, DDIMInversionSampler(), samples, sigmas)
         out = latent.copy()
         out["samples"] = inverted.to(comfy.model_management.intermediate_device())
-        out[INVERSION_KEY] = inversion_metadata(model, sigmas, cfg, samples.shape)
+        out[INVERSION_KEY] = InversionInfo.of(model, sigmas, cfg, samples.shape).to_dict()
         return io.NodeOutput(out)
 
 
@@ -65,3 +68,6 @@ class SamplerDDIMInversion(io.ComfyNode):
     @classmethod
     def execute(cls) -> io.NodeOutput:
         return io.NodeOutput(DDIMInversionSampler())
+
+
+NODES = [DDIMInvert, SamplerDDIMInversion]

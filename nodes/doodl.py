@@ -2,31 +2,24 @@
 the whole EDICT chain."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 import comfy.model_management
-import comfy.sample
-import comfy.samplers
-import comfy.utils
-import folder_paths
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
-from ..optim import classifiers
-from ..optim.doodl import MODES, DOODLConfig
-from ..optim.losses import AestheticLoss, CLIPLoadError, ClassifierLoss, CLIPLoss, LocalCLIP, WeightedSum
+from .. import artifacts
+from ..adapters.clip import ComfyCLIPVision, load_local_clip
+from ..adapters.doodl import DOODLSettings, OneStepGuidanceSampler, optimize
+from ..adapters.run import grad_context
+from ..losses import classifiers
+from ..losses.pixel import AestheticLoss, ClassifierLoss, CLIPLoss, WeightedSum
+from ..optim.doodl import BACKPROP_MODES, DOODLConfig
 from ..samplers import edict
-from ..samplers.comfy_sampler import (EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, EDICTOptions, check_edict_pair,
-                                      inversion_metadata)
-from .common import CATEGORY, checked_latent, clip_folder, clip_folder_names, display, node_id, register_model_folder
+from .common import CATEGORY, display, node_id
+from .folders import AESTHETIC_FOLDER, CLASSIFIER_FOLDER, clip_folder, clip_folder_names, file_names, file_path
+from .sockets import LossHistory, PixelLoss
 
 SUBCATEGORY = f"{CATEGORY}/doodl"
-DOODLLoss = io.Custom("INVEDIT_DOODL_LOSS")
-CLASSIFIER_FOLDER, AESTHETIC_FOLDER = "classifiers", "aesthetic"
-register_model_folder(CLASSIFIER_FOLDER, {".safetensors"})
-register_model_folder(AESTHETIC_FOLDER, {".safetensors"})
 
 
 def _crop_inputs(crop_size: int | None = None):
@@ -42,11 +35,8 @@ def _crop_inputs(crop_size: int | None = None):
     return inputs
 
 
-def _clip(name: str, who: str) -> LocalCLIP:
-    try:
-        return LocalCLIP(clip_folder(name, who), comfy.model_management.get_torch_device(), who)
-    except CLIPLoadError as e:
-        raise ValueError(str(e)) from None
+def _clip(name: str, who: str):
+    return load_local_clip(clip_folder(name, who), who)
 
 
 class DOODLCLIPLoss(io.ComfyNode):
@@ -74,7 +64,7 @@ class DOODLCLIPLoss(io.ComfyNode):
                     "Use a stock CLIP_VISION (CLIPVisionLoader) instead of clip_name, for image targets (it has no "
                     "text tower).")),
             ],
-            outputs=[DOODLLoss.Output(display_name="loss")],
+            outputs=[PixelLoss.Output(display_name="loss")],
         )
 
     @classmethod
@@ -86,9 +76,8 @@ class DOODLCLIPLoss(io.ComfyNode):
         if clip_vision is not None and images is None:
             raise ValueError(f"{who}: a CLIP_VISION has no text tower: connect reference images, or disconnect "
                              f"clip_vision and use clip_name for a text target.")
-        with torch.inference_mode(False):
+        with grad_context():
             if clip_vision is not None:
-                from ..optim.comfy_train import ComfyCLIPVision
                 clip = ComfyCLIPVision(clip_vision)
             else:
                 clip = _clip(clip_name, who)
@@ -109,10 +98,11 @@ class DOODLClassifierLoss(io.ComfyNode):
             category=SUBCATEGORY,
             description=(
                 "Cross-entropy of an image classifier to a target class on the generated image's crops (or minus "
-                "its logit). The classifier is a safetensors file in models/classifiers/ of a declared architecture "
+                "its logit). The classifier is a safetensors file in models/invedit_classifiers/ (or the older "
+                "models/classifiers/) of a declared architecture "
                 "(small_cnn, resnet18, resnet50); classes come from its 'classes' metadata or are numbered."),
             inputs=[
-                io.Combo.Input("classifier", options=folder_paths.get_filename_list(CLASSIFIER_FOLDER), tooltip=(
+                io.Combo.Input("classifier", options=file_names(CLASSIFIER_FOLDER), tooltip=(
                     "A .safetensors state dict (pickles are refused).")),
                 io.Combo.Input("architecture", options=list(classifiers.ARCHITECTURES), default="small_cnn",
                                tooltip="The network the weights belong to."),
@@ -127,28 +117,21 @@ class DOODLClassifierLoss(io.ComfyNode):
                     "λ (paper 0.05 for fine-grained classes with its gradient clip).")),
                 *_crop_inputs(crop_size=64),
             ],
-            outputs=[DOODLLoss.Output(display_name="loss")],
+            outputs=[PixelLoss.Output(display_name="loss")],
         )
 
     @classmethod
     def execute(cls, classifier, architecture, target, num_classes, normalisation, mode, weight, crops, crop_power,
                 input_size) -> io.NodeOutput:
         who = display("DOODL Classifier Loss")
-        path = Path(folder_paths.get_full_path_or_raise(CLASSIFIER_FOLDER, classifier))
-        with torch.inference_mode(False):
-            try:
-                model, classes = classifiers.load(path, architecture, num_classes or None)
-            except ValueError as e:
-                raise ValueError(f"{who}: {e}") from None
+        with grad_context():
+            model, classes = artifacts.classifier.load_classifier(file_path(CLASSIFIER_FOLDER, classifier),
+                                                                  architecture, num_classes or None, who)
             model = model.to(comfy.model_management.get_torch_device())
-        t = target.strip()
-        if t in classes:
-            index = classes.index(t)
-        elif t.isdigit() and int(t) < len(classes):
-            index = int(t)
-        else:
-            raise ValueError(f"{who}: target {target!r} is not one of the classifier's classes {classes} "
-                             f"(nor an index below {len(classes)}).")
+        try:
+            index = classifiers.class_index(classes, target)
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
         norm = classifiers.NORMALISATIONS[normalisation] or (None, None)
         return io.NodeOutput(ClassifierLoss(model, index, *norm, mode=mode, weight=weight, crops=crops,
                                             crop_power=crop_power, crop_size=input_size))
@@ -164,29 +147,25 @@ class DOODLAestheticLoss(io.ComfyNode):
             description=(
                 "A linear aesthetic head on L2-normalised CLIP image embeddings (the LAION aesthetic predictor v1 "
                 "form): |score − target|, or −score with target 0. The head is a safetensors file with 'weight' "
-                "[1, D] and 'bias' [1] in models/aesthetic/, made for the chosen CLIP."),
+                "[1, D] and 'bias' [1] in models/invedit_aesthetic/ (or the older models/aesthetic/), made for the "
+                "chosen CLIP."),
             inputs=[
                 io.Combo.Input("clip_name", options=clip_folder_names(), tooltip="The CLIP the head was made for."),
-                io.Combo.Input("head", options=folder_paths.get_filename_list(AESTHETIC_FOLDER),
+                io.Combo.Input("head", options=file_names(AESTHETIC_FOLDER),
                                tooltip="weight [1, D] and bias [1] as safetensors."),
                 io.Float.Input("target", default=10.0, min=0.0, max=10.0, step=0.1, tooltip=(
                     "Score to reach (10 = most aesthetic, 1 = least); 0 maximises.")),
                 io.Float.Input("weight", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip="λ (paper 1)."),
                 *_crop_inputs(),
             ],
-            outputs=[DOODLLoss.Output(display_name="loss")],
+            outputs=[PixelLoss.Output(display_name="loss")],
         )
 
     @classmethod
     def execute(cls, clip_name, head, target, weight, crops, crop_power) -> io.NodeOutput:
-        from safetensors.torch import load_file
         who = display("DOODL Aesthetic Loss")
-        path = folder_paths.get_full_path_or_raise(AESTHETIC_FOLDER, head)
-        with torch.inference_mode(False):
-            state = load_file(path)
-            if "weight" not in state or "bias" not in state:
-                raise ValueError(f"{who}: {head} needs tensors 'weight' and 'bias' (a linear head); it has "
-                                 f"{sorted(state)}.")
+        with grad_context():
+            state, _ = artifacts.load(file_path(AESTHETIC_FOLDER, head), "aesthetic", who)
             loss = AestheticLoss(_clip(clip_name, who), state["weight"], state["bias"], target, weight=weight,
                                  crops=crops, crop_power=crop_power)
         return io.NodeOutput(loss)
@@ -201,11 +180,11 @@ class DOODLLossCombine(io.ComfyNode):
             category=SUBCATEGORY,
             description=("weight_a·a + weight_b·b of two DOODL losses (each keeps its own weight and crops); chain the "
                          "node for more than two."),
-            inputs=[DOODLLoss.Input("a", tooltip="First loss."),
+            inputs=[PixelLoss.Input("a", tooltip="First loss."),
                     io.Float.Input("weight_a", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip="Its weight."),
-                    DOODLLoss.Input("b", tooltip="Second loss."),
+                    PixelLoss.Input("b", tooltip="Second loss."),
                     io.Float.Input("weight_b", default=1.0, min=0.0, max=1000.0, step=0.01, tooltip="Its weight.")],
-            outputs=[DOODLLoss.Output(display_name="loss")],
+            outputs=[PixelLoss.Output(display_name="loss")],
         )
 
     @classmethod
@@ -233,7 +212,7 @@ class DOODLOptimize(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="The prompt."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt (usually empty)."),
                 io.Vae.Input("vae", tooltip="Decodes x_0 and y_0 (gradients pass through it)."),
-                DOODLLoss.Input("loss", tooltip="From a DOODL loss node (or Combine Losses)."),
+                PixelLoss.Input("loss", tooltip="From a DOODL loss node (or Combine Losses)."),
                 io.Latent.Input("latent", tooltip="Empty Latent Image (generation) or EDICT Invert's pair (editing)."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Initial noise, crops and perturbations."),
@@ -254,7 +233,7 @@ class DOODLOptimize(io.ComfyNode):
                     "Std of the Gaussian kick added each iteration (paper 1e-4).")),
                 io.Combo.Input("keep", options=["last", "best"], default="last", tooltip=(
                     "Return the last iterate or the one with the lowest loss.")),
-                io.Combo.Input("backprop", options=list(MODES), default="reversible", tooltip=(
+                io.Combo.Input("backprop", options=list(BACKPROP_MODES), default="reversible", tooltip=(
                     "reversible: memory independent of the steps (inputs rebuilt by the exact inverse); "
                     "checkpoint: keeps 2 latents per step, gradient bit-identical to naive autograd; naive: plain "
                     "autograd through every step (memory grows with the steps; for comparison).")),
@@ -265,58 +244,18 @@ class DOODLOptimize(io.ComfyNode):
             outputs=[io.Latent.Output(display_name="latent", tooltip="x_0 of the chosen iterate (VAE Decode it)."),
                      io.Latent.Output(display_name="pair", tooltip=(
                          "The optimised (x_T, y_T) as an EDICT pair: EDICT Regenerate reproduces the result.")),
-                     io.String.Output(display_name="loss_history", tooltip="JSON list of the loss per iteration.")],
+                     LossHistory.Output(display_name="loss_history", tooltip=(
+                         "The loss of every iteration (also drawn live on this node); Loss Chart renders it."))],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, vae, loss, latent, seed, steps, cfg, mix_p, iterations, lr,
                 grad_clip, momentum, perturb_std, keep, backprop, pair_steps="shared") -> io.NodeOutput:
-        import latent_preview
-        from ..optim.comfy_train import DOODLSampler
-        who = display("DOODL Optimize")
-        samples = checked_latent(model, latent, who)
-        options = EDICTOptions(mix_p, True, True, "float64")
-        meta = latent.get(INVERSION_KEY)
-        pair = None
-        if meta is not None:
-            sigmas = check_edict_pair(meta, model, None, options, who)
-            exact = latent.get(EDICT_PAIR_KEY)
-            if exact is None or not torch.equal(exact["samples"], latent["samples"]):
-                raise ValueError(f"{who}: this LATENT is not an unchanged EDICT Invert output; connect EDICT Invert "
-                                 f"directly (DOODL needs the exact pair).")
-            pair = (exact["x"], exact["y"])
-        else:
-            sigmas = edict.official_sigmas(model.get_model_object("model_sampling").sigmas.cpu(), steps)
         config = DOODLConfig(iterations=iterations, lr=lr, grad_clip=grad_clip, momentum=momentum,
-                             perturb_std=perturb_std, tie=pair is None, renormalize=pair is None, keep=keep,
-                             shared_step=pair is not None and pair_steps == "shared")
-        sampler = DOODLSampler(vae, loss, config, options, backprop, pair, seed)
-        noise = comfy.sample.prepare_noise(samples, seed) if pair is None else torch.zeros_like(samples)
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(positive, negative)
-        guider.set_cfg(cfg)
-        callback = latent_preview.prepare_callback(model, iterations + 1, {})
-        with torch.inference_mode(False), torch.enable_grad():
-            start = samples.clone() if pair is None else torch.zeros_like(samples)
-            guider.sample(noise.clone(), start, sampler, sigmas.float(), callback=callback,
-                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        out = {"samples": model.model.process_latent_out(sampler.result("x")).float().cpu()}
-        zx, zy = sampler.result_pair
-        x_t, y_t = (model.model.process_latent_out(sampler.to_comfy(z, sigmas[0].to(z), z)).float().cpu()
-                    for z in (zx, zy))
-        pair_out = {"samples": x_t, EDICT_Y_KEY: y_t,
-                    EDICT_PAIR_KEY: {"x": zx.detach().cpu(), "y": zy.detach().cpu(), "samples": x_t},
-                    INVERSION_KEY: inversion_metadata(model, sigmas, cfg, samples.shape, method="edict",
-                                                      state_dtype="float64", **options.exactness_settings())}
-        losses = sampler.losses
-        gaps = sampler.gaps
-        text = (f"DOODL: {iterations} iterations, loss {losses[0]:.4f} → {losses[-1]:.4f}"
-                + (f" (best {min(losses):.4f} at {losses.index(min(losses))})" if keep == "best" else "")
-                + f"; x_0/y_0 gap {gaps[0]:.3f} → {gaps[-1]:.3f}")
-        if gaps[-1] > 2 * gaps[0] + 0.05:
-            text += (" — x_0 and y_0 have drifted apart: the steps exploited the x/y coupling (the loss averages both "
-                     "ends); lower grad_clip or lr")
-        return io.NodeOutput(out, pair_out, json.dumps(losses), ui=ui.PreviewText(text))
+                             perturb_std=perturb_std, keep=keep)
+        run = optimize(model, positive, negative, vae, loss, latent,
+                       DOODLSettings(seed, steps, cfg, mix_p, config, backprop, pair_steps), display("DOODL Optimize"))
+        return io.NodeOutput(run.latent, run.pair, run.live.history, ui=run.live.ui(run.summary()))
 
 
 class DOODLGuidanceSampler(io.ComfyNode):
@@ -332,7 +271,7 @@ class DOODLGuidanceSampler(io.ComfyNode):
                 "D̃ = D − scale·σ²·∇_x L (classifier guidance folded into ε with sqrt(1 − ᾱ))."),
             inputs=[
                 io.Vae.Input("vae", tooltip="Decodes the x0 estimate for the loss."),
-                DOODLLoss.Input("loss", tooltip="From a DOODL loss node."),
+                PixelLoss.Input("loss", tooltip="From a DOODL loss node."),
                 io.Float.Input("scale", default=30.0, min=0.0, max=10000.0, step=0.5, tooltip=(
                     "λ (paper: 30 for CLIP, 5 for fine-grained classifiers); 0 = plain DDIM.")),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip="The loss's random crops."),
@@ -342,5 +281,7 @@ class DOODLGuidanceSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, loss, scale, seed) -> io.NodeOutput:
-        from ..optim.comfy_train import OneStepGuidanceSampler
         return io.NodeOutput(OneStepGuidanceSampler(vae, loss, scale, seed))
+
+
+NODES = [DOODLCLIPLoss, DOODLClassifierLoss, DOODLAestheticLoss, DOODLLossCombine, DOODLOptimize, DOODLGuidanceSampler]

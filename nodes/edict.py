@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-import comfy.model_management
 import comfy.samplers
 from comfy_api.latest import io
 
+from ..adapters.checks import checked_latent
+from ..adapters.edict import (EDICT_OUTPUTS, EDICTInversionSampler, EDICTOptions, EDICTSampler, check_edict_pair,
+                              pair_latent, start_pair)
+from ..adapters.latent import InversionInfo, to_vae_space, without_pair
+from ..adapters.run import run_with_cfg_guider
 from ..samplers import edict
-from ..samplers.comfy_sampler import (EDICT_OUTPUTS, EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, EDICTInversionSampler,
-                                      EDICTOptions, EDICTSampler, check_edict_pair, inversion_metadata,
-                                      vp_from_vae_space)
-from .common import CATEGORY, checked_latent, display, node_id, run_with_cfg_guider
+from .common import CATEGORY, display, node_id
 
 log = logging.getLogger(__name__)
 OFFICIAL = "official_980_0"
@@ -37,11 +36,6 @@ def _options_inputs(state_dtype: bool = True) -> list:
             "Precision of the x/y state and its arithmetic (the model keeps its own dtype). float64 inverts to "
             "~1e-12; float32 to ~1e-3 after a 50-step inversion.")))
     return inputs
-
-
-def _to_vae_space(model, x: torch.Tensor) -> torch.Tensor:
-    """process_latent_out in the state dtype, then float32 on the intermediate device (what stock nodes expect)."""
-    return model.model.process_latent_out(x).to(comfy.model_management.intermediate_device(), torch.float32)
 
 
 class EDICTSigmas(io.ComfyNode):
@@ -89,10 +83,10 @@ class EDICTSigmas(io.ComfyNode):
             except ValueError as e:
                 raise ValueError(f"{who}: {e}") from None
         sigmas = comfy.samplers.calculate_sigmas(ms, schedule, steps).cpu()
-        used = int(steps * strength)
-        if used < 1:
-            raise ValueError(f"{who}: strength {strength} leaves no step of {steps}; raise the strength or the steps.")
-        return io.NodeOutput(sigmas[sigmas.numel() - 1 - used:])
+        try:
+            return io.NodeOutput(edict.last_steps(sigmas, strength))
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
 
 
 class SamplerEDICT(io.ComfyNode):
@@ -151,13 +145,10 @@ class EDICTInvert(io.ComfyNode):
         dtype = edict.STATE_DTYPES[state_dtype]
         sampler = EDICTInversionSampler(options, start=model.model.process_latent_in(samples.to(dtype)))
         run_with_cfg_guider(model, positive, negative, cfg, sampler, samples, sigmas)
-        out = latent.copy()
-        out["samples"], out[EDICT_Y_KEY] = (_to_vae_space(model, sampler.result(k)) for k in ("x", "y"))
+        info = InversionInfo.of(model, sigmas, cfg, samples.shape, method="edict", state_dtype=state_dtype,
+                                **options.exactness_settings())
         zx, zy = sampler.pair
-        out[EDICT_PAIR_KEY] = {"x": zx.cpu(), "y": zy.cpu(), "samples": out["samples"]}
-        out[INVERSION_KEY] = inversion_metadata(model, sigmas, cfg, samples.shape, method="edict",
-                                                state_dtype=state_dtype, **options.exactness_settings())
-        return io.NodeOutput(out)
+        return io.NodeOutput(pair_latent(model, zx, zy, sigmas[0], info, base=latent))
 
 
 class EDICTRegenerate(io.ComfyNode):
@@ -190,22 +181,14 @@ class EDICTRegenerate(io.ComfyNode):
     def execute(cls, model, positive, negative, pair, cfg, mix_p, leapfrog, official_input_scaling,
                 sigmas=None) -> io.NodeOutput:
         who = display("EDICT Regenerate")
-        meta = pair.get(INVERSION_KEY)
-        options = EDICTOptions(mix_p, leapfrog, official_input_scaling,
-                               (meta or {}).get("state_dtype", "float64"))
-        sigmas = check_edict_pair(meta, model, sigmas, options, who)
+        info = InversionInfo.from_latent(pair)
+        options = EDICTOptions(mix_p, leapfrog, official_input_scaling, (info and info.state_dtype) or "float64")
+        sigmas = check_edict_pair(info, model, sigmas, options, who)
         samples = checked_latent(model, pair, who)
-        exact = pair.get(EDICT_PAIR_KEY)
-        if exact is not None and torch.equal(exact["samples"], pair["samples"]):
-            start = (exact["x"], exact["y"])
-        else:
-            if EDICT_Y_KEY not in pair:
-                raise ValueError(f"{who}: the LATENT has no y_T ('{EDICT_Y_KEY}'); connect EDICT Invert's output.")
-            log.warning("%s: the pair's samples were changed after inversion; regenerating from the LATENT's "
-                        "float32 values (exactness ~1e-6 instead of float precision).", who)
-            start = tuple(vp_from_vae_space(model, v, sigmas[0], torch.float64) for v in (pair["samples"],
-                                                                                         pair[EDICT_Y_KEY]))
-        sampler = EDICTSampler(options, pair=start)
+        sampler = EDICTSampler(options, pair=start_pair(model, pair, sigmas[0], who))
         run_with_cfg_guider(model, positive, negative, cfg, sampler, samples, sigmas)
-        base = {k: v for k, v in pair.items() if k not in (EDICT_PAIR_KEY, EDICT_Y_KEY)}
-        return io.NodeOutput(*(dict(base, samples=_to_vae_space(model, sampler.result(k))) for k in ("x", "y")))
+        base = without_pair(pair)
+        return io.NodeOutput(*(dict(base, samples=to_vae_space(model, sampler.result(k))) for k in ("x", "y")))
+
+
+NODES = [EDICTSigmas, SamplerEDICT, EDICTInvert, EDICTRegenerate]

@@ -2,73 +2,27 @@
 CLIP-loss training, combine, save and load."""
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
-import torch
+import json
 
 import comfy.model_management
-import comfy.patcher_extension
-import comfy.sample
-import comfy.samplers
-import comfy.utils
-import folder_paths
-import latent_preview
 from comfy_api.latest import io, ui
 
 from .. import artifacts, metrics
-from ..hooks.hspace import (APPLY_TO, MODES, REDUCE, SPATIAL_POLICIES, DeltaNet, Direction, HSpaceError,
-                            HSpacePatch, HSpaceRecorder, ImplicitDirection, combine, from_tensors, reduce_levels,
-                            sigma_to_t, to_tensors)
-from ..hooks.unet_split import SharedEncoder
-from ..optim.hspace import TrainConfig, TrainingError
-from ..optim.losses import CLIPLoadError, LocalCLIP
-from ..samplers.asyrp import estimate_intervals
-from ..samplers.comfy_sampler import AsyrpSampler, DDIMInversionSampler, model_family
-from ..samplers.coords import x_to_vp
-from .common import (CATEGORY, checked_latent, clip_folder, clip_folder_names, display, node_id,
-                     register_model_folder, run_with_cfg_guider)
+from ..adapters import hspace as adapter
+from ..adapters.asyrp import AsyrpSampler
+from ..adapters.checks import checked_latent
+from ..adapters.clip import load_local_clip
+from ..adapters.hspace_train import TrainSettings, train
+from ..adapters.run import grad_context
+from ..hooks.directions import REDUCE, SPATIAL_POLICIES, HSpaceError, combine, from_tensors, to_tensors
+from ..hooks.hspace import APPLY_MODES, APPLY_TO
+from ..optim.hspace import loss_summary
+from .common import CATEGORY, display, node_id
+from .folders import HSPACE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_dir
+from .sockets import HSpaceDirection, LossHistory
 
 SUBCATEGORY = f"{CATEGORY}/hspace"
 DEFAULT_T_EDIT, DEFAULT_T_BOOST = 650, 200  # SD timesteps when no perceptual metric is available (see the help page)
-FOLDER = "hspace_directions"
-HSpaceDirection = io.Custom("INVEDIT_HSPACE_DIRECTION")
-
-register_model_folder(FOLDER, {".safetensors"})
-
-
-def require_unet(model, who: str):
-    unet = model.get_model_object("diffusion_model")
-    if getattr(unet, "middle_block", None) is None:
-        raise ValueError(f"{who}: {model_family(model.model)} has no U-Net middle block, so no h-space (SD3, Flux and "
-                         f"other transformer models have no bottleneck). Use an SD1.x/SD2.x/SDXL checkpoint.")
-    return unet
-
-
-def h_channels(unet) -> int:
-    """Channels of h (the middle block's output): model_channels × the last channel multiplier."""
-    return int(unet.model_channels * unet.channel_mult[-1])
-
-
-def t_to_sigma(model, t: int) -> float:
-    return float(model.get_model_object("model_sampling").sigma(torch.tensor(int(t))))
-
-
-def log_sigmas(model, who: str):
-    table = getattr(model.get_model_object("model_sampling"), "log_sigmas", None)
-    if table is None:
-        raise ValueError(f"{who}: this model's sampling has no discrete timestep table; trained h-space directions "
-                         f"need one (SD1.x/SD2.x/SDXL without a continuous-σ patch).")
-    return table.detach().float().cpu()
-
-
-def with_shared_encoder(m):
-    """Add the SharedEncoder wrapper (hooks.unet_split) to a patched clone, once."""
-    kind, key = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "invedit_hspace_shared_encoder"
-    if not comfy.patcher_extension.get_wrappers_with_key(kind, key, m.model_options, is_model_options=True):
-        comfy.patcher_extension.add_wrapper_with_key(kind, key, SharedEncoder(), m.model_options,
-                                                     is_model_options=True)
-    return m
 
 
 class HSpaceApply(io.ComfyNode):
@@ -93,7 +47,7 @@ class HSpaceApply(io.ComfyNode):
                 io.Int.Input("t_edit", default=500, min=0, max=999, tooltip=(
                     "Lower end of the window: the edit stops below this timestep (paper: ~500 of 1000; lower "
                     "edits more and risks artefacts, higher edits less).")),
-                io.Combo.Input("mode", options=list(MODES), default="asymmetric", tooltip=(
+                io.Combo.Input("mode", options=list(APPLY_MODES), default="asymmetric", tooltip=(
                     "asymmetric: the Asyrp step (needs the Asyrp Sampler). symmetric: any sampler, weaker.")),
                 io.Combo.Input("apply_to", options=list(APPLY_TO), default="both", tooltip=(
                     "Shift the cond and uncond passes (both: edit size independent of cfg) or only one.")),
@@ -111,24 +65,8 @@ class HSpaceApply(io.ComfyNode):
     @classmethod
     def execute(cls, model, direction, strength, t_start, t_edit, mode, apply_to, spatial_mode,
                 step_scaling=True) -> io.NodeOutput:
-        who = display("h-space Apply Direction")
-        unet = require_unet(model, who)
-        if t_edit > t_start:
-            raise ValueError(f"{who}: t_edit ({t_edit}) is above t_start ({t_start}); the window is t_start ≥ t ≥ "
-                             f"t_edit.")
-        family = model_family(model.model)
-        if direction.channels != h_channels(unet):
-            raise ValueError(f"{who}: the direction has {direction.channels} channels but {family}'s h-space has "
-                             f"{h_channels(unet)}; it was made for {direction.meta.get('family', 'another model')}.")
-        if direction.meta.get("family") and direction.meta["family"] != family:
-            raise ValueError(f"{who}: the direction was made with a {direction.meta['family']} model, this is "
-                             f"{family}; h-space directions are specific to a model family.")
-        table = None if isinstance(direction, Direction) else log_sigmas(model, who)
-        m = model.clone()
-        m.set_model_output_block_patch(HSpacePatch(direction, strength, t_to_sigma(model, t_start),
-                                                   t_to_sigma(model, t_edit), mode, apply_to, spatial_mode,
-                                                   table, step_scaling))
-        return io.NodeOutput(with_shared_encoder(m) if mode == "asymmetric" else m)
+        return io.NodeOutput(adapter.apply_direction(model, direction, strength, t_start, t_edit, mode, apply_to,
+                                                     spatial_mode, step_scaling, display("h-space Apply Direction")))
 
 
 class SamplerAsyrp(io.ComfyNode):
@@ -189,24 +127,8 @@ class HSpaceFromPrompts(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, source, target, latent, steps, seed, reduce) -> io.NodeOutput:
-        who = display("h-space Direction From Prompts")
-        require_unet(model, who)
-        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-        m = model.clone()
-        rec = HSpaceRecorder()
-        m.set_model_output_block_patch(rec)
-        m.model_options["disable_cfg1_optimization"] = True  # also run the "negative" (= target) at cfg 1
-        guider = comfy.samplers.CFGGuider(m)
-        guider.set_conds(source, target)  # chunk 0 = source (cond), 1 = target (uncond); cfg 1 follows the source
-        guider.set_cfg(1.0)
-        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps)
-        noise = comfy.sample.prepare_noise(samples, seed)
-        guider.sample(noise, samples, comfy.samplers.sampler_object("euler"), sigmas.cpu(),
-                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        delta, levels = reduce_levels(*rec.difference(), reduce)
-        meta = {"kind": f"prompts_{reduce}", "family": model_family(model.model), "steps": str(steps),
-                "samples": str(samples.shape[0]), "name": "prompts"}
-        return io.NodeOutput(Direction(delta, levels, meta))
+        return io.NodeOutput(adapter.direction_from_prompts(model, source, target, latent, steps, seed, reduce,
+                                                            display("h-space Direction From Prompts")))
 
 
 class HSpaceFromImages(io.ComfyNode):
@@ -233,27 +155,8 @@ class HSpaceFromImages(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, set_a, set_b, neutral, steps, reduce) -> io.NodeOutput:
-        who = display("h-space Direction From Images")
-        require_unet(model, who)
-        a, b = (checked_latent(model, s, who) for s in (set_a, set_b))
-        if a.shape[1:] != b.shape[1:]:
-            raise ValueError(f"{who}: the sets differ in resolution ({tuple(a.shape[2:])} vs {tuple(b.shape[2:])}); "
-                             f"encode both at one size.")
-        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform",
-                                                 steps).cpu()
-        means = []
-        for samples in (a, b):
-            noise = run_with_cfg_guider(model, neutral, neutral, 1.0, DDIMInversionSampler(), samples, sigmas)
-            m = model.clone()
-            rec = HSpaceRecorder()
-            m.set_model_output_block_patch(rec)
-            run_with_cfg_guider(m, neutral, neutral, 1.0, comfy.samplers.sampler_object("euler"), noise, sigmas)
-            means.append(rec.means(0))
-        (mean_a, levels), (mean_b, _) = means
-        delta, levels = reduce_levels(mean_b - mean_a, levels, reduce)
-        meta = {"kind": f"images_{reduce}", "family": model_family(model.model), "steps": str(steps),
-                "samples": f"{a.shape[0]}+{b.shape[0]}", "name": "images"}
-        return io.NodeOutput(Direction(delta, levels, meta))
+        return io.NodeOutput(adapter.direction_from_images(model, set_a, set_b, neutral, steps, reduce,
+                                                           display("h-space Direction From Images")))
 
 
 class HSpaceTrainDirection(io.ComfyNode):
@@ -304,75 +207,24 @@ class HSpaceTrainDirection(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Initialisation of f_t and, for init random, the noise."),
             ],
-            outputs=[HSpaceDirection.Output(display_name="direction")],
+            outputs=[HSpaceDirection.Output(display_name="direction"),
+                     LossHistory.Output(display_name="loss_history", tooltip=(
+                         "The loss at every training step (also drawn live on this node); Loss Chart renders it."))],
         )
 
     @classmethod
     def execute(cls, model, vae, clip_name, neutral, latent, source_text, target_text, init, steps, t_edit,
                 lambda_clip, recon_mult, lr, epochs, batch_size, seed) -> io.NodeOutput:
-        from ..optim.comfy_train import HSpaceTrainSampler
         who = display("h-space Train Direction (CLIP)")
-        unet = require_unet(model, who)
-        samples = checked_latent(model, latent, who)
-        table = log_sigmas(model, who)
-        ms = model.get_model_object("model_sampling")
-        sigmas = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).cpu()
-        sigma_lo = t_to_sigma(model, t_edit)
-        n = int((sigmas[:-1] >= sigma_lo).sum())
-        if n == 0:
-            raise ValueError(f"{who}: no step of the {steps}-step schedule has t ≥ t_edit = {t_edit}; lower t_edit.")
-        if init == "inverted" and torch.count_nonzero(samples) == 0:
-            raise ValueError(f"{who}: init inverted needs images: connect VAE Encode of training images to latent, "
-                             f"or set init to random.")
-        window = sigmas[:n + 1]
-        train_dt = (sigma_to_t(table, float(window[0])) - sigma_to_t(table, float(window[-1]))) / n
-        with torch.inference_mode(False), torch.enable_grad():
-            try:
-                clip = LocalCLIP(clip_folder(clip_name, who), comfy.model_management.get_torch_device(), who)
-            except CLIPLoadError as e:
-                raise ValueError(str(e)) from None
-            cos = clip.text_cosine(source_text, target_text)
-            config = TrainConfig(lambda_clip=lambda_clip, lambda_recon=recon_mult * cos, lr=lr, epochs=epochs)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                net = DeltaNet(h_channels(unet))
-            meta = {"kind": "implicit", "family": model_family(model.model), "name": f"{target_text} (trained)",
-                    "train_dt": f"{train_dt:.6g}", "num_train_steps": str(steps), "t_edit": str(t_edit),
-                    "src_text": source_text, "trg_text": target_text, "lambda_clip": str(lambda_clip),
-                    "lambda_recon": f"{config.lambda_recon:.6g}", "lr": str(lr), "epochs": str(epochs),
-                    "init": init, "samples": str(samples.shape[0]), "clip": clip_name}
-            direction = ImplicitDirection(net, meta)
-            m = model.clone()
-            m.set_model_output_block_patch(HSpacePatch(direction, 1.0, math.inf, sigma_lo, "asymmetric", "both",
-                                                       "resize", table, step_scaling=False))
-            with_shared_encoder(m)
-            if init == "inverted":
-                with torch.no_grad():
-                    starts = run_with_cfg_guider(model, neutral, neutral, 1.0, DDIMInversionSampler(),
-                                                 samples.clone(), sigmas)
-                noise = torch.zeros_like(starts)
-            else:
-                starts, noise = torch.zeros_like(samples), comfy.sample.prepare_noise(samples, seed)
-            sampler = HSpaceTrainSampler(clip, vae, clip.text_direction(source_text, target_text), config,
-                                         batch_size)
-            guider = comfy.samplers.CFGGuider(m)
-            guider.set_conds(neutral, neutral)
-            guider.set_cfg(1.0)
-            total = epochs * math.ceil(samples.shape[0] / max(1, batch_size)) * n
-            try:
-                guider.sample(noise, starts, sampler, window, seed=seed,
-                              callback=latent_preview.prepare_callback(m, total, {}),
-                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
-            except TrainingError as e:
-                raise ValueError(f"{who}: {e}") from None
-        losses = sampler.losses
-        trained = sampler.direction
-        trained.net.cpu()
-        k = max(1, len(losses) // 10)
-        first, last = losses[0], sum(losses[-k:]) / k
-        trained.meta.update(loss_first=f"{first:.5g}", loss_last=f"{last:.5g}")
-        return io.NodeOutput(trained, ui=ui.PreviewText(
-            f"trained f_t: {len(losses)} steps, loss {first:.4f} at the first step, {last:.4f} over the last {k}"))
+        settings = TrainSettings(source_text, target_text, init, steps, t_edit, lambda_clip, recon_mult, lr, epochs,
+                                 batch_size, seed)
+        with grad_context():
+            clip = load_local_clip(clip_folder(clip_name, who), who)
+        direction, live = train(model, vae, clip, clip_name, neutral, latent, settings, who)
+        first, last, k = loss_summary(live.history.values)
+        text = (f"trained f_t: {len(live.history.values)} steps, loss {first:.4f} at the first step, {last:.4f} over "
+                f"the last {k}")
+        return io.NodeOutput(direction, live.history, ui=live.ui(text))
 
 
 class HSpaceEstimateIntervals(io.ComfyNode):
@@ -410,7 +262,6 @@ class HSpaceEstimateIntervals(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, latent, neutral, steps, metric, edit_threshold, boost_threshold,
                 text_cosine) -> io.NodeOutput:
-        import json
         who = display("h-space Estimate Edit Interval")
         samples = checked_latent(model, latent, who)
         distance, why = (metrics.local_lpips(comfy.model_management.get_torch_device()) if metric == "auto"
@@ -419,27 +270,8 @@ class HSpaceEstimateIntervals(io.ComfyNode):
             text = f"t_edit {DEFAULT_T_EDIT}, t_boost {DEFAULT_T_BOOST} (defaults: {why})"
             return io.NodeOutput(DEFAULT_T_EDIT, DEFAULT_T_BOOST,
                                  json.dumps({"source": "defaults", "why": why}), ui=ui.PreviewText(text))
-        ms = model.get_model_object("model_sampling")
-        sigmas = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).cpu()
-        levels = sigmas.flip(0)
-        inner = model.model
-
-        def image(z):  # a model-space latent -> [B, 3, H, W] in [0, 1]
-            return vae.decode(inner.process_latent_out(z.float().cpu())).movedim(-1, 1).clamp(0, 1)
-
-        clean = vae.decode(samples).movedim(-1, 1).clamp(0, 1)
-        ts, dist_p, dist_x = [], [], []
-
-        def on_step(i, denoised, x, total):
-            sigma = levels[i + 1]
-            ts.append(int(ms.timestep(sigma)))
-            dist_p.append(float(distance(clean, image(denoised)).mean()))
-            dist_x.append(float(distance(clean, image(x_to_vp(x, sigma))).mean()))
-
-        run_with_cfg_guider(model, neutral, neutral, 1.0, DDIMInversionSampler(), samples, sigmas, on_step)
-        t_edit, t_boost = estimate_intervals(ts, dist_p, dist_x, edit_threshold, boost_threshold, text_cosine)
-        curves = {"source": "lpips", "t": ts, "lpips_x0_P_t": dist_p, "lpips_x0_x_t": dist_x,
-                  "edit_threshold": edit_threshold * text_cosine, "boost_threshold": boost_threshold}
+        t_edit, t_boost, curves = adapter.measure_intervals(model, vae, samples, neutral, steps, distance,
+                                                            edit_threshold, boost_threshold, text_cosine)
         return io.NodeOutput(t_edit, t_boost, json.dumps(curves),
                              ui=ui.PreviewText(f"t_edit {t_edit}, t_boost {t_boost} (LPIPS over "
                                                f"{samples.shape[0]} images, {steps} steps)"))
@@ -483,7 +315,7 @@ class HSpaceSave(io.ComfyNode):
             node_id=node_id("HSpaceSave"),
             display_name=display("h-space Save Direction"),
             category=SUBCATEGORY,
-            description=f"Saves a direction as safetensors (with its metadata) in models/{FOLDER}/.",
+            description=f"Saves a direction as safetensors (with its metadata) in models/{HSPACE_FOLDER}/.",
             inputs=[HSpaceDirection.Input("direction", tooltip="The direction to save."),
                     io.String.Input("name", default="my_direction", tooltip="File name (no folders).")],
             outputs=[],
@@ -498,7 +330,7 @@ class HSpaceSave(io.ComfyNode):
             tensors, meta = to_tensors(direction)
         except HSpaceError as e:
             raise ValueError(f"{who}: {e}") from None
-        path = artifacts.save_hspace(Path(folder_paths.get_folder_paths(FOLDER)[0]) / fname, tensors, meta)
+        path = artifacts.save(save_dir(HSPACE_FOLDER) / fname, "hspace", tensors, meta)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name}: {meta.get('kind', '?')}, "
                                                f"{direction.channels} channels"))
 
@@ -510,9 +342,9 @@ class HSpaceLoad(io.ComfyNode):
             node_id=node_id("HSpaceLoad"),
             display_name=display("h-space Load Direction"),
             category=SUBCATEGORY,
-            description=f"Loads a direction saved in models/{FOLDER}/ (safetensors only; validated).",
-            inputs=[io.Combo.Input("name", options=folder_paths.get_filename_list(FOLDER),
-                                   tooltip=f"A .safetensors file in models/{FOLDER}/.")],
+            description=f"Loads a direction saved in models/{HSPACE_FOLDER}/ (safetensors only; validated).",
+            inputs=[io.Combo.Input("name", options=file_names(HSPACE_FOLDER),
+                                   tooltip=f"A .safetensors file in models/{HSPACE_FOLDER}/.")],
             outputs=[HSpaceDirection.Output(display_name="direction")],
         )
 
@@ -520,7 +352,10 @@ class HSpaceLoad(io.ComfyNode):
     def execute(cls, name) -> io.NodeOutput:
         who = display("h-space Load Direction")
         try:
-            return io.NodeOutput(from_tensors(*artifacts.load_hspace(
-                Path(folder_paths.get_full_path_or_raise(FOLDER, name)), who)))
+            return io.NodeOutput(from_tensors(*artifacts.load(file_path(HSPACE_FOLDER, name), "hspace", who)))
         except HSpaceError as e:
             raise ValueError(f"{who}: {name}: {e}") from None
+
+
+NODES = [HSpaceFromPrompts, HSpaceFromImages, HSpaceTrainDirection, HSpaceEstimateIntervals, HSpaceApply, SamplerAsyrp,
+         HSpaceCombine, HSpaceSave, HSpaceLoad]

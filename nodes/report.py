@@ -3,22 +3,17 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
+from ..adapters.latent import InversionInfo
 from ..metrics import max_abs, mse, psnr
-from ..samplers.comfy_sampler import INVERSION_KEY
 from .common import CATEGORY, display, node_id
 
 
-def format_report(lat_mse: float, lat_max: float, pix_psnr: float | None, meta: dict | None) -> str:
+def format_report(lat_mse: float, lat_max: float, pix_psnr: float | None, info: InversionInfo | None) -> str:
     lines = [f"latent MSE      {lat_mse:.3e}", f"latent max|err|  {lat_max:.3e}"]
     if pix_psnr is not None:
         lines.append(f"pixel PSNR      {pix_psnr:.2f} dB")
-    if meta:
-        steps = len(meta.get("sigmas", [])) - 1
-        lines.append(f"inverted with   {meta.get('method', '?')}, {steps} steps, cfg {meta.get('cfg', '?')}, "
-                     f"{meta.get('model_family', '?')}")
-        if meta.get("method") == "edict":
-            lines.append(f"EDICT           p {meta['p']}, leapfrog {'on' if meta['leapfrog'] else 'off'}, "
-                         f"{meta['state_dtype']} state")
+    if info is not None:
+        lines += info.describe()
     return "\n".join(lines)
 
 
@@ -49,9 +44,9 @@ class ReconstructionReport(io.ComfyNode):
         if a.shape != b.shape:
             raise ValueError(f"{who}: the latents differ in shape, {tuple(a.shape)} vs {tuple(b.shape)}: connect the "
                              f"source latent and the reconstruction made from its own inversion.")
-        meta = reconstruction.get(INVERSION_KEY)
-        if meta and list(meta.get("latent_shape", a.shape)) != list(a.shape):
-            raise ValueError(f"{who}: the reconstruction comes from the inversion of a {meta['latent_shape']} latent, "
+        info = InversionInfo.from_latent(reconstruction)
+        if info is not None and info.latent_shape is not None and list(info.latent_shape) != list(a.shape):
+            raise ValueError(f"{who}: the reconstruction comes from the inversion of a {info.latent_shape} latent, "
                              f"not of this {list(a.shape)} original: connect the latent that was inverted.")
         pix = None
         if (vae is None) != (source_image is None):
@@ -62,5 +57,8 @@ class ReconstructionReport(io.ComfyNode):
                 raise ValueError(f"{who}: the decoded reconstruction is {tuple(decoded.shape)} but the source image "
                                  f"is {tuple(source_image.shape)}; use the image that was VAE-encoded.")
             pix = psnr(decoded.clamp(0, 1), source_image.clamp(0, 1))
-        text = format_report(mse(a, b), max_abs(a, b), pix, meta)
+        text = format_report(mse(a, b), max_abs(a, b), pix, info)
         return io.NodeOutput(text, ui=ui.PreviewText(text))
+
+
+NODES = [ReconstructionReport]

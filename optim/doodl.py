@@ -34,9 +34,11 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..samplers.edict import _Eps, _prepare, edict_step, step_coefficients, unmix
+from ..samplers.edict import (EpsFromDenoiser, edict_step, prepare_sigmas, second_input_sigma, step_coefficients,
+                               unmix)
+from ..samplers.steps import Callback, Step
 
-MODES = ("reversible", "checkpoint", "naive")
+BACKPROP_MODES = ("reversible", "checkpoint", "naive")
 
 
 @dataclass
@@ -51,12 +53,12 @@ class ChainSpec:
     state_dtype: torch.dtype = torch.float64
     model_dtype: Optional[torch.dtype] = None
     mode: str = "reversible"
-    on_step: Optional[Callable[[int, int], None]] = None  # (step, of) during forward and backward: progress, interrupt
+    on_step: Optional[Callback] = None  # Step(i, of) during forward and backward: progress, interrupt
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"DOODL: backprop mode must be one of {MODES}, got {self.mode!r}")
-        self.sigmas = _prepare(self.sigmas, self.p, self.state_dtype, "DOODL")
+        if self.mode not in BACKPROP_MODES:
+            raise ValueError(f"DOODL: backprop mode must be one of {BACKPROP_MODES}, got {self.mode!r}")
+        self.sigmas = prepare_sigmas(self.sigmas, self.p, self.state_dtype, "DOODL")
 
     def step(self, eps, i: int, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return edict_step(eps, x, y, self.sigmas[i], self.sigmas[i + 1], self.p, self.leapfrog and i % 2 == 1,
@@ -86,7 +88,7 @@ def edict_step_vjp(spec: ChainSpec, eps, i: int, x: Tensor, y: Tensor, gx: Tenso
     a, b = step_coefficients(sigma, sigma_next)
     swap = spec.leapfrog and i % 2 == 1
     (u1, v1), (gu1, gv1) = ((y, x), (gy, gx)) if swap else ((x, y), (gx, gy))
-    second_in = sigma if spec.official_input_scaling else sigma_next
+    second_in = second_input_sigma(sigma, sigma_next, spec.official_input_scaling)
     with torch.enable_grad():
         ul = u1.detach().requires_grad_(True)
         e1 = eps(ul, sigma, second_in)
@@ -107,7 +109,7 @@ class EDICTChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, spec: ChainSpec):
-        eps = _Eps(spec.denoiser, spec.model_dtype)
+        eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype)
         x, y = x.detach().to(spec.state_dtype), y.detach().to(spec.state_dtype)
         inputs = []
         with torch.no_grad():
@@ -116,7 +118,7 @@ class EDICTChain(torch.autograd.Function):
                     inputs.append((x, y))
                 x, y = spec.step(eps, i, x, y)
                 if spec.on_step is not None:
-                    spec.on_step(i, 2 * spec.steps)
+                    spec.on_step(Step(i, 2 * spec.steps))
         ctx.spec = spec
         if spec.mode == "checkpoint":
             ctx.save_for_backward(*[t for pair in inputs for t in pair])
@@ -127,7 +129,7 @@ class EDICTChain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gx: Tensor, gy: Tensor):
         spec = ctx.spec
-        eps = _Eps(spec.denoiser, spec.model_dtype)
+        eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype)
         saved = ctx.saved_tensors
         gx = torch.zeros_like(saved[0]) if gx is None else gx.to(spec.state_dtype)
         gy = torch.zeros_like(saved[1]) if gy is None else gy.to(spec.state_dtype)
@@ -143,7 +145,7 @@ class EDICTChain(torch.autograd.Function):
             else:
                 x, y, gx, gy = edict_step_vjp(spec, eps, i, x, y, gx, gy)
             if spec.on_step is not None:
-                spec.on_step(spec.steps + k, 2 * spec.steps)
+                spec.on_step(Step(spec.steps + k, 2 * spec.steps))
         return gx, gy, None
 
 
@@ -152,12 +154,12 @@ def edict_chain(x: Tensor, y: Tensor, spec: ChainSpec) -> tuple[Tensor, Tensor]:
     through every step (naive)."""
     if spec.mode != "naive":
         return EDICTChain.apply(x, y, spec)
-    eps = _Eps(spec.denoiser, spec.model_dtype)
+    eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype)
     x, y = x.to(spec.state_dtype), y.to(spec.state_dtype)
     for i in range(spec.steps):
         x, y = spec.step(eps, i, x, y)
         if spec.on_step is not None:
-            spec.on_step(i, spec.steps)
+            spec.on_step(Step(i, spec.steps))
     return x, y
 
 
@@ -185,7 +187,6 @@ class DOODLResult:
 
 # loss_fn(x_0, y_0) -> (L̄, g_x0, g_y0): the loss on the decoded pixels of both ends and its gradients wrt them
 PixelLossFn = Callable[[Tensor, Tensor], tuple[float, Tensor, Tensor]]
-IterationFn = Callable[[int, int, float, Tensor, Tensor], None]  # (i, of, loss, x_0, y_0): progress, preview, interrupt
 
 
 def pair_loss_gradients(decode_loss: Callable[[Tensor], Tensor]) -> PixelLossFn:
@@ -206,8 +207,9 @@ def pair_loss_gradients(decode_loss: Callable[[Tensor], Tensor]) -> PixelLossFn:
 
 def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, config: DOODLConfig,
                    generator: Optional[torch.Generator] = None,
-                   on_iteration: Optional[IterationFn] = None) -> DOODLResult:
-    """Algorithm 1: ``config.iterations`` updates of the pair (x_T, y_T) (VP latents at sigmas[0])."""
+                   on_iteration: Optional[Callback] = None) -> DOODLResult:
+    """Algorithm 1: ``config.iterations`` updates of the pair (x_T, y_T) (VP latents at sigmas[0]). ``on_iteration``
+    gets Step(it, iterations, x=x_0, y=y_0, loss=L̄) for every evaluated iterate (it = 0 … iterations)."""
     x, y = x.detach().to(spec.state_dtype).clone(), y.detach().to(spec.state_dtype).clone()
     if config.tie and not torch.equal(x, y):
         x = y = (x + y) / 2
@@ -224,7 +226,7 @@ def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, 
             raise FloatingPointError(f"DOODL: the loss became {loss} at iteration {it}; lower lr or the loss weight")
         res.losses.append(loss)
         if on_iteration is not None:
-            on_iteration(it, config.iterations, loss, xo.detach(), yo.detach())
+            on_iteration(Step(it, config.iterations, x=xo.detach(), y=yo.detach(), loss=loss))
         if config.keep == "best" and loss < best:
             best, res.x, res.y, res.best_iteration = loss, x, y, it
         if it == config.iterations:
@@ -252,7 +254,7 @@ def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, 
 
 def one_step_guidance_sample(denoiser: Callable[[Tensor, Tensor], Tensor], loss_of_x0: Callable[[Tensor], Tensor],
                              x: Tensor, sigmas: Tensor, scale: float,
-                             on_step: Optional[Callable[[int, Tensor, Tensor], None]] = None) -> Tensor:
+                             on_step: Optional[Callback] = None) -> Tensor:
     """The paper's baseline, one-step classifier guidance, in ComfyUI σ-space: at every step the loss of the one-step
     x0 estimate D(x, σ) is differentiated with respect to x and folded into ε with the factor sqrt(1 − ᾱ):
 
@@ -270,5 +272,15 @@ def one_step_guidance_sample(denoiser: Callable[[Tensor, Tensor], Tensor], loss_
         d_tilde = d.detach() - scale * s ** 2 * g
         x = x.detach() + (s_next - s) * (x.detach() - d_tilde) / s
         if on_step is not None:
-            on_step(i, x, d_tilde)
+            on_step(Step(i, sigmas.numel() - 1, x, d_tilde, s, s_next))
     return x
+
+
+# A heuristic warning, not a bound: the pair has drifted apart when ‖x_0 − y_0‖/‖x_0‖ grew past twice its start plus
+# 0.05. The loss averages both ends, so steps can exploit the x/y coupling instead of changing the image.
+DRIFT_FACTOR, DRIFT_MARGIN = 2.0, 0.05
+
+
+def pair_drifted(gaps: list[float]) -> bool:
+    """Whether the x_0/y_0 gap of the last iterate is past DRIFT_FACTOR·(first gap) + DRIFT_MARGIN."""
+    return len(gaps) > 1 and gaps[-1] > DRIFT_FACTOR * gaps[0] + DRIFT_MARGIN

@@ -27,14 +27,13 @@ import torch
 from torch import Tensor
 
 from ..samplers.asyrp import asyrp_step, symmetric_step
+from ..samplers.steps import Callback, Step
 
 # pair(x, σ) -> (P_orig without grad, P_edit with grad to f_t) at the same x; plain(x, σ) -> P without grad
 PairFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 PlainFn = Callable[[Tensor, Tensor], Tensor]
 # clip_loss(P_edit, P_src) -> L_dir (scalar, differentiable in P_edit)
 ClipLossFn = Callable[[Tensor, Tensor], Tensor]
-# progress(step, total, P_edit, loss)
-ProgressFn = Callable[[int, int, Tensor, float], None]
 
 
 class TrainingError(RuntimeError):
@@ -53,9 +52,10 @@ class TrainConfig:
 
 def train_direction(params: Iterable[torch.nn.Parameter], pair: PairFn, plain: PlainFn, clip_loss: ClipLossFn,
                     starts: list[Tensor], sigmas: Tensor, config: TrainConfig,
-                    progress: Optional[ProgressFn] = None) -> list[float]:
-    """Train f_t's ``params`` (Adam, StepLR per epoch) over ``starts`` (σ-space latents at sigmas[0]) along the descending window ``sigmas``
-    (σ_0 > … > σ_n: n trained steps, the last one ending at σ_n). Returns the loss of every step.
+                    progress: Optional[Callback] = None) -> list[float]:
+    """Train f_t's ``params`` (Adam, StepLR per epoch) over ``starts`` (σ-space latents at sigmas[0]) along the
+    descending window ``sigmas`` (σ_0 > … > σ_n: n trained steps, the last one ending at σ_n). Returns the loss of
+    every step; ``progress`` gets Step(k, total, x̃_t, P_edit, σ, σ', loss) after optimiser step k.
     Raises ``TrainingError`` on a non-finite loss (nothing is returned, so nothing half-trained is saved)."""
     params = list(params)
     opt = torch.optim.Adam(params, lr=config.lr)
@@ -84,6 +84,13 @@ def train_direction(params: Iterable[torch.nn.Parameter], pair: PairFn, plain: P
                     x_src = symmetric_step(x_src, s, s_next, p_src)
                 losses.append(float(loss.detach()))
                 if progress is not None:
-                    progress(len(losses), total, p_edit.detach(), losses[-1])
+                    progress(Step(len(losses) - 1, total, x_edit, p_edit.detach(), s, s_next, loss=losses[-1]))
         sched.step()
     return losses
+
+
+def loss_summary(losses: list[float]) -> tuple[float, float, int]:
+    """(the first step's loss, the mean over the last k steps, k = a tenth of the steps, at least 1): what the node
+    shows and the file's metadata keep."""
+    k = max(1, len(losses) // 10)
+    return losses[0], sum(losses[-k:]) / k, k

@@ -23,9 +23,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .steps import Callback, Step
+
 # denoise(x, σ, edit) -> (P_orig, P_edit); P_edit is None when edit is False
 PairDenoiser = Callable[[Tensor, Tensor, bool], tuple[Tensor, Optional[Tensor]]]
-StepCallback = Callable[[int, Tensor, Tensor, Tensor, Tensor], None]
 
 
 def asyrp_step(x: Tensor, sigma: Tensor, sigma_next: Tensor, p_orig: Tensor, p_edit: Tensor) -> Tensor:
@@ -57,7 +58,7 @@ def boost_step(x: Tensor, sigma: Tensor, sigma_next: Tensor, p: Tensor, noise: T
 def asyrp_sample(denoise: PairDenoiser, x: Tensor, sigmas: Tensor, edit_at: Callable[[float], bool],
                  sigma_boost: float = 0.0, eta_boost: float = 1.0,
                  noise: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-                 callback: Optional[StepCallback] = None) -> Tensor:
+                 callback: Optional[Callback] = None) -> Tensor:
     """Run eq. 9 along descending ``sigmas``. ``edit_at(σ)`` says whether a step is in an edit window (two
     predictions); below ``sigma_boost`` steps are stochastic with ``noise(σ, σ')`` (required then)."""
     for i in range(sigmas.numel() - 1):
@@ -73,7 +74,7 @@ def asyrp_sample(denoise: PairDenoiser, x: Tensor, sigmas: Tensor, edit_at: Call
         else:
             x = symmetric_step(x, s, s_next, p_orig)
         if callback is not None:
-            callback(i, x, p_orig if p_edit is None else p_edit, s, s_next)
+            callback(Step(i, sigmas.numel() - 1, x, p_orig if p_edit is None else p_edit, s, s_next))
     return x
 
 

@@ -28,10 +28,9 @@ import torch
 from torch import Tensor
 
 from .coords import eps_from_denoised, vp_scale
+from .steps import Callback, Step
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-# callback(i, x, denoised, sigma, sigma_next): called after step i with the new x and that step's x0 estimate.
-StepCallback = Callable[[int, Tensor, Tensor, Tensor, Tensor], None]
 
 
 def ddim_step(x: Tensor, eps: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
@@ -46,7 +45,7 @@ def ddim_inverse_eps(denoiser: Denoiser, x: Tensor, sigma: Tensor, sigma_next: T
     return eps_from_denoised(x_in, denoised, sigma_next), denoised
 
 
-def check_sigmas(sigmas: Tensor, who: str) -> None:
+def check_schedule(sigmas: Tensor, who: str) -> None:
     if sigmas.ndim != 1 or sigmas.numel() < 2:
         raise ValueError(f"{who}: SIGMAS must hold at least two values (one step), got shape {tuple(sigmas.shape)}.")
     if not torch.isfinite(sigmas).all():
@@ -68,11 +67,11 @@ def ascending_levels(sigmas: Tensor) -> Tensor:
 
 
 def ddim_invert(denoiser: Denoiser, x0: Tensor, sigmas: Tensor,
-                callback: Optional[StepCallback] = None) -> Tensor:
+                callback: Optional[Callback] = None) -> Tensor:
     """Invert a clean latent x0 (σ-space at the lowest level) along ``sigmas`` to x at the highest level.
 
     ``sigmas`` may be descending (as the regeneration will use them) or ascending; see ``ascending_levels``."""
-    check_sigmas(sigmas, "DDIM inversion")
+    check_schedule(sigmas, "DDIM inversion")
     levels = ascending_levels(sigmas)
     x = x0
     for i in range(levels.numel() - 1):
@@ -80,14 +79,14 @@ def ddim_invert(denoiser: Denoiser, x0: Tensor, sigmas: Tensor,
         eps, denoised = ddim_inverse_eps(denoiser, x, s, s_next)
         x = ddim_step(x, eps, s, s_next)
         if callback is not None:
-            callback(i, x, denoised, s, s_next)
+            callback(Step(i, sigmas.numel() - 1, x, denoised, s, s_next))
     return x
 
 
 def ddim_sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor,
-                callback: Optional[StepCallback] = None) -> Tensor:
+                callback: Optional[Callback] = None) -> Tensor:
     """Deterministic DDIM sampling along descending ``sigmas`` (ε̂ = ε_θ(x_σ, σ)); equals ComfyUI's ``euler``."""
-    check_sigmas(sigmas, "DDIM sampling")
+    check_schedule(sigmas, "DDIM sampling")
     if sigmas[0] < sigmas[-1]:
         raise ValueError("DDIM sampling: SIGMAS must be descending.")
     for i in range(sigmas.numel() - 1):
@@ -95,5 +94,5 @@ def ddim_sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor,
         denoised = denoiser(x, s)
         x = ddim_step(x, eps_from_denoised(x, denoised, s), s, s_next)
         if callback is not None:
-            callback(i, x, denoised, s, s_next)
+            callback(Step(i, sigmas.numel() - 1, x, denoised, s, s_next))
     return x

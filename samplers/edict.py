@@ -47,11 +47,11 @@ import torch
 from torch import Tensor
 
 from .coords import vp_scale
+from .steps import Callback, Step
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-# callback(i, x, y, denoised, sigma, sigma_next): after forward step i (or after undoing it, during inversion), with
-# the new VP pair and the x0 estimate of that step's last model call (None when the step made no model call).
-StepCallback = Callable[[int, Tensor, Tensor, Optional[Tensor], Tensor, Tensor], None]
+# The callback gets Step(i, total, x, denoised, sigma, sigma_next, y) after forward step i (or after undoing it,
+# during inversion): the new VP pair and the x0 estimate of that step's last model call (None when it made none).
 
 DEFAULT_P = 0.93
 STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -68,7 +68,7 @@ def check_p(p: float, who: str = "EDICT") -> None:
         raise ValueError(f"{who}: the mixing weight p must be in (0, 1], got {p}; 0.93 is the paper's default.")
 
 
-def check_sigmas(sigmas: Tensor, who: str = "EDICT") -> None:
+def check_edict_schedule(sigmas: Tensor, who: str = "EDICT") -> None:
     """Descending noise levels; only the final pair may be equal (the official identity step)."""
     if sigmas.ndim != 1 or sigmas.numel() < 2:
         raise ValueError(f"{who}: SIGMAS must hold at least two values (one step), got shape {tuple(sigmas.shape)}.")
@@ -104,7 +104,7 @@ def unmix(x: Tensor, y: Tensor, p: float) -> tuple[Tensor, Tensor]:
     return (x - (1 - p) * y_old) / p, y_old
 
 
-class _Eps:
+class EpsFromDenoiser:
     """ε̂(z, σ) from a σ-space denoiser D(x, σ) -> x0: the model sees x = z·sqrt(1 + σ_in²) (cast to ``model_dtype``)
     at level σ, and ε̂ = (x − D(x, σ))/σ is returned in the state dtype. It depends on z alone, deterministically,
     which is all exact invertibility needs. Keeps the last x0 estimate for previews."""
@@ -123,37 +123,39 @@ class _Eps:
         return (x - d.to(z.dtype)) / sigma
 
 
-def _sub_inputs(sigma: Tensor, sigma_next: Tensor, official_input_scaling: bool) -> Tensor:
+def second_input_sigma(sigma: Tensor, sigma_next: Tensor, official_input_scaling: bool) -> Tensor:
+    """The level at which the second sub-step's model input is scaled (see the module docstring)."""
     return sigma if official_input_scaling else sigma_next
 
 
-def edict_step(eps: _Eps, x: Tensor, y: Tensor, sigma: Tensor, sigma_next: Tensor, p: float, swap: bool,
+def edict_step(eps: EpsFromDenoiser, x: Tensor, y: Tensor, sigma: Tensor, sigma_next: Tensor, p: float, swap: bool,
                official_input_scaling: bool = True) -> tuple[Tensor, Tensor]:
     """One denoising step σ -> σ' of the pair (x, y); ``swap`` = leapfrog on an odd step (y is updated first)."""
     if sigma_next != sigma:
         a, b = step_coefficients(sigma, sigma_next)
         u, v = (y, x) if swap else (x, y)  # u is updated first, from ε(v); then v from ε(u_inter)
         u = a * u + b * eps(v, sigma, sigma)
-        v = a * v + b * eps(u, sigma, _sub_inputs(sigma, sigma_next, official_input_scaling))
+        v = a * v + b * eps(u, sigma, second_input_sigma(sigma, sigma_next, official_input_scaling))
         x, y = (v, u) if swap else (u, v)
     return mix(x, y, p)
 
 
-def edict_step_inverse(eps: _Eps, x: Tensor, y: Tensor, sigma: Tensor, sigma_next: Tensor, p: float, swap: bool,
+def edict_step_inverse(eps: EpsFromDenoiser, x: Tensor, y: Tensor, sigma: Tensor, sigma_next: Tensor, p: float, swap: bool,
                        official_input_scaling: bool = True) -> tuple[Tensor, Tensor]:
     """Exact inverse of ``edict_step``: from the pair at σ' back to σ (same ``swap`` as the forward step)."""
     x, y = unmix(x, y, p)
     if sigma_next != sigma:
         a, b = step_coefficients(sigma, sigma_next)
         u, v = (y, x) if swap else (x, y)
-        v = (v - b * eps(u, sigma, _sub_inputs(sigma, sigma_next, official_input_scaling))) / a
+        v = (v - b * eps(u, sigma, second_input_sigma(sigma, sigma_next, official_input_scaling))) / a
         u = (u - b * eps(v, sigma, sigma)) / a
         x, y = (v, u) if swap else (u, v)
     return x, y
 
 
-def _prepare(sigmas: Tensor, p: float, state_dtype: torch.dtype, who: str) -> Tensor:
-    check_sigmas(sigmas, who)
+def prepare_sigmas(sigmas: Tensor, p: float, state_dtype: torch.dtype, who: str) -> Tensor:
+    """Checked SIGMAS, p and state dtype; the SIGMAS in the state dtype."""
+    check_edict_schedule(sigmas, who)
     check_p(p, who)
     check_state_dtype(state_dtype, who)
     return sigmas.to(state_dtype)
@@ -162,29 +164,29 @@ def _prepare(sigmas: Tensor, p: float, state_dtype: torch.dtype, who: str) -> Te
 def edict_sample(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: float = DEFAULT_P,
                  leapfrog: bool = True, official_input_scaling: bool = True,
                  state_dtype: torch.dtype = torch.float64, model_dtype: Optional[torch.dtype] = None,
-                 callback: Optional[StepCallback] = None) -> tuple[Tensor, Tensor]:
+                 callback: Optional[Callback] = None) -> tuple[Tensor, Tensor]:
     """Denoise the VP pair (x, y) at sigmas[0] along the descending ``sigmas``; returns the pair at ``end_sigma``.
 
     Generation starts from x = y = the initial noise; regeneration from an inverted pair."""
-    sigmas = _prepare(sigmas, p, state_dtype, "EDICT sampling")
-    eps = _Eps(denoiser, model_dtype)
+    sigmas = prepare_sigmas(sigmas, p, state_dtype, "EDICT sampling")
+    eps = EpsFromDenoiser(denoiser, model_dtype)
     x, y = x.to(state_dtype), y.to(state_dtype)
     for i in range(sigmas.numel() - 1):
         eps.last_denoised = None
         x, y = edict_step(eps, x, y, sigmas[i], sigmas[i + 1], p, leapfrog and i % 2 == 1, official_input_scaling)
         if callback is not None:
-            callback(i, x, y, eps.last_denoised, sigmas[i], sigmas[i + 1])
+            callback(Step(i, sigmas.numel() - 1, x, eps.last_denoised, sigmas[i], sigmas[i + 1], y))
     return x, y
 
 
 def edict_invert(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: float = DEFAULT_P,
                  leapfrog: bool = True, official_input_scaling: bool = True,
                  state_dtype: torch.dtype = torch.float64, model_dtype: Optional[torch.dtype] = None,
-                 callback: Optional[StepCallback] = None) -> tuple[Tensor, Tensor]:
+                 callback: Optional[Callback] = None) -> tuple[Tensor, Tensor]:
     """Exact inverse of ``edict_sample`` with the same arguments: from the clean pair (x_0 = y_0 = the image latent)
     back to the pair at sigmas[0]. ``sigmas`` is the descending list the regeneration will use."""
-    sigmas = _prepare(sigmas, p, state_dtype, "EDICT inversion")
-    eps = _Eps(denoiser, model_dtype)
+    sigmas = prepare_sigmas(sigmas, p, state_dtype, "EDICT inversion")
+    eps = EpsFromDenoiser(denoiser, model_dtype)
     x, y = x.to(state_dtype), y.to(state_dtype)
     n = sigmas.numel() - 1
     for k, i in enumerate(reversed(range(n))):
@@ -192,8 +194,23 @@ def edict_invert(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: fl
         x, y = edict_step_inverse(eps, x, y, sigmas[i], sigmas[i + 1], p, leapfrog and i % 2 == 1,
                                   official_input_scaling)
         if callback is not None:
-            callback(k, x, y, eps.last_denoised, sigmas[i + 1], sigmas[i])
+            callback(Step(k, n, x, eps.last_denoised, sigmas[i + 1], sigmas[i], y))
     return x, y
+
+
+def used_steps(steps: int, strength: float) -> int:
+    """How many of ``steps`` a strength keeps, counted from the clean end: int(steps·strength) (the reference code's
+    ``steps − t_limit``)."""
+    return int(steps * strength)
+
+
+def last_steps(sigmas: Tensor, strength: float) -> Tensor:
+    """The last ``used_steps`` steps of a SIGMAS list (an edit regenerates from part-way)."""
+    used = used_steps(sigmas.numel() - 1, strength)
+    if used < 1:
+        raise ValueError(f"strength {strength} leaves no step of {sigmas.numel() - 1}; raise the strength or the "
+                         f"steps.")
+    return sigmas[sigmas.numel() - 1 - used:]
 
 
 def official_timesteps(steps: int, train_timesteps: int = 1000, strength: float = 1.0) -> list[int]:
@@ -203,7 +220,7 @@ def official_timesteps(steps: int, train_timesteps: int = 1000, strength: float 
         raise ValueError("EDICT: steps must be >= 1.")
     stride = train_timesteps // steps
     ts = [i * stride for i in reversed(range(steps))]
-    return ts[steps - int(steps * strength):]
+    return ts[steps - used_steps(steps, strength):]
 
 
 def reference_code_timesteps(steps: int, train_timesteps: int = 1000) -> list[int]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from samplers import coords
+from invedit.samplers import coords
 
 F64 = torch.float64
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from optim.classifiers import SmallCNN
+from losses.classifiers import SmallCNN
 
 from . import data
 
 ATTRIBUTES = {"colour": data.COLOURS, "shape": data.SHAPES}
 
 
-# The shapes world's attribute classifiers are the pack's small_cnn (optim/classifiers.py), so that users' DOODL
+# The shapes world's attribute classifiers are the pack's small_cnn (losses/classifiers.py), so that users' DOODL
 # classifier losses load them like any other classifier file.
 AttributeClassifier = SmallCNN
 

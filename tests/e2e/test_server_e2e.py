@@ -8,25 +8,11 @@ from pathlib import Path
 import pytest
 
 from harness import pack_node_ids
-from harness.frontend import Frontend, PromptRejectedError
+from harness.frontend import PromptRejectedError
 from harness.paths import EXAMPLES, PACK_LINK_NAME, ROOT
-from harness.server import ComfyServer, ServerError
+from harness.server import ServerError
 
 WORKFLOWS = sorted(EXAMPLES.glob("*.json"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    out = tmp_path_factory.mktemp("comfy-output")
-    with ComfyServer(output_dir=out) as srv:
-        srv.output_path = out
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def frontend(server):
-    with Frontend(server.url, require_nodes=("KSampler", *pack_node_ids())) as fe:
-        yield fe
 
 
 def test_object_info_lists_every_pack_node(server):

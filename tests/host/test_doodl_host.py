@@ -42,7 +42,7 @@ def stock_sample(w):
 def test_generation_lowers_the_classifier_loss_and_the_model_still_samples_normally(w):
     before = stock_sample(w)
     out = optimize(w, iterations=4)
-    losses = json.loads(out.args[2])
+    losses = out.args[2].values
     assert len(losses) == 5 and all(map(lambda v: v == v, losses))  # 4 updates + the final evaluation, no NaN
     assert losses[-1] < losses[0], losses  # measured: 9.340 -> 9.267
     assert out.args[0]["samples"].shape == (1, 4, 8, 8) and torch.isfinite(out.args[0]["samples"]).all()
@@ -106,7 +106,7 @@ def test_loss_nodes_refuse_bad_input(w, tmp_path):
         C["InvEditDOODLClassifierLoss"].execute(**args)
     with pytest.raises(ValueError, match="does not fit a resnet18"):
         C["InvEditDOODLClassifierLoss"].execute(**dict(args, target="blue", architecture="resnet18"))
-    root = folder_paths.get_folder_paths("classifiers")[0]
+    root = folder_paths.get_folder_paths("invedit_classifiers")[0]
     bad = os.path.join(root, "test_pickled.safetensors")
     with open(bad, "wb") as f:
         f.write(b"\x80\x04pickle")
@@ -150,8 +150,13 @@ def test_doodl_through_the_real_executor(comfy, captured):
     dec = g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2))
     g.node("CaptureForTest", value=dec.out(0), key="image")
     g.node("CaptureForTest", value=opt.out(2), key="history")
+    chart = g.node("InvEditLossChart", loss_history=opt.out(2), width=256, height=128, log_scale=False)
+    g.node("CaptureForTest", value=chart.out(0), key="chart")
     outputs = comfy.run_prompt(g.finalize())
-    assert captured["image"].shape == (1, 64, 64, 3) and len(json.loads(captured["history"])) == 2
+    assert captured["image"].shape == (1, 64, 64, 3) and len(captured["history"].values) == 2
+    assert captured["chart"].shape == (1, 128, 256, 3)
+    ui = outputs[opt.id]
+    assert ui["invedit_loss"][0]["values"] == captured["history"].values and ui["invedit_loss"][0]["method"] == "DOODL"
     assert any("DOODL" in t for o in outputs.values() for t in o.get("text", []))
 
 

@@ -81,10 +81,10 @@ def test_the_pair_carries_y_and_the_settings(comfy, captured, example_image_name
     assert meta["method"] == "edict" and meta["model_family"] == "SD15" and meta["cfg"] == 2.0
     assert meta["p"] == 0.93 and meta["leapfrog"] is True and meta["state_dtype"] == "float64"
     assert len(meta["sigmas"]) == int(10 * 0.6) + 1 and meta["sigmas"] == [float(s) for s in c["sigmas"]]
-    assert pair["edict_y"].shape == pair["samples"].shape
-    assert maxabs(pair["edict_y"], pair["samples"]) > 1e-3  # after inversion x_T != y_T
+    assert pair["invedit_edict_y"].shape == pair["samples"].shape
+    assert maxabs(pair["invedit_edict_y"], pair["samples"]) > 1e-3  # after inversion x_T != y_T
     assert pair["invedit_edict_pair"]["x"].dtype == torch.float64
-    assert "invedit_edict_pair" not in c["x"] and "edict_y" not in c["x"]  # regenerated latents are plain LATENTs
+    assert "invedit_edict_pair" not in c["x"] and "invedit_edict_y" not in c["x"]  # regenerated latents are plain LATENTs
 
 
 def test_prompt_swap_edits_colour_and_keeps_the_shape(comfy, captured, example_image_name):
@@ -93,10 +93,10 @@ def test_prompt_swap_edits_colour_and_keeps_the_shape(comfy, captured, example_i
     from harness.paths import BASE
     from harness.shapes import data
     from harness.shapes.models import load_classifier
-    from harness.tiny_models import CLASSIFIERS
+    from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
     c, _ = run(comfy, captured, example_image_name, steps=50, strength=0.8, target="a blue circle")
     img = c["image"].permute(0, 3, 1, 2).clamp(0, 1)
-    colour, shape = (load_classifier(BASE / "models" / "classifiers" / f)[0] for f in CLASSIFIERS)
+    colour, shape = (load_classifier(BASE / "models" / CLASSIFIER_DIR / f)[0] for f in CLASSIFIERS)
     with torch.no_grad():
         assert data.COLOURS[int(colour(img).argmax(1))] == "blue"
         assert data.SHAPES[int(shape(img).argmax(1))] == "circle"
@@ -213,10 +213,10 @@ def test_edict_sampler_generates_what_the_prompt_asks(comfy, captured):
     from harness.paths import BASE
     from harness.shapes import data
     from harness.shapes.models import load_classifier
-    from harness.tiny_models import CLASSIFIERS
+    from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
     comfy.run_prompt(sampler_graph(comfy, "a blue square", seed=3))
     img = captured["image"].permute(0, 3, 1, 2).clamp(0, 1)
-    colour, shape = (load_classifier(BASE / "models" / "classifiers" / f)[0] for f in CLASSIFIERS)
+    colour, shape = (load_classifier(BASE / "models" / CLASSIFIER_DIR / f)[0] for f in CLASSIFIERS)
     with torch.no_grad():
         assert (colour(img).argmax(1) == data.COLOURS.index("blue")).float().mean() >= 0.75
         assert (shape(img).argmax(1) == data.SHAPES.index("square")).float().mean() >= 0.75

@@ -75,8 +75,8 @@ def test_the_shift_acts_only_inside_the_window(world):
 def blue_margin(world, latents):
     from harness.paths import BASE
     from harness.shapes.models import load_classifier
-    from harness.tiny_models import CLASSIFIERS
-    colour = load_classifier(BASE / "models" / "classifiers" / CLASSIFIERS[0])[0]
+    from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
+    colour = load_classifier(BASE / "models" / CLASSIFIER_DIR / CLASSIFIERS[0])[0]
     with torch.inference_mode():
         img = world["vae"].decode(latents).permute(0, 3, 1, 2).clamp(0, 1)
         logits = colour(img)
@@ -150,8 +150,8 @@ def test_flow_models_are_refused_by_the_asyrp_sampler(world):
 # ---- the shared-encoder step (hooks/unet_split.py) -----------------------------------------------------------------
 
 def split_module():
-    import sys
-    return next(m for k, m in sys.modules.items() if k.endswith(".hooks.unet_split"))
+    from harness import host
+    return host.pack_module("hooks.unet_split")
 
 
 @pytest.mark.parametrize("family", ["SD15", "SDXL"])

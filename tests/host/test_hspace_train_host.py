@@ -128,11 +128,10 @@ def test_training_honours_interrupt(trained):
 def test_local_clip_sees_the_colour_change_and_passes_gradients(comfy):
     """The loss's CLIP: E_I(blue circles) − E_I(red circles) points along ΔT('a red circle' → 'a blue circle'), and the
     directional loss has a gradient with respect to the images."""
-    import sys
     from harness.paths import BASE
     from harness.shapes import data
-    losses = next(m for k, m in sys.modules.items() if k.endswith(".optim.losses"))
-    clip = losses.LocalCLIP(BASE / "models" / "invedit_clip" / CLIP)
+    losses = comfy.pack_module("losses.directional")
+    clip = comfy.pack_module("losses.clip").LocalCLIP(BASE / "models" / "invedit_clip" / CLIP)
     red = data.make_batch(8, 5, colour=0, shape=0).images
     blue = red.clone()
     blue_mask = (red - data.RGB[0].view(1, 3, 1, 1)).abs().sum(1, keepdim=True) < 0.05
@@ -173,8 +172,8 @@ def estimate(w, metric="auto", **kw):
 
 def test_interval_estimator_falls_back_to_the_documented_defaults(trained, monkeypatch):
     import json
-    import sys
-    metrics = next(m for k, m in sys.modules.items() if k.endswith("comfyui-invedit.metrics"))
+    from harness import host
+    metrics = host.pack_module("metrics")
     monkeypatch.setattr(metrics, "local_lpips", lambda device: (None, "the lpips package is not installed"))
     out = estimate(trained)
     assert out.args[:2] == (650, 200) and json.loads(out.args[2])["source"] == "defaults"
@@ -186,8 +185,8 @@ def test_interval_estimator_reads_the_measured_curves(trained, monkeypatch):
     """With a perceptual metric (here a stand-in: mean absolute pixel difference), t_edit / t_boost are the first t of
     the inversion whose mean distances reach the thresholds, and the distances grow with t."""
     import json
-    import sys
-    metrics = next(m for k, m in sys.modules.items() if k.endswith("comfyui-invedit.metrics"))
+    from harness import host
+    metrics = host.pack_module("metrics")
     calls = []
 
     def fake(device):
@@ -202,3 +201,28 @@ def test_interval_estimator_reads_the_measured_curves(trained, monkeypatch):
     assert c["lpips_x0_P_t"][-1] > c["lpips_x0_P_t"][0] and c["lpips_x0_x_t"][-1] > c["lpips_x0_x_t"][0]
     first = next((t for t, v in zip(c["t"], c["lpips_x0_P_t"]) if v >= 0.05), c["t"][-1])
     assert t_edit == first and t_boost <= t_edit
+
+
+def test_training_pushes_every_step_to_the_live_chart(trained, monkeypatch):
+    """Each optimiser step goes to the chart on the running node as an 'invedit.loss' message (to the client that
+    queued the prompt), in order, and the node's ui output carries the same history."""
+    import server
+    from comfy_execution.utils import CurrentNodeContext
+
+    class FakeServer:
+        client_id = "client-1"
+        sent = []
+
+        def send_sync(self, event, data, sid=None):
+            self.sent.append((event, data, sid))
+    fake = FakeServer()
+    monkeypatch.setattr(server.PromptServer, "instance", fake, raising=False)
+    with CurrentNodeContext("prompt-1", "17"):
+        out = train_call(trained, steps=4, t_edit=250)
+    history = out.args[1]
+    msgs = [d for e, d, sid in fake.sent if e == "invedit.loss" and sid == "client-1"]
+    n = 4 * 3  # 4 training images × the 3 steps of a 4-step schedule with t ≥ 250
+    assert len(msgs) == len(history.values) == n and [m["step"] for m in msgs] == list(range(n))
+    assert [m["value"] for m in msgs] == history.values and all(m["node"] == "17" for m in msgs)
+    assert all(m["expected"] == n and m["prompt_id"] == "prompt-1" for m in msgs)
+    assert out.ui.as_dict()["invedit_loss"][0]["values"] == history.values

@@ -58,7 +58,7 @@ def test_vae_reconstructs_held_out_images(comfy, held):
 
 def test_classifiers_label_held_out_images(held):
     for attr, f in zip(("colour", "shape"), tiny_models.CLASSIFIERS):
-        m, classes = load_classifier(BASE / "models" / "classifiers" / f)
+        m, classes = load_classifier(BASE / "models" / tiny_models.CLASSIFIER_DIR / f)
         assert classes == list({"colour": data.COLOURS, "shape": data.SHAPES}[attr])
         with torch.no_grad():
             acc = (m(held.images).argmax(1) == getattr(held, attr)).float().mean()
@@ -80,7 +80,7 @@ def test_prompts_steer_generation(comfy):
     """A red circle and a blue square, 4 seeds each, 20 euler steps at cfg 5: the colour classifier agrees with the
     prompt for most samples (the full measure is bench/eval_shapes.py)."""
     import nodes
-    colour_clf, _ = load_classifier(BASE / "models" / "classifiers" / tiny_models.CLASSIFIERS[0])
+    colour_clf, _ = load_classifier(BASE / "models" / tiny_models.CLASSIFIER_DIR / tiny_models.CLASSIFIERS[0])
     model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_models.FILES["checkpoints"])
     hits = 0
     with torch.inference_mode():

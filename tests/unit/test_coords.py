@@ -1,7 +1,7 @@
 """σ-space <-> VP conversions (samplers/coords.py)."""
 import torch
 
-from samplers import coords
+from invedit.samplers import coords
 
 
 def test_sigma_alpha_bar_round_trip():

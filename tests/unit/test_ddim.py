@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from samplers import coords, ddim
+from invedit.samplers import coords, ddim
 
 from tinynets import F64, TinyEps, sd15_alphas_cumprod, sigma_denoiser
 
@@ -93,7 +93,7 @@ def test_trajectory_matches_diffusers_ddim_inverse_scheduler(steps, set_alpha_to
     D = sigma_denoiser(net, ab)
     ours = [z0]
     ddim.ddim_invert(D, coords.vp_to_x(z0, levels[0]), levels.flip(0),  # given descending, as a scheduler's list
-                     callback=lambda i, x, d, s, s_next: ours.append(coords.x_to_vp(x, s_next)))
+                     callback=lambda st: ours.append(coords.x_to_vp(st.x, st.sigma_next)))
     assert len(ours) == len(ref) == steps + 1
     for k, (a, b) in enumerate(zip(ours, ref)):
         torch.testing.assert_close(a, b.to(F64), rtol=1e-6, atol=1e-6, msg=f"step {k}")

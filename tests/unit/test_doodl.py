@@ -51,9 +51,9 @@ def test_step_vjp_rebuilds_the_same_inputs_as_the_inverse_step(i, scaling):
     """edict_step_vjp walks back with the inverse's own equations (it needs their model evaluations for the VJP):
     its input pair is bit-identical to samplers.edict.edict_step_inverse's."""
     from invedit.optim.doodl import edict_step_vjp
-    from invedit.samplers.edict import _Eps, edict_step_inverse
+    from invedit.samplers.edict import EpsFromDenoiser, edict_step_inverse
     s = spec(6, official_input_scaling=scaling)
-    eps = _Eps(DEN, None)
+    eps = EpsFromDenoiser(DEN, None)
     x, y = rand(1, 4, 6, 6, seed=9), rand(1, 4, 6, 6, seed=10)
     want = edict_step_inverse(eps, x, y, s.sigmas[i], s.sigmas[i + 1], s.p, i % 2 == 1, scaling)
     got = edict_step_vjp(s, eps, i, x, y, torch.ones_like(x), torch.ones_like(y))[:2]
@@ -129,8 +129,8 @@ def test_the_loss_falls_and_the_invariants_hold_every_iteration():
     x = rand(1, 4, 6, 6, seed=30)
     n0 = x.norm()
 
-    def on_iteration(i, of, loss, x0, y0):
-        seen.append((i, loss))
+    def on_iteration(step):
+        seen.append((step.i, step.loss))
     res = doodl_optimize(spec(10), pair_loss_gradients(decode_classify), x, x.clone(), cfg,
                          torch.Generator().manual_seed(0), on_iteration)
     assert res.losses[-1] < 0.8 * res.losses[0], res.losses
@@ -176,7 +176,7 @@ def test_a_non_finite_loss_stops_with_a_clear_error():
 # --- losses and classifiers ------------------------------------------------------------------------------------------
 
 def test_spherical_distance_values():
-    from invedit.optim.losses import spherical_distance
+    from invedit.losses.pixel import spherical_distance
     u = torch.tensor([[1.0, 0.0, 0.0]])
     assert float(spherical_distance(u, 3 * u)) == 0.0
     assert abs(float(spherical_distance(u, -u)) - torch.pi ** 2 / 2) < 1e-6
@@ -184,7 +184,7 @@ def test_spherical_distance_values():
 
 
 def test_multicrop_shapes_and_determinism():
-    from invedit.optim.losses import multicrop
+    from invedit.losses.pixel import multicrop
     img = torch.rand(2, 3, 64, 48)
     out = multicrop(img, 8, 16, 0.3, torch.Generator().manual_seed(0))
     assert out.shape == (16, 3, 16, 16)
@@ -197,22 +197,23 @@ def test_multicrop_shapes_and_determinism():
 def test_classifier_files_load_by_declared_architecture_and_refuse_pickles(tmp_path):
     import json as _json
     from safetensors.torch import save_file
-    from invedit.optim import classifiers
+    from invedit import artifacts
+    from invedit.losses import classifiers
     m = classifiers.SmallCNN(3, width=8)
     save_file(m.state_dict(), str(tmp_path / "c.safetensors"), metadata={"classes": _json.dumps(["a", "b", "c"]),
                                                                           "width": "8"})
-    loaded, classes = classifiers.load(tmp_path / "c.safetensors", "small_cnn")
+    loaded, classes = artifacts.classifier.load_classifier(tmp_path / "c.safetensors", "small_cnn", None, "test")
     x = torch.rand(2, 3, 32, 32)
     assert classes == ["a", "b", "c"] and torch.equal(loaded(x), m(x))
     with pytest.raises(ValueError, match="does not fit a resnet18"):
-        classifiers.load(tmp_path / "c.safetensors", "resnet18")
+        artifacts.classifier.load_classifier(tmp_path / "c.safetensors", "resnet18", None, "test")
     (tmp_path / "p.pt").write_bytes(b"\x80\x04")
-    with pytest.raises(ValueError, match="pickled classifiers are refused"):
-        classifiers.load(tmp_path / "p.pt", "small_cnn")
+    with pytest.raises(ValueError, match="pickled files are refused"):
+        artifacts.classifier.load_classifier(tmp_path / "p.pt", "small_cnn", None, "test")
 
 
 def test_classifier_loss_reduces_over_crops_and_weights():
-    from invedit.optim.losses import ClassifierLoss, WeightedSum
+    from invedit.losses.pixel import ClassifierLoss, WeightedSum
     m = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
     img = torch.rand(1, 3, 16, 16)
     ce = ClassifierLoss(m, 1, crops=0, crop_size=16, weight=2.0)
@@ -247,7 +248,7 @@ def test_shared_steps_keep_an_untied_pairs_difference():
 
 
 def test_aesthetic_loss_scores_with_a_linear_head():
-    from invedit.optim.losses import AestheticLoss
+    from invedit.losses.pixel import AestheticLoss
 
     class Stub:  # an image encoder giving the unit vector along the mean colour
         size, device = 8, "cpu"

@@ -3,7 +3,7 @@ with a literal re-implementation of the reference code's loop in VP coordinates 
 import pytest
 import torch
 
-from samplers import coords, ddim, edict
+from invedit.samplers import coords, ddim, edict
 
 from tinynets import F64, CFGEps, TinyEps, sd15_alphas_cumprod, sd15_sigmas, sigma_denoiser
 
@@ -83,7 +83,7 @@ def test_mixing_layer_is_the_papers_equations():
 @pytest.mark.parametrize("scaling", [True, False])
 @pytest.mark.parametrize("levels", [(960, 940), (20, 0)])
 def test_single_step_inverse_is_exact(swap, scaling, levels):
-    eps = edict._Eps(DEN, None)
+    eps = edict.EpsFromDenoiser(DEN, None)
     s, s_next = SIGMAS[levels[0]], SIGMAS[levels[1]]
     x, y = rand(1, 4, 8, 8, seed=5), rand(1, 4, 8, 8, seed=6)
     xn, yn = edict.edict_step(eps, x, y, s, s_next, 0.93, swap, scaling)
@@ -94,7 +94,7 @@ def test_single_step_inverse_is_exact(swap, scaling, levels):
 
 def test_final_zero_sigma_step_gives_the_x0_prediction():
     """σ -> 0 without mixing (p = 1): x' = sqrt(1+σ²)·x − σ·ε(y) = the x0 estimate of the σ-space denoiser."""
-    eps = edict._Eps(DEN, None)
+    eps = edict.EpsFromDenoiser(DEN, None)
     s = SIGMAS[20]
     x = rand(1, 4, 8, 8, seed=7)
     xn, _ = edict.edict_step(eps, x, x, s, torch.tensor(0.0, dtype=F64), 1.0, False)
@@ -258,10 +258,10 @@ def test_callback_sees_every_step_in_order():
     seen = []
     z = rand(1, 4, 4, 4)
     sig = official(6)
-    edict.edict_sample(DEN, z, z, sig, callback=lambda i, x, y, d, s, sn: seen.append((i, d is None)))
+    edict.edict_sample(DEN, z, z, sig, callback=lambda st: seen.append((st.i, st.denoised is None)))
     assert seen == [(i, i == 5) for i in range(6)]  # the final identity step makes no model call
     seen.clear()
-    edict.edict_invert(DEN, z, z, sig, callback=lambda k, x, y, d, s, sn: seen.append(k))
+    edict.edict_invert(DEN, z, z, sig, callback=lambda st: seen.append(st.i))
     assert seen == list(range(6))
 
 

@@ -1,14 +1,15 @@
-"""h-space directions and patch (hooks/hspace.py), the Asyrp step (samplers/asyrp.py) and the direction file format
-(artifacts.py): pure torch."""
+"""h-space directions and patch (hooks/directions.py, hooks/hspace.py), the Asyrp step (samplers/asyrp.py) and the
+direction file format (artifacts/hspace.py): pure torch."""
 import json
 
 import pytest
 import torch
 
-import artifacts
-from hooks import hspace
-from hooks.hspace import Direction, HSpacePatch
-from samplers import asyrp
+from invedit import artifacts
+from invedit.hooks import directions, hspace, passes
+from invedit.hooks.directions import Direction
+from invedit.hooks.hspace import HSpacePatch
+from invedit.samplers import asyrp
 
 
 def rand(*shape, seed=0):
@@ -18,7 +19,7 @@ def rand(*shape, seed=0):
 def opts(block=("output", 0), sigma=5.0, kinds=(0, 1), pass_=None):
     o = {"block": block, "sigmas": torch.tensor([sigma]), "cond_or_uncond": list(kinds)}
     if pass_:
-        o[hspace.PASS_KEY] = pass_
+        o[passes.PASS_KEY] = pass_
     return o
 
 
@@ -35,25 +36,25 @@ def test_lookup_is_nearest_in_log_sigma_and_global_applies_everywhere():
 def test_combine_is_linear_and_interpolation_hits_its_ends():
     a = Direction(rand(4, 8, 2, 2, seed=1), torch.tensor([8.0, 4.0, 2.0, 1.0]))
     b = Direction(rand(1, 8, 2, 2, seed=2), torch.tensor([1.0]))
-    c = hspace.combine([(a, 0.7), (b, -1.5)])
+    c = directions.combine([(a, 0.7), (b, -1.5)])
     for s in (9.0, 3.0, 1.0):
         torch.testing.assert_close(c.at(s), 0.7 * a.at(s) - 1.5 * b.at(s), rtol=0, atol=1e-6)
     for alpha, end in ((0.0, a), (1.0, b)):  # interpolation (1 − α)·a + α·b hits its ends
-        torch.testing.assert_close(hspace.combine([(a, 1 - alpha), (b, alpha)]).at(4.0), end.at(4.0), rtol=0, atol=1e-7)
-    with pytest.raises(hspace.HSpaceError, match="different channel counts"):
-        hspace.combine([(a, 1.0), (Direction(rand(1, 4, 2, 2), torch.tensor([1.0])), 1.0)])
-    with pytest.raises(hspace.HSpaceError, match="different shapes"):
-        hspace.combine([(a, 1.0), (Direction(rand(1, 8, 4, 4), torch.tensor([1.0])), 1.0)])
+        torch.testing.assert_close(directions.combine([(a, 1 - alpha), (b, alpha)]).at(4.0), end.at(4.0), rtol=0, atol=1e-7)
+    with pytest.raises(directions.HSpaceError, match="different channel counts"):
+        directions.combine([(a, 1.0), (Direction(rand(1, 4, 2, 2), torch.tensor([1.0])), 1.0)])
+    with pytest.raises(directions.HSpaceError, match="different shapes"):
+        directions.combine([(a, 1.0), (Direction(rand(1, 8, 4, 4), torch.tensor([1.0])), 1.0)])
 
 
 def test_spatial_policies():
     d = rand(8, 4, 4)
-    assert hspace.fit_spatial(d, (4, 4), "strict") is d
-    assert hspace.fit_spatial(d, (6, 3), "resize").shape == (8, 6, 3)
-    cm = hspace.fit_spatial(d, (6, 3), "channel_mean")
+    assert directions.fit_spatial(d, (4, 4), "strict") is d
+    assert directions.fit_spatial(d, (6, 3), "resize").shape == (8, 6, 3)
+    cm = directions.fit_spatial(d, (6, 3), "channel_mean")
     assert cm.shape == (8, 1, 1) and torch.allclose(cm[:, 0, 0], d.mean((1, 2)))
-    with pytest.raises(hspace.HSpaceError, match=r"\(4, 4\) but h is \(6, 3\)"):
-        hspace.fit_spatial(d, (6, 3), "strict")
+    with pytest.raises(directions.HSpaceError, match=r"\(4, 4\) but h is \(6, 3\)"):
+        directions.fit_spatial(d, (6, 3), "strict")
 
 
 # --- the patch -------------------------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ def test_apply_to_selects_cond_or_uncond_chunks():
 
 
 def test_channel_mismatch_is_a_clear_error():
-    with pytest.raises(hspace.HSpaceError, match="8 channels but this model's h-space has 16"):
+    with pytest.raises(directions.HSpaceError, match="8 channels but this model's h-space has 16"):
         patch(mode="symmetric")(rand(1, 16, 4, 4), rand(1, 16, 4, 4), opts())
 
 
@@ -161,12 +162,12 @@ def test_sampler_loop_edits_only_in_the_window_and_boosts_below_sigma_boost():
 
 def test_direction_files_round_trip(tmp_path):
     d, s = rand(3, 8, 4, 4, seed=16), torch.tensor([9.0, 3.0, 1.0], dtype=torch.float64)
-    tensors, meta = hspace.to_tensors(hspace.Direction(d, s, {"family": "SD15", "kind": "prompts"}))
-    p = artifacts.save_hspace(tmp_path / "red_to_blue.safetensors", tensors, meta)
-    loaded = hspace.from_tensors(*artifacts.load_hspace(p, "test"))
+    tensors, meta = directions.to_tensors(directions.Direction(d, s, {"family": "SD15", "kind": "prompts"}))
+    p = artifacts.save(tmp_path / "red_to_blue.safetensors", "hspace", tensors, meta)
+    loaded = directions.from_tensors(*artifacts.load(p, "hspace", "test"))
     d2, s2, meta = loaded.delta, loaded.sigmas, loaded.meta
     assert torch.equal(d2, d) and torch.equal(s2, s)
-    assert meta["family"] == "SD15" and meta["format"] == artifacts.HSPACE_FORMAT and meta["channels"] == "8"
+    assert meta["family"] == "SD15" and meta["format"] == artifacts.hspace.FORMAT and meta["channels"] == "8"
     assert json.loads(meta["h_hw"]) == [4, 4]
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -181,10 +182,24 @@ def test_foreign_and_pickled_files_are_refused(tmp_path):
     from safetensors.torch import save_file
     (tmp_path / "x.pt").write_bytes(b"\x80\x04pickle")
     with pytest.raises(artifacts.ArtifactError, match="pickled files are refused"):
-        artifacts.load_hspace(tmp_path / "x.pt", "test")
+        artifacts.load(tmp_path / "x.pt", "hspace", "test")
     save_file({"w": torch.zeros(2)}, str(tmp_path / "lora.safetensors"))
     with pytest.raises(artifacts.ArtifactError, match="not an h-space direction file"):
-        artifacts.load_hspace(tmp_path / "lora.safetensors", "test")
+        artifacts.load(tmp_path / "lora.safetensors", "hspace", "test")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
     with pytest.raises(artifacts.ArtifactError, match="cannot read"):
-        artifacts.load_hspace(tmp_path / "junk.safetensors", "test")
+        artifacts.load(tmp_path / "junk.safetensors", "hspace", "test")
+
+
+def test_direction_files_written_by_version_0_1_still_load():
+    """Files saved by the 0.1 layout (commit 7618b13's artifacts.py, tests/fixtures/v0_1/): a prompt direction of
+    torch.randn(3, 8, 4, 4) from seed 11, and a trained f_t with Δt_train 25."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent / "fixtures" / "v0_1"
+    d = directions.from_tensors(*artifacts.load(root / "direction_prompts.safetensors", "hspace", "test"))
+    assert torch.equal(d.delta, torch.randn(3, 8, 4, 4, generator=torch.Generator().manual_seed(11)))
+    assert d.sigmas.tolist() == [10.0, 2.0, 0.5] and d.meta["name"] == "v0.1 fixture"
+    f = directions.from_tensors(*artifacts.load(root / "direction_trained.safetensors", "hspace", "test"))
+    assert isinstance(f, directions.ImplicitDirection) and f.train_dt == 25.0
+    h = rand(2, 8, 4, 4, seed=3)
+    assert f.delta_for(h, directions.Where(1.0, 500.0)).abs().max() > 0

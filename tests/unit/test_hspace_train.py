@@ -1,4 +1,4 @@
-"""The trained (implicit) h-space direction: f_t (hooks/hspace.py DeltaNet, ImplicitDirection, Composite), its step
+"""The trained (implicit) h-space direction: f_t (hooks/directions.py DeltaNet, ImplicitDirection, Composite), its step
 scaling, its file form, and the training loop (optim/hspace.py) on a tiny linear world: pure torch."""
 import math
 
@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from invedit import artifacts
-from invedit.hooks import hspace
-from invedit.hooks.hspace import DeltaNet, Direction, HSpacePatch, ImplicitDirection, Where
+from invedit.hooks import directions, hspace
+from invedit.hooks.directions import DeltaNet, Direction, ImplicitDirection, Where
+from invedit.hooks.hspace import HSpacePatch
 from invedit.optim.hspace import TrainConfig, TrainingError, train_direction
-from invedit.optim.losses import directional_clip_loss
+from invedit.losses.directional import directional_clip_loss
 from tinynets import sd15_sigmas
 
 
@@ -45,7 +46,7 @@ def test_implicit_delta_depends_on_h_and_t_and_scales_with_strength_and_step():
     assert not torch.allclose(a, d.delta_for(rand(2, 8, 4, 4, seed=3), Where(2.0, 700.0)))
     d.meta["train_dt"] = "100"
     torch.testing.assert_close(d.delta_for(h, Where(2.0, 700.0, dt_gen=25.0)), 0.25 * a)
-    with pytest.raises(hspace.HSpaceError, match="needs the timestep"):
+    with pytest.raises(directions.HSpaceError, match="needs the timestep"):
         d.delta_for(h, Where(2.0))
 
 
@@ -82,14 +83,14 @@ def test_sigma_to_t_inverts_the_table():
 def test_combining_a_trained_and_a_tensor_direction_adds_them():
     imp = ImplicitDirection(trained_net(), {"name": "smile"})
     ten = Direction(rand(1, 8, 4, 4, seed=5), torch.tensor([1.0]), {"name": "red"})
-    c = hspace.combine([(imp, 0.5), (ten, -2.0)])
-    assert isinstance(c, hspace.Composite) and c.channels == 8
+    c = directions.combine([(imp, 0.5), (ten, -2.0)])
+    assert isinstance(c, directions.Composite) and c.channels == 8
     h, w = rand(2, 8, 4, 4, seed=6), Where(3.0, 600.0, 12.5)
     torch.testing.assert_close(c.delta_for(h, w), 0.5 * imp.delta_for(h, w) - 2.0 * ten.delta_for(h, w))
-    with pytest.raises(hspace.HSpaceError, match="save its parts"):
-        hspace.to_tensors(c)
-    with pytest.raises(hspace.HSpaceError, match="different channel counts"):
-        hspace.combine([(imp, 1.0), (ImplicitDirection(DeltaNet(16), {}), 1.0)])
+    with pytest.raises(directions.HSpaceError, match="save its parts"):
+        directions.to_tensors(c)
+    with pytest.raises(directions.HSpaceError, match="different channel counts"):
+        directions.combine([(imp, 1.0), (ImplicitDirection(DeltaNet(16), {}), 1.0)])
 
 
 def test_a_combination_step_scales_each_trained_term_by_its_own_training_spacing():
@@ -105,29 +106,29 @@ def test_a_combination_step_scales_each_trained_term_by_its_own_training_spacing
     def shift(direction):
         p = HSpacePatch(direction, 1.0, math.inf, 0.0, "symmetric", log_sigmas=logs)
         return p(h, h, opts)[0] - h
-    assert torch.equal(shift(hspace.combine([(f, 0.5), (f, 0.5)])), shift(f))  # exact: ½a + ½a = a in floats
-    torch.testing.assert_close(shift(hspace.combine([(f, 1.0), (g, 1.0)])), shift(f) + shift(g))
+    assert torch.equal(shift(directions.combine([(f, 0.5), (f, 0.5)])), shift(f))  # exact: ½a + ½a = a in floats
+    torch.testing.assert_close(shift(directions.combine([(f, 1.0), (g, 1.0)])), shift(f) + shift(g))
     where = HSpacePatch(f, 1.0, math.inf, 0.0, log_sigmas=logs).where(float(sched[1]), opts)
     assert abs(f.step_scale(where) - 200 / 40) < 1e-3 and abs(g.step_scale(where) - 200 / 10) < 1e-3
 
 
 def test_trained_direction_files_round_trip_and_bad_weights_are_refused(tmp_path):
     d = ImplicitDirection(trained_net(), {"family": "SD15", "train_dt": "25", "src_text": "a face"})
-    p = artifacts.save_hspace(tmp_path / "smile.safetensors", *hspace.to_tensors(d))
-    tensors, meta = artifacts.load_hspace(p, "test")
-    d2 = hspace.from_tensors(tensors, meta)
+    p = artifacts.save(tmp_path / "smile.safetensors", "hspace", *directions.to_tensors(d))
+    tensors, meta = artifacts.load(p, "hspace", "test")
+    d2 = directions.from_tensors(tensors, meta)
     h = rand(2, 8, 4, 4, seed=7)
     assert torch.equal(d2.delta_for(h, Where(1.0, 400.0)), d.delta_for(h, Where(1.0, 400.0)))
     assert d2.meta["src_text"] == "a face" and d2.train_dt == 25.0 and meta["kind"] == "implicit"
     tensors["f.conv1.weight"] = tensors["f.conv1.weight"][:4]
-    with pytest.raises(hspace.HSpaceError, match="do not form an f_t network"):
-        hspace.from_tensors(tensors, meta)
+    with pytest.raises(directions.HSpaceError, match="do not form an f_t network"):
+        directions.from_tensors(tensors, meta)
     from safetensors.torch import save_file
-    bad = {k: v.clone() for k, v in artifacts.load_hspace(p, "t")[0].items()}
+    bad = {k: v.clone() for k, v in artifacts.load(p, "hspace", "t")[0].items()}
     bad["f.conv2.bias"][0] = float("nan")
     save_file(bad, str(tmp_path / "nan.safetensors"), metadata=meta)
     with pytest.raises(artifacts.ArtifactError, match="NaN"):
-        artifacts.load_hspace(tmp_path / "nan.safetensors", "test")
+        artifacts.load(tmp_path / "nan.safetensors", "hspace", "test")
 
 
 # --- the training loop on a linear toy world --------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-import metrics
+from invedit import metrics
 
 
 def test_psnr_of_known_error():

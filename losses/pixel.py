@@ -1,102 +1,21 @@
-"""Losses of the gradient procedures, and the local CLIP they use.
+"""Pixel losses: differentiable losses on decoded images [B, 3, H, W] in [0, 1], one interface for every method that
+optimises through the decoder (DOODL now; CASO and h-space training later): ``loss(images01, generator) -> scalar``,
+carried between nodes on one socket type (``nodes.sockets.PixelLoss``).
 
-The directional CLIP loss (Gal et al., used by Asyrp eq. 4 and DiffusionCLIP):
-
-    L_dir = 1 − cos(ΔI, ΔT),   ΔI = E_I(x_edit) − E_I(x_src),   ΔT = E_T(y_trg) − E_T(y_src)
-
-with E_I / E_T CLIP's image / text encoders. ``LocalCLIP`` loads a transformers ``CLIPModel`` from a folder on disk
-(``local_files_only``, safetensors weights only: never downloaded, never unpickled) and preprocesses images
-differentiably (resize, centre crop, normalise), unlike ``CLIPImageProcessor`` which works on 8-bit arrays.
-Pure torch + transformers; no ComfyUI.
+- ``CLIPLoss``: the DOODL / CLIP-guidance spherical distance to a text or reference-image embedding;
+- ``ClassifierLoss``: cross-entropy (or minus the logit) of an image classifier to a target class;
+- ``AestheticLoss``: a linear aesthetic head on CLIP embeddings (the LAION predictor v1 form);
+- ``WeightedSum``: Σ w_i·L_i.
+Each reduces over DOODL's random multi-crops (``multicrop``), drawn from the caller's generator. Pure torch.
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from .clip import LocalCLIP
 
-
-class CLIPLoadError(ValueError):
-    pass
-
-
-def clip_preprocess(images: Tensor, size: int, mean: Tensor, std: Tensor) -> Tensor:
-    """[B, 3, H, W] in [0, 1] -> a CLIP's input: shortest side resized to ``size`` (bilinear, antialiased), centre
-    crop, normalised by ``mean``/``std`` [1, 3, 1, 1]. Differentiable (ComfyUI's ``clip_preprocess`` rounds to 8 bits)."""
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = images
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    x = x[..., top:top + size, left:left + size]
-    return (x - mean.to(x)) / std.to(x)
-
-
-class LocalCLIP:
-    """CLIP from a local folder (config.json, model.safetensors, tokenizer files, optional preprocessor_config.json).
-    Frozen: no parameter requires grad; gradients flow to the images only."""
-
-    def __init__(self, folder: str | Path, device="cpu", who: str = "CLIP"):
-        from transformers import CLIPModel, CLIPTokenizer
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise CLIPLoadError(f"{who}: {folder} is not a CLIP folder (no config.json); put a transformers CLIPModel "
-                                f"folder (config.json, model.safetensors, tokenizer files) there")
-        if not (folder / "model.safetensors").is_file():
-            raise CLIPLoadError(f"{who}: {folder.name} has no model.safetensors (pickled .bin weights are refused); "
-                                f"convert it with transformers' save_pretrained(safe_serialization=True)")
-        try:
-            self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
-            self.tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise CLIPLoadError(f"{who}: cannot load the CLIP in {folder.name}: {e}") from None
-        self.model = self.model.eval().requires_grad_(False).to(device)
-        self.device = torch.device(device)
-        pre = folder / "preprocessor_config.json"
-        cfg = json.loads(pre.read_text()) if pre.is_file() else {}
-        self.mean = torch.tensor(cfg.get("image_mean", OPENAI_MEAN), device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.get("image_std", OPENAI_STD), device=self.device).view(1, 3, 1, 1)
-        self.size = int(self.model.config.vision_config.image_size)
-
-    def text_features(self, texts: list[str]) -> Tensor:
-        tok = self.tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            f = self.model.get_text_features(**{k: v.to(self.device) for k, v in tok.items()})
-        return F.normalize(f.float(), dim=-1)
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        return clip_preprocess(images.to(self.device, torch.float32), self.size, self.mean, self.std)
-
-    def image_features(self, images: Tensor) -> Tensor:
-        """Unit-norm image embeddings of [B, 3, H, W] images in [0, 1] (differentiable in the images)."""
-        return F.normalize(self.model.get_image_features(pixel_values=self.preprocess(images)).float(), dim=-1)
-
-    def text_direction(self, source: str, target: str) -> Tensor:
-        """ΔT = E_T(target) − E_T(source) [D] (of unit-norm embeddings)."""
-        src, trg = self.text_features([source, target])
-        return trg - src
-
-    def text_cosine(self, source: str, target: str) -> float:
-        """cos(E_T(source), E_T(target)): Asyrp's λ_recon = recon_mult·cos (smaller L1 weight for bigger edits)."""
-        src, trg = self.text_features([source, target])
-        return float((src * trg).sum())
-
-
-def directional_clip_loss(edit_features: Tensor, source_features: Tensor, text_direction: Tensor) -> Tensor:
-    """mean over the batch of 1 − cos(E_I(edit) − E_I(source), ΔT)."""
-    delta_i = edit_features - source_features
-    return (1 - F.cosine_similarity(delta_i, text_direction.expand_as(delta_i), dim=-1, eps=1e-8)).mean()
-
-
-# --- pixel losses for DOODL -------------------------------------------------------------------------------------------
 
 def spherical_distance(a: Tensor, b: Tensor) -> Tensor:
     """d(u, v) = 2·arcsin(‖û − v̂‖/2)² on L2-normalised embeddings (the DOODL / CLIP-guidance distance: 0 for equal

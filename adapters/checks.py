@@ -1,0 +1,65 @@
+"""What a capability requires of a ComfyUI model, checked once with errors that name the fix: the model family,
+VP (ε / v) coordinates, a U-Net bottleneck, the latent's channel count; and the model's timestep ↔ σ table."""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_sampling
+import comfy.sample
+
+
+def model_family(base_model) -> str:
+    """The model-config class name ComfyUI detected for a BaseModel (``SD15``, ``SDXL``, ``SD3``, ``Flux``, …)."""
+    return type(base_model.model_config).__name__
+
+
+def require_vp_model(model_sampling, family: str, who: str) -> None:
+    """Refuse flow-matching models, whose coordinates (x = (1−σ)x0 + σε) the DDIM formulas do not cover."""
+    if isinstance(model_sampling, comfy.model_sampling.CONST):
+        raise ValueError(f"{who}: this is a flow-matching model ({family} sampled with "
+                         f"{type(model_sampling).__name__}, as SD3/Flux or a ModelSamplingSD3/Flux patch make it); "
+                         f"DDIM inversion supports ε- and v-prediction models (SD1.x, SD2.x, SDXL) only for now. "
+                         f"Use an SD1.5/SDXL checkpoint without a flow sampling patch.")
+
+
+def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> None:
+    want = model_patcher.model.latent_format.latent_channels
+    if latent.ndim != 4 or latent.shape[1] != want:
+        raise ValueError(f"{who}: the LATENT has shape {tuple(latent.shape)} but {model_family(model_patcher.model)} "
+                         f"works on [B, {want}, H, W] latents. Encode the image with this model's VAE.")
+
+
+def checked_latent(model, latent: dict, who: str) -> torch.Tensor:
+    """The LATENT's samples for a VP (ε/v) model with the right channel count; refuses flow models."""
+    require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    require_latent_channels(samples, model, who)
+    return samples
+
+
+def require_unet(model, who: str):
+    """The model's U-Net, which must have a middle block (h-space lives at its output)."""
+    unet = model.get_model_object("diffusion_model")
+    if getattr(unet, "middle_block", None) is None:
+        raise ValueError(f"{who}: {model_family(model.model)} has no U-Net middle block, so no h-space (SD3, Flux and "
+                         f"other transformer models have no bottleneck). Use an SD1.x/SD2.x/SDXL checkpoint.")
+    return unet
+
+
+def h_channels(unet) -> int:
+    """Channels of h (the middle block's output): model_channels × the last channel multiplier."""
+    return int(unet.model_channels * unet.channel_mult[-1])
+
+
+def t_to_sigma(model, t: int) -> float:
+    """σ of the model's discrete timestep t."""
+    return float(model.get_model_object("model_sampling").sigma(torch.tensor(int(t))))
+
+
+def log_sigmas(model, who: str) -> torch.Tensor:
+    """The model's table log σ_t, t = 0 … T−1 (discrete-timestep models only)."""
+    table = getattr(model.get_model_object("model_sampling"), "log_sigmas", None)
+    if table is None:
+        raise ValueError(f"{who}: this model's sampling has no discrete timestep table; trained h-space directions "
+                         f"need one (SD1.x/SD2.x/SDXL without a continuous-σ patch).")
+    return table.detach().float().cpu()

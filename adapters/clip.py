@@ -1,0 +1,58 @@
+"""CLIP image encoders for the pack's losses inside ComfyUI: a transformers CLIP from a local folder on ComfyUI's
+device (``load_local_clip``), and a stock CLIP_VISION made differentiable (``ComfyCLIPVision``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import comfy.model_management
+from comfy.ldm.modules.attention import optimized_attention_for_device
+
+from ..losses.clip import CLIPLoadError, LocalCLIP, clip_preprocess
+from .run import make_grad_safe
+
+
+def load_local_clip(folder: Path, who: str) -> LocalCLIP:
+    """``losses.clip.LocalCLIP`` from ``folder`` on ComfyUI's torch device (call with gradients allowed)."""
+    try:
+        return LocalCLIP(folder, comfy.model_management.get_torch_device(), who)
+    except CLIPLoadError as e:
+        raise ValueError(str(e)) from None
+
+
+class ComfyCLIPVision:
+    """A stock CLIP_VISION (CLIPVisionLoader) as a differentiable image encoder for ``losses.pixel.CLIPLoss``: the
+    crops go through ``clip_preprocess`` (differentiable; ComfyUI's own rounds to 8 bits) with the model's size, mean
+    and std, then the vision tower; the projected embedding (``image_embeds``) is L2-normalised. The model is made
+    grad-safe (its weights were created in inference mode by the loader) and loaded on every call.
+
+    The tower runs through ``forward``, ComfyUI 0.3.75's ``CLIPVision`` forward (comfy/clip_model.py) with the
+    residual additions out of place: its layers add in place (``x += …``), which autograd refuses. A test checks the
+    two give the same embedding. CLIP towers only (SigLIP has no class token to pool)."""
+
+    def __init__(self, clip_vision):
+        if getattr(clip_vision.model.vision_model, "output_layernorm", False):
+            raise ValueError("a SigLIP CLIP_VISION is not supported by the DOODL CLIP loss; use a CLIP one "
+                             "(e.g. clip_vision_g / ViT-L/14)")
+        self.cv = clip_vision
+        self.device = clip_vision.load_device
+        self.size = int(clip_vision.image_size)
+        self.mean = torch.tensor(clip_vision.image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(clip_vision.image_std).view(1, 3, 1, 1)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        comfy.model_management.load_model_gpu(self.cv.patcher)
+        make_grad_safe(self.cv.model)
+        x = clip_preprocess(images.to(self.device, torch.float32), self.size, self.mean, self.std)
+        return torch.nn.functional.normalize(self.forward(x).float(), dim=-1)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        model = self.cv.model
+        vm = model.vision_model
+        x = vm.pre_layrnorm(vm.embeddings(pixel_values))
+        attention = optimized_attention_for_device(x.device, mask=False, small_input=True)
+        for layer in vm.encoder.layers:
+            x = x + layer.self_attn(layer.layer_norm1(x), None, attention)
+            x = x + layer.mlp(layer.layer_norm2(x))
+        return model.visual_projection(vm.post_layernorm(x[:, 0, :]))

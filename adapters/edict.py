@@ -1,0 +1,236 @@
+"""EDICT (``samplers.edict``) as ComfyUI SAMPLERs, the settings an inversion and its regeneration share, and the pair
+LATENT (``adapters.latent``) that carries an inverted pair between nodes."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import torch
+
+import comfy.samplers
+
+from ..samplers import edict
+from ..samplers.coords import vp_to_x, x_to_vp
+from .checks import model_family, require_vp_model
+from .latent import (EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, InversionInfo, edict_y, to_vae_space,
+                     vp_from_vae_space)
+from .progress import reporter
+
+log = logging.getLogger(__name__)
+
+EDICT_OUTPUTS = ("x", "y", "mean")
+
+
+@dataclass(frozen=True)
+class EDICTOptions:
+    """The settings that must be equal for an inversion and its regeneration (and the sampler's output choice)."""
+    p: float = edict.DEFAULT_P
+    leapfrog: bool = True
+    official_input_scaling: bool = True
+    state_dtype: str = "float64"
+    output: str = "x"
+
+    def exactness_settings(self) -> dict:
+        """What an inversion and its regeneration must share (the state dtype may differ: float32 regenerates a
+        float64 pair to ~1e-6)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("output", "state_dtype")}
+
+
+def state_device(device: torch.device, dtype: torch.dtype) -> torch.device:
+    """float64 is not available on Apple's MPS: keep the (small) state on the CPU there."""
+    return torch.device("cpu") if device.type == "mps" and dtype == torch.float64 else device
+
+
+@dataclass
+class EDICTSetup:
+    """What an EDICT run inside a guider works with: the denoiser on the model's device and dtype, the keyword
+    arguments of ``edict_sample`` / ``edict_invert`` (settings and the progress callback) and the state's device."""
+    denoiser: object
+    kwargs: dict
+    device: torch.device
+
+
+class EDICTBase(comfy.samplers.Sampler):
+    """What the EDICT samplers share: options, the denoiser (``KSamplerX0Inpaint``, so a latent noise mask works as in
+    ``KSAMPLER``) and the conversion of a VP state to ComfyUI's σ-space."""
+
+    WHO = "EDICT"
+
+    def __init__(self, options: EDICTOptions = EDICTOptions()):
+        if options.output not in EDICT_OUTPUTS:
+            raise ValueError(f"{self.WHO}: output must be one of {EDICT_OUTPUTS}, got {options.output!r}.")
+        if options.state_dtype not in edict.STATE_DTYPES:
+            raise ValueError(f"{self.WHO}: state dtype {options.state_dtype!r} is not supported: use "
+                             f"{' or '.join(edict.STATE_DTYPES)} (half precision cannot be inverted).")
+        edict.check_p(options.p, self.WHO)
+        self.options = options
+        self.dtype = edict.STATE_DTYPES[options.state_dtype]
+        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None  # the (x, y) VP pair of the last run
+        self._end: torch.Tensor | None = None  # the level of that pair (see ``result``)
+        self._like: torch.Tensor | None = None  # the LATENT it was run on (device and dtype of results)
+
+    def setup(self, model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise) -> EDICTSetup:
+        inner = model_wrap.inner_model
+        require_vp_model(inner.model_sampling, model_family(inner), self.WHO)
+        edict.check_edict_schedule(sigmas, self.WHO)
+        if latent_image is None:
+            raise ValueError(f"{self.WHO}: no LATENT given.")
+        model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)  # honours a latent noise mask, as KSAMPLER
+        model_k.latent_image, model_k.noise = latent_image, noise
+        args = dict(extra_args, denoise_mask=denoise_mask)
+        dev, model_dtype = latent_image.device, latent_image.dtype
+        s_in = latent_image.new_ones([latent_image.shape[0]])
+
+        def denoiser(x, sigma):
+            return model_k(x.to(dev), sigma.to(dev) * s_in, **args).to(x.device)
+
+        def preview(step):
+            x = vp_to_x(step.x, step.sigma_next).to(dev, model_dtype)
+            return (None if step.denoised is None else step.denoised.to(dev)), x
+
+        kw = dict(p=self.options.p, leapfrog=self.options.leapfrog,
+                  official_input_scaling=self.options.official_input_scaling, state_dtype=self.dtype,
+                  model_dtype=model_dtype, callback=reporter(callback, preview))
+        return EDICTSetup(denoiser, kw, state_device(dev, self.dtype))
+
+    def start_from_noise(self, model_wrap, sigmas, noise, latent_image, device) -> torch.Tensor:
+        """The VP start x = y of a generation: the noise itself for a full-strength start (the model's top σ, or an
+        empty latent), as the reference code does; else ComfyUI's img2img noising latent + σ·noise."""
+        full = self.max_denoise(model_wrap, sigmas) or torch.count_nonzero(latent_image) == 0
+        x = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image, full)
+        return x_to_vp(x.to(device, self.dtype), sigmas[0].to(device, self.dtype))
+
+    def to_comfy(self, z: torch.Tensor, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A VP state latent at level σ as ComfyUI σ-space x = z·sqrt(1+σ²), still in the state dtype, on the device
+        of ``like``; refuses NaN/inf."""
+        out = vp_to_x(z, sigma.to(z)).to(like.device)
+        if not torch.isfinite(out).all():
+            raise ValueError(f"{self.WHO}: the result contains NaN/inf; check the model (an fp16 overflow?) and the "
+                             f"SIGMAS, and keep mix_p near 0.93 (small p makes the inversion explode).")
+        return out
+
+    def keep(self, pair, end: torch.Tensor, like: torch.Tensor) -> None:
+        self.pair, self._end, self._like = pair, end, like
+
+    def result(self, which: str = "x") -> torch.Tensor:
+        """x, y or their mean from the last run, in σ-space at the end of its walk, in the state dtype (a node that
+        applies ``process_latent_out`` to this in float64 keeps the round trip exact in float32)."""
+        zx, zy = self.pair
+        return self.to_comfy({"x": zx, "y": zy, "mean": (zx + zy) / 2}[which], self._end, self._like)
+
+
+class EDICTSampler(EDICTBase):
+    """EDICT sampling (``samplers.edict``) as a SAMPLER for SamplerCustom / SamplerCustomAdvanced.
+
+    Starts from x = y = the noised latent (``start_from_noise``). With ``pair`` (VP latents at sigmas[0], from
+    EDICTInvert) it regenerates that pair instead and ignores the noise. Returns x, y or their mean at the end of
+    SIGMAS; ``self.pair`` keeps both afterwards."""
+
+    WHO = "EDICT sampler"
+
+    def __init__(self, options: EDICTOptions = EDICTOptions(), pair=None):
+        super().__init__(options)
+        self.start_pair = pair
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        run = self.setup(model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise)
+        if self.start_pair is not None:
+            zx, zy = (z.to(run.device, self.dtype) for z in self.start_pair)
+            if zx.shape != latent_image.shape:
+                raise ValueError(f"{self.WHO}: the pair has shape {tuple(zx.shape)}, the LATENT "
+                                 f"{tuple(latent_image.shape)}.")
+        else:
+            zx = zy = self.start_from_noise(model_wrap, sigmas, noise, latent_image, run.device)
+        zx, zy = edict.edict_sample(run.denoiser, zx, zy, sigmas.to(run.device), **run.kwargs)
+        self.keep((zx, zy), edict.end_sigma(sigmas), latent_image)
+        return self.result(self.options.output).to(latent_image.dtype)
+
+
+class EDICTInversionSampler(EDICTBase):
+    """EDICT inversion: the clean latent becomes x_0 = y_0 and is walked back up the descending SIGMAS; returns x_T
+    (σ-space at sigmas[0]); ``self.pair`` keeps the exact (x_T, y_T) VP pair. The clean latent is the one the guider
+    passes in, or ``start`` (the same in model space, in the state dtype: the guider's float32 process_latent_in
+    would cost the round trip its last bit)."""
+
+    WHO = "EDICT inversion"
+
+    def __init__(self, options: EDICTOptions = EDICTOptions(), start=None):
+        super().__init__(options)
+        self.start = start
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        run = self.setup(model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise)
+        if noise is not None and torch.count_nonzero(noise) > 0:
+            log.warning("%s: added noise is ignored (inversion is deterministic).", self.WHO)
+        sig = sigmas.to(run.device)
+        clean = latent_image if self.start is None else self.start
+        if clean.shape != latent_image.shape:
+            raise ValueError(f"{self.WHO}: start latent {tuple(clean.shape)} != LATENT {tuple(latent_image.shape)}.")
+        z0 = x_to_vp(clean.to(run.device, self.dtype), edict.end_sigma(sig).to(self.dtype))
+        zx, zy = edict.edict_invert(run.denoiser, z0, z0, sig, **run.kwargs)
+        self.keep((zx, zy), sig[0], latent_image)
+        return self.result("x").to(latent_image.dtype)
+
+
+# ---- the pair LATENT ------------------------------------------------------------------------------------------------
+
+def pair_latent(model, zx: torch.Tensor, zy: torch.Tensor, sigma: torch.Tensor, info: InversionInfo,
+                base: dict | None = None) -> dict:
+    """A LATENT carrying the VP pair (x_T, y_T) at level σ: ``samples`` = x_T and y_T in VAE space, the exact pair,
+    the inversion settings (on top of ``base``'s other keys)."""
+    x_t, y_t = (to_vae_space(model, vp_to_x(z, sigma.to(z))) for z in (zx, zy))
+    if not (torch.isfinite(x_t).all() and torch.isfinite(y_t).all()):
+        raise ValueError("EDICT: the pair contains NaN/inf; check the model (an fp16 overflow?) and the SIGMAS, and "
+                         "keep mix_p near 0.93 (small p makes the inversion explode).")
+    out = dict(base or {})
+    out.update({"samples": x_t, EDICT_Y_KEY: y_t, INVERSION_KEY: info.to_dict(),
+                EDICT_PAIR_KEY: {"x": zx.detach().cpu(), "y": zy.detach().cpu(), "samples": x_t}})
+    return out
+
+
+def exact_pair(latent: dict):
+    """The exact (x_T, y_T) VP pair of an EDICT pair LATENT whose samples were not changed since; else None."""
+    exact = latent.get(EDICT_PAIR_KEY)
+    if exact is not None and torch.equal(exact["samples"], latent["samples"]):
+        return exact["x"], exact["y"]
+    return None
+
+
+def start_pair(model, latent: dict, sigma: torch.Tensor, who: str):
+    """The VP pair to regenerate: the exact one, or (with a warning) the LATENT's float32 values when its samples
+    were changed after inversion."""
+    pair = exact_pair(latent)
+    if pair is not None:
+        return pair
+    y = edict_y(latent)
+    if y is None:
+        raise ValueError(f"{who}: the LATENT has no y_T ('{EDICT_Y_KEY}'); connect EDICT Invert's output.")
+    log.warning("%s: the pair's samples were changed after inversion; regenerating from the LATENT's float32 values "
+                "(exactness ~1e-6 instead of float precision).", who)
+    return tuple(vp_from_vae_space(model, v, sigma, torch.float64) for v in (latent["samples"], y))
+
+
+def check_edict_pair(info: InversionInfo | None, model_patcher, sigmas: torch.Tensor | None, options: EDICTOptions,
+                     who: str) -> torch.Tensor:
+    """Refuse a regeneration whose settings differ from the inversion's; returns the SIGMAS to use."""
+    fix = "Connect the LATENT from EDICT Invert and give both nodes the same settings."
+    if info is None or info.method != "edict":
+        raise ValueError(f"{who}: this LATENT is not an EDICT inversion (it has no EDICT pair). {fix}")
+    family = model_family(model_patcher.model)
+    if info.model_family != family:
+        raise ValueError(f"{who}: the pair was inverted with a {info.model_family} model, this is {family}. {fix}")
+    for key, have in options.exactness_settings().items():
+        if getattr(info, key) != have:
+            raise ValueError(f"{who}: the pair was inverted with {key} = {getattr(info, key)}, this node has {have}; "
+                             f"exact regeneration needs the same value. {fix}")
+    stored = torch.tensor(info.sigmas, dtype=torch.float64)
+    if sigmas is None:
+        return stored.float()
+    if sigmas.numel() != stored.numel() or not torch.allclose(sigmas.double().cpu(), stored, rtol=1e-6, atol=0):
+        raise ValueError(f"{who}: the SIGMAS differ from the inversion's ({stored.numel() - 1} steps from "
+                         f"{stored[0]:.4f} to {stored[-1]:.4f} there, {sigmas.numel() - 1} steps from "
+                         f"{float(sigmas[0]):.4f} to {float(sigmas[-1]):.4f} here). Use the same EDICT Sigmas "
+                         f"(steps, schedule, strength), or leave the sigmas input unconnected to use the pair's.")
+    return sigmas

@@ -1,0 +1,115 @@
+"""The pack's files: safetensors with string metadata, validated on load, never pickle. One path for every kind:
+
+- ``safe_file_name``: a bare name for a file the pack writes (no folders, no traversal);
+- ``save(path, kind, tensors, meta)``: atomic (a temporary file, then rename: an interrupted save leaves no
+  half-written file), with the kind's ``format`` metadata;
+- ``read(path, who)``: the one reader (refuses anything but ``.safetensors``; a corrupt or foreign file gives an
+  error naming it);
+- ``load(path, kind, who)``: ``read`` + the kind's validation (naming the mismatch) + a NaN/inf check.
+
+``REGISTRY`` maps each kind to its format and validation; one module per kind: ``hspace`` (h-space directions),
+``classifier`` (user image classifiers for the pixel losses), ``aesthetic`` (linear aesthetic heads). Pure torch +
+safetensors; no ComfyUI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,120}$")
+
+
+class ArtifactError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of file: ``title`` names it in messages; ``format`` is the metadata value the pack writes and requires (None for files made elsewhere,
+    such as a user's classifier); ``validate(tensors, meta, name)`` raises ArtifactError naming the mismatch;
+    ``prepare(tensors, meta)`` adds derived metadata before a save."""
+    name: str
+    title: str                 # what the file is, for messages: "an h-space direction file"
+    format: Optional[str]
+    validate: Callable[[dict, dict, str], None]
+    prepare: Optional[Callable[[dict, dict], None]] = None
+
+
+REGISTRY: dict[str, Kind] = {}
+
+
+def register(kind: Kind) -> Kind:
+    REGISTRY[kind.name] = kind
+    return kind
+
+
+def safe_file_name(name: str, who: str) -> str:
+    """A bare file name (no folders, no '..'), ending in .safetensors."""
+    base = name if name.endswith(".safetensors") else name + ".safetensors"
+    if not _SAFE_NAME.match(base) or ".." in base:
+        raise ArtifactError(f"{who}: unsafe file name {name!r}: use letters, digits, space, '_', '-' and '.', "
+                            f"without folders")
+    return base
+
+
+def save(path: Path, kind: str, tensors: dict, meta: dict) -> Path:
+    """Write ``tensors`` with ``meta`` (values that are not strings are stored as JSON) and the kind's format,
+    atomically."""
+    from safetensors.torch import save_file
+    k = REGISTRY[kind]
+    md = {key: (v if isinstance(v, str) else json.dumps(v)) for key, v in meta.items()}
+    if k.format is not None:
+        md["format"] = k.format
+    if k.prepare is not None:
+        k.prepare(tensors, md)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    out = {key: v.detach().contiguous().cpu() for key, v in tensors.items()}
+    try:
+        save_file(out, str(tmp), metadata=md)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read(path: Path, who: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file, unvalidated."""
+    from safetensors import safe_open
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ArtifactError(f"{who}: {path.name} is not a .safetensors file (pickled files are refused)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # a corrupt, truncated or foreign file
+        raise ArtifactError(f"{who}: cannot read {path.name} as safetensors: {e}") from None
+    return tensors, meta
+
+
+def load(path: Path, kind: str, who: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a validated file of ``kind``."""
+    k = REGISTRY[kind]
+    path = Path(path)
+    tensors, meta = read(path, who)
+    if k.format is not None and meta.get("format") != k.format:
+        raise ArtifactError(f"{who}: {path.name} is not {k.title} (format {meta.get('format')!r}, expected "
+                            f"{k.format!r})")
+    try:
+        k.validate(tensors, meta, path.name)
+    except ArtifactError as e:
+        raise ArtifactError(f"{who}: {e}") from None
+    if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+        raise ArtifactError(f"{who}: {path.name} contains NaN/inf")
+    return tensors, meta
+
+
+from . import aesthetic, classifier, hspace  # noqa: E402,F401  (each registers its kind)

@@ -1,0 +1,35 @@
+"""h-space direction files (``asyrp_hspace/1``): metadata ``format``, ``kind``, ``family`` (the ComfyUI model class,
+e.g. SD15/SDXL), ``channels`` and free-form strings (source prompts, steps, …), and either
+- tensors ``delta_h`` [K, C, H, W] float32 and ``sigmas`` [K] float64 (descending noise levels; K = 1 for a global
+  direction), metadata ``h_hw``; or
+- for ``kind`` = ``implicit`` (a trained f_t): its weights as ``f.<parameter>`` float32 tensors, metadata
+  ``temb_dim``, ``train_dt``, ``num_train_steps``, ``t_edit``, the prompts and the training settings.
+The direction objects' own file form: ``hooks.directions.to_tensors`` / ``from_tensors``.
+"""
+from __future__ import annotations
+
+import json
+
+from . import ArtifactError, Kind, register
+
+FORMAT = "asyrp_hspace/1"
+
+
+def _prepare(tensors: dict, meta: dict) -> None:
+    if "delta_h" in tensors:
+        meta.update(channels=str(tensors["delta_h"].shape[1]), h_hw=json.dumps(list(tensors["delta_h"].shape[2:])))
+
+
+def _validate(tensors: dict, meta: dict, name: str) -> None:
+    if meta.get("kind") == "implicit":
+        if not any(k.startswith("f.") for k in tensors):
+            raise ArtifactError(f"{name} is a trained h-space direction without f.* weights")
+        return
+    if "delta_h" not in tensors or "sigmas" not in tensors:
+        raise ArtifactError(f"{name} is not an h-space direction file: it needs delta_h and sigmas, or f.* weights")
+    delta, sigmas = tensors["delta_h"], tensors["sigmas"]
+    if delta.ndim != 4 or sigmas.numel() != delta.shape[0]:
+        raise ArtifactError(f"{name} is malformed: delta_h {tuple(delta.shape)}, sigmas {tuple(sigmas.shape)}")
+
+
+KIND = register(Kind("hspace", "an h-space direction file", FORMAT, _validate, _prepare))

@@ -1,0 +1,58 @@
+"""Image classifiers a user can plug into a pixel loss, built from a declared architecture and safetensors weights
+(never a pickle; the file is read by ``artifacts.classifier``): the architecture names a constructor here, the file
+only fills its parameters.
+
+- ``small_cnn``: four stride-2 conv blocks (GroupNorm, SiLU), global pooling, a linear head; input [B, 3, S, S] in
+  [0, 1] (it maps to [−1, 1] itself); the shapes world's attribute classifiers are of this kind.
+- ``resnet18`` / ``resnet50``: torchvision's, without pretrained weights (the file provides them).
+Pure torch (torchvision for the ResNets).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .clip import OPENAI_MEAN, OPENAI_STD
+
+ARCHITECTURES = ("small_cnn", "resnet18", "resnet50")
+NORMALISATIONS = {  # (mean, std) applied to [0, 1] images after resizing
+    "none": None,
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": (OPENAI_MEAN, OPENAI_STD),
+    "minus_one_one": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+class SmallCNN(nn.Module):
+    """[B, 3, S, S] in [0, 1] -> logits over ``n_classes`` (~100 k parameters at width 32)."""
+
+    def __init__(self, n_classes: int, width: int = 32):
+        super().__init__()
+        w = width
+
+        def block(i, o):
+            return [nn.Conv2d(i, o, 3, stride=2, padding=1), nn.GroupNorm(8, o), nn.SiLU()]
+        self.net = nn.Sequential(*block(3, w), *block(w, 2 * w), *block(2 * w, 4 * w), *block(4 * w, 4 * w),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, n_classes))
+
+    def forward(self, x):
+        return self.net(x * 2 - 1)
+
+
+def build(architecture: str, n_classes: int, width: int = 32) -> nn.Module:
+    if architecture == "small_cnn":
+        return SmallCNN(n_classes, width)
+    if architecture in ("resnet18", "resnet50"):
+        import torchvision
+        return getattr(torchvision.models, architecture)(weights=None, num_classes=n_classes)
+    raise ValueError(f"unknown classifier architecture {architecture!r}; supported: {', '.join(ARCHITECTURES)}")
+
+
+def class_index(classes: list[str], target: str) -> int:
+    """The index of ``target`` in ``classes``: a class name, or an index written as digits."""
+    t = target.strip()
+    if t in classes:
+        return classes.index(t)
+    if t.isdigit() and int(t) < len(classes):
+        return int(t)
+    raise ValueError(f"target {target!r} is not one of the classifier's classes {classes} (nor an index below "
+                     f"{len(classes)}).")

@@ -1,0 +1,63 @@
+"""Every model folder the pack registers with ComfyUI's ``folder_paths`` (extra_model_paths.yaml can add paths), and
+the lookups of names in them. A renamed folder keeps its old path as a second path of the new name, so files users
+put there before still appear in the combos."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import folder_paths
+
+CLIP_FOLDER = "invedit_clip"              # models/invedit_clip/<name>/: transformers CLIP folders for the CLIP losses
+HSPACE_FOLDER = "hspace_directions"       # h-space direction files
+CLASSIFIER_FOLDER = "invedit_classifiers"  # image classifiers for the pixel losses (was models/classifiers/)
+AESTHETIC_FOLDER = "invedit_aesthetic"    # linear aesthetic heads (was models/aesthetic/)
+LEGACY = {CLASSIFIER_FOLDER: "classifiers", AESTHETIC_FOLDER: "aesthetic"}
+
+
+def register(name: str, extensions: set) -> None:
+    """models/<name>/ (and the folder's former name, read-only in practice) as a ComfyUI model folder."""
+    if name not in folder_paths.folder_names_and_paths:
+        paths = [os.path.join(folder_paths.models_dir, name)]
+        if name in LEGACY:
+            paths.append(os.path.join(folder_paths.models_dir, LEGACY[name]))
+        folder_paths.folder_names_and_paths[name] = (paths, extensions)
+
+
+register(CLIP_FOLDER, set())
+register(HSPACE_FOLDER, {".safetensors"})
+register(CLASSIFIER_FOLDER, {".safetensors"})
+register(AESTHETIC_FOLDER, {".safetensors"})
+
+
+def file_names(folder: str) -> list[str]:
+    return folder_paths.get_filename_list(folder)
+
+
+def file_path(folder: str, name: str) -> Path:
+    return Path(folder_paths.get_full_path_or_raise(folder, name))
+
+
+def save_dir(folder: str) -> Path:
+    """Where the pack writes new files of ``folder`` (its first path)."""
+    return Path(folder_paths.get_folder_paths(folder)[0])
+
+
+def clip_folder_names() -> list[str]:
+    """The sub-folders of models/invedit_clip/ that hold a transformers CLIP (a config.json)."""
+    names = set()
+    for root in folder_paths.get_folder_paths(CLIP_FOLDER):
+        if os.path.isdir(root):
+            names.update(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+    return sorted(names)
+
+
+def clip_folder(name: str, who: str) -> Path:
+    """The path of CLIP folder ``name`` (one of ``clip_folder_names()``; nothing else, so no path tricks)."""
+    if name not in clip_folder_names():
+        raise ValueError(f"{who}: no CLIP folder {name!r} in models/{CLIP_FOLDER}/; put a transformers CLIPModel "
+                         f"folder (config.json, model.safetensors, tokenizer files) there and refresh")
+    for root in folder_paths.get_folder_paths(CLIP_FOLDER):
+        if os.path.isfile(os.path.join(root, name, "config.json")):
+            return Path(root) / name
+    raise AssertionError(name)
