@@ -35,14 +35,21 @@ def gallery(title: str, images: list[tuple[str, Path]], scale: int = 3) -> "Imag
     return sheet
 
 
-def labelled_images(workflow: dict, outputs: dict, out: Path) -> list[tuple[str, Path]]:
+def labelled_images(workflow: dict, outputs: dict, out: Path, srv) -> list[tuple[str, Path]]:
+    """(label, file) of every image the workflow output; previews (in the server's temp folder) are fetched over
+    /view into out/previews/."""
     titles = {str(n["id"]): n.get("title") or n["type"] for n in workflow["nodes"]}
     found = []
     for node_id, o in outputs.items():
         imgs = o.get("images", [])
         for i, img in enumerate(imgs):
             label = titles.get(str(node_id), node_id) + (f" ({i + 1}/{len(imgs)})" if len(imgs) > 1 else "")
-            found.append((label, out / img["subfolder"] / img["filename"]))
+            path = out / img["subfolder"] / img["filename"]
+            if img.get("type") != "output":
+                path = out / "previews" / img["filename"]
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(srv.view(img))
+            found.append((label, path))
     return found
 
 
@@ -62,7 +69,7 @@ def main() -> int:
                 entry = srv.wait(fe.queue_workflow(workflow), timeout=900)
                 texts = [o["text"][0] for o in entry["outputs"].values() if "text" in o]
                 grid = out / f"gallery_{path.stem}.png"
-                gallery(path.name, labelled_images(workflow, entry["outputs"], out)).save(grid)
+                gallery(path.name, labelled_images(workflow, entry["outputs"], out, srv)).save(grid)
                 rows.append((path.name, "success", time.time() - t, [grid.name], texts))
             except Exception as e:  # report every workflow, then fail at the end
                 failures += 1

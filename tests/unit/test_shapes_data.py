@@ -52,3 +52,18 @@ def test_shape_centroid_finds_the_drawn_shape():
     true = torch.stack([b.cx, b.cy], 1) - 0.5  # render's pixel centres sit at integer + 0.5
     assert (centre - true).norm(dim=1).max() < 1.5
     assert (area > 0.5 * torch.pi * b.radius ** 2).all()
+
+
+def test_the_background_psnr_ignores_the_object_and_sees_the_background():
+    from harness.shapes import judges
+    b = data.make_batch(2, 5, colour=0, shape=0)
+    recoloured = b.images.clone()
+    m = data.shape_mask(b.shape, b.radius, b.cx, b.cy)[:, None]
+    recoloured = recoloured * (1 - m) + data.RGB[2].view(1, 3, 1, 1) * m  # a new object colour, same background
+    bg = judges.background_mask(b.images, b)
+    assert float(judges.masked_psnr(recoloured, b.images, bg).min()) > 60  # identical outside the object
+    assert float(judges.masked_psnr(recoloured, b.images, torch.ones_like(bg)).max()) < 25  # the object counts here
+    shifted = torch.roll(b.images, 6, dims=3)
+    assert float(judges.masked_psnr(shifted, b.images, bg).max()) < 40  # a moved scene changes the background
+    assert torch.equal(judges.background_mask(b.images), judges.background_mask(b.images)) and \
+        float((judges.background_mask(b.images, b) - judges.background_mask(b.images)).abs().mean()) < 0.05

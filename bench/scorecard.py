@@ -1,0 +1,430 @@
+"""One edit scorecard for every method of the pack, on the shapes world through the real ComfyUI host: the same
+held-out images, the same judges (harness/shapes/judges.py), one row per method and task.
+
+Tasks
+  edit      red objects (held-out circles, squares and triangles) -> blue, by every editing method;
+  generate  "a circle" (any colour) -> the colour classifier's "blue" (DOODL's setting: a target the prompt allows);
+  rare      "a red circle" -> "blue" (a target the prompt makes rare: where a gradient should be worth its cost).
+Columns
+  blue          attribute success: the colour classifier labels the result blue;
+  shape kept    the shape classifier's label equals the source's (generation: the prompt's circle);
+  shift, area   centre shift (px) and area ratio of the coloured object, result vs source (medians);
+  bg PSNR       background PSNR outside the source object (its procedural mask, grown by 2 px; mean);
+  recon PSNR    pixel PSNR of the method's plain reconstruction (the same inversion, no edit), where it has one;
+  evals, bwd    U-Net evaluations and U-Net backward passes per image, counted by a wrapper on the model (cond and
+                uncond batched count once; one-time costs such as extracting or training a direction are not included and are
+                given below the table);
+  s/img         seconds per image on this machine.
+Generation rows take the plain EDICT sample of the same seed as the source.
+
+    python -m bench.scorecard [--images 6] [--seeds 6] [--out out/]      (part of `make bench`)
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import host  # noqa: E402
+from harness.paths import BASE, ROOT  # noqa: E402
+from harness.shapes import data  # noqa: E402
+from harness.shapes.judges import Judges  # noqa: E402
+from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS, FILES  # noqa: E402
+
+SEED = data.HELDOUT_SEED + 101
+EDIT = {"steps": 50, "strength": 0.8, "cfg": 3.0}             # prompt swap (the EDICT paper's edit settings)
+HSPACE = {"steps": 30, "strength": 5.0, "trained_strength": 2.0, "t_edit": 500}
+DOODL = {"steps": 10, "cfg": 3.0, "iterations": 6, "lr": 300.0, "edit_clip": 0.003, "gen_clip": 0.02}
+GUIDANCE = {"steps": 10, "scale": 200.0}
+SDEDIT_DENOISE = 0.6
+
+
+class Counter:
+    """A U-Net function wrapper counting evaluations per image (a call on B images with cond and uncond batched is
+    B evaluations) and the backward passes through them."""
+
+    def __init__(self):
+        self.evals = self.backward = 0
+
+    def __call__(self, apply_model, args):
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        self.evals += args["input"].shape[0] // max(1, len(args.get("cond_or_uncond") or [0]))
+        if out.requires_grad:
+            out.register_hook(self._count_backward)
+        return out
+
+    def _count_backward(self, grad):
+        self.backward += 1
+        return grad
+
+
+@dataclass
+class Row:
+    task: str
+    method: str
+    verdicts: list = field(default_factory=list)
+    recon_psnr: list = field(default_factory=list)
+    evals: list = field(default_factory=list)
+    backward: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    images: list = field(default_factory=list)
+    note: str = ""
+
+    def summary(self, target_shapes: list[str]) -> dict:
+        v = self.verdicts
+        fin = [x.background_psnr_db for x in v if math.isfinite(x.background_psnr_db)]
+        return {"blue": sum(x.colour == "blue" for x in v) / len(v),
+                "shape_kept": sum(x.shape == s for x, s in zip(v, target_shapes)) / len(v),
+                "shift_px": statistics.median(x.shift_px for x in v), "area": statistics.median(x.area_ratio for x in v),
+                "bg_psnr": statistics.mean(fin) if fin else math.nan,
+                "recon_psnr": statistics.mean(self.recon_psnr) if self.recon_psnr else math.nan,
+                "evals": statistics.mean(self.evals), "backward": statistics.mean(self.backward),
+                "seconds": statistics.mean(self.seconds)}
+
+
+class World:
+    """The shapes-world checkpoint through the stock loaders, the pack's nodes, the judges and prompt encodings."""
+
+    def __init__(self):
+        host.boot()
+        import torch
+        import comfy.utils
+        import nodes
+        comfy.utils.PROGRESS_BAR_ENABLED = False
+        self.torch, self.nodes, self.C = torch, nodes, host.node_class
+        with torch.inference_mode():
+            self.model, self.te, self.vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
+        self.judges = Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
+        self._enc: dict = {}
+        self.counter = Counter()
+        self.counted = self.model.clone()
+        self.counted.set_model_unet_function_wrapper(self.counter)
+
+    def enc(self, text: str):
+        if text not in self._enc:
+            with self.torch.inference_mode():
+                self._enc[text] = self.nodes.CLIPTextEncode().encode(self.te, text)[0]
+        return self._enc[text]
+
+    def encode(self, images):
+        with self.torch.inference_mode():
+            return {"samples": self.vae.encode(images.permute(0, 2, 3, 1))}
+
+    def decode(self, samples):
+        with self.torch.inference_mode():
+            return self.vae.decode(samples).permute(0, 3, 1, 2).clamp(0, 1)
+
+    def loss(self, target: str = "blue", classifier: str = CLASSIFIERS[0]):
+        with self.torch.inference_mode():
+            return self.C("InvEditDOODLClassifierLoss").execute(
+                classifier=classifier, architecture="small_cnn", target=target, num_classes=0, normalisation="none",
+                mode="cross_entropy", weight=1.0, crops=4, crop_power=0.3, input_size=64).args[0]
+
+    def clip_loss(self, text: str):
+        with self.torch.inference_mode():
+            return self.C("InvEditDOODLCLIPLoss").execute(clip_name="shapes-toy-clip", text=text, weight=1.0,
+                                                          reduction="mean", crops=4, crop_power=0.3).args[0]
+
+    def timed(self, fn):
+        """(result, U-Net evaluations, backward passes, seconds) of fn(model) on the counted model."""
+        self.counter.evals = self.counter.backward = 0
+        t = time.perf_counter()
+        with self.torch.inference_mode():
+            out = fn(self.counted)
+        return out, self.counter.evals, self.counter.backward, time.perf_counter() - t
+
+
+# ---- the editing methods: f(world, model, source latent, source prompt, target prompt, shape) -> latent --------
+
+def _ddim_sigmas(w, steps, strength=1.0):
+    sig = w.C("BasicScheduler").execute(w.model, "ddim_uniform", steps, 1.0)[0]
+    return sig[sig.numel() - 1 - int(steps * strength):]
+
+
+def _ddim_invert(w, m, src, prompt, sig, cfg):
+    return w.C("InvEditDDIMInvert").execute(model=m, positive=w.enc(prompt), negative=w.enc(""), latent=src,
+                                            sigmas=sig, cfg=cfg)[0]
+
+
+def _sample(w, m, sampler, sig, positive, latent, cfg, noise=None, seed=0):
+    import comfy.sample
+    import comfy.samplers
+    if isinstance(sampler, str):
+        sampler = comfy.samplers.sampler_object(sampler)
+    lat = latent["samples"]
+    return comfy.sample.sample_custom(m, w.torch.zeros_like(lat) if noise is None else noise, cfg, sampler, sig,
+                                      w.enc(positive), w.enc(""), lat, disable_pbar=True, seed=seed)
+
+
+def ddim_swap(w, m, src, source, target, shape):
+    sig = _ddim_sigmas(w, EDIT["steps"], EDIT["strength"])
+    return _sample(w, m, "ddim", sig, target, _ddim_invert(w, m, src, source, sig, EDIT["cfg"]), EDIT["cfg"])
+
+
+def _edict_pair(w, m, src, source, steps, strength, cfg):
+    sig = w.C("InvEditEDICTSigmas").execute(m, steps, "official_980_0", strength)[0]
+    return w.C("InvEditEDICTInvert").execute(model=m, positive=w.enc(source), negative=w.enc(""), latent=src,
+                                             sigmas=sig, cfg=cfg, mix_p=0.93, leapfrog=True,
+                                             official_input_scaling=True, state_dtype="float64")[0]
+
+
+def edict_swap(w, m, src, source, target, shape):
+    pair = _edict_pair(w, m, src, source, EDIT["steps"], EDIT["strength"], EDIT["cfg"])
+    return w.C("InvEditEDICTRegenerate").execute(model=m, positive=w.enc(target), negative=w.enc(""), pair=pair,
+                                                 cfg=EDIT["cfg"], mix_p=0.93, leapfrog=True,
+                                                 official_input_scaling=True)[0]["samples"]
+
+
+def hspace_edit(direction, strength, t_edit):
+    def run(w, m, src, source, target, shape):
+        sig = _ddim_sigmas(w, HSPACE["steps"])
+        noise = _ddim_invert(w, m, src, source, sig, 1.0)
+        edited = w.C("InvEditHSpaceApply").execute(m, direction, strength, 999, t_edit, "asymmetric", "both",
+                                                   "resize", True)[0]
+        return _sample(w, edited, w.C("InvEditSamplerAsyrp").execute(0, 1.0)[0], sig, source, noise, 1.0)
+    return run
+
+
+def doodl_edit(loss_for):
+    def run(w, m, src, source, target, shape):
+        pair = _edict_pair(w, m, src, source, DOODL["steps"], 1.0, DOODL["cfg"])
+        with w.torch.inference_mode():
+            return w.C("InvEditDOODLOptimize").execute(
+                model=m, positive=w.enc(source), negative=w.enc(""), vae=w.vae, loss=loss_for(shape), latent=pair,
+                seed=1, steps=DOODL["steps"], cfg=DOODL["cfg"], mix_p=0.93, iterations=DOODL["iterations"],
+                lr=DOODL["lr"], grad_clip=DOODL["edit_clip"], momentum=0.9, perturb_std=0.0, keep="best",
+                backprop="reversible").args[0]["samples"]
+    return run
+
+
+def guidance_edit(w, m, src, source, target, shape):
+    sig = _ddim_sigmas(w, GUIDANCE["steps"])
+    noise = _ddim_invert(w, m, src, source, sig, DOODL["cfg"])
+    sampler = w.C("InvEditDOODLGuidanceSampler").execute(w.vae, w.loss(), GUIDANCE["scale"], 0)[0]
+    return _sample(w, m, sampler, sig, source, noise, DOODL["cfg"])
+
+
+def sdedit_best_of(n):
+    def run(w, m, src, source, target, shape):
+        import comfy.sample
+        sig = _ddim_sigmas(w, EDIT["steps"], SDEDIT_DENOISE)
+        many = {"samples": src["samples"].repeat(n, 1, 1, 1)}
+        noise = comfy.sample.prepare_noise(many["samples"], 7)
+        out = _sample(w, m, "euler", sig, target, many, EDIT["cfg"], noise=noise, seed=7)
+        imgs = w.decode(out)
+        loss = w.loss()
+        best = int(w.torch.stack([loss(i[None], w.torch.Generator().manual_seed(0)) for i in imgs]).argmin())
+        return out[best:best + 1]
+    return run
+
+
+# ---- running and reporting ----------------------------------------------------------------------------------------
+
+def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
+    torch = w.torch
+    batch = data.make_batch(n_images, SEED, colour=data.COLOURS.index("red"))
+    shapes = [data.SHAPES[int(s)] for s in batch.shape]
+    t = time.perf_counter()
+    with torch.inference_mode():
+        prompts_dir = w.C("InvEditHSpaceFromPrompts").execute(
+            w.model, w.enc("a red circle"), w.enc("a blue circle"), {"samples": torch.zeros(8, 4, 8, 8)}, 12, 0,
+            "per_timestep").args[0]
+    notes.append(f"h-space prompt direction: extracted once from 8 samples of 'a red circle' vs 'a blue circle' "
+                 f"({time.perf_counter() - t:.1f} s), then used for every image")
+    t = time.perf_counter()
+    train = data.make_batch(4, SEED + 1, colour=data.COLOURS.index("red"), shape=0)
+    with torch.inference_mode():
+        trained = w.C("InvEditHSpaceTrainDirection").execute(
+            model=w.model, vae=w.vae, clip_name="shapes-toy-clip", neutral=w.enc(""), latent=w.encode(train.images),
+            source_text="a red circle", target_text="a blue circle", init="inverted", steps=10,
+            t_edit=HSPACE["t_edit"], lambda_clip=0.8, recon_mult=3.0, lr=0.003, epochs=2, batch_size=1,
+            seed=0).args[0]
+    notes.append(f"h-space trained direction: f_t trained once on 4 other red circles with the toy CLIP, 10 steps, "
+                 f"2 epochs ({time.perf_counter() - t:.1f} s)")
+    methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap),
+               ("h-space, prompt direction", hspace_edit(prompts_dir, HSPACE["strength"], 0)),
+               ("h-space, trained direction", hspace_edit(trained, HSPACE["trained_strength"], HSPACE["t_edit"])),
+               ("DOODL classifier (EDICT pair)", doodl_edit(lambda shape: w.loss())),
+               ("DOODL CLIP (EDICT pair)", doodl_edit(lambda shape: w.clip_loss(f"a blue {shape}"))),
+               ("one-step guidance (DDIM-inverted)", guidance_edit)]
+    recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
+             "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
+             "h-space, prompt direction": lambda m, s, src, p: hspace_edit(prompts_dir, 0.0, 0)(w, m, src, p, p, s),
+             "h-space, trained direction": lambda m, s, src, p: hspace_edit(trained, 0.0, 500)(w, m, src, p, p, s),
+             "one-step guidance (DDIM-inverted)": lambda m, s, src, p: _sample(
+                 w, m, "ddim", _ddim_sigmas(w, GUIDANCE["steps"]),
+                 p, _ddim_invert(w, m, src, p, _ddim_sigmas(w, GUIDANCE["steps"]), DOODL["cfg"]), DOODL["cfg"])}
+    for name, fn in methods:
+        rows.append(Row("edit", name))
+    for i in range(n_images):
+        img = batch.images[i:i + 1]
+        labels = data.Batch(*(getattr(batch, f)[i:i + 1] for f in data.Batch.__dataclass_fields__))
+        src, shape = w.encode(img), shapes[i]
+        source, target = f"a red {shape}", f"a blue {shape}"
+        for row, (name, fn) in zip(rows[-len(methods):], methods):
+            out, evals, bwd, sec = w.timed(lambda m: fn(w, m, src, source, target, shape))
+            edited = w.decode(out)
+            row.verdicts += w.judges.judge(edited, img, labels)
+            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec), row.images.append(edited)
+            if name in recon:
+                with torch.inference_mode():
+                    rec = w.decode(recon[name](w.model, shape, src, source))
+                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+            elif name.startswith("DOODL"):
+                with torch.inference_mode():  # 0 iterations: the exact EDICT reconstruction of the pair
+                    pair = _edict_pair(w, w.model, src, source, DOODL["steps"], 1.0, DOODL["cfg"])
+                    rec = w.decode(w.C("InvEditEDICTRegenerate").execute(
+                        model=w.model, positive=w.enc(source), negative=w.enc(""), pair=pair, cfg=DOODL["cfg"],
+                        mix_p=0.93, leapfrog=True, official_input_scaling=True)[0]["samples"])
+                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+    doodl_evals = statistics.mean(next(r for r in rows if r.method.startswith("DOODL classifier")).evals)
+    n_best = max(1, round(doodl_evals / int(EDIT["steps"] * SDEDIT_DENOISE)))  # one evaluation per step and sample
+    row = Row("edit", f"SDEdit {SDEDIT_DENOISE} to the target prompt, best of {n_best}")
+    fn = sdedit_best_of(n_best)
+    for i in range(n_images):
+        img = batch.images[i:i + 1]
+        labels = data.Batch(*(getattr(batch, f)[i:i + 1] for f in data.Batch.__dataclass_fields__))
+        out, evals, bwd, sec = w.timed(lambda m: fn(w, m, w.encode(img), "", f"a blue {shapes[i]}", shapes[i]))
+        edited = w.decode(out)
+        row.verdicts += w.judges.judge(edited, img, labels)
+        row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec)
+        row.images.append(edited)
+    rows.append(row)
+    return shapes
+
+
+def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
+    import comfy.sample
+    torch = w.torch
+    T, m_it = DOODL["steps"], DOODL["iterations"]
+    loss = w.loss()
+    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+
+    def doodl(m, seed, iterations):
+        return w.C("InvEditDOODLOptimize").execute(
+            model=m, positive=w.enc(prompt), negative=w.enc(""), vae=w.vae, loss=loss, latent=lat, seed=seed,
+            steps=T, cfg=DOODL["cfg"], mix_p=0.93, iterations=iterations, lr=DOODL["lr"] if iterations else 0.0,
+            grad_clip=DOODL["gen_clip"], momentum=0.9, perturb_std=1e-4 if iterations else 0.0,
+            keep="best" if iterations else "last", backprop="reversible").args[0]["samples"]
+
+    sig = w.C("InvEditEDICTSigmas").execute(w.model, T, "official_980_0", 1.0)[0]
+    edict_sampler = w.C("InvEditSamplerEDICT").execute(0.93, True, True, "float64", "x")[0]
+    guide = w.C("InvEditDOODLGuidanceSampler").execute(w.vae, loss, GUIDANCE["scale"], 0)[0]
+    names = ["plain EDICT", "one-step guidance", f"DOODL classifier, {m_it} iterations"]
+    new = [Row(task, n) for n in names]
+    best_row = None
+    for seed in range(seeds):
+        plain, *_ = w.timed(lambda m: doodl(m, seed, 0))
+        source = w.decode(plain)
+        runs = {"plain EDICT": lambda m: doodl(m, seed, 0),
+                "one-step guidance": lambda m: _sample(w, m, guide, sig[:-1], prompt, lat, DOODL["cfg"],
+                                                       noise=comfy.sample.prepare_noise(lat["samples"], seed),
+                                                       seed=seed),
+                names[2]: lambda m: doodl(m, seed, m_it)}
+        for row in new:
+            out, evals, bwd, sec = w.timed(runs[row.method])
+            edited = w.decode(out)
+            row.verdicts += w.judges.judge(edited, source)
+            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec), row.images.append(edited)
+        if best_row is None:
+            n_best = max(1, round(statistics.mean(new[2].evals) / statistics.mean(new[0].evals)))
+            best_row = Row(task, f"plain EDICT, best of {n_best} seeds")
+
+        def best_of(m):
+            many = torch.zeros(n_best, 4, 8, 8)
+            batch = _sample(w, m, edict_sampler, sig, prompt, {"samples": many}, DOODL["cfg"],
+                            noise=comfy.sample.prepare_noise(many, 1000 + seed), seed=seed)
+            imgs = w.decode(batch)
+            k = int(torch.stack([loss(i[None], torch.Generator().manual_seed(0)) for i in imgs]).argmin())
+            return batch[k:k + 1]
+        out, evals, bwd, sec = w.timed(best_of)
+        edited = w.decode(out)
+        best_row.verdicts += w.judges.judge(edited, source)
+        best_row.evals.append(evals), best_row.backward.append(bwd), best_row.seconds.append(sec)
+        best_row.images.append(edited)
+    rows += new + [best_row]
+
+
+HEADER = ("| task | method | blue | shape kept | shift px | area | bg PSNR dB | recon PSNR dB | evals | bwd | "
+          "s/img |")
+
+
+def table(rows: list, shapes: list[str], seeds: int) -> str:
+    lines = [HEADER, "|" + "---|" * 11]
+    for r in rows:
+        s = r.summary(shapes if r.task == "edit" else ["circle"] * seeds)
+
+        def f(v, fmt):
+            return "—" if not math.isfinite(v) else format(v, fmt)
+        lines.append(f"| {r.task} | {r.method} | {100 * s['blue']:.0f} % | {100 * s['shape_kept']:.0f} % | "
+                     f"{f(s['shift_px'], '.1f')} | {f(s['area'], '.2f')} | {f(s['bg_psnr'], '.1f')} | "
+                     f"{f(s['recon_psnr'], '.1f')} | {s['evals']:.0f} | {s['backward']:.0f} | {s['seconds']:.2f} |")
+    return "\n".join(lines)
+
+
+def grid(rows: list, sources: list, path: Path, task: str = "edit") -> None:
+    """Source | one column per method, one row per image, with the methods' names above."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+    rows = [r for r in rows if r.task == task]
+    cell, head = 64, 64
+    n = len(sources)
+    img = Image.new("RGB", (cell * (len(rows) + 1), head + cell * n), (16, 16, 16))
+    d = ImageDraw.Draw(img)
+    for j, title in enumerate(["source"] + [r.method for r in rows]):
+        words, line, y = title.split(), "", 2
+        for word in words:  # wrap the method's name into the 64-px column
+            if len(line) + len(word) + 1 > 10 and line:
+                d.text((cell * j + 2, y), line, fill=(220, 220, 220))
+                line, y = word, y + 11
+            else:
+                line = f"{line} {word}".strip()
+        d.text((cell * j + 2, y), line, fill=(220, 220, 220))
+    for i in range(n):
+        tiles = [sources[i]] + [r.images[i] for r in rows]
+        for j, t in enumerate(tiles):
+            arr = (t[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
+            img.paste(Image.fromarray(arr), (cell * j, head + cell * i))
+    img.save(path)
+
+
+def run(n_images: int = 6, seeds: int = 6, out: Path | None = None) -> tuple[str, Path]:
+    w = World()
+    rows: list = []
+    notes: list = []
+    shapes = edit_task(w, n_images, rows, notes)
+    generation_task(w, "generate", "a circle", seeds, rows)
+    generation_task(w, "rare", "a red circle", seeds, rows)
+    md = table(rows, shapes, seeds)
+    out = Path(out or ROOT / "out") / time.strftime("scorecard-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    sources = list(data.make_batch(n_images, SEED, colour=data.COLOURS.index("red")).images.split(1))
+    grid(rows, sources, out / "edit_grid.png")
+    for task in ("generate", "rare"):
+        first = next(r for r in rows if r.task == task)
+        grid(rows, first.images, out / f"{task}_grid.png", task)
+    text = (f"Shapes-world scorecard: edit = {n_images} held-out red objects -> blue; generate / rare = {seeds} seeds "
+            f"of 'a circle' / 'a red circle' -> the colour classifier's blue\n\n{md}\n\n"
+            + "\n".join(f"- {n}" for n in notes) + "\n")
+    (out / "scorecard.md").write_text(text)
+    return text, out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=6)
+    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    text, out = run(a.images, a.seeds, a.out)
+    print("\n" + text)
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
