@@ -1,7 +1,8 @@
 """`python -m bench`: run every benchmark of the pack and print their tables."""
-from . import bench_asyrp, bench_ddim, bench_doodl, bench_edict, eval_shapes
+from . import bench_asyrp, bench_ddim, bench_doodl, bench_edict, eval_shapes, scorecard
 
 if __name__ == "__main__":
+    scorecard.main([])
     eval_shapes.main([])
     bench_ddim.main([])
     bench_edict.main([])
