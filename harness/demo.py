@@ -1,6 +1,8 @@
 """`make demo`: start the real ComfyUI headless on 127.0.0.1 with the pack installed, queue every example workflow
 through the real web frontend (as a user pressing Run would), and write the images plus a short report into one
-output folder, whose path is printed last."""
+output folder, whose path is printed last. The report gives the shapes-world judges' verdict on every result next to
+what the workflow's title promises (examples.PROMISES); each workflow's gallery also becomes its thumbnail in the
+template browser (example_workflows/<name>.jpg)."""
 from __future__ import annotations
 
 import json
@@ -53,10 +55,53 @@ def labelled_images(workflow: dict, outputs: dict, out: Path, srv) -> list[tuple
     return found
 
 
+def thumbnail(gallery_png: Path, path: Path, width: int = 512) -> None:
+    """The template browser's picture of a workflow (example_workflows/<name>.jpg, served beside the JSON): its
+    gallery from this demo run."""
+    from PIL import Image
+    im = Image.open(gallery_png).convert("RGB")
+    im.resize((width, max(1, round(im.height * width / im.width))), Image.LANCZOS).save(path, quality=88)
+
+
+def load_images(paths: list[Path]):
+    import numpy as np
+    import torch
+    from PIL import Image
+    return torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0)
+                        .permute(2, 0, 1) for p in paths])
+
+
+def verdicts(name: str, outputs: dict, out: Path, judges) -> list[str]:
+    """The judges' verdict on every result image the workflow saved, against its source, and whether it keeps the
+    title's promise (examples.PROMISES)."""
+    from .examples import PROMISES, RESULTS_ONLY
+    promise = PROMISES.get(name)
+    saved = [out / img["subfolder"] / img["filename"] for o in outputs.values() for img in o.get("images", [])
+             if img.get("type") == "output"]
+    if promise is None or not saved:
+        return []
+    images = load_images(saved)
+    if name in RESULTS_ONLY:
+        sources, results = None, images
+    else:
+        half = images.shape[0] // 2
+        sources, results = images[:half], images[half:]
+    lines = []
+    for i, v in enumerate(judges.judge(results, sources)):
+        kept = all(getattr(v, k) == want for k, want in promise.items())
+        lines.append(f"result {i + 1}: {v.describe()} — the title promises "
+                     f"{', '.join(f'{k} {want}' for k, want in promise.items())}: {'**yes**' if kept else '**NO**'}")
+    return lines
+
+
 def main() -> int:
     out = ROOT / "out" / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True)
     rows, failures = [], 0
+    from .paths import BASE
+    from .shapes.judges import Judges
+    from .tiny_models import CLASSIFIER_DIR, CLASSIFIERS
+    judges = Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
     t0 = time.time()
     with ComfyServer(output_dir=out, log_path=out / "comfyui.log") as srv, \
             Frontend(srv.url, require_nodes=("KSampler", *pack_node_ids())) as fe:
@@ -70,24 +115,36 @@ def main() -> int:
                 texts = [o["text"][0] for o in entry["outputs"].values() if "text" in o]
                 grid = out / f"gallery_{path.stem}.png"
                 gallery(path.name, labelled_images(workflow, entry["outputs"], out, srv)).save(grid)
-                rows.append((path.name, "success", time.time() - t, [grid.name], texts))
+                judged = verdicts(path.stem, entry["outputs"], out, judges)
+                thumbnail(grid, EXAMPLES / f"{path.stem}.jpg")
+                rows.append((path.name, "success", time.time() - t, [grid.name], texts, judged))
             except Exception as e:  # report every workflow, then fail at the end
                 failures += 1
-                rows.append((path.name, f"FAILED: {e}", time.time() - t, [], []))
+                rows.append((path.name, f"FAILED: {e}", time.time() - t, [], [], []))
             print(f"  {path.name}: {rows[-1][1].splitlines()[0]} ({rows[-1][2]:.1f} s)", flush=True)
+            for line in rows[-1][5]:
+                print(f"    {line}", flush=True)
     lines = [f"# InvEdit demo, {datetime.now():%Y-%m-%d %H:%M}", "",
              "Every workflow in example_workflows/ was loaded into the real ComfyUI frontend, converted and queued "
              "by it, and run by ComfyUI 0.3.75 on the CPU with the embedded shapes-world model (a tiny SD1.5-detectable "
              "UNet, TAESD VAE and CLIP-L-shaped text encoder; docs/shapes_world.md). Each workflow's images are "
              "in one labelled grid, gallery_<workflow>.png; the workflows' own outputs are beside it.", ""]
-    for name, status, secs, images, texts in rows:
+    kept = broken = 0
+    for name, status, secs, images, texts, judged in rows:
         lines += [f"## {name}", f"- status: {status}", f"- time: {secs:.1f} s"]
         lines += [f"- gallery: [{i}]({i})" for i in images]
+        lines += [f"- verdict, {line}" for line in judged]
+        kept += sum(line.endswith("**yes**") for line in judged)
+        broken += sum(line.endswith("**NO**") for line in judged)
         for text in texts:
             lines += ["", "```", text, "```"]
         lines.append("")
+    lines.insert(4, f"Judges (harness/shapes/judges.py: the colour and shape classifiers, the object's centre and area, "
+                    f"the background PSNR outside the source object): {kept} results keep their workflow title's "
+                    f"promise, {broken} do not.\n")
     (out / "report.md").write_text("\n".join(lines))
-    print(f"\n{len(rows) - failures}/{len(rows)} workflows succeeded; images and report.md in:\n{out}")
+    print(f"\n{len(rows) - failures}/{len(rows)} workflows succeeded; {kept} results keep their title's promise, "
+          f"{broken} do not; images and report.md in:\n{out}")
     return 1 if failures or not rows else 0
 
 

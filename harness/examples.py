@@ -134,7 +134,8 @@ def hspace_generate(g):
 
 
 def hspace_combine(g):
-    """Two directions (red→blue, circle→square) added with weights, then applied while generating 'a red circle'."""
+    """Two directions (red→blue, circle→square) added with weights, then applied while generating 'a red circle'.
+    On the toy world the circles turn blue but do not become squares."""
     ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
     colour = _hspace_direction(g, ck, "a red circle", "a blue circle")
     shape = _hspace_direction(g, ck, "a red circle", "a red square")
@@ -166,7 +167,8 @@ def hspace_real_image(g):
 
 
 def hspace_train(g):
-    """Train an implicit direction f_t with the (toy) CLIP's directional loss on the inverted image, then edit it."""
+    """Train an implicit direction f_t with the (toy) CLIP's directional loss on the inverted image, then edit it.
+    The loss falls (0.80 -> 0.21), but the toy CLIP is gamed by a bigger circle: the edit grows it and keeps it red."""
     ck, pos, neg, img, src, _ = _common(g)
     trained = g.node("InvEditHSpaceTrainDirection", model=ck.out(0), vae=ck.out(2), clip_name="shapes-toy-clip",
                      neutral=neg.out(0), latent=src.out(0), source_text="a red circle", target_text="a blue circle",
@@ -196,8 +198,11 @@ def _loss_chart(g, optimiser):
     g.node("PreviewImage", images=chart.out(0))
 
 
+DOODL_SEED = 2  # a seed whose plain EDICT circle is not blue (the scorecard: DOODL reaches blue on 3 of 6 seeds)
+
+
 def _doodl_generate(g, loss, prefix: str):
-    """'a circle' with seed 1: the plain EDICT generation (0 iterations) beside the DOODL result."""
+    """'a circle' with DOODL_SEED: the plain EDICT generation (0 iterations) beside the DOODL result."""
     ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
     pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a circle")
     neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
@@ -205,7 +210,7 @@ def _doodl_generate(g, loss, prefix: str):
     images, loss_node = [], loss(ck)
     for iterations in (0, 6):
         opt = g.node("InvEditDOODLOptimize", model=ck.out(0), positive=pos.out(0), negative=neg.out(0),
-                     vae=ck.out(2), loss=loss_node.out(0), latent=lat.out(0), seed=1, iterations=iterations,
+                     vae=ck.out(2), loss=loss_node.out(0), latent=lat.out(0), seed=DOODL_SEED, iterations=iterations,
                      **DOODL_FAST)
         images.append(g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2)))
     _loss_chart(g, opt)
@@ -219,13 +224,15 @@ def doodl_classifier(g):
 
 
 def doodl_clip(g):
-    """CLIP-guided generation: DOODL with the toy CLIP's distance to 'a blue circle'."""
+    """CLIP-guided generation: DOODL with the toy CLIP's distance to 'a blue circle'. On the toy world the CLIP loss
+    falls (1.72 -> 1.22) but 6 iterations do not change the colour: the template for a real CLIP."""
     _doodl_generate(g, lambda ck: g.node("InvEditDOODLCLIPLoss", clip_name="shapes-toy-clip", text="a blue circle",
                                          weight=1.0, reduction="mean", crops=4, crop_power=0.3), "doodl_clip")
 
 
 def doodl_edit(g):
-    """Edit a real image: EDICT Invert (exact), then DOODL on the untied pair towards the classifier's 'blue'."""
+    """Edit a real image: EDICT Invert (exact), then DOODL on the untied pair towards the classifier's 'blue'. On the
+    toy world 6 iterations lower the loss but keep the red circle (larger steps break the background first)."""
     ck, pos, neg, img, src, _ = _common(g)
     sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=10, schedule="official_980_0", strength=1.0)
     inv = g.node("InvEditEDICTInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
@@ -245,12 +252,35 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "edict_edit": {"SaveImage": "Save: source | edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
     "edict_sampler": {"SaveImage": "Save: EDICT samples (a yellow triangle)"},
     "hspace_generate": {"SaveImage": "Save: stock | red->blue direction", "ImageBatch": "Compare"},
-    "hspace_combine": {"SaveImage": "Save: stock | red->blue + circle->square", "ImageBatch": "Compare"},
+    "hspace_combine": {"SaveImage": "Save: stock | red->blue + circle->square (toy world: blue, still circles)",
+                       "ImageBatch": "Compare"},
     "hspace_real_image": {"SaveImage": "Save: source | h-space edit", "ImageBatch": "Compare: source | edit"},
-    "hspace_train": {"SaveImage": "Save: source | trained-direction edit", "ImageBatch": "Compare: source | edit"},
+    "hspace_train": {"SaveImage": "Save: source | trained direction (toy CLIP: the circle grows, stays red)",
+                     "ImageBatch": "Compare: source | edit"},
     "doodl_classifier": {"SaveImage": "Save: EDICT | DOODL (classifier: blue)", "ImageBatch": "Compare"},
-    "doodl_clip": {"SaveImage": "Save: EDICT | DOODL (CLIP: a blue circle)", "ImageBatch": "Compare"},
-    "doodl_edit": {"SaveImage": "Save: source | DOODL edit (classifier: blue)", "ImageBatch": "Compare"},
+    "doodl_clip": {"SaveImage": "Save: EDICT | DOODL (toy CLIP 'a blue circle': loss falls, colour stays)",
+                   "ImageBatch": "Compare"},
+    "doodl_edit": {"SaveImage": "Save: source | DOODL (toy classifier 'blue' not reached in 6 iterations)",
+                   "ImageBatch": "Compare"},
+}
+
+# What each example's title promises of its result images, checked by the demo's judges (harness/shapes/judges.py):
+# the attributes every result must have. Each saves one batch: sources then results (ImageBatch of the two), except
+# those in RESULTS_ONLY, which save results only.
+RESULTS_ONLY = {"edict_sampler"}
+PROMISES = {
+    "ddim_inversion": {"colour": "red", "shape": "circle"},
+    "ddim_inversion_sampler": {"colour": "red", "shape": "circle"},
+    "edict_reconstruction": {"colour": "red", "shape": "circle"},
+    "edict_edit": {"colour": "blue", "shape": "circle"},
+    "edict_sampler": {"colour": "yellow", "shape": "triangle"},
+    "hspace_generate": {"colour": "blue"},
+    "hspace_combine": {"colour": "blue"},                   # the shape direction does not act here (see its title)
+    "hspace_real_image": {"colour": "blue"},
+    "hspace_train": {"colour": "red", "shape": "circle"},   # what the toy world shows (see its title)
+    "doodl_classifier": {"colour": "blue", "shape": "circle"},
+    "doodl_clip": {"shape": "circle"},                      # the colour is not reached (see its title)
+    "doodl_edit": {"colour": "red", "shape": "circle"},     # the colour is not reached (see its title)
 }
 
 EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler,
@@ -276,8 +306,55 @@ def api_prompt(name: str) -> dict:
     return prompt
 
 
-def layout(wf: dict, col_gap: int = 60, row_gap: int = 90) -> dict:
-    """Left-to-right columns by dependency depth (longest path from a source), nodes stacked in each column."""
+# The stages a reader follows, left to right, each a titled group: a node's stage comes from its type.
+STAGES = ("Load", "Invert", "Edit", "Compare")
+_STAGE_OF = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "LoadImage": 0, "VAEEncode": 0, "EmptyLatentImage": 0,
+             "InvEditDDIMInvert": 1, "InvEditEDICTInvert": 1, "InvEditEDICTSigmas": 1, "BasicScheduler": 1,
+             "SamplerCustomAdvanced": 2, "VAEDecode": 3, "ImageBatch": 3, "SaveImage": 3, "PreviewImage": 3,
+             "InvEditReconstructionReport": 3, "InvEditLossChart": 3}
+NOTES = {  # what each workflow shows and which settings matter (a Note node at its top left)
+    "ddim_inversion": "DDIM inversion: the image becomes noise with the model's own prediction, and the stock "
+                      "SamplerCustom (add_noise off, the same sigmas, euler) turns it back. cfg 1 reconstructs best; "
+                      "the report shows the error.",
+    "ddim_inversion_sampler": "The same DDIM inversion as a SAMPLER in SamplerCustomAdvanced (DisableNoise); the stock "
+                              "KSamplerAdvanced regenerates it with the same steps and scheduler.",
+    "edict_reconstruction": "EDICT: exact inversion. Invert and regenerate with the same prompt, cfg, mix_p and "
+                            "sigmas: the latent comes back to float precision (the report's MSE ~1e-15).",
+    "edict_edit": "Edit a real image with words: EDICT-invert with 'a red circle', regenerate with 'a blue circle'. "
+                  "strength 0.8 keeps the last 80 % of the steps; cfg 3 as the paper.",
+    "edict_sampler": "EDICT as a SAMPLER for SamplerCustomAdvanced: text to image with two coupled latents.",
+    "hspace_generate": "h-space (Asyrp): a red->blue direction from two prompts, added at the U-Net bottleneck while "
+                       "generating; the Asyrp Sampler takes the asymmetric step. strength sets the size of the edit.",
+    "hspace_combine": "Two h-space directions (red->blue, circle->square) added with weights and applied together. "
+                      "On the toy world the colour direction acts and the shape direction does not make squares "
+                      "(measured for weights up to 3): the template shows how directions compose.",
+    "hspace_real_image": "Edit a real image in h-space: DDIM-invert it, then regenerate with the direction and the "
+                         "Asyrp Sampler (full window, strength 5).",
+    "hspace_train": "Train the paper's implicit direction f_t with the (toy) CLIP's directional loss on the "
+                    "inverted image, then edit it. The node draws its loss live; lr, epochs and strength matter most. "
+                    "On this toy world the loss falls but the learned direction grows the circle instead of "
+                    "recolouring it (the toy CLIP rewards that); with a real CLIP it is the paper's attribute edit.",
+    "doodl_classifier": "DOODL: optimise the initial noise of an EDICT generation through the whole chain so that "
+                        "the colour classifier says 'blue' (seed 2's plain circle is green; the scorecard gives "
+                        "DOODL 3 of 6 seeds). The node draws its loss live; iterations, lr and grad_clip matter most.",
+    "doodl_clip": "DOODL with a CLIP loss towards 'a blue circle'. With the toy CLIP the loss falls but 6 iterations "
+                  "do not change the colour: a template for a real CLIP (models/invedit_clip/) and more iterations.",
+    "doodl_edit": "DOODL on a real image: EDICT-invert it (exact; 0 iterations return the reconstruction), then "
+                  "optimise the untied pair towards the classifier's 'blue'. On the toy world 6 iterations lower the "
+                  "loss but keep the red circle; larger grad_clip breaks the background before the colour turns.",
+}
+
+
+def _stage(node: dict) -> int:
+    t = node["type"]
+    if t in _STAGE_OF:
+        return _STAGE_OF[t]
+    return 2  # samplers, guiders, the pack's edit and optimiser nodes
+
+
+def layout(wf: dict, name: str = "", col_gap: int = 60, row_gap: int = 40, group_pad: int = 40) -> dict:
+    """Stages left to right (Load, Invert, Edit, Compare), each a titled group; inside a stage, columns by dependency
+    depth; a Note with what the workflow shows at the top left; the view fitted to the graph."""
     nodes = {n["id"]: n for n in wf["nodes"]}
     for n in wf["nodes"]:
         if n["type"] == "LoadImage":  # room for the image preview the node shows once the file is loaded
@@ -292,16 +369,39 @@ def layout(wf: dict, col_gap: int = 60, row_gap: int = 90) -> dict:
             depth[i] = 1 + max((d(p) for p in parents[i]), default=-1)
         return depth[i]
 
-    columns: dict = {}
-    for i in sorted(nodes, key=lambda i: (d(i), int(i) if str(i).isdigit() else str(i))):
-        columns.setdefault(depth[i], []).append(nodes[i])
-    x = 0
-    for c in sorted(columns):
-        y = 0
-        for n in columns[c]:
-            n["pos"] = [x, y]
-            y += n["size"][1] + row_gap + 30
-        x += max(n["size"][0] for n in columns[c]) + col_gap
+    note_h = 0
+    if name in NOTES:
+        note_h = 150
+    x, top, groups = 0, note_h + 2 * group_pad, []
+    for k, title in enumerate(STAGES):
+        members = sorted((n for n in wf["nodes"] if _stage(n) == k), key=lambda n: (d(n["id"]), n["id"]))
+        if not members:
+            continue
+        columns: dict = {}
+        for n in members:
+            columns.setdefault(d(n["id"]), []).append(n)
+        x0, bottom = x, top
+        for c in sorted(columns):
+            y = top
+            for n in columns[c]:
+                n["pos"] = [x + group_pad / 2, y]
+                y += n["size"][1] + row_gap + 30
+            bottom = max(bottom, y)
+            x += max(n["size"][0] for n in columns[c]) + col_gap
+        groups.append({"title": title, "bounding": [x0, top - group_pad - 10, x - x0 - col_gap + group_pad,
+                                                    bottom - top + group_pad], "color": "#3f789e", "font_size": 24,
+                       "flags": {}})
+        x += group_pad
+    wf["groups"] = groups
+    if name in NOTES:
+        nid = max(int(i) for i in nodes) + 1
+        wf["nodes"].append({"id": nid, "type": "Note", "pos": [0, 0], "size": [min(max(x, 400), 900), note_h],
+                            "flags": {}, "order": len(wf["nodes"]), "mode": 0, "inputs": [], "outputs": [],
+                            "properties": {}, "widgets_values": [NOTES[name]], "title": "What this workflow shows"})
+        wf["last_node_id"] = max(wf.get("last_node_id", 0), nid)
+    width, height = x, max(g["bounding"][1] + g["bounding"][3] for g in groups)
+    scale = round(min(1.0, 1560 / max(width, 1), 900 / max(height, 1)), 3)  # fits a 1600 x 1000 window
+    wf.setdefault("extra", {})["ds"] = {"scale": scale, "offset": [20 / scale, 20 / scale]}
     return wf
 
 
@@ -310,7 +410,7 @@ def main() -> None:
     from .server import ComfyServer
     with ComfyServer() as srv, Frontend(srv.url) as fe:
         for name in EXAMPLE_BUILDERS:
-            wf = layout(fe.api_to_workflow(api_prompt(name)))
+            wf = layout(fe.api_to_workflow(api_prompt(name)), name)
             path = EXAMPLES / f"{name}.json"
             path.write_text(json.dumps(wf, indent=2) + "\n")
             print(f"wrote {path} ({len(wf['nodes'])} nodes)")

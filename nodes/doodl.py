@@ -2,8 +2,6 @@
 the whole EDICT chain."""
 from __future__ import annotations
 
-import torch
-
 import comfy.model_management
 from comfy_api.latest import io
 

@@ -8,11 +8,22 @@ from pathlib import Path
 import pytest
 
 from harness import pack_node_ids
+from harness.demo import verdicts
 from harness.frontend import PromptRejectedError
 from harness.paths import EXAMPLES, PACK_LINK_NAME, ROOT
 from harness.server import ServerError
 
 WORKFLOWS = sorted(EXAMPLES.glob("*.json"))
+_JUDGES = []
+
+
+def judges():
+    if not _JUDGES:
+        from harness.paths import BASE
+        from harness.shapes.judges import Judges
+        from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
+        _JUDGES.append(Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS))
+    return _JUDGES[0]
 
 
 def test_object_info_lists_every_pack_node(server):
@@ -62,6 +73,8 @@ def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
             f = server.output_path / img["subfolder"] / img["filename"]
             assert f.exists() and f.stat().st_size > 0
         assert server.view(img)[:8] == b"\x89PNG\r\n\x1a\n"
+    judged = verdicts(path.stem, outputs, server.output_path, judges())
+    assert judged and all(line.endswith("**yes**") for line in judged), judged  # it does what its title says
     if any(n["class_type"] == "InvEditReconstructionReport" for n in prompt.values()):
         reports = [o["text"][0] for o in outputs.values() if "text" in o]
         assert reports and "latent MSE" in reports[0] and "pixel PSNR" in reports[0]
