@@ -37,6 +37,21 @@ def checked_latent(model, latent: dict, who: str) -> torch.Tensor:
     return samples
 
 
+def refuse_noise_mask(latent: dict, who: str) -> None:
+    """An inversion cannot honour a latent noise mask, and the inverted LATENT would carry it into the regeneration
+    (the stock samplers would then inpaint the noise)."""
+    if latent.get("noise_mask") is not None:
+        raise ValueError(f"{who}: the LATENT has a noise mask (Set Latent Noise Mask / inpainting), which inversion "
+                         f"cannot honour and its regeneration would inpaint; remove the mask before inverting.")
+
+
+def require_steps(sigmas: torch.Tensor, who: str) -> None:
+    """Refuse SIGMAS without a step (ComfyUI's guider would return the latent untouched)."""
+    if sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError(f"{who}: the SIGMAS hold {sigmas.numel()} value(s), so there is no step to invert (a "
+                         f"scheduler with denoise 0 or 1 step and strength 0?); give at least one step.")
+
+
 def require_unet(model, who: str):
     """The model's U-Net, which must have a middle block (h-space lives at its output)."""
     unet = model.get_model_object("diffusion_model")

@@ -35,6 +35,10 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
         ddim.check_schedule(sigmas, self.WHO)
         if latent_image is None:
             raise ValueError(f"{self.WHO}: no LATENT to invert.")
+        if denoise_mask is not None:
+            raise ValueError(f"{self.WHO}: the LATENT has a noise mask (Set Latent Noise Mask / inpainting), which "
+                             f"inversion cannot honour (its regeneration would not match the image); remove the mask "
+                             f"before inverting.")
         if noise is not None and torch.count_nonzero(noise) > 0:
             log.warning("%s: the NOISE input is ignored (inversion is deterministic); connect DisableNoise or set "
                         "add_noise off to silence this.", self.WHO)

@@ -121,8 +121,11 @@ def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSetting
     """Generation from an empty latent and a seed (the official 980…0 schedule of ``s.steps`` steps), or editing
     an unchanged EDICT Invert pair (its own sigmas, p and leapfrog, checked)."""
     samples = checked_latent(model, latent, who)
-    options = EDICTOptions(s.mix_p, True, True, "float64")
     info = InversionInfo.from_latent(latent)
+    # an EDICT pair brings its own leapfrog and input scaling (this node has no inputs for them)
+    leapfrog, scaling = ((info.leapfrog, info.official_input_scaling) if info is not None and info.method == "edict"
+                         else (True, True))
+    options = EDICTOptions(s.mix_p, leapfrog, scaling, "float64")
     pair = None
     if info is not None:
         sigmas = check_edict_pair(info, model, None, options, who)

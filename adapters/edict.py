@@ -190,11 +190,28 @@ def pair_latent(model, zx: torch.Tensor, zy: torch.Tensor, sigma: torch.Tensor, 
     return out
 
 
+def _follow_batch(latent: dict, *tensors):
+    """The tensors sliced like the LATENT's samples when a batch node (Latent From Batch, which records
+    ``batch_index``) took images out of a pair's batch; unchanged when the batch sizes agree."""
+    n, idx = latent["samples"].shape[0], latent.get("batch_index")
+    if tensors[0].shape[0] == n:
+        return tensors
+    if idx is None or len(idx) != n or max(idx) >= tensors[0].shape[0]:
+        raise ValueError(f"EDICT: the pair holds {tensors[0].shape[0]} images but the LATENT {n}, and no batch_index "
+                         f"says which: take images out of the pair with Latent From Batch only, or invert the images "
+                         f"you want to regenerate.")
+    return tuple(t[list(idx)] for t in tensors)
+
+
 def exact_pair(latent: dict):
-    """The exact (x_T, y_T) VP pair of an EDICT pair LATENT whose samples were not changed since; else None."""
+    """The exact (x_T, y_T) VP pair of an EDICT pair LATENT whose samples were not changed since (following a Latent
+    From Batch selection); else None."""
     exact = latent.get(EDICT_PAIR_KEY)
-    if exact is not None and torch.equal(exact["samples"], latent["samples"]):
-        return exact["x"], exact["y"]
+    if exact is None:
+        return None
+    x, y, samples = _follow_batch(latent, exact["x"], exact["y"], exact["samples"])
+    if samples.shape == latent["samples"].shape and torch.equal(samples, latent["samples"]):
+        return x, y
     return None
 
 
@@ -207,6 +224,7 @@ def start_pair(model, latent: dict, sigma: torch.Tensor, who: str):
     y = edict_y(latent)
     if y is None:
         raise ValueError(f"{who}: the LATENT has no y_T ('{EDICT_Y_KEY}'); connect EDICT Invert's output.")
+    (y,) = _follow_batch(latent, y)
     log.warning("%s: the pair's samples were changed after inversion; regenerating from the LATENT's float32 values "
                 "(exactness ~1e-6 instead of float precision).", who)
     return tuple(vp_from_vae_space(model, v, sigma, torch.float64) for v in (latent["samples"], y))

@@ -8,12 +8,13 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 
-from ..hooks.directions import Direction, reduce_levels
+from ..hooks.directions import Direction, HSpaceError, reduce_levels
 from ..hooks.hspace import HSpacePatch, HSpaceRecorder
 from ..samplers.asyrp import estimate_intervals
 from ..samplers.coords import x_to_vp
 from .asyrp import with_shared_encoder
-from .checks import (checked_latent, h_channels, log_sigmas, model_family, require_unet, t_to_sigma)
+from .checks import (checked_latent, h_channels, log_sigmas, model_family, require_latent_channels, require_unet,
+                     t_to_sigma)
 from .ddim import DDIMInversionSampler
 from .run import run_with_cfg_guider
 
@@ -39,10 +40,13 @@ def apply_direction(model, direction, strength: float, t_start: int, t_edit: int
         raise ValueError(f"{who}: the direction was made with a {direction.meta['family']} model, this is "
                          f"{family}; h-space directions are specific to a model family.")
     table = None if isinstance(direction, Direction) else log_sigmas(model, who)
+    try:
+        patch = HSpacePatch(direction, strength, t_to_sigma(model, t_start), t_to_sigma(model, t_edit), mode,
+                            apply_to, spatial, table, step_scaling)
+    except HSpaceError as e:
+        raise ValueError(f"{who}: {e}") from None
     m = model.clone()
-    m.set_model_output_block_patch(HSpacePatch(direction, strength, t_to_sigma(model, t_start),
-                                               t_to_sigma(model, t_edit), mode, apply_to, spatial, table,
-                                               step_scaling))
+    m.set_model_output_block_patch(patch)
     return with_shared_encoder(m) if mode == "asymmetric" else m
 
 
@@ -53,6 +57,7 @@ def direction_from_prompts(model, source, target, latent: dict, steps: int, seed
     records h for both while the trajectory follows the source."""
     require_unet(model, who)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    require_latent_channels(samples, model, who)
     m = model.clone()
     rec = HSpaceRecorder()
     m.set_model_output_block_patch(rec)

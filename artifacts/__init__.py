@@ -22,7 +22,8 @@ from typing import Callable, Optional
 
 import torch
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,120}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+MAX_NAME = 120
 
 
 class ArtifactError(ValueError):
@@ -50,12 +51,37 @@ def register(kind: Kind) -> Kind:
 
 
 def safe_file_name(name: str, who: str) -> str:
-    """A bare file name (no folders, no '..'), ending in .safetensors."""
-    base = name if name.endswith(".safetensors") else name + ".safetensors"
-    if not _SAFE_NAME.match(base) or ".." in base:
-        raise ArtifactError(f"{who}: unsafe file name {name!r}: use letters, digits, space, '_', '-' and '.', "
-                            f"without folders")
-    return base
+    """A bare file name (no folders, no '..'), ending in .safetensors; a refusal says what is wrong."""
+    stem = name[:-len(".safetensors")] if name.endswith(".safetensors") else name
+    allowed = "use ASCII letters, digits, space, '_', '-' and '.'"
+    if not stem.strip():
+        raise ArtifactError(f"{who}: unsafe file name: the name is empty; give a name such as my_direction")
+    if "/" in stem or "\\" in stem or ".." in stem or ":" in stem:
+        raise ArtifactError(f"{who}: unsafe file name {name!r}: no folder parts ('/', '\\', '..', ':'); the file "
+                            f"goes into the pack's model folder, give a bare name")
+    if len(stem) > MAX_NAME:
+        raise ArtifactError(f"{who}: unsafe file name: too long ({len(stem)} characters, at most {MAX_NAME})")
+    bad = sorted({c for c in stem if ord(c) > 127})
+    if bad:
+        raise ArtifactError(f"{who}: unsafe file name {name!r}: non-ASCII characters {''.join(bad)!r}; {allowed}")
+    if not _SAFE_NAME.match(stem):
+        why = "starts with" if not stem[0].isalnum() else "contains"
+        raise ArtifactError(f"{who}: unsafe file name {name!r}: it {why} a character that is not allowed; {allowed} "
+                            f"(starting with a letter or digit)")
+    return stem + ".safetensors"
+
+
+def free_path(folder: Path, file_name: str) -> Path:
+    """``folder / file_name``, or, when that exists, the first free ``<stem>_00001<suffix>``, ``_00002``, … (ComfyUI's
+    counter convention): a save never overwrites a file."""
+    folder = Path(folder)
+    path = folder / file_name
+    stem, suffix = path.stem, path.suffix
+    k = 0
+    while path.exists():
+        k += 1
+        path = folder / f"{stem}_{k:05d}{suffix}"
+    return path
 
 
 def save(path: Path, kind: str, tensors: dict, meta: dict) -> Path:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from . import ArtifactError, Kind, register
 
 FORMAT = "asyrp_hspace/1"
@@ -28,8 +30,12 @@ def _validate(tensors: dict, meta: dict, name: str) -> None:
     if "delta_h" not in tensors or "sigmas" not in tensors:
         raise ArtifactError(f"{name} is not an h-space direction file: it needs delta_h and sigmas, or f.* weights")
     delta, sigmas = tensors["delta_h"], tensors["sigmas"]
-    if delta.ndim != 4 or sigmas.numel() != delta.shape[0]:
+    if delta.ndim != 4 or sigmas.ndim != 1 or sigmas.numel() != delta.shape[0]:
         raise ArtifactError(f"{name} is malformed: delta_h {tuple(delta.shape)}, sigmas {tuple(sigmas.shape)}")
+    if not torch.isfinite(sigmas).all() or (sigmas < 0).any() or (sigmas.numel() > 1 and
+                                                                   not (sigmas[1:] < sigmas[:-1]).all()):
+        raise ArtifactError(f"{name} is malformed: its sigmas must be finite, non-negative noise levels in strictly "
+                            f"descending order, got {[round(float(s), 4) for s in sigmas]}")
 
 
 KIND = register(Kind("hspace", "an h-space direction file", FORMAT, _validate, _prepare))

@@ -185,6 +185,8 @@ def combine(terms: list[tuple]):
     at every level; the result is a ``Direction``. With a trained (implicit) term the result is a ``Composite``."""
     if not terms:
         raise HSpaceError("nothing to combine")
+    if not all(math.isfinite(float(c)) for _, c in terms):
+        raise HSpaceError(f"a weight is not a finite number ({[c for _, c in terms]}); give finite weights")
     if len({d.channels for d, _ in terms}) > 1:
         raise HSpaceError(f"directions with different channel counts cannot be added: "
                           f"{sorted({d.channels for d, _ in terms})}; they belong to different model families")

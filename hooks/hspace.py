@@ -14,6 +14,7 @@ Pure torch over tensors and ComfyUI's ``transformer_options`` dict; nothing here
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
@@ -23,6 +24,7 @@ from torch import Tensor
 from .directions import SPATIAL_POLICIES, HSpaceError, Where
 from .passes import EDIT, chunk_mask, pass_of
 
+log = logging.getLogger(__name__)
 APPLY_TO = ("both", "cond", "uncond")
 APPLY_MODES = ("asymmetric", "symmetric")
 
@@ -54,6 +56,9 @@ class HSpacePatch:
                  log_sigmas: Optional[Tensor] = None, step_scaling: bool = True):
         if mode not in APPLY_MODES or apply_to not in APPLY_TO or spatial not in SPATIAL_POLICIES:
             raise HSpaceError(f"bad option: mode {mode!r}, apply_to {apply_to!r}, spatial {spatial!r}")
+        if not math.isfinite(float(strength)):
+            raise HSpaceError(f"the strength is {strength}; give a finite number (0 leaves the model unchanged)")
+        self.warned = False
         self.direction, self.strength = direction, float(strength)
         self.sigma_hi, self.sigma_lo = float(sigma_hi), float(sigma_lo)
         self.mode, self.apply_to, self.spatial = mode, apply_to, spatial
@@ -87,10 +92,15 @@ class HSpacePatch:
     def __call__(self, h: Tensor, hsp: Tensor, transformer_options: dict):
         if transformer_options.get("block") != ("output", 0):
             return h, hsp
-        if self.mode == "asymmetric" and pass_of(transformer_options) != EDIT:
-            return h, hsp
         sigma = float(transformer_options["sigmas"].flatten()[0])
         if not self.active(sigma):
+            return h, hsp
+        if self.mode == "asymmetric" and pass_of(transformer_options) != EDIT:
+            if pass_of(transformer_options) is None and not self.warned:  # a stock sampler: no pass is ever the edit
+                self.warned = True
+                log.warning("h-space Apply Direction (asymmetric) is sampled without the Asyrp Sampler, so the "
+                            "direction is not applied: use the Asyrp Sampler, or set mode to symmetric for any "
+                            "sampler.")
             return h, hsp
         delta = self.delta_for(h, sigma, transformer_options)
         mask = chunk_mask(transformer_options.get("cond_or_uncond", []), h.shape[0], self.apply_to, h.device, h.dtype)

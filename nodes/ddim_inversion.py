@@ -4,7 +4,7 @@ from __future__ import annotations
 import comfy.model_management
 from comfy_api.latest import io
 
-from ..adapters.checks import checked_latent
+from ..adapters.checks import checked_latent, refuse_noise_mask, require_steps
 from ..adapters.ddim import DDIMInversionSampler
 from ..adapters.latent import INVERSION_KEY, InversionInfo
 from ..adapters.run import run_with_cfg_guider
@@ -43,6 +43,8 @@ class DDIMInvert(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, sigmas, cfg) -> io.NodeOutput:
         who = display("DDIM Invert")
         samples = checked_latent(model, latent, who)
+        require_steps(sigmas, who)
+        refuse_noise_mask(latent, who)
         inverted = run_with_cfg_guider(model, positive, negative, cfg, DDIMInversionSampler(), samples, sigmas)
         out = latent.copy()
         out["samples"] = inverted.to(comfy.model_management.intermediate_device())

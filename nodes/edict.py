@@ -6,7 +6,7 @@ import logging
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..adapters.checks import checked_latent
+from ..adapters.checks import checked_latent, refuse_noise_mask, require_steps
 from ..adapters.edict import (EDICT_OUTPUTS, EDICTInversionSampler, EDICTOptions, EDICTSampler, check_edict_pair,
                               pair_latent, start_pair)
 from ..adapters.latent import InversionInfo, to_vae_space, without_pair
@@ -141,6 +141,8 @@ class EDICTInvert(io.ComfyNode):
                 state_dtype) -> io.NodeOutput:
         who = display("EDICT Invert")
         samples = checked_latent(model, latent, who)
+        require_steps(sigmas, who)
+        refuse_noise_mask(latent, who)
         options = EDICTOptions(mix_p, leapfrog, official_input_scaling, state_dtype)
         dtype = edict.STATE_DTYPES[state_dtype]
         sampler = EDICTInversionSampler(options, start=model.model.process_latent_in(samples.to(dtype)))

@@ -325,12 +325,15 @@ class HSpaceSave(io.ComfyNode):
     @classmethod
     def execute(cls, direction, name) -> io.NodeOutput:
         who = display("h-space Save Direction")
-        fname = artifacts.safe_file_name(name, who)
+        try:
+            fname = artifacts.safe_file_name(name, who)
+        except artifacts.ArtifactError as e:
+            raise ValueError(str(e)) from None
         try:
             tensors, meta = to_tensors(direction)
         except HSpaceError as e:
             raise ValueError(f"{who}: {e}") from None
-        path = artifacts.save(save_dir(HSPACE_FOLDER) / fname, "hspace", tensors, meta)
+        path = artifacts.save(artifacts.free_path(save_dir(HSPACE_FOLDER), fname), "hspace", tensors, meta)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name}: {meta.get('kind', '?')}, "
                                                f"{direction.channels} channels"))
 

@@ -53,6 +53,7 @@ class ReconstructionReport(io.ComfyNode):
             raise ValueError(f"{who}: the pixel PSNR needs both a VAE and the source image; connect both or neither.")
         if vae is not None:
             decoded = vae.decode(b)
+            source_image = vae.vae_encode_crop_pixels(source_image)  # the region VAE Encode kept (multiples of 8)
             if decoded.shape != source_image.shape:
                 raise ValueError(f"{who}: the decoded reconstruction is {tuple(decoded.shape)} but the source image "
                                  f"is {tuple(source_image.shape)}; use the image that was VAE-encoded.")
