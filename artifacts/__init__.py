@@ -22,11 +22,13 @@ from typing import Callable, Optional
 
 import torch
 
+from ..errors import InvEditError
+
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
 MAX_NAME = 120
 
 
-class ArtifactError(ValueError):
+class ArtifactError(InvEditError):
     pass
 
 

@@ -7,6 +7,19 @@ from pathlib import Path
 from .paths import ROOT
 
 
+def pure_pack():
+    """The repository root as a package named ``invedit`` without running its ComfyUI entry point, so that the pack's
+    pure modules (samplers/, hooks/, losses/, optim/, artifacts/), which import each other relatively, load outside
+    ComfyUI (tests/conftest.py does the same for the unit tests)."""
+    import sys
+    import types
+    if "invedit" not in sys.modules:
+        pack = types.ModuleType("invedit")
+        pack.__path__ = [str(ROOT)]
+        sys.modules["invedit"] = pack
+    return sys.modules["invedit"]
+
+
 def pack_node_ids() -> list[str]:
     """Every node id the pack registers, read from the node modules' sources (no ComfyUI import needed)."""
     common = ast.parse((ROOT / "nodes" / "common.py").read_text())

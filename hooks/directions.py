@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import InvEditError
+
 SPATIAL_POLICIES = ("resize", "channel_mean", "strict")
 REDUCE = ("per_timestep", "global")
 
 
-class HSpaceError(ValueError):
+class HSpaceError(InvEditError):
     pass
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..samplers.asyrp import asyrp_step, symmetric_step
+from ..errors import InvEditError
 from ..samplers.steps import Callback, Step
 
 # pair(x, σ) -> (P_orig without grad, P_edit with grad to f_t) at the same x; plain(x, σ) -> P without grad
@@ -36,7 +37,7 @@ PlainFn = Callable[[Tensor, Tensor], Tensor]
 ClipLossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(InvEditError, RuntimeError):
     pass
 
 

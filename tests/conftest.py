@@ -1,4 +1,4 @@
-"""Make the pack's pure modules (samplers/, metrics.py) and the harness importable as top-level names."""
+"""Make the harness and tests/tinynets.py importable, and the pack's pure modules as the package ``invedit``."""
 import sys
 from pathlib import Path
 
@@ -8,9 +8,7 @@ for path in (ROOT, ROOT / "tests"):  # the pack's pure modules; tests/tinynets.p
         sys.path.insert(0, str(path))
 
 # The pack as a package named "invedit" (without running its ComfyUI entry point), for the pure modules that import
-# across the pack's layers with relative imports (optim/ uses samplers/ and hooks/): import them as invedit.<...>.
-if "invedit" not in sys.modules:
-    import types
-    _pack = types.ModuleType("invedit")
-    _pack.__path__ = [str(ROOT)]
-    sys.modules["invedit"] = _pack
+# across the pack's layers with relative imports: the tests import them as invedit.<layer>.<module>.
+from harness import pure_pack  # noqa: E402
+
+pure_pack()

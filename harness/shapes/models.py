@@ -7,9 +7,11 @@ from pathlib import Path
 
 import torch
 
-from losses.classifiers import SmallCNN
-
+from .. import pure_pack
 from . import data
+
+pure_pack()
+from invedit.losses.classifiers import SmallCNN  # noqa: E402
 
 ATTRIBUTES = {"colour": data.COLOURS, "shape": data.SHAPES}
 

@@ -64,3 +64,15 @@ def test_an_asymmetric_patch_that_no_pass_reaches_says_so_once(caplog):
             assert torch.equal(p(h, h, o)[0], h)  # unchanged: a stock sampler marks no edit pass
     warnings = [r for r in caplog.records if "Asyrp Sampler" in r.getMessage()]
     assert len(warnings) == 1 and "symmetric" in warnings[0].getMessage()
+
+
+def test_the_packs_errors_show_as_invedit_types_not_as_the_install_path():
+    """ComfyUI prints ``type(e).__module__ + '.' + __qualname__``; the pack's modules are named after the install
+    path, so its errors carry the module name ``invedit``."""
+    from invedit.losses.clip import CLIPLoadError
+    from invedit.optim.hspace import TrainingError
+    for cls in (artifacts.ArtifactError, directions.HSpaceError, CLIPLoadError, TrainingError):
+        assert cls.__module__ == "invedit" and issubclass(cls, ValueError), cls
+    with pytest.raises(directions.HSpaceError) as e:
+        directions.combine([])
+    assert f"{type(e.value).__module__}.{type(e.value).__qualname__}" == "invedit.HSpaceError"
