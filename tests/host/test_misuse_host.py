@@ -129,3 +129,31 @@ def test_two_saves_under_one_name_keep_both_files_and_nan_strength_is_refused(w)
             w["C"]["InvEditHSpaceApply"].execute(w["model"], d, bad, 999, 0, "asymmetric", "both", "resize", True)
         with pytest.raises(ValueError, match="weight"):
             w["C"]["InvEditHSpaceCombine"].execute(d, 1.0, d, bad)
+
+
+def test_a_combo_value_outside_its_list_is_refused_by_the_validator_naming_it(comfy):
+    """ComfyUI 0.3.75 does not check V3 combo values; every pack node with a Combo now does (issue 12, item 8)."""
+    from harness.host import PromptError
+    g = comfy.graph()
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    g.node("InvEditEDICTSigmas", model=ck.out(0), steps=10, schedule="Official", strength=1.0)
+    sampler = g.node("InvEditSamplerEDICT", mix_p=0.93, leapfrog=True, official_input_scaling=True,
+                     state_dtype="float16", output="x")
+    lat = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=2, schedule="normal", strength=1.0)
+    guider = g.node("BasicGuider", model=ck.out(0), conditioning=g.node("CLIPTextEncode", clip=ck.out(1),
+                                                                          text="x").out(0))
+    out = g.node("SamplerCustomAdvanced", noise=g.node("DisableNoise").out(0), guider=guider.out(0),
+                 sampler=sampler.out(0), sigmas=sig.out(0), latent_image=lat.out(0))
+    g.node("CaptureForTest", value=out.out(0), key="x")
+    with pytest.raises(PromptError) as e:
+        comfy.run_prompt(g.finalize())
+    text = str(e.value.details)
+    assert "EDICT Sampler (InvEdit): state_dtype = 'float16' is not one of its options (float64, float32)" in text
+    # a valid graph still passes the same validator: bounds on the other inputs are ComfyUI's own
+    g2 = comfy.graph()
+    ck2 = g2.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    sig2 = g2.node("InvEditEDICTSigmas", model=ck2.out(0), steps=0, schedule="normal", strength=1.0)
+    g2.node("CaptureForTest", value=sig2.out(0), key="s")
+    with pytest.raises(PromptError, match="invalid"):
+        comfy.run_prompt(g2.finalize())
