@@ -18,8 +18,9 @@ def _validate(tensors: dict, meta: dict, name: str) -> None:
             classes = json.loads(meta["classes"])
         except json.JSONDecodeError:
             classes = None
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise ArtifactError(f"{name}: metadata 'classes' must be a JSON list of names, got {meta['classes']!r}")
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise ArtifactError(f"{name}: metadata 'classes' must be a JSON list of class names such as "
+                                f'["red", "blue"], got {meta["classes"]!r}')
 
 
 KIND = register(Kind("classifier", "an image classifier", None, _validate))
@@ -37,9 +38,30 @@ def load_classifier(path, architecture: str, n_classes: int | None, who: str) ->
         model = build(architecture, len(classes), int(meta.get("width", 32)))
     except ValueError as e:
         raise ArtifactError(f"{who}: {e}") from None
-    try:
-        model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    except RuntimeError as e:
+    mismatch = state_dict_mismatch(model.state_dict(), tensors)
+    if mismatch:
         raise ArtifactError(f"{who}: {path.name} does not fit a {architecture} with {len(classes)} classes: "
-                            f"{str(e).splitlines()[0]}") from None
+                            f"{mismatch}; pick the architecture (and width metadata) the weights were saved from")
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return model.eval().requires_grad_(False), classes
+
+
+def state_dict_mismatch(expected: dict, got: dict, most: int = 4) -> str:
+    """What differs between a network's state dict and a file's tensors ('' when they fit): missing and unexpected
+    keys and shape mismatches, the first few of each by name."""
+    def few(names):
+        names = sorted(names)
+        return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+    missing = set(expected) - set(got)
+    unexpected = set(got) - set(expected)
+    shapes = [f"{k} {tuple(got[k].shape)} (wants {tuple(expected[k].shape)})" for k in sorted(set(expected) & set(got))
+              if tuple(got[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({few(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape ({', '.join(shapes[:most])}"
+                     + (f" and {len(shapes) - most} more" if len(shapes) > most else "") + ")")
+    return "; ".join(parts)

@@ -53,9 +53,15 @@ class LocalCLIP:
                                 f"convert it with transformers' save_pretrained(safe_serialization=True)")
         try:
             self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+        except Exception as e:  # a truncated or foreign model.safetensors (SafetensorError), a bad config, …
+            raise CLIPLoadError(f"{who}: cannot load the CLIP in {folder.name}: its config.json or model.safetensors "
+                                f"is broken ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); save "
+                                f"it again with transformers' save_pretrained") from None
+        try:
             self.tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise CLIPLoadError(f"{who}: cannot load the CLIP in {folder.name}: {e}") from None
+        except Exception as e:
+            raise CLIPLoadError(f"{who}: cannot load the tokenizer files of {folder.name} (vocab.json, merges.txt): "
+                                f"{type(e).__name__}: {e}") from None
         self.model = self.model.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
         pre = folder / "preprocessor_config.json"

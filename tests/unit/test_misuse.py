@@ -76,3 +76,39 @@ def test_the_packs_errors_show_as_invedit_types_not_as_the_install_path():
     with pytest.raises(directions.HSpaceError) as e:
         directions.combine([])
     assert f"{type(e.value).__module__}.{type(e.value).__qualname__}" == "invedit.HSpaceError"
+
+
+def test_a_broken_classifier_file_gets_a_message_naming_the_file_and_the_mismatch(tmp_path):
+    """Before: 'Error(s) in loading state_dict for SmallCNN:' and nothing after it; a raw SafetensorError without the
+    file name for a truncated file; bad 'classes' metadata naming neither file nor key."""
+    from safetensors.torch import save_file
+    from invedit.losses.classifiers import SmallCNN
+    good = SmallCNN(3, width=8).state_dict()
+    wrong = dict(good, **{"net.0.weight": torch.zeros(5, 3, 3, 3)})
+    del wrong["net.9.bias"]
+    wrong["extra.weight"] = torch.zeros(1)
+    save_file(wrong, str(tmp_path / "c.safetensors"), metadata={"classes": '["a", "b", "c"]', "width": "8"})
+    with pytest.raises(artifacts.ArtifactError) as e:
+        artifacts.classifier.load_classifier(tmp_path / "c.safetensors", "small_cnn", None, "test")
+    msg = str(e.value)
+    assert "c.safetensors" in msg and "net.0.weight" in msg and "net.9.bias" in msg and "extra.weight" in msg
+    save_file(good, str(tmp_path / "meta.safetensors"), metadata={"classes": "a, b, c"})
+    with pytest.raises(artifacts.ArtifactError, match=r"meta.safetensors.*'classes'"):
+        artifacts.classifier.load_classifier(tmp_path / "meta.safetensors", "small_cnn", None, "test")
+    data = (tmp_path / "c.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(artifacts.ArtifactError, match="cannot read cut.safetensors"):
+        artifacts.classifier.load_classifier(tmp_path / "cut.safetensors", "small_cnn", None, "test")
+
+
+def test_a_clip_folder_with_a_truncated_weights_file_names_the_folder_and_the_file(tmp_path):
+    import shutil
+    from pathlib import Path
+    from invedit.losses.clip import CLIPLoadError, LocalCLIP
+    toy = Path(__file__).resolve().parents[2] / "harness" / "shapes" / "weights" / "toy_clip"
+    folder = tmp_path / "broken-clip"
+    shutil.copytree(toy, folder)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CLIPLoadError, match=r"broken-clip.*model.safetensors"):
+        LocalCLIP(folder)
