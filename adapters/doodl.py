@@ -16,6 +16,7 @@ from ..optim.doodl import (ChainSpec, DOODLConfig, doodl_optimize, one_step_guid
                            pair_loss_gradients)
 from ..samplers import edict
 from ..samplers.coords import vp_to_x
+from ..samplers.steps import Step
 from .checks import checked_latent, model_family, require_vp_model
 from .edict import EDICTBase, EDICTOptions, check_edict_pair, exact_pair, pair_latent
 from .latent import InversionInfo, to_vae_space
@@ -73,7 +74,7 @@ class DOODLSampler(EDICTBase):
                 best[0] = step.loss
                 chosen.update(x=step.x, y=step.y)
             x0 = model_space(step.x)
-            preview(type(step)(step.i, step.total + 1, x0, x0))
+            preview(Step(step.i, step.total + 1, x0, x0))  # iterations 0 … total: total + 1 previews
             if self.on_iteration is not None:
                 self.on_iteration(step)
 

@@ -310,7 +310,7 @@ def api_prompt(name: str) -> dict:
 STAGES = ("Load", "Invert", "Edit", "Compare")
 _STAGE_OF = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "LoadImage": 0, "VAEEncode": 0, "EmptyLatentImage": 0,
              "InvEditDDIMInvert": 1, "InvEditEDICTInvert": 1, "InvEditEDICTSigmas": 1, "BasicScheduler": 1,
-             "SamplerCustomAdvanced": 2, "VAEDecode": 3, "ImageBatch": 3, "SaveImage": 3, "PreviewImage": 3,
+             "VAEDecode": 3, "ImageBatch": 3, "SaveImage": 3, "PreviewImage": 3,
              "InvEditReconstructionReport": 3, "InvEditLossChart": 3}
 NOTES = {  # what each workflow shows and which settings matter (a Note node at its top left)
     "ddim_inversion": "DDIM inversion: the image becomes noise with the model's own prediction, and the stock "
