@@ -3,6 +3,7 @@
 SAMPLER."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -136,10 +137,8 @@ def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSetting
                              f"directly (DOODL needs the exact pair).")
     else:
         sigmas = edict.official_sigmas(model.get_model_object("model_sampling").sigmas.cpu(), s.steps)
-    c = s.config
-    config = DOODLConfig(iterations=c.iterations, lr=c.lr, grad_clip=c.grad_clip, momentum=c.momentum,
-                         perturb_std=c.perturb_std, tie=pair is None, renormalize=pair is None, keep=c.keep,
-                         shared_step=pair is not None and s.pair_steps == "shared")
+    config = dataclasses.replace(s.config, tie=pair is None, renormalize=pair is None,
+                                 shared_step=pair is not None and s.pair_steps == "shared")
     live = LiveLoss("DOODL", "loss", inclusive=True)
     sampler = DOODLSampler(vae, loss, config, options, s.backprop, pair, s.seed, live)
     noise = comfy.sample.prepare_noise(samples, s.seed) if pair is None else torch.zeros_like(samples)

@@ -319,16 +319,16 @@ def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
     new = [Row(task, n) for n in names]
     best_row = None
     for seed in range(seeds):
-        plain, *_ = w.timed(lambda m: doodl(m, seed, 0))
-        source = w.decode(plain)
         runs = {"plain EDICT": lambda m: doodl(m, seed, 0),
                 "one-step guidance": lambda m: _sample(w, m, guide, sig[:-1], prompt, lat, DOODL["cfg"],
                                                        noise=comfy.sample.prepare_noise(lat["samples"], seed),
                                                        seed=seed),
                 names[2]: lambda m: doodl(m, seed, m_it)}
+        source = None  # the plain EDICT sample of this seed (the first row), against which the others are judged
         for row in new:
             out, evals, bwd, sec = w.timed(runs[row.method])
             edited = w.decode(out)
+            source = edited if source is None else source
             row.verdicts += w.judges.judge(edited, source)
             row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec), row.images.append(edited)
         if best_row is None:

@@ -1,5 +1,6 @@
 """A real ComfyUI server on 127.0.0.1 with the pack in custom_nodes/, driven over HTTP and through the real web
 frontend in headless Chromium (harness/server.py, harness/frontend.py)."""
+import functools
 import json
 import re
 import urllib.request
@@ -14,16 +15,12 @@ from harness.paths import EXAMPLES, PACK_LINK_NAME, ROOT
 from harness.server import ServerError
 
 WORKFLOWS = sorted(EXAMPLES.glob("*.json"))
-_JUDGES = []
-
-
+@functools.lru_cache(maxsize=1)
 def judges():
-    if not _JUDGES:
-        from harness.paths import BASE
-        from harness.shapes.judges import Judges
-        from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
-        _JUDGES.append(Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS))
-    return _JUDGES[0]
+    from harness.paths import BASE
+    from harness.shapes.judges import Judges
+    from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
+    return Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
 
 
 def test_object_info_lists_every_pack_node(server):
