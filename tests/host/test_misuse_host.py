@@ -157,3 +157,46 @@ def test_a_combo_value_outside_its_list_is_refused_by_the_validator_naming_it(co
     g2.node("CaptureForTest", value=sig2.out(0), key="s")
     with pytest.raises(PromptError, match="invalid"):
         comfy.run_prompt(g2.finalize())
+
+
+def test_a_direction_saved_while_the_host_runs_loads_by_name_through_the_validator(comfy, w, captured):
+    """The combo check reads the file list when it validates: a direction saved a moment ago is an option of h-space
+    Load (a list frozen at start refused it as 'not one of its options')."""
+    import folder_paths
+    d = run(w, "InvEditHSpaceFromPrompts", model=w["model"], source=w["enc"]["a red circle"],
+            target=w["enc"]["a blue circle"], latent={"samples": torch.zeros(1, 4, 8, 8)}, steps=4, seed=0,
+            reduce="global").args[0]
+    out = run(w, "InvEditHSpaceSave", direction=d, name="test_saved_now")
+    name = out.ui.as_dict()["text"][0].split()[1].rstrip(":")
+    path = os.path.join(folder_paths.get_folder_paths("hspace_directions")[0], name)
+    try:
+        g = comfy.graph()
+        g.node("CaptureForTest", value=g.node("InvEditHSpaceLoad", name=name).out(0), key="d")
+        comfy.run_prompt(g.finalize())
+        assert torch.equal(captured["d"].delta, d.delta.float())
+    finally:
+        os.remove(path)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_float_at_nan_or_inf_is_refused_by_the_validator_naming_node_and_input(comfy, value):
+    """ComfyUI's min/max comparisons are False for NaN: a NaN strength passed validation and wrote black images. Every
+    pack Float now refuses NaN and ±inf at validation, naming node, input and the range to give."""
+    from harness.host import PromptError
+    g = comfy.graph()
+    sig = g.node("InvEditEDICTSigmas", model=g.node("CheckpointLoaderSimple", ckpt_name=CKPT).out(0), steps=4,
+                 schedule="normal", strength=value)
+    g.node("CaptureForTest", value=sig.out(0), key="s")
+    with pytest.raises(PromptError) as e:
+        comfy.run_prompt(g.finalize())
+    text = str(e.value.details)
+    assert f"EDICT Sigmas (InvEdit): strength = {value!r} is not a finite number" in text, text
+    assert "give a number between 0.0 and 1.0" in text
+    # the bounds of a Float named by validate_inputs are checked here (ComfyUI skips its own check for it)
+    g = comfy.graph()
+    sig = g.node("InvEditEDICTSigmas", model=g.node("CheckpointLoaderSimple", ckpt_name=CKPT).out(0), steps=4,
+                 schedule="normal", strength=1.5)
+    g.node("CaptureForTest", value=sig.out(0), key="s")
+    with pytest.raises(PromptError) as e:
+        comfy.run_prompt(g.finalize())
+    assert "strength = 1.5 is outside its range; give a number between 0.0 and 1.0" in str(e.value.details)
