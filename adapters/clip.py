@@ -9,12 +9,19 @@ import torch
 import comfy.model_management
 from comfy.ldm.modules.attention import optimized_attention_for_device
 
+from .. import artifacts
 from ..losses.clip import CLIPLoadError, LocalCLIP, clip_preprocess
 from .run import make_grad_safe
 
 
 def load_local_clip(folder: Path, who: str) -> LocalCLIP:
-    """``losses.clip.LocalCLIP`` from ``folder`` on ComfyUI's torch device (call with gradients allowed)."""
+    """``losses.clip.LocalCLIP`` from ``folder`` on ComfyUI's torch device (call with gradients allowed). A pickle
+    renamed to model.safetensors is told apart by its first bytes (never unpickled)."""
+    weights = Path(folder) / "model.safetensors"
+    if weights.is_file() and artifacts.is_pickle(weights):
+        raise ValueError(f"{who}: {Path(folder).name}/model.safetensors is a pickle (a .bin or .ckpt renamed); "
+                         f"pickles are never loaded: on a machine you trust, load it with transformers and "
+                         f"save_pretrained(safe_serialization=True)")
     try:
         return LocalCLIP(folder, comfy.model_management.get_torch_device(), who)
     except CLIPLoadError as e:

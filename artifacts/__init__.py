@@ -36,12 +36,14 @@ class ArtifactError(InvEditError):
 class Kind:
     """A kind of file: ``title`` names it in messages; ``format`` is the metadata value the pack writes and requires (None for files made elsewhere,
     such as a user's classifier); ``validate(tensors, meta, name)`` raises ArtifactError naming the mismatch;
-    ``prepare(tensors, meta)`` adds derived metadata before a save."""
+    ``prepare(tensors, meta)`` adds derived metadata before a save; ``fix`` ends every refusal of a file of this
+    kind: what to give instead."""
     name: str
     title: str                 # what the file is, for messages: "an h-space direction file"
     format: Optional[str]
     validate: Callable[[dict, dict, str], None]
     prepare: Optional[Callable[[dict, dict], None]] = None
+    fix: str = "replace it with a valid file"
 
 
 REGISTRY: dict[str, Kind] = {}
@@ -108,18 +110,35 @@ def save(path: Path, kind: str, tensors: dict, meta: dict) -> Path:
     return path
 
 
+PICKLE_CONVERT = "convert it on a machine you trust (torch.load, then safetensors.torch.save_file)"
+
+
+def is_pickle(path: Path) -> bool:
+    """Whether a file starts like a pickle: torch.save's zip archive, or a bare pickle (protocol 2+). Only the first
+    bytes are read; nothing is unpickled."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read(path: Path, who: str) -> tuple[dict, dict]:
-    """(tensors, metadata) of a safetensors file, unvalidated."""
+    """(tensors, metadata) of a safetensors file, unvalidated. A pickle (even renamed to .safetensors) is refused
+    without being unpickled."""
     from safetensors import safe_open
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ArtifactError(f"{who}: {path.name} is not a .safetensors file (pickled files are refused)")
+        raise ArtifactError(f"{who}: {path.name} is not a .safetensors file (pickled files are refused); "
+                            f"{PICKLE_CONVERT}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # a corrupt, truncated or foreign file
-        raise ArtifactError(f"{who}: cannot read {path.name} as safetensors: {e}") from None
+        if is_pickle(path):
+            raise ArtifactError(f"{who}: {path.name} is a pickle (a torch.save or .ckpt file renamed to "
+                                f".safetensors); pickles are never loaded: {PICKLE_CONVERT}") from None
+        raise ArtifactError(f"{who}: cannot read {path.name} as safetensors ({e}): the file is cut short or not "
+                            f"safetensors; replace it with a complete copy") from None
     return tensors, meta
 
 
@@ -130,13 +149,13 @@ def load(path: Path, kind: str, who: str) -> tuple[dict, dict]:
     tensors, meta = read(path, who)
     if k.format is not None and meta.get("format") != k.format:
         raise ArtifactError(f"{who}: {path.name} is not {k.title} (format {meta.get('format')!r}, expected "
-                            f"{k.format!r})")
+                            f"{k.format!r}); {k.fix}")
     try:
         k.validate(tensors, meta, path.name)
     except ArtifactError as e:
-        raise ArtifactError(f"{who}: {e}") from None
+        raise ArtifactError(f"{who}: {e}; {k.fix}") from None
     if not all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
-        raise ArtifactError(f"{who}: {path.name} contains NaN/inf")
+        raise ArtifactError(f"{who}: {path.name} contains NaN/inf; {k.fix}")
     return tensors, meta
 
 

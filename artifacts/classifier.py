@@ -23,7 +23,8 @@ def _validate(tensors: dict, meta: dict, name: str) -> None:
                                 f'["red", "blue"], got {meta["classes"]!r}')
 
 
-KIND = register(Kind("classifier", "an image classifier", None, _validate))
+KIND = register(Kind("classifier", "an image classifier", None, _validate,
+                     fix="use a state dict saved with safetensors.torch.save_file from the declared architecture"))
 
 
 def load_classifier(path, architecture: str, n_classes: int | None, who: str) -> tuple[nn.Module, list[str]]:

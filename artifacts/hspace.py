@@ -38,4 +38,5 @@ def _validate(tensors: dict, meta: dict, name: str) -> None:
                             f"descending order, got {[round(float(s), 4) for s in sigmas]}")
 
 
-KIND = register(Kind("hspace", "an h-space direction file", FORMAT, _validate, _prepare))
+KIND = register(Kind("hspace", "an h-space direction file", FORMAT, _validate, _prepare,
+                     fix="pick a file saved by h-space Save Direction (this one was edited or made elsewhere)"))

@@ -31,6 +31,19 @@ class ServerError(RuntimeError):
         self.body = body
 
 
+class PromptFailed(RuntimeError):
+    """A queued prompt that ended in an error or an interrupt: ``messages`` are its /history status messages of
+    that kind (each a dict: node_id, node_type, exception_message, … for an error)."""
+
+    def __init__(self, prompt_id: str, entry: dict):
+        msgs = entry["status"].get("messages", [])
+        self.entry = entry
+        self.interrupted = any(m[0] == "execution_interrupted" for m in msgs)
+        self.messages = [m[1] for m in msgs if m[0] in ("execution_error", "execution_interrupted")]
+        super().__init__(f"prompt {prompt_id} {'was interrupted' if self.interrupted else 'failed'}: "
+                         f"{json.dumps(self.messages)[:3000]}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,7 +147,8 @@ class ComfyServer:
         return self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 600.0) -> dict:
-        """Poll /history until the prompt completes; return its entry; raise with the error if it failed."""
+        """Poll /history until the prompt completes; return its entry; raise PromptFailed if it failed or was
+        interrupted."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             hist = self.get(f"/history/{prompt_id}")
@@ -142,8 +156,7 @@ class ComfyServer:
             if entry and entry.get("status", {}).get("completed") is not None and (
                     entry["status"].get("completed") or entry["status"].get("status_str") == "error"):
                 if entry["status"].get("status_str") != "success":
-                    msgs = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
-                    raise RuntimeError(f"prompt {prompt_id} failed: {json.dumps(msgs)[:3000]}")
+                    raise PromptFailed(prompt_id, entry)
                 return entry
             if not self.alive():
                 raise RuntimeError(f"ComfyUI died while running {prompt_id}; log:\n{self.log_tail()}")

@@ -54,9 +54,10 @@ class LocalCLIP:
         try:
             self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
         except Exception as e:  # a truncated or foreign model.safetensors (SafetensorError), a bad config, …
+            why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:400]
             raise CLIPLoadError(f"{who}: cannot load the CLIP in {folder.name}: its config.json or model.safetensors "
-                                f"is broken ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); save "
-                                f"it again with transformers' save_pretrained") from None
+                                f"is broken ({type(e).__name__}: {why}); save it again with transformers' "
+                                f"save_pretrained") from None
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         except Exception as e:
@@ -69,6 +70,7 @@ class LocalCLIP:
         self.mean = torch.tensor(cfg.get("image_mean", OPENAI_MEAN), device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.get("image_std", OPENAI_STD), device=self.device).view(1, 3, 1, 1)
         self.size = int(self.model.config.vision_config.image_size)
+        self.dim = int(self.model.config.projection_dim)  # of the image (and text) embeddings
 
     def text_features(self, texts: list[str]) -> Tensor:
         tok = self.tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt")

@@ -129,6 +129,10 @@ class AestheticLoss(PixelLoss):
         super().__init__(**kw)
         self.clip, self.target = clip, float(target)
         self.w, self.b = weight_vec.float().flatten(), bias.float().flatten()
+        dim = getattr(clip, "dim", None)  # known before the first image for a LocalCLIP
+        if dim is not None and dim != self.w.numel():
+            raise ValueError(f"the aesthetic head takes {self.w.numel()}-d embeddings, this CLIP gives {dim}; use the "
+                             f"head made for this CLIP")
 
     def per_crop(self, crops: Tensor) -> Tensor:
         feats = self.clip.image_features(crops)

@@ -164,8 +164,11 @@ class DOODLAestheticLoss(io.ComfyNode):
         who = display("DOODL Aesthetic Loss")
         with grad_context():
             state, _ = artifacts.load(file_path(AESTHETIC_FOLDER, head), "aesthetic", who)
-            loss = AestheticLoss(_clip(clip_name, who), state["weight"], state["bias"], target, weight=weight,
-                                 crops=crops, crop_power=crop_power)
+            try:
+                loss = AestheticLoss(_clip(clip_name, who), state["weight"], state["bias"], target, weight=weight,
+                                     crops=crops, crop_power=crop_power)
+            except ValueError as e:
+                raise ValueError(e if str(e).startswith(who) else f"{who}: {head} with {clip_name}: {e}") from None
         return io.NodeOutput(loss)
 
 

@@ -1,20 +1,43 @@
-"""Misuse probes against a real server, generated from /object_info (issue 12): for every pack node, every Combo input
-at a value outside its list and every number input below its min and above its max. Each case is a whole graph (the
-node's link inputs fed by stock or pack provider nodes, its output into PreviewAny) POSTed to /prompt; each must be
-refused with HTTP 400 naming the node and the input, and the server must still run a valid prompt afterwards.
-Prints how many cases it tried per node and kind.
+"""Misuse probes against a real server, generated from /object_info (issue 12). For every pack node:
 
-Not yet generated here (issue 12 continues): NaN / ±inf numbers (ComfyUI's validation lets them through, so they reach
-execution), file inputs with broken files, save names; those are covered by tests/unit/test_misuse.py and
-tests/host/test_misuse_host.py for now."""
+- every Combo at a value outside its list, every number below its min, above its max, at NaN, +inf and -inf;
+- every file input (found by putting a file in each of the pack's model folders and seeing which combos list it) at
+  a missing, truncated, renamed-pickle, wrong-kind and wrong-shape file (a folder for the CLIP inputs);
+- every save name (a STRING of an output node) at traversal, absolute, overlong, non-ASCII and empty names;
+- long nodes interrupted mid-run.
+
+Each case is a whole graph (the node's link inputs fed by stock or pack provider nodes, its output into PreviewAny)
+POSTed to /prompt, and must be refused with HTTP 400 naming the node and the input, or fail at execution with a
+message naming the node, the problem and the fix. After them: the server still runs a valid prompt, the pickle's
+payload never ran (a marker file), no file appeared outside the pack's folders, no existing file changed, no
+half-written file is left, and a stock and a pack workflow give the same pixels as on a fresh server (no patch
+leaks, interrupts leave nothing behind). Prints how many cases it tried per node and kind."""
 import collections
+import hashlib
 import json
+import math
+import re
+import shutil
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from harness import pack_node_ids
 from harness.examples import CKPT
-from harness.server import ServerError
+from harness.paths import BASE
+from harness.server import ComfyServer, PromptFailed, ServerError
+
+MODELS = BASE / "models"
+# the pack's model folders (nodes/folders.py) and what one entry is: a .safetensors file, or a CLIP folder
+PACK_FOLDERS = {"invedit_classifiers": "file", "invedit_aesthetic": "file", "hspace_directions": "file",
+                "invedit_clip": "folder"}
+PROBE = "probe_"  # every file the probes make starts so; removed at the end
+# a message names the fix: after a ';', what to do
+FIX = re.compile(r";[^;]*\b(use|give|put|pick|choose|save|replace|convert|train|connect|remove|rename|set|export|"
+                 r"lower|raise|make)\b", re.I)
 
 # type -> (provider node, output index, fixed inputs) for the link inputs of the graphs the probes build
 PROVIDERS = {
@@ -30,6 +53,9 @@ PROVIDERS = {
     "INVEDIT_LOSS_HISTORY": ("InvEditDOODLOptimize", 2, {}),
 }
 
+# widgets whose default alone does not run (the CLIP loss needs a target text or images)
+RUNNABLE = {"InvEditDOODLCLIPLoss": {"text": "a blue circle"}}
+
 
 class Builder:
     """Valid API prompts around one node: required widgets at their defaults (a Combo at its first option), required
@@ -39,6 +65,7 @@ class Builder:
         self.info, self.prompt, self.made = info, {}, {}
 
     def node(self, class_type: str, fixed: dict | None = None) -> str:
+        fixed = {**RUNNABLE.get(class_type, {}), **(fixed or {})}
         key = (class_type, json.dumps(fixed, sort_keys=True))
         if key in self.made:
             return self.made[key]
@@ -75,7 +102,7 @@ def valid_graph(info: dict, node_type: str) -> tuple[dict, str]:
 
 
 def cases(info: dict):
-    """(node type, input, kind, value) for every probe."""
+    """(node type, input, kind, value) for every widget probe."""
     for node_type in pack_node_ids():
         spec = info[node_type]["input"].get("required", {})
         for name, (kind, *rest) in spec.items():
@@ -87,6 +114,28 @@ def cases(info: dict):
                     yield node_type, name, "number below min", opts["min"] - 1
                 if "max" in opts:
                     yield node_type, name, "number above max", opts["max"] + 1
+                yield node_type, name, "number at NaN", math.nan
+                yield node_type, name, "number at +inf", math.inf
+                yield node_type, name, "number at -inf", -math.inf
+
+
+def names_input(errors: list, name: str) -> bool:
+    """Whether a node's validation errors name ``name``: ComfyUI's own (bounds, conversion) carry it as input_name;
+    the pack's validate_inputs says ``name = value`` (ComfyUI repeats its message under every input it checks)."""
+    for e in errors:
+        if e.get("type") == "custom_validation_failed":
+            if f"{name} = " in e.get("details", ""):
+                return True
+        elif e.get("extra_info", {}).get("input_name") == name:
+            return True
+    return False
+
+
+def print_table(title: str, tried: collections.Counter) -> None:
+    print(f"\n{title}: {sum(tried.values())} cases over {len({n for n, _ in tried})} pack nodes")
+    print("| node | kind | cases |\n|---|---|---|")
+    for (node_type, kind), n in sorted(tried.items()):
+        print(f"| {node_type} | {kind} | {n} |")
 
 
 def test_every_bad_widget_value_of_every_pack_node_is_refused_by_name(server, capsys):
@@ -104,21 +153,17 @@ def test_every_bad_widget_value_of_every_pack_node_is_refused_by_name(server, ca
             server.post("/prompt", {"prompt": prompt, "client_id": server.client_id})
             failures.append(f"{node_type}.{name} = {value!r} ({kind}) was accepted")
         except ServerError as e:
-            errors = e.body.get("node_errors", {}) if isinstance(e.body, dict) else {}
-            text = json.dumps(errors.get(target, {}))
-            if e.status != 400 or name not in text:
-                failures.append(f"{node_type}.{name} = {value!r} ({kind}): HTTP {e.status}, {text[:300]}")
+            errors = e.body.get("node_errors", {}).get(target, {}) if isinstance(e.body, dict) else {}
+            if e.status != 400 or not names_input(errors.get("errors", []), name):
+                failures.append(f"{node_type}.{name} = {value!r} ({kind}): HTTP {e.status}, {json.dumps(errors)[:300]}")
         tried[node_type, kind] += 1
     with capsys.disabled():
-        print(f"\nmisuse probes: {sum(tried.values())} cases over {len({n for n, _ in tried})} pack nodes")
-        print("| node | kind | cases |\n|---|---|---|")
-        for (node_type, kind), n in sorted(tried.items()):
-            print(f"| {node_type} | {kind} | {n} |")
+        print_table("misuse probes, widget values", tried)
         for s in skipped:
             print(f"skipped (no provider here): {s}")
     assert not failures, failures
     # only nodes whose file list is empty on this host (no aesthetic head, no saved direction) cannot be built
-    assert sum(tried.values()) >= 100
+    assert sum(tried.values()) >= 300
     assert {s.split(".")[0] for s in skipped} <= {"InvEditDOODLAestheticLoss", "InvEditHSpaceLoad"}, skipped
     # the server still serves: a valid graph of a pack node runs to success
     prompt, _ = valid_graph(info, "InvEditEDICTSigmas")
@@ -136,3 +181,194 @@ def test_a_combo_message_names_the_node_the_value_and_the_options(server, node_t
         server.post("/prompt", {"prompt": prompt, "client_id": server.client_id})
     text = json.dumps(e.value.body["node_errors"][target])
     assert info[node_type]["display_name"] in text and "'Official' is not one of its options" in text
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+
+class Unpickled:
+    """A pickle payload: unpickling it creates the marker file (the probes assert it never exists)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def snapshot(*roots: Path) -> dict:
+    """{path: (size, mtime_ns)} of every file under ``roots`` (ComfyUI's temp/ aside: previews go there)."""
+    out = {}
+    for root in roots:
+        for p in root.rglob("*"):
+            if p.is_file() and BASE / "temp" not in p.parents:
+                st = p.stat()
+                out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wrong_shape(src: Path, dst: Path) -> None:
+    """``src``'s tensors and metadata with its largest tensor one row longer."""
+    with safe_open(str(src), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    big = max(tensors, key=lambda k: tensors[k].numel())
+    tensors[big] = torch.cat([tensors[big], tensors[big][:1]])
+    save_file(tensors, str(dst), metadata=meta)
+
+
+def clean_probes() -> None:
+    for folder in PACK_FOLDERS:
+        for p in (MODELS / folder).glob(PROBE + "*"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+@pytest.fixture(scope="module")
+def probe_files(server, tmp_path_factory):
+    """The good file of each pack folder (a classifier and the CLIP of the host; a direction saved by h-space Save
+    through the server; an aesthetic head made for the CLIP) and the pickle's marker path. Removes every probe file
+    at the end."""
+    clean_probes()
+    marker = tmp_path_factory.mktemp("pickle") / "payload-ran"
+    info = server.object_info()
+    b = Builder(info)
+    b.node("InvEditHSpaceSave", {"direction": [b.node("InvEditHSpaceFromPrompts", {"steps": 4}), 0],
+                                 "name": PROBE + "good_direction"})
+    server.wait(server.queue(b.prompt), timeout=300)
+    clip = MODELS / "invedit_clip" / "shapes-toy-clip"
+    dim = json.loads((clip / "config.json").read_text())["projection_dim"]
+    head = MODELS / "invedit_aesthetic" / (PROBE + "good_head.safetensors")
+    head.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": torch.randn(1, dim) / dim ** 0.5, "bias": torch.full((1,), 5.0)}, str(head))
+    good = {"invedit_classifiers": MODELS / "invedit_classifiers" / "shapes_colour.safetensors",
+            "hspace_directions": MODELS / "hspace_directions" / (PROBE + "good_direction.safetensors"),
+            "invedit_aesthetic": head, "invedit_clip": clip}
+    assert all(p.exists() for p in good.values()), good
+    yield good, marker
+    clean_probes()
+
+
+def file_inputs(server) -> dict:
+    """{(node type, input): pack folder} of every combo that lists the files of a pack folder, found by putting a
+    sentinel in each folder and reading /object_info."""
+    made = []
+    for folder, entry in PACK_FOLDERS.items():
+        p = MODELS / folder / f"{PROBE}sentinel_{folder}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if entry == "folder":
+            p.mkdir(parents=True, exist_ok=True)
+            (p / "config.json").write_text("{}")
+        else:
+            p = p.with_suffix(".safetensors")
+            p.write_bytes(b"")
+        made.append((folder, p.name, p))
+    try:
+        info = server.object_info()
+    finally:
+        for _, _, p in made:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    found = {}
+    for node_type in pack_node_ids():
+        for name, (kind, *rest) in info[node_type]["input"].get("required", {}).items():
+            options = kind if isinstance(kind, list) else (rest[0].get("options", []) if rest and kind == "COMBO"
+                                                           else [])
+            for folder, entry_name, _ in made:
+                if entry_name in options:
+                    found[node_type, name] = folder
+    return found
+
+
+def make_case(kind: str, folder: str, good: dict, marker: Path) -> Path:
+    """The probe entry of ``kind`` in ``folder`` (a file, or a CLIP folder whose model.safetensors is the broken
+    file); for "missing" the entry exists now and is deleted after the server has listed it."""
+    entry = PACK_FOLDERS[folder]
+    dst = MODELS / folder / (PROBE + kind.replace("-", "_") + ("" if entry == "folder" else ".safetensors"))
+    src = good[folder]
+    target = dst
+    if entry == "folder":
+        shutil.copytree(src, dst)
+        target, src = dst / "model.safetensors", src / "model.safetensors"
+    if kind == "missing":
+        if entry == "file":
+            shutil.copyfile(src, target)
+    elif kind == "truncated":
+        data = src.read_bytes()
+        target.write_bytes(data[:len(data) // 2])
+    elif kind == "renamed-pickle":
+        torch.save({"state_dict": Unpickled(marker)}, str(target))
+    elif kind == "wrong-kind":  # a valid file of another of the pack's kinds
+        other = good["hspace_directions"] if folder != "hspace_directions" else good["invedit_classifiers"]
+        shutil.copyfile(other, target)
+    elif kind == "wrong-shape":
+        wrong_shape(src, target)
+    return dst
+
+
+FILE_CASES = ("missing", "truncated", "renamed-pickle", "wrong-kind", "wrong-shape")
+
+
+def outcome(server, info: dict, prompt: dict, target: str, name: str, probe: str) -> str | None:
+    """None when the prompt was refused as it should be (HTTP 400 naming the input, or an execution error of the
+    node naming it, the probe entry and a fix), else what went wrong."""
+    node_type = prompt[target]["class_type"]
+    try:
+        pid = server.queue(prompt)
+    except ServerError as e:
+        errors = e.body.get("node_errors", {}).get(target, {}) if isinstance(e.body, dict) else {}
+        if e.status == 400 and names_input(errors.get("errors", []), name):
+            return None
+        return f"HTTP {e.status}: {json.dumps(e.body)[:400]}"
+    try:
+        server.wait(pid, timeout=300)
+        return "accepted and ran"
+    except PromptFailed as e:
+        msg = next((m for m in e.messages if m.get("node_type") == node_type), None)
+        if msg is None:
+            return f"failed elsewhere: {json.dumps(e.messages)[:400]}"
+        text = msg.get("exception_message", "")
+        missing = [w for w, ok in (("the node", info[node_type]["display_name"] in text),
+                                   ("the file", probe in text), ("a fix", FIX.search(text) is not None)) if not ok]
+        return f"message lacks {', '.join(missing)}: {text[:400]}" if missing else None
+
+
+def test_every_broken_file_of_every_file_input_is_refused_by_name(server, probe_files, capsys):
+    good, marker = probe_files
+    inputs = file_inputs(server)
+    # every file list of the pack is found (classifier, aesthetic head, direction, and the CLIP inputs)
+    assert set(inputs.values()) == set(PACK_FOLDERS), inputs
+    before = snapshot(BASE, server.output_path)
+    info = server.object_info()
+    tried, failures = collections.Counter(), []
+    for (node_type, name), folder in sorted(inputs.items()):
+        for kind in FILE_CASES:
+            entry = make_case(kind, folder, good, marker)
+            try:
+                info = server.object_info()  # the entry is listed now (as a user sees it in the dropdown)
+                assert entry.name in json.dumps(info[node_type]["input"]["required"][name])
+                if kind == "missing":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                # the node's other file inputs at their good entries
+                fixed = {n: good[f].name for (t, n), f in inputs.items() if t == node_type and n != name}
+                fixed[name] = entry.name
+                b = Builder(info)
+                target = b.node(node_type, fixed)
+                b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}}
+                why = outcome(server, info, b.prompt, target, name, entry.name.removesuffix(".safetensors"))
+                if why:
+                    failures.append(f"{node_type}.{name} at a {kind} entry: {why}")
+            finally:
+                if entry.exists():
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            tried[node_type, f"file: {kind}"] += 1
+    with capsys.disabled():
+        print_table("misuse probes, file inputs", tried)
+    assert not failures, "\n".join(failures)
+    assert not marker.exists(), "a pickle was unpickled"
+    after = snapshot(BASE, server.output_path)
+    assert set(after) == set(before), set(after) ^ set(before)
+    assert {p: v for p, v in after.items() if before[p] != v} == {}
+    prompt, _ = valid_graph(info, "InvEditEDICTSigmas")
+    assert server.wait(server.queue(prompt), timeout=120)["status"]["status_str"] == "success"

@@ -111,7 +111,7 @@ def test_loss_nodes_refuse_bad_input(w, tmp_path):
     with open(bad, "wb") as f:
         f.write(b"\x80\x04pickle")
     try:
-        with pytest.raises(ValueError, match="cannot read test_pickled.safetensors"):
+        with pytest.raises(ValueError, match="test_pickled.safetensors is a pickle .*never loaded: convert it"):
             C["InvEditDOODLClassifierLoss"].execute(**dict(args, classifier="test_pickled.safetensors", target="0"))
     finally:
         os.remove(bad)

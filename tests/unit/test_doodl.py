@@ -263,3 +263,6 @@ def test_aesthetic_loss_scores_with_a_linear_head():
     assert float(AestheticLoss(Stub(), w, b, target=0.0, crops=0)(red)) == pytest.approx(-7.0)  # maximise
     with pytest.raises(ValueError, match="takes 4-d embeddings"):
         AestheticLoss(Stub(), torch.ones(1, 4), b, crops=0)(red)
+    Stub.dim = 3  # an encoder that states its embedding size (a LocalCLIP) refuses the head when it is made
+    with pytest.raises(ValueError, match="takes 4-d embeddings, this CLIP gives 3; use the head made for this CLIP"):
+        AestheticLoss(Stub(), torch.ones(1, 4), b, crops=0)

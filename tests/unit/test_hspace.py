@@ -187,8 +187,18 @@ def test_foreign_and_pickled_files_are_refused(tmp_path):
     with pytest.raises(artifacts.ArtifactError, match="not an h-space direction file"):
         artifacts.load(tmp_path / "lora.safetensors", "hspace", "test")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
-    with pytest.raises(artifacts.ArtifactError, match="cannot read"):
+    with pytest.raises(artifacts.ArtifactError, match="cannot read junk.safetensors .*; replace it with a complete"):
         artifacts.load(tmp_path / "junk.safetensors", "hspace", "test")
+    # a pickle renamed to .safetensors is told apart (by its first bytes, never unpickled)
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+    torch.save({"delta_h": Payload()}, str(tmp_path / "renamed.safetensors"))
+    with pytest.raises(artifacts.ArtifactError, match="renamed.safetensors is a pickle .*never loaded: convert it"):
+        artifacts.load(tmp_path / "renamed.safetensors", "hspace", "test")
+    assert not marker.exists()
 
 
 def test_direction_files_written_by_version_0_1_still_load():
