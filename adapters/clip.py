@@ -20,8 +20,8 @@ def load_local_clip(folder: Path, who: str) -> LocalCLIP:
     weights = Path(folder) / "model.safetensors"
     if weights.is_file() and artifacts.is_pickle(weights):
         raise ValueError(f"{who}: {Path(folder).name}/model.safetensors is a pickle (a .bin or .ckpt renamed); "
-                         f"pickles are never loaded: on a machine you trust, load it with transformers and "
-                         f"save_pretrained(safe_serialization=True)")
+                         f"pickles are never loaded; convert it on a machine you trust: load it with transformers, "
+                         f"then save_pretrained(safe_serialization=True)")
     try:
         return LocalCLIP(folder, comfy.model_management.get_torch_device(), who)
     except CLIPLoadError as e:

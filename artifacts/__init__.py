@@ -64,7 +64,8 @@ def safe_file_name(name: str, who: str) -> str:
         raise ArtifactError(f"{who}: unsafe file name {name!r}: no folder parts ('/', '\\', '..', ':'); the file "
                             f"goes into the pack's model folder, give a bare name")
     if len(stem) > MAX_NAME:
-        raise ArtifactError(f"{who}: unsafe file name: too long ({len(stem)} characters, at most {MAX_NAME})")
+        raise ArtifactError(f"{who}: unsafe file name: too long ({len(stem)} characters, at most {MAX_NAME}); give a "
+                            f"shorter name")
     bad = sorted({c for c in stem if ord(c) > 127})
     if bad:
         raise ArtifactError(f"{who}: unsafe file name {name!r}: non-ASCII characters {''.join(bad)!r}; {allowed}")

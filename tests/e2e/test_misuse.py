@@ -39,16 +39,17 @@ PROBE = "probe_"  # every file the probes make starts so; removed at the end
 FIX = re.compile(r";[^;]*\b(use|give|put|pick|choose|save|replace|convert|train|connect|remove|rename|set|export|"
                  r"lower|raise|make)\b", re.I)
 
+SMALL = {"width": 64, "height": 64, "batch_size": 1}
 # type -> (provider node, output index, fixed inputs) for the link inputs of the graphs the probes build
 PROVIDERS = {
     "MODEL": ("CheckpointLoaderSimple", 0, {"ckpt_name": CKPT}),
     "CLIP": ("CheckpointLoaderSimple", 1, {"ckpt_name": CKPT}),
     "VAE": ("CheckpointLoaderSimple", 2, {"ckpt_name": CKPT}),
     "CONDITIONING": ("CLIPTextEncode", 0, {"text": "a red circle"}),
-    "LATENT": ("EmptyLatentImage", 0, {"width": 64, "height": 64, "batch_size": 1}),
+    "LATENT": ("EmptyLatentImage", 0, SMALL),
     "SIGMAS": ("BasicScheduler", 0, {"scheduler": "normal", "steps": 4, "denoise": 1.0}),
     "IMAGE": ("EmptyImage", 0, {"width": 64, "height": 64, "batch_size": 1, "color": 0}),
-    "INVEDIT_HSPACE_DIRECTION": ("InvEditHSpaceFromPrompts", 0, {}),
+    "INVEDIT_HSPACE_DIRECTION": ("InvEditHSpaceFromPrompts", 0, {"steps": 4}),
     "INVEDIT_PIXEL_LOSS": ("InvEditDOODLClassifierLoss", 0, {}),
     "INVEDIT_LOSS_HISTORY": ("InvEditDOODLOptimize", 2, {}),
 }
@@ -138,7 +139,7 @@ def print_table(title: str, tried: collections.Counter) -> None:
         print(f"| {node_type} | {kind} | {n} |")
 
 
-def test_every_bad_widget_value_of_every_pack_node_is_refused_by_name(server, capsys):
+def test_every_bad_widget_value_of_every_pack_node_is_refused_by_name(server, probe_files, capsys):
     info = server.object_info()
     tried, skipped = collections.Counter(), []
     failures = []
@@ -162,9 +163,9 @@ def test_every_bad_widget_value_of_every_pack_node_is_refused_by_name(server, ca
         for s in skipped:
             print(f"skipped (no provider here): {s}")
     assert not failures, failures
-    # only nodes whose file list is empty on this host (no aesthetic head, no saved direction) cannot be built
-    assert sum(tried.values()) >= 300
-    assert {s.split(".")[0] for s in skipped} <= {"InvEditDOODLAestheticLoss", "InvEditHSpaceLoad"}, skipped
+    # every pack node is built (probe_files puts an aesthetic head and a direction in their empty folders)
+    assert not skipped and {n for n, _ in tried} == {c[0] for c in cases(info)}, skipped
+    assert sum(tried.values()) >= 280
     # the server still serves: a valid graph of a pack node runs to success
     prompt, _ = valid_graph(info, "InvEditEDICTSigmas")
     assert server.wait(server.queue(prompt), timeout=120)["status"]["status_str"] == "success"
@@ -235,8 +236,7 @@ def probe_files(server, tmp_path_factory):
     marker = tmp_path_factory.mktemp("pickle") / "payload-ran"
     info = server.object_info()
     b = Builder(info)
-    b.node("InvEditHSpaceSave", {"direction": [b.node("InvEditHSpaceFromPrompts", {"steps": 4}), 0],
-                                 "name": PROBE + "good_direction"})
+    b.node("InvEditHSpaceSave", {"name": PROBE + "good_direction"})
     server.wait(server.queue(b.prompt), timeout=300)
     clip = MODELS / "invedit_clip" / "shapes-toy-clip"
     dim = json.loads((clip / "config.json").read_text())["projection_dim"]
@@ -372,3 +372,163 @@ def test_every_broken_file_of_every_file_input_is_refused_by_name(server, probe_
     assert {p: v for p, v in after.items() if before[p] != v} == {}
     prompt, _ = valid_graph(info, "InvEditEDICTSigmas")
     assert server.wait(server.queue(prompt), timeout=120)["status"]["status_str"] == "success"
+
+
+# -- save names ----------------------------------------------------------------------------------------------------
+
+# kind -> (names, what the refusal must say)
+SAVE_NAMES = {
+    "traversal": (["../probe_trav", "../../probe_trav", "sub/probe_trav", "..\\probe_trav", ".."], "folder parts"),
+    "absolute": (["/tmp/probe_abs", "C:\\probe_abs"], "folder parts"),
+    "overlong": (["p" * 200], "too long"),
+    "non-ASCII": (["方向", "évil"], "non-ASCII"),
+    "empty": (["", "   "], "empty"),
+    "odd characters": ([".probe_hidden", "probe\u0000nul", "probe*?"], "not allowed"),
+}
+
+
+def save_inputs(info: dict) -> list:
+    """(node type, input) of every STRING input of a pack output node: the names of the files the pack writes."""
+    return [(t, n) for t in pack_node_ids() if info[t].get("output_node")
+            for n, (kind, *_) in info[t]["input"].get("required", {}).items() if kind == "STRING"]
+
+
+def test_every_hostile_save_name_is_refused_and_nothing_is_written_or_overwritten(server, probe_files, capsys):
+    good, _ = probe_files
+    info = server.object_info()
+    targets = save_inputs(info)
+    assert ("InvEditHSpaceSave", "name") in targets, targets
+    pack_dirs = [MODELS / f for f in PACK_FOLDERS]
+    before = snapshot(BASE, server.output_path)
+    kept = {p: digest(p) for d in pack_dirs for p in d.rglob("*") if p.is_file()}
+    tried, failures = collections.Counter(), []
+    for node_type, name in targets:
+        who = info[node_type]["display_name"]
+        for kind, (values, problem) in SAVE_NAMES.items():
+            for value in values:
+                b = Builder(info)
+                target = b.node(node_type, {name: value})
+                try:
+                    server.wait(server.queue(b.prompt), timeout=300)
+                    failures.append(f"{node_type}.{name} = {value!r} ({kind}) was saved")
+                except ServerError as e:
+                    errors = e.body.get("node_errors", {}).get(target, {}) if isinstance(e.body, dict) else {}
+                    if e.status != 400 or not names_input(errors.get("errors", []), name):
+                        failures.append(f"{node_type}.{name} = {value!r}: HTTP {e.status} {json.dumps(e.body)[:300]}")
+                except PromptFailed as e:
+                    text = " ".join(m.get("exception_message", "") for m in e.messages)
+                    if who not in text or problem not in text or not FIX.search(text):
+                        failures.append(f"{node_type}.{name} = {value!r} ({kind}): {text[:300]}")
+                tried[node_type, f"save name: {kind}"] += 1
+        # the name of a file that exists: saved beside it under ComfyUI's counter, the first one untouched
+        existing = good["hspace_directions"]
+        b = Builder(info)
+        b.node(node_type, {name: existing.stem})
+        server.wait(server.queue(b.prompt), timeout=300)
+        assert (existing.parent / f"{existing.stem}_00001.safetensors").is_file()
+        tried[node_type, "save name: an existing file's"] += 1
+    with capsys.disabled():
+        print_table("misuse probes, save names", tried)
+    assert not failures, "\n".join(failures)
+    after = snapshot(BASE, server.output_path)
+    new = set(after) - set(before)
+    assert {p for p in new if not any(d in p.parents for d in pack_dirs)} == set(), new  # nothing outside the folders
+    assert {p.name for p in new} == {f"{good['hspace_directions'].stem}_00001.safetensors"}, new
+    assert not list(Path("/tmp").glob("probe_abs*"))
+    assert {p: digest(p) for p in kept} == kept  # nothing overwritten
+    assert not [p for d in pack_dirs for p in d.rglob("*.tmp")]  # nothing half-written
+    assert set(before) <= set(after)
+
+
+# -- interrupts and patch leaks ------------------------------------------------------------------------------------
+
+# node -> inputs that make it run long enough to be interrupted in the middle
+LONG = {
+    "InvEditDOODLOptimize": {"iterations": 1000, "steps": 50},
+    "InvEditHSpaceTrainDirection": {"epochs": 100, "init": "random"},
+    "InvEditEDICTInvert": {"sigmas": ("InvEditEDICTSigmas", {"steps": 1000})},
+}
+
+
+def reference_graphs(info: dict) -> dict:
+    """A stock text-to-image workflow and two pack ones (an h-space direction under the stock KSampler, EDICT
+    sampling through SamplerCustomAdvanced), each saving its image."""
+    def finish(b, latent, prefix):
+        vae = b.node("CheckpointLoaderSimple", {"ckpt_name": CKPT})
+        dec = b.node("VAEDecode", {"samples": [latent, 0], "vae": [vae, 2]})
+        b.node("SaveImage", {"images": [dec, 0], "filename_prefix": prefix})
+        return b.prompt
+
+    def ksampler(model):
+        b = Builder(info)
+        ck = b.node("CheckpointLoaderSimple", {"ckpt_name": CKPT})
+        pos = b.node("CLIPTextEncode", {"clip": [ck, 1], "text": "a red circle"})
+        neg = b.node("CLIPTextEncode", {"clip": [ck, 1], "text": ""})
+        if model is None:
+            m = [ck, 0]
+        else:  # red -> blue, applied in the symmetric mode the stock KSampler reaches
+            blue = b.node("CLIPTextEncode", {"clip": [ck, 1], "text": "a blue circle"})
+            d = b.node("InvEditHSpaceFromPrompts", {"model": [ck, 0], "source": [pos, 0], "target": [blue, 0],
+                                                    "latent": [b.node("EmptyLatentImage", SMALL), 0], "steps": 4})
+            m = [b.node("InvEditHSpaceApply", {"model": [ck, 0], "direction": [d, 0], "mode": "symmetric"}), 0]
+        k = b.node("KSampler", {"model": m, "positive": [pos, 0], "negative": [neg, 0], "seed": 7, "steps": 4,
+                                "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+                                "latent_image": [b.node("EmptyLatentImage", SMALL), 0]})
+        return b, k
+
+    b, k = ksampler(None)
+    stock = finish(b, k, "stock")
+    b, k = ksampler("hspace")
+    hspace = finish(b, k, "hspace")
+    b = Builder(info)
+    ck = b.node("CheckpointLoaderSimple", {"ckpt_name": CKPT})
+    guider = b.node("CFGGuider", {"model": [ck, 0], "cfg": 3.0})
+    out = b.node("SamplerCustomAdvanced", {
+        "noise": [b.node("RandomNoise", {"noise_seed": 7}), 0], "guider": [guider, 0],
+        "sampler": [b.node("InvEditSamplerEDICT", {}), 0],
+        "sigmas": [b.node("InvEditEDICTSigmas", {"model": [ck, 0], "steps": 4}), 0],
+        "latent_image": [b.node("EmptyLatentImage", SMALL), 0]})
+    return {"stock": stock, "hspace": hspace, "edict": finish(b, out, "edict")}
+
+
+def saved_pixels(srv, entry: dict):
+    import numpy as np
+    from PIL import Image
+    images = [i for o in entry["outputs"].values() for i in o.get("images", []) if i["type"] == "output"]
+    assert len(images) == 1, entry["outputs"]
+    return np.asarray(Image.open(srv.output_path / images[0]["subfolder"] / images[0]["filename"]))
+
+
+def test_interrupts_and_pack_runs_leave_later_runs_identical_to_a_fresh_server(server, tmp_path, capsys):
+    import time
+    import numpy as np
+    info = server.object_info()
+    tried = collections.Counter()
+    for node_type, fixed in LONG.items():
+        b = Builder(info)
+        fixed = {k: ([b.node(*v), 0] if isinstance(v, tuple) else v) for k, v in fixed.items()}
+        target = b.node(node_type, fixed)
+        b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}}
+        pid = server.queue(b.prompt)
+        deadline = time.time() + 120
+        while not any(pid in json.dumps(q) for q in server.get("/queue")["queue_running"]):
+            assert time.time() < deadline, "the prompt never started"
+            time.sleep(0.1)
+        time.sleep(3.0)  # well inside the long node
+        server.post("/interrupt", {"prompt_id": pid})
+        with pytest.raises(PromptFailed) as e:
+            server.wait(pid, timeout=120)
+        assert e.value.interrupted, e.value.messages
+        tried[node_type, "interrupted mid-run"] += 1
+    with capsys.disabled():
+        print_table("misuse probes, interrupts", tried)
+    refs = reference_graphs(info)
+    here = {k: saved_pixels(server, server.wait(server.queue(g), timeout=300)) for k, g in refs.items()}
+    out = tmp_path / "fresh-output"
+    with ComfyServer(output_dir=out) as fresh:
+        fresh.output_path = out
+        there = {k: saved_pixels(fresh, fresh.wait(fresh.queue(g), timeout=300)) for k, g in refs.items()}
+    for k in refs:
+        assert np.array_equal(here[k], there[k]), f"{k}: differs from a fresh server"
+    # the pack's h-space graph really changes the image (the comparison would not see a leak otherwise)
+    assert not np.array_equal(here["stock"], here["hspace"])
