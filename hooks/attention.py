@@ -1,0 +1,445 @@
+"""Attention hooks: capture and edit the attention of ComfyUI's transformer blocks through ``transformer_options``
+patches, for the methods that work on attention (StyleDiffusion's value input and map loss, null-text inversion,
+prompt-to-prompt / P2Plus, LocalBlend). Pure torch; ComfyUI's fused attention is handed in by the adapter for the
+layers left alone.
+
+ComfyUI's protocol (comfy/ldm/modules/attention.py, BasicTransformerBlock.forward, 0.3.75):
+
+- an ``attn2_patch`` ``fn(n, context, value, extra_options) -> (n, context, value)`` runs before cross-attention; the
+  keys are projected from ``context``, the values from ``value`` (``value`` starts as ``context``);
+- an ``attn1`` / ``attn2`` replace ``fn(q, k, v, extra_options) -> out`` gets the projected q [B, N, h·d], k and
+  v [B, M, h·d] and returns the attention output [B, N, h·d] (``to_out`` follows);
+- ``extra_options`` carries ``n_heads``, ``dim_head``, ``attn_precision``, ``cond_or_uncond``, ``sigmas``,
+  ``original_shape`` (the latent's [B, C, H, W]), ``block``, ``block_index``, ``sample_sigmas``.
+
+Rows. A call's batch is ``len(cond_or_uncond)`` equal chunks, label 0 = cond, 1 = uncond, in any order ComfyUI uses
+([0, 1], [1, 0], [0], [1]); within a chunk, row r is prompt row r (P2P: 0 = source, r ≥ 1 = targets). ``row_labels``
+is the one place this is worked out.
+
+Layers are chosen by their query grid relative to the latent, ``divisor`` = √(H·W / N) (1 = full resolution, 2 = half,
+4 = quarter: 16×16 at 512 px for SD1.5), never by block ids: the same rule fits SD1.5, SDXL and any resolution.
+Probabilities are materialised (fp32 softmax(q·kᵀ/√d), [B, heads, N, M]) only in layers some controller asks for;
+the others keep the fused kernel, so full-resolution self-attention is never materialised.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+COND, UNCOND = 0, 1
+SELF, CROSS = "self", "cross"
+
+
+# -- rows, layers, steps ------------------------------------------------------------------------------------------
+
+def row_labels(cond_or_uncond: Sequence[int] | None, batch: int) -> list[tuple[int, int]]:
+    """(label, prompt row) of every row of a batched call: label 0 = cond, 1 = uncond (a call without
+    ``cond_or_uncond`` is all cond); prompt row = the row's index within its chunk."""
+    chunks = list(cond_or_uncond) if cond_or_uncond else [COND]
+    if batch % len(chunks):
+        raise ValueError(f"a batch of {batch} rows does not split into the {len(chunks)} chunks {chunks}")
+    per = batch // len(chunks)
+    return [(label, r) for label in chunks for r in range(per)]
+
+
+def query_divisor(extra_options: dict, n_queries: int) -> int:
+    """How many times smaller than the latent a layer's query grid is per side: √(H·W / N), rounded (1 when the latent
+    size is unknown)."""
+    shape = extra_options.get("original_shape")
+    if not shape or len(shape) < 4:
+        return 1
+    return max(1, round(math.sqrt(shape[-2] * shape[-1] / max(1, n_queries))))
+
+
+def nearest_step(sigma: float, grid: Tensor) -> int:
+    """The index of the σ in ``grid`` nearest to ``sigma`` in log-σ (σ = 0 counts as the smallest positive σ)."""
+    g = grid.double().clamp_min(1e-12).log()
+    return int((g - math.log(max(float(sigma), 1e-12))).abs().argmin())
+
+
+def grid_stepper(grid: Tensor) -> Callable[[dict], Optional[int]]:
+    """extra_options -> the step index of the call, matching its σ (``extra_options['sigmas']``) to ``grid``."""
+    def step(extra_options: dict) -> Optional[int]:
+        s = extra_options.get("sigmas")
+        if s is None:
+            return None
+        return nearest_step(float(s.flatten()[0]), grid)
+    return step
+
+
+def sample_stepper(extra_options: dict) -> Optional[int]:
+    """The step index of the call within the sampler's own σ list (``sample_sigmas``, set by ComfyUI's samplers)."""
+    grid = extra_options.get("sample_sigmas")
+    if grid is None:
+        return None
+    return grid_stepper(grid[:-1] if len(grid) > 1 else grid)(extra_options)
+
+
+# -- attention with explicit probabilities ------------------------------------------------------------------------
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    b, n, hd = x.shape
+    return x.view(b, n, heads, hd // heads).transpose(1, 2)
+
+
+def attention_probs(q: Tensor, k: Tensor, heads: int) -> Tensor:
+    """softmax(q·kᵀ/√d) in fp32: [B, heads, N, M] from q [B, N, h·d], k [B, M, h·d]."""
+    qh, kh = _heads(q.float(), heads), _heads(k.float(), heads)
+    return torch.softmax(qh @ kh.transpose(-1, -2) * qh.shape[-1] ** -0.5, dim=-1)
+
+
+def attend(probs: Tensor, v: Tensor, heads: int) -> Tensor:
+    """probs [B, heads, N, M] · v [B, M, h·d] -> [B, N, h·d] in v's dtype."""
+    out = probs @ _heads(v.float(), heads)
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d).to(v.dtype)
+
+
+def sdpa(q: Tensor, k: Tensor, v: Tensor, heads: int, **_) -> Tensor:
+    """The fused fallback outside ComfyUI (torch's scaled_dot_product_attention), ComfyUI's signature."""
+    out = torch.nn.functional.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads))
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d)
+
+
+@dataclass
+class Call:
+    """What a controller knows of one attention call; a controller that changes the probabilities of a row adds it
+    to ``changed`` (only those rows leave the fused kernel's output)."""
+    kind: str                      # SELF or CROSS
+    divisor: int                   # query grid = latent / divisor per side
+    labels: list                   # (label, prompt row) per batch row
+    step: Optional[int]            # the sampling step (None: unknown)
+    layer: tuple                   # (block name, block number, transformer index): a key for stored maps
+    heads: int
+    changed: set = field(default_factory=set)
+
+    def rows(self, label: int, row: Optional[int] = None) -> list[int]:
+        """Batch indices of the rows with ``label`` (and prompt row ``row``)."""
+        return [i for i, (lb, r) in enumerate(self.labels) if lb == label and (row is None or r == row)]
+
+
+class Controller:
+    """Base of what edits or records attention probabilities: ``wants`` says whether a call's probabilities are
+    needed (else the fused kernel runs); ``edit`` returns them, changed or not."""
+
+    def wants(self, call: Call) -> bool:
+        return False
+
+    def edit(self, probs: Tensor, call: Call) -> Tensor:
+        return probs
+
+
+def replace_patch(kind: str, controllers: Sequence[Controller], step: Callable[[dict], Optional[int]],
+                  fused: Callable = sdpa) -> Callable:
+    """An attn1 (``kind`` = SELF) or attn2 (CROSS) replace function running ``controllers`` in order on the layers
+    any of them wants. Every row comes from ``fused`` (ComfyUI's ``optimized_attention``), bit for bit as without the
+    patch, except the rows a controller changed, which attend with their edited probabilities: recording maps
+    changes nothing, and a P2P source row is the unpatched model's in any batch layout."""
+    def fn(q: Tensor, k: Tensor, v: Tensor, extra_options: dict) -> Tensor:
+        heads = extra_options["n_heads"]
+        block = extra_options.get("block") or ("?", 0)
+        call = Call(kind, query_divisor(extra_options, q.shape[1]),
+                    row_labels(extra_options.get("cond_or_uncond"), q.shape[0]), step(extra_options),
+                    (block[0], block[1], extra_options.get("block_index", 0)), heads)
+        active = [c for c in controllers if c.wants(call)]
+        out = fused(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
+                    transformer_options=extra_options)
+        if not active:
+            return out
+        probs = attention_probs(q, k, heads)
+        for c in active:
+            probs = c.edit(probs, call)
+        if not call.changed:
+            return out
+        rows = sorted(call.changed)
+        out = out.clone()
+        out[rows] = attend(probs[rows], v[rows], heads).to(out.dtype)
+        return out
+    return fn
+
+
+# -- recording ----------------------------------------------------------------------------------------------------
+
+class CaptureMaps(Controller):
+    """Records the cross-attention probabilities of the cond rows in the layers with ``divisor`` (StyleDiffusion's
+    map loss: 4, the 16×16 layers at 512 px; LocalBlend likewise). ``maps[step]`` lists (layer, probs [rows, heads,
+    N, M]) in call order. ``detach`` for targets (the inversion's maps); off keeps the graph (the trained maps)."""
+
+    def __init__(self, divisors: Sequence[int] = (4,), detach: bool = True, label: int = COND):
+        self.divisors, self.detach, self.label = tuple(divisors), detach, label
+        self.maps: dict = {}
+
+    def wants(self, call: Call) -> bool:
+        return call.kind == CROSS and call.divisor in self.divisors and bool(call.rows(self.label))
+
+    def edit(self, probs: Tensor, call: Call) -> Tensor:
+        p = probs[call.rows(self.label)]
+        self.maps.setdefault(call.step, []).append((call.layer, p.detach() if self.detach else p))
+        return probs
+
+    def clear(self) -> None:
+        self.maps.clear()
+
+
+def map_loss(maps: list, targets: list) -> Tensor:
+    """Σ over layers of MSE(ã, â): StyleDiffusion's L_att for one step (layers paired in call order)."""
+    if len(maps) != len(targets):
+        raise ValueError(f"{len(maps)} attention maps against {len(targets)} targets: the layers differ")
+    return sum(torch.nn.functional.mse_loss(a, b.to(a)) for (_, a), (_, b) in zip(maps, targets))
+
+
+# -- prompt-to-prompt ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """Where a prompt's words sit in its token sequence: ``spans[k]`` = the token positions of word k (BOS at 0),
+    ``eos`` = the position of the end token; ``words`` for messages and alignment."""
+    words: tuple
+    spans: tuple
+    eos: int
+
+
+def _word_weights(src_span: Sequence[int], tgt_span: Sequence[int], w: Tensor) -> None:
+    """Source word -> target word: token for token when the counts agree, else every target token takes the mean of
+    the source word's tokens."""
+    if len(src_span) == len(tgt_span):
+        for i, j in zip(src_span, tgt_span):
+            w[i, j] = 1.0
+    else:
+        for j in tgt_span:
+            for i in src_span:
+                w[i, j] = 1.0 / len(src_span)
+
+
+def _tail(src: PromptTokens, tgt: PromptTokens, w: Tensor) -> None:
+    """BOS to BOS, and the end token and padding after it in order (clipped to the sequence)."""
+    n = w.shape[0]
+    w[0, 0] = 1.0
+    for j in range(tgt.eos, w.shape[1]):
+        w[min(src.eos + j - tgt.eos, n - 1), j] = 1.0
+
+
+def replace_mapper(src: PromptTokens, tgt: PromptTokens, length: int) -> Tensor:
+    """P2P Replace (a word swap): W [length, length] with target maps = source maps · W. The prompts must have the
+    same number of words."""
+    if len(src.words) != len(tgt.words):
+        raise ValueError(f"Replace swaps words one for one: the source has {len(src.words)} words "
+                         f"({' '.join(src.words)}), the target {len(tgt.words)} ({' '.join(tgt.words)}); use Refine "
+                         f"for prompts of different lengths")
+    w = torch.zeros(length, length)
+    _tail(src, tgt, w)
+    for s, t in zip(src.spans, tgt.spans):
+        _word_weights(s, t, w)
+    return w
+
+
+def align_words(a: Sequence[str], b: Sequence[str]) -> list[Optional[int]]:
+    """For every word of ``b``, the index of the word of ``a`` it is aligned with (a longest common subsequence of
+    equal words), or None for an inserted word."""
+    n, m = len(a), len(b)
+    best = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            best[i][j] = best[i + 1][j + 1] + 1 if a[i] == b[j] else max(best[i + 1][j], best[i][j + 1])
+    out: list[Optional[int]] = [None] * m
+    i = j = 0
+    while i < n and j < m:
+        if a[i] == b[j]:
+            out[j] = i
+            i, j = i + 1, j + 1
+        elif best[i + 1][j] >= best[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def refine_mapper(src: PromptTokens, tgt: PromptTokens, length: int) -> tuple[Tensor, Tensor]:
+    """P2P Refine (words added to the source): (W, alpha): target maps = alpha·(source maps · W) + (1 − alpha)·own
+    maps, alpha 1 on tokens aligned with the source (and BOS, end, padding), 0 on inserted words."""
+    w = torch.zeros(length, length)
+    alpha = torch.zeros(length)
+    _tail(src, tgt, w)
+    alpha[0] = 1.0
+    alpha[tgt.eos:] = 1.0
+    for j, i in enumerate(align_words(src.words, tgt.words)):
+        if i is not None:
+            _word_weights(src.spans[i], tgt.spans[j], w)
+            alpha[list(tgt.spans[j])] = 1.0
+    return w, alpha
+
+
+def reweight_vector(tgt: PromptTokens, words: Sequence[str], factor: float, length: int) -> Tensor:
+    """[length]: ``factor`` on the tokens of ``words`` in the target prompt, 1 elsewhere (P2P's attention
+    re-weighting)."""
+    c = torch.ones(length)
+    missing = [x for x in words if x not in tgt.words]
+    if missing:
+        raise ValueError(f"reweight words {missing} are not words of the target prompt ({' '.join(tgt.words)})")
+    for k, word in enumerate(tgt.words):
+        if word in words:
+            c[list(tgt.spans[k])] = float(factor)
+    return c
+
+
+@dataclass
+class P2PSchedule:
+    """Which steps of T swap what (P2P / P2Plus, the official code's rounding): cross-attention while
+    i < int(τ_c·(T+1)), self-attention of the cond branch while i < int(τ_s·T), of the uncond branch (P2Plus) while
+    i < int(τ_u·T); self-attention only in layers at ``self_min_divisor`` or coarser (≤ 32² queries at 512 px)."""
+    steps: int
+    tau_c: float = 0.6
+    tau_s: float = 0.6
+    tau_u: float = 0.0
+    self_min_divisor: int = 2
+
+    def cross(self, i: Optional[int]) -> bool:
+        return i is not None and i < int(self.tau_c * (self.steps + 1))
+
+    def self_cond(self, i: Optional[int]) -> bool:
+        return i is not None and i < int(self.tau_s * self.steps)
+
+    def self_uncond(self, i: Optional[int]) -> bool:
+        return i is not None and i < int(self.tau_u * self.steps)
+
+
+@dataclass
+class P2PEdit(Controller):
+    """Prompt-to-prompt on rows [source, target, …] of each chunk: in the cond chunk the targets' cross-attention
+    maps become the source's through ``mapper`` (W [L, L], with ``alpha`` [L] for Refine; times ``reweight`` [L]) and
+    their self-attention maps the source's; in the uncond chunk (P2Plus, τ_u) the self-attention maps. Row 0 is never
+    changed."""
+    schedule: P2PSchedule
+    mapper: Tensor
+    alpha: Optional[Tensor] = None
+    reweight: Optional[Tensor] = None
+
+    def wants(self, call: Call) -> bool:
+        i, s = call.step, self.schedule
+        if call.kind == CROSS:
+            return s.cross(i) and len(call.rows(COND)) > 1
+        if call.divisor < s.self_min_divisor:
+            return False
+        return (s.self_cond(i) and len(call.rows(COND)) > 1) or (s.self_uncond(i) and len(call.rows(UNCOND)) > 1)
+
+    def edit(self, probs: Tensor, call: Call) -> Tensor:
+        out = probs.clone()
+        s = self.schedule
+        labels = [COND] if call.kind == CROSS else (
+            [lb for lb, on in ((COND, s.self_cond(call.step)), (UNCOND, s.self_uncond(call.step))) if on])
+        for label in labels:
+            src = call.rows(label, 0)
+            if not src:
+                continue
+            base = probs[src[0]]
+            for t in call.rows(label):
+                if t == src[0]:
+                    continue
+                if call.kind == SELF:
+                    new = base
+                else:
+                    m = self.mapper.to(base)
+                    new = base @ m[: base.shape[-1], : base.shape[-1]]
+                    if self.alpha is not None:
+                        a = self.alpha.to(base)[: base.shape[-1]]
+                        new = a * new + (1 - a) * probs[t]
+                    if self.reweight is not None:
+                        new = new * self.reweight.to(base)[: base.shape[-1]]
+                if not torch.equal(new, probs[t]):  # equal prompts: the row stays the fused kernel's, bit for bit
+                    out[t] = new
+                    call.changed.add(t)
+        return out
+
+
+# -- LocalBlend ---------------------------------------------------------------------------------------------------
+
+def blend_mask(maps: list, tokens: Sequence[Sequence[int]], latent_hw: tuple, threshold: float = 0.3) -> Tensor:
+    """P2P's LocalBlend mask [rows, 1, H, W] from the cond cross-attention maps of a step (``maps``: (layer, probs
+    [rows, heads, N, L]) of equal N): per row, the maps of that row's blend ``tokens`` summed over layers, heads and
+    tokens, 3×3 max-pooled, upsampled to the latent, divided by their max and thresholded; the rows' masks are
+    joined (one mask for all rows, as the official union of source and target)."""
+    if not maps:
+        raise ValueError("LocalBlend has no attention maps for this step")
+    acc = sum(p.float().sum(1) for _, p in maps)                       # [rows, N, L]
+    rows, n, _ = acc.shape
+    side = int(round(math.sqrt(n * latent_hw[1] / latent_hw[0])))
+    grid = (n // side, side)
+    per_row = []
+    for r in range(rows):
+        idx = list(tokens[r]) if r < len(tokens) else []
+        m = acc[r][:, idx].sum(-1) if idx else torch.zeros(n, device=acc.device)
+        per_row.append(m.view(1, 1, *grid))
+    m = torch.nn.functional.max_pool2d(torch.cat(per_row), 3, stride=1, padding=1)
+    m = torch.nn.functional.interpolate(m, size=latent_hw, mode="nearest")
+    m = m / m.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    union = (m > threshold).any(0, keepdim=True).float()
+    return union.expand(rows, 1, *latent_hw)
+
+
+def local_blend(x: Tensor, mask: Tensor, source_row: int = 0) -> Tensor:
+    """Every row r ← mask·x[r] + (1 − mask)·x[source] (= x[source] + mask·(x[r] − x[source])): outside the mask the
+    targets keep the source; an all-ones mask changes nothing and an all-zeros one gives the source, bit for bit."""
+    src = x[source_row: source_row + 1]
+    m = mask.to(x)
+    return x * m + src * (1 - m)
+
+
+# -- what goes into cross-attention -------------------------------------------------------------------------------
+
+def _tile(t: Tensor, length: int) -> Tensor:
+    """[L, D] over a context of ``length`` = k·L tokens (long prompts: one copy per 77-token chunk)."""
+    if length % t.shape[0]:
+        raise ValueError(f"a context of {length} tokens is not a whole number of {t.shape[0]}-token chunks")
+    return t.repeat(length // t.shape[0], 1)
+
+
+def value_film(scale: Tensor, shift: Tensor, step: Callable[[dict], Optional[int]], strength: float = 1.0,
+               labels: Sequence[int] = (COND,), active: Callable[[Optional[int]], bool] = lambda i: True) -> Callable:
+    """StyleDiffusion's value input as an attn2_patch: for the rows with ``labels``, V input = c ⊙ A_i + B_i with
+    A' = 1 + s·(A − 1), B' = s·B (s = ``strength``), i = the call's step; the keys keep c (the text). ``scale``,
+    ``shift``: [T, L, D]. Outside ``active`` steps, and for other rows, the value stays c. A = 1, B = 0 (or s = 0)
+    changes nothing, bit for bit."""
+    def fn(n: Tensor, context: Tensor, value: Tensor, extra_options: dict):
+        i = step(extra_options)
+        if i is None or not active(i) or strength == 0:
+            return n, context, value
+        i = min(i, scale.shape[0] - 1)
+        rows = [r for r, (lb, _) in enumerate(row_labels(extra_options.get("cond_or_uncond"), context.shape[0]))
+                if lb in labels]
+        if not rows:
+            return n, context, value
+        a = _tile(1 + strength * (scale[i] - 1) if strength != 1 else scale[i], context.shape[1])
+        b = _tile(strength * shift[i] if strength != 1 else shift[i], context.shape[1])
+        v = value.clone()
+        v[rows] = (context[rows].float() * a.to(context.device) + b.to(context.device)).to(value.dtype)
+        return n, context, v
+    return fn
+
+
+def context_rows(embeds: Tensor, step: Callable[[dict], Optional[int]], label: int = UNCOND) -> Callable:
+    """Null-text inversion's per-step unconditional embedding as an attn2_patch: the rows with ``label`` take
+    ``embeds[i]`` [L, D] for both keys and values at step i (others unchanged)."""
+    def fn(n: Tensor, context: Tensor, value: Tensor, extra_options: dict):
+        i = step(extra_options)
+        if i is None:
+            return n, context, value
+        i = min(i, embeds.shape[0] - 1)
+        rows = [r for r, (lb, _) in enumerate(row_labels(extra_options.get("cond_or_uncond"), context.shape[0]))
+                if lb == label]
+        if not rows:
+            return n, context, value
+        e = _tile(embeds[i], context.shape[1]).to(context.device, context.dtype)
+        same = value is context
+        context = context.clone()
+        context[rows] = e
+        if same:
+            return n, context, context
+        value = value.clone()
+        value[rows] = e
+        return n, context, value
+    return fn
