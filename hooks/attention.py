@@ -398,42 +398,56 @@ def _tile(t: Tensor, length: int) -> Tensor:
     return t.repeat(length // t.shape[0], 1)
 
 
-def value_film(scale: Tensor, shift: Tensor, step: Callable[[dict], Optional[int]], strength: float = 1.0,
-               labels: Sequence[int] = (COND,), active: Callable[[Optional[int]], bool] = lambda i: True) -> Callable:
+def baked(scale: Tensor, shift: Tensor) -> Callable[[int], tuple[Tensor, Tensor]]:
+    """Step i -> (A_i, B_i) from [T, L, D] tensors (a step past the end takes the last)."""
+    def values(i: int) -> tuple[Tensor, Tensor]:
+        i = min(i, scale.shape[0] - 1)
+        return scale[i], shift[i]
+    return values
+
+
+def value_film(values: Callable[[int], tuple[Tensor, Tensor]], step: Callable[[dict], Optional[int]],
+               strength: float = 1.0, labels: Sequence[int] = (COND,),
+               active: Callable[[int, int], bool] = lambda i, row: True) -> Callable:
     """StyleDiffusion's value input as an attn2_patch: for the rows with ``labels``, V input = c ⊙ A_i + B_i with
-    A' = 1 + s·(A − 1), B' = s·B (s = ``strength``), i = the call's step; the keys keep c (the text). ``scale``,
-    ``shift``: [T, L, D]. Outside ``active`` steps, and for other rows, the value stays c. A = 1, B = 0 (or s = 0)
-    changes nothing, bit for bit."""
+    A' = 1 + s·(A − 1), B' = s·B (s = ``strength``), (A_i, B_i) = ``values(i)`` [L, D] at the call's step i; the keys
+    keep c (the text). Where ``active(i, prompt row)`` is False (τ_v), and for other rows, the value stays c. A = 1,
+    B = 0 (or s = 0) changes nothing, bit for bit. ``values`` may return tensors with gradients (training)."""
     def fn(n: Tensor, context: Tensor, value: Tensor, extra_options: dict):
         i = step(extra_options)
-        if i is None or not active(i) or strength == 0:
+        if i is None or strength == 0:
             return n, context, value
-        i = min(i, scale.shape[0] - 1)
-        rows = [r for r, (lb, _) in enumerate(row_labels(extra_options.get("cond_or_uncond"), context.shape[0]))
-                if lb in labels]
+        rows = [r for r, (lb, pr) in enumerate(row_labels(extra_options.get("cond_or_uncond"), context.shape[0]))
+                if lb in labels and active(i, pr)]
         if not rows:
             return n, context, value
-        a = _tile(1 + strength * (scale[i] - 1) if strength != 1 else scale[i], context.shape[1])
-        b = _tile(strength * shift[i] if strength != 1 else shift[i], context.shape[1])
+        a, b = values(i)
+        if strength != 1:
+            a, b = 1 + strength * (a - 1), strength * b
+        a, b = _tile(a, context.shape[1]).to(context.device), _tile(b, context.shape[1]).to(context.device)
         v = value.clone()
-        v[rows] = (context[rows].float() * a.to(context.device) + b.to(context.device)).to(value.dtype)
+        v[rows] = (context[rows].to(a.dtype) * a + b).to(value.dtype)  # gradients reach A, B through the copy
         return n, context, v
     return fn
 
 
-def context_rows(embeds: Tensor, step: Callable[[dict], Optional[int]], label: int = UNCOND) -> Callable:
+def per_step(embeds: Tensor) -> Callable[[int], Tensor]:
+    """Step i -> embeds[i] of a [T, L, D] tensor (a step past the end takes the last)."""
+    return lambda i: embeds[min(i, embeds.shape[0] - 1)]
+
+
+def context_rows(embed: Callable[[int], Tensor], step: Callable[[dict], Optional[int]], label: int = UNCOND) -> Callable:
     """Null-text inversion's per-step unconditional embedding as an attn2_patch: the rows with ``label`` take
-    ``embeds[i]`` [L, D] for both keys and values at step i (others unchanged)."""
+    ``embed(i)`` [L, D] for both keys and values at step i (others unchanged; ``embed`` may carry gradients)."""
     def fn(n: Tensor, context: Tensor, value: Tensor, extra_options: dict):
         i = step(extra_options)
         if i is None:
             return n, context, value
-        i = min(i, embeds.shape[0] - 1)
         rows = [r for r, (lb, _) in enumerate(row_labels(extra_options.get("cond_or_uncond"), context.shape[0]))
                 if lb == label]
         if not rows:
             return n, context, value
-        e = _tile(embeds[i], context.shape[1]).to(context.device, context.dtype)
+        e = _tile(embed(i), context.shape[1]).to(context.device, context.dtype)
         same = value is context
         context = context.clone()
         context[rows] = e

@@ -217,3 +217,38 @@ def _copy(x):
 
 def parameters_of(item) -> list:
     return list(item.parameters()) if isinstance(item, nn.Module) else [item]
+
+
+# -- the result ---------------------------------------------------------------------------------------------------
+
+METHODS = ("stylediffusion", "null_text")
+
+
+@dataclass
+class ValueEmbedding:
+    """What an inversion learned for one image, all an edit needs (no image encoder, no second inversion):
+
+    - ``method`` "stylediffusion": ``scale``, ``shift`` = A_i, B_i [T, L, D] of the cond branch's value input;
+      "null_text": ``null`` = ∅_i [T, L, D], the uncond embedding of each step;
+    - ``sigmas`` [T + 1]: the grid (float64), ``x_T``: the noise latent (σ-space, model-scaled, at sigmas[0]);
+    - ``meta``: strings: the model family, guidance, hashes of the source and null conditionings, the settings."""
+    method: str
+    sigmas: Tensor
+    x_T: Tensor
+    scale: Optional[Tensor] = None
+    shift: Optional[Tensor] = None
+    null: Optional[Tensor] = None
+    meta: dict = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        self.meta = dict(self.meta or {})
+
+    @property
+    def steps(self) -> int:
+        return self.sigmas.numel() - 1
+
+    @property
+    def guidance(self) -> float:
+        return float(self.meta.get("guidance", "nan"))

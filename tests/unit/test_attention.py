@@ -203,20 +203,25 @@ def test_value_film_is_exactly_the_identity_at_one_and_zero_and_leaves_keys_and_
     ones, zeros = torch.ones(T, L, D), torch.zeros(T, L, D)
     o = opts([0, 1], sigmas=torch.tensor([1.0]))
     n = torch.randn(4, 16, D)
-    fn = A.value_film(ones, zeros, lambda e: 1)
-    _, c, v = fn(n, ctx, ctx, o)
+    _, c, v = A.value_film(A.baked(ones, zeros), lambda e: 1)(n, ctx, ctx, o)
     assert torch.equal(v, ctx) and c is ctx
     scale, shift = torch.randn(T, L, D), torch.randn(T, L, D)
-    _, c, v = A.value_film(scale, shift, lambda e: 1)(n, ctx, ctx, o)
+    _, c, v = A.value_film(A.baked(scale, shift), lambda e: 1)(n, ctx, ctx, o)
     assert c is ctx  # keys keep the text
     assert torch.equal(v[:2], ctx[:2] * scale[1] + shift[1]) and torch.equal(v[2:], ctx[2:])
-    _, _, v0 = A.value_film(scale, shift, lambda e: 1, strength=0.0)(n, ctx, ctx, o)
+    _, _, v0 = A.value_film(A.baked(scale, shift), lambda e: 1, strength=0.0)(n, ctx, ctx, o)
     assert torch.equal(v0, ctx)
-    _, _, v_off = A.value_film(scale, shift, lambda e: 1, active=lambda i: i < 1)(n, ctx, ctx, o)
+    _, _, v_off = A.value_film(A.baked(scale, shift), lambda e: 1, active=lambda i, row: i < 1)(n, ctx, ctx, o)
     assert torch.equal(v_off, ctx)  # τ_v gate closed at step 1
+    _, _, v_row = A.value_film(A.baked(scale, shift), lambda e: 1, active=lambda i, row: row == 0)(n, ctx, ctx, o)
+    assert torch.equal(v_row[0], ctx[0] * scale[1] + shift[1]) and torch.equal(v_row[1], ctx[1])  # source row only
     long = torch.randn(2, 2 * L, D)  # a 154-token prompt: A, B tiled per 77-token chunk
-    _, _, vl = A.value_film(scale, shift, lambda e: 0)(n[:2], long, long, opts([0]))
+    _, _, vl = A.value_film(A.baked(scale, shift), lambda e: 0)(n[:2], long, long, opts([0]))
     assert torch.equal(vl[:, L:], long[:, L:] * scale[0] + shift[0])
+    a = torch.ones(L, D, requires_grad=True)  # live values (training): gradients reach them
+    _, _, vg = A.value_film(lambda i: (a, torch.zeros(L, D)), lambda e: 0)(n, ctx, ctx, o)
+    vg.sum().backward()
+    assert torch.equal(a.grad, ctx[:2].sum(0))
 
 
 def test_null_text_rows_take_the_step_embedding_for_keys_and_values():
@@ -224,6 +229,6 @@ def test_null_text_rows_take_the_step_embedding_for_keys_and_values():
     emb = torch.randn(T, L, D)
     ctx = torch.randn(4, L, D)
     before = ctx.clone()
-    _, c, v = A.context_rows(emb, lambda e: 2)(None, ctx, ctx, opts([1, 0]))
+    _, c, v = A.context_rows(A.per_step(emb), lambda e: 2)(None, ctx, ctx, opts([1, 0]))
     assert torch.equal(c[:2], emb[2].expand(2, L, D)) and torch.equal(c[2:], ctx[2:]) and v is c
     assert torch.equal(ctx, before)  # the caller's tensor is not written
