@@ -126,7 +126,12 @@ def release() -> None:
 def pack_module(name: str):
     """The pack's module ``name`` (e.g. ``"losses.clip"``) as ComfyUI loaded it from custom_nodes/."""
     boot()
-    return next(m for k, m in sys.modules.items() if k.endswith(f"{PACK_LINK_NAME}.{name}"))
+    found = next((m for k, m in sys.modules.items() if k.endswith(f"{PACK_LINK_NAME}.{name}")), None)
+    if found is None:  # a module no node imports (yet): import it under the pack's package
+        import importlib
+        pack = next(k for k in sys.modules if k.endswith(PACK_LINK_NAME))
+        found = importlib.import_module(f"{pack}.{name}")
+    return found
 
 
 def node_class(node_id: str):

@@ -412,16 +412,18 @@ def value_film(values: Callable[[int], tuple[Tensor, Tensor]], step: Callable[[d
     """StyleDiffusion's value input as an attn2_patch: for the rows with ``labels``, V input = c ⊙ A_i + B_i with
     A' = 1 + s·(A − 1), B' = s·B (s = ``strength``), (A_i, B_i) = ``values(i)`` [L, D] at the call's step i; the keys
     keep c (the text). Where ``active(i, prompt row)`` is False (τ_v), and for other rows, the value stays c. A = 1,
-    B = 0 (or s = 0) changes nothing, bit for bit. ``values`` may return tensors with gradients (training)."""
+    B = 0 (or s = 0) changes nothing, bit for bit. ``values`` may return tensors with gradients (training), or None
+    (no change)."""
     def fn(n: Tensor, context: Tensor, value: Tensor, extra_options: dict):
         i = step(extra_options)
         if i is None or strength == 0:
             return n, context, value
         rows = [r for r, (lb, pr) in enumerate(row_labels(extra_options.get("cond_or_uncond"), context.shape[0]))
                 if lb in labels and active(i, pr)]
-        if not rows:
+        ab = values(i) if rows else None
+        if ab is None:  # no rows, or no values yet (an inversion's plain pass)
             return n, context, value
-        a, b = values(i)
+        a, b = ab
         if strength != 1:
             a, b = 1 + strength * (a - 1), strength * b
         a, b = _tile(a, context.shape[1]).to(context.device), _tile(b, context.shape[1]).to(context.device)
@@ -438,16 +440,18 @@ def per_step(embeds: Tensor) -> Callable[[int], Tensor]:
 
 def context_rows(embed: Callable[[int], Tensor], step: Callable[[dict], Optional[int]], label: int = UNCOND) -> Callable:
     """Null-text inversion's per-step unconditional embedding as an attn2_patch: the rows with ``label`` take
-    ``embed(i)`` [L, D] for both keys and values at step i (others unchanged; ``embed`` may carry gradients)."""
+    ``embed(i)`` [L, D] for both keys and values at step i (others unchanged; ``embed`` may carry gradients, or
+    return None: no change)."""
     def fn(n: Tensor, context: Tensor, value: Tensor, extra_options: dict):
         i = step(extra_options)
         if i is None:
             return n, context, value
         rows = [r for r, (lb, _) in enumerate(row_labels(extra_options.get("cond_or_uncond"), context.shape[0]))
                 if lb == label]
-        if not rows:
+        e = embed(i) if rows else None
+        if e is None:
             return n, context, value
-        e = _tile(embed(i), context.shape[1]).to(context.device, context.dtype)
+        e = _tile(e, context.shape[1]).to(context.device, context.dtype)
         same = value is context
         context = context.clone()
         context[rows] = e
