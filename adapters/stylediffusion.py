@@ -108,6 +108,11 @@ def model_sigmas(model) -> torch.Tensor:
     return model.get_model_object("model_sampling").sigmas.detach().double().cpu()
 
 
+def official_grid_of(model, steps: int) -> torch.Tensor:
+    """The official leading grid (``optim.stylediffusion.official_grid``) of this model's noise schedule."""
+    return sd.official_grid(model_sigmas(model), steps)
+
+
 def cross_attn(conditioning, who: str) -> torch.Tensor:
     """The [1, L, D] text embedding of a CONDITIONING (its first entry)."""
     if not conditioning:

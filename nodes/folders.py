@@ -12,6 +12,7 @@ CLIP_FOLDER = "invedit_clip"              # models/invedit_clip/<name>/: transfo
 HSPACE_FOLDER = "hspace_directions"       # h-space direction files
 CLASSIFIER_FOLDER = "invedit_classifiers"  # image classifiers for the pixel losses (was models/classifiers/)
 AESTHETIC_FOLDER = "invedit_aesthetic"    # linear aesthetic heads (was models/aesthetic/)
+VALUE_FOLDER = "invedit_value_embeds"      # StyleDiffusion / null-text inversions of images
 LEGACY = {CLASSIFIER_FOLDER: "classifiers", AESTHETIC_FOLDER: "aesthetic"}
 
 
@@ -28,6 +29,7 @@ register(CLIP_FOLDER, set())
 register(HSPACE_FOLDER, {".safetensors"})
 register(CLASSIFIER_FOLDER, {".safetensors"})
 register(AESTHETIC_FOLDER, {".safetensors"})
+register(VALUE_FOLDER, {".safetensors"})
 
 
 def file_names(folder: str) -> list[str]:

@@ -7,3 +7,4 @@ from comfy_api.latest import io
 HSpaceDirection = io.Custom("INVEDIT_HSPACE_DIRECTION")  # hooks.directions: Direction / ImplicitDirection / Composite
 PixelLoss = io.Custom("INVEDIT_PIXEL_LOSS")  # losses.pixel: loss(images01, generator) -> scalar (was INVEDIT_DOODL_LOSS)
 LossHistory = io.Custom("INVEDIT_LOSS_HISTORY")  # samplers.steps.LossHistory: an optimiser's loss per step
+ValueEmbed = io.Custom("INVEDIT_VALUE_EMBED")  # optim.stylediffusion.ValueEmbedding: an image's inversion
