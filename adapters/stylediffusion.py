@@ -300,6 +300,7 @@ def invert(model, positive, negative, samples: torch.Tensor, grid: torch.Tensor,
             "init": settings.init, "warm_start": str(settings.warm_start), "seed": str(settings.seed),
             "latent_shape": str(list(samples.shape)),
             "iterations": str(sum(sampler.result.iterations)),
+            "iterations_per_step": ",".join(map(str, sampler.result.iterations)),
             "final_loss": f"{sampler.result.step_losses[-1]:.6g}"}
     x_T = sampler.x_T.float().cpu()
     if settings.method == "stylediffusion":

@@ -37,6 +37,17 @@ def _inner_inputs(inner: int, decay: float, lr: float):
     ]
 
 
+def _image_latent(model, latent: dict, who: str):
+    """The one image's latent an inversion starts from (finite, no noise mask, the model's channels)."""
+    samples = checked_latent(model, latent, who)
+    refuse_noise_mask(latent, who)
+    if samples.shape[0] != 1:
+        raise ValueError(f"{who}: invert one image at a time (got a batch of {samples.shape[0]})")
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"{who}: the LATENT contains NaN/inf values; encode the image again with VAE Encode")
+    return samples
+
+
 def _noise_latent(model, emb: sd.ValueEmbedding) -> dict:
     return {"samples": adapter.noise_latent(model, emb)}
 
@@ -99,10 +110,9 @@ class StyleDiffusionInvert(io.ComfyNode):
                 inner_decay, lr, lr_decay, early_stop, attn_weight, init, warm_start, seed,
                 clip_vision=None) -> io.NodeOutput:
         who = display("StyleDiffusion Invert")
-        samples = checked_latent(model, latent, who)
-        refuse_noise_mask(latent, who)
-        if samples.shape[0] != 1 or image.shape[0] != 1:
-            raise ValueError(f"{who}: invert one image at a time (got a batch of {samples.shape[0]})")
+        samples = _image_latent(model, latent, who)
+        if image.shape[0] != 1:
+            raise ValueError(f"{who}: invert one image at a time (got a batch of {image.shape[0]} images)")
         if clip_name == VISION:
             if clip_vision is None:
                 raise ValueError(f"{who}: clip_name is '{VISION}' but nothing is connected to clip_vision; connect a "
@@ -164,10 +174,7 @@ class NullTextInvert(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, steps, guidance, inner_steps, inner_decay, lr, lr_decay,
                 early_stop, seed) -> io.NodeOutput:
         who = display("Null-text Invert")
-        samples = checked_latent(model, latent, who)
-        refuse_noise_mask(latent, who)
-        if samples.shape[0] != 1:
-            raise ValueError(f"{who}: invert one image at a time (got a batch of {samples.shape[0]})")
+        samples = _image_latent(model, latent, who)
         schedule = sd.Schedule(inner=inner_steps, inner_decay=inner_decay, lr=lr, lr_decay=lr_decay,
                                stop_eps=early_stop, guidance=guidance, attn_weight=0.0)
         settings = adapter.InversionSettings("null_text", schedule, seed=seed)

@@ -76,7 +76,7 @@ def assert_interrupts(comfy):
 
 @pytest.fixture(scope="session")
 def load_world(comfy):
-    """load_world(*prompts) -> {"model", "vae", "enc", "C"}: the shapes-world SD1.5 checkpoint through the stock
+    """load_world(*prompts) -> {"model", "vae", "te", "enc", "C"}: the shapes-world SD1.5 checkpoint through the stock
     CheckpointLoaderSimple (a fresh load each call, so modules do not share model objects), the prompts encoded with
     CLIPTextEncode, ComfyUI's node classes; progress bars off."""
     import torch
@@ -88,5 +88,5 @@ def load_world(comfy):
         with torch.inference_mode():
             model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint("v1-5-pruned-emaonly-fp16.safetensors")
             enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in prompts}
-        return {"model": model, "vae": vae, "enc": enc, "C": nodes.NODE_CLASS_MAPPINGS}
+        return {"model": model, "vae": vae, "te": te, "enc": enc, "C": nodes.NODE_CLASS_MAPPINGS}
     return load

@@ -1,0 +1,322 @@
+"""StyleDiffusion, null-text inversion and P2P / P2Plus on the real ComfyUI host (issue 13, spec §8): the shapes-world
+SD1.5 model through the stock loaders and a tiny random SDXL, the pack's nodes, stock samplers for comparison."""
+import math
+import os
+
+import pytest
+import torch
+
+from harness.shapes import data
+
+T = 6
+INVERT = dict(steps=T, guidance=3.0, inner_steps=10, inner_decay=0.1, lr=0.01, lr_decay=0.01, early_stop=1e-5)
+EDIT = dict(edit="replace", guidance=3.0, tau_v=0.5, tau_c=0.6, tau_s=0.6, tau_u=0.0, blend_source="",
+            blend_target="", blend_threshold=0.3, blend_start=0.2, reweight_words="", reweight_factor=1.0)
+
+
+@pytest.fixture(scope="module")
+def w(load_world):
+    w = load_world("a red circle", "a blue circle", "", "a red square")
+    w["image"] = data.make_batch(1, data.HELDOUT_SEED + 5, colour=0, shape=0).images.permute(0, 2, 3, 1)
+    with torch.inference_mode():
+        w["latent"] = {"samples": w["vae"].encode(w["image"])}
+    return w
+
+
+def sd_invert(w, seed=0, **kw):
+    with torch.inference_mode():
+        return w["C"]["InvEditStyleDiffusionInvert"].execute(
+            model=w["model"], positive=w["enc"]["a red circle"], negative=w["enc"][""], latent=w["latent"],
+            image=w["image"], clip_name="shapes-toy-clip", attn_weight=1.0, init="identity", warm_start=True,
+            seed=seed, **dict(INVERT, **kw))
+
+
+def nt_invert(w, **kw):
+    args = dict(model=w["model"], positive=w["enc"]["a red circle"], negative=w["enc"][""], latent=w["latent"],
+                seed=0, **INVERT)
+    with torch.inference_mode():
+        return w["C"]["InvEditNullTextInvert"].execute(**dict(args, inner_steps=5, inner_decay=0.0, **kw))
+
+
+@pytest.fixture(scope="module")
+def sd_run(w):
+    unet = w["model"].get_model_object("diffusion_model")
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    out = sd_invert(w)
+    return out, before
+
+
+@pytest.fixture(scope="module")
+def nt_run(w):
+    return nt_invert(w)
+
+
+def euler_from(w, model, emb, cfg, positive="a red circle"):
+    import comfy.sample
+    import comfy.samplers
+    x_T = host_noise(w, emb)
+    with torch.inference_mode():
+        return comfy.sample.sample_custom(model, torch.zeros_like(x_T), cfg, comfy.samplers.sampler_object("euler"),
+                                          emb.sigmas.float(), w["enc"][positive], w["enc"][""], x_T,
+                                          disable_pbar=True, seed=0)
+
+
+def host_noise(w, emb):
+    from harness import host
+    return host.pack_module("adapters.stylediffusion").noise_latent(w["model"], emb)
+
+
+def psnr(w, samples):
+    with torch.inference_mode():
+        img = w["vae"].decode(samples)
+    return float(10 * torch.log10(1 / ((img - w["image"]) ** 2).mean()))
+
+
+def test_an_identity_embedding_and_strength_zero_are_the_plain_model_bit_for_bit(w, sd_run):
+    from harness import host
+    sd = host.pack_module("optim.stylediffusion")
+    emb = sd_run[0].args[0]
+    ident = sd.ValueEmbedding("stylediffusion", emb.sigmas, emb.x_T, scale=torch.ones_like(emb.scale),
+                              shift=torch.zeros_like(emb.shift), meta=dict(emb.meta))
+    plain = euler_from(w, w["model"], emb, 3.0)
+    apply = w["C"]["InvEditValueApply"].execute
+    assert torch.equal(euler_from(w, apply(w["model"], ident, 1.0, 1.0, "cond").args[0], emb, 3.0), plain)
+    assert torch.equal(euler_from(w, apply(w["model"], emb, 0.0, 1.0, "cond").args[0], emb, 3.0), plain)
+    assert not torch.equal(euler_from(w, apply(w["model"], emb, 1.0, 1.0, "cond").args[0], emb, 3.0), plain)
+
+
+def test_attention_patches_that_change_nothing_are_bit_equal_to_comfyui(w, sd_run):
+    """Replace patches on every block run ComfyUI's fused attention for the rows no controller changed: recording
+    every cross-attention map (and controllers that want nothing) leaves the samples bit-identical."""
+    from harness import host
+    ad, A = host.pack_module("adapters.stylediffusion"), host.pack_module("hooks.attention")
+    emb = sd_run[0].args[0]
+    cap = A.CaptureMaps(divisors=(1,))
+    m = ad.install(w["model"], lambda eo: 0, cross=[cap, A.Controller()], self_=[A.Controller()])
+    assert torch.equal(euler_from(w, m, emb, 3.0), euler_from(w, w["model"], emb, 3.0))
+    assert cap.maps[0]  # the maps were recorded
+
+
+def test_the_value_input_leaves_keys_and_the_first_layer_maps_and_changes_later_ones(w, sd_run):
+    from harness import host
+    ad, A = host.pack_module("adapters.stylediffusion"), host.pack_module("hooks.attention")
+    emb = sd_run[0].args[0]
+    unet = w["model"].get_model_object("diffusion_model")
+    ctx = w["enc"]["a red circle"][0][0]
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    sigma = emb.sigmas[1:2].float()
+    t = w["model"].get_model_object("model_sampling").timestep(sigma)
+
+    def maps(with_value):
+        cap = A.CaptureMaps(divisors=(1,))
+        attn2 = [ad.value_patch(emb)] if with_value else []
+        m = ad.install(w["model"], lambda eo: 1, cross=[cap], attn2=attn2)
+        opts = dict(m.model_options["transformer_options"], cond_or_uncond=[0], sigmas=sigma)
+        with torch.inference_mode():
+            out = unet(x, t, context=ctx, transformer_options=opts)
+        return out, [p for _, p in cap.maps[1]]
+    out0, m0 = maps(False)
+    out1, m1 = maps(True)
+    assert torch.equal(m0[0], m1[0])          # the first layer's queries precede any changed value
+    assert not torch.equal(m0[-1], m1[-1])    # later layers' queries follow it
+    assert not torch.equal(out0, out1)
+
+
+def each_step_falls(emb, history, steps):
+    """Every step's last inner loss ≤ its first (the history is the steps' iterations in order)."""
+    per_step = [int(n) for n in emb.meta["iterations_per_step"].split(",")]
+    assert sum(per_step) == int(emb.meta["iterations"]) == len(history.values) and len(per_step) == steps
+    k = 0
+    for n in per_step:
+        assert history.values[k + n - 1] <= history.values[k]
+        k += n
+
+
+def test_inversion_loss_falls_every_step_and_the_reconstruction_beats_plain_ddim(w, sd_run, nt_run):
+    """Both inversions at guidance 3 (the shapes world's): each step's last loss ≤ its first, and the optimised
+    reconstruction is better than plain DDIM sampling at the same guidance from the same noise."""
+    for out in (sd_run[0], nt_run):
+        emb, noise, recon, history = out.args
+        plain = euler_from(w, w["model"], emb, 3.0)
+        assert psnr(w, recon["samples"]) > psnr(w, plain) + 3.0, (psnr(w, recon["samples"]), psnr(w, plain))
+        each_step_falls(emb, history, T)
+        assert torch.equal(noise["samples"], host_noise(w, emb))
+    # the playback on a stock sampler (euler on the grid) reconstructs as well as the optimisation did
+    emb, _, recon, _ = sd_run[0].args
+    applied = w["C"]["InvEditValueApply"].execute(w["model"], emb, 1.0, 1.0, "cond").args[0]
+    assert abs(psnr(w, euler_from(w, applied, emb, 3.0)) - psnr(w, recon["samples"])) < 0.5
+
+
+def test_only_the_mapping_networks_learn(w, sd_run):
+    _, before = sd_run
+    unet = w["model"].get_model_object("diffusion_model")
+    after = unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in unet.parameters())
+
+
+def test_the_inversion_is_deterministic(w, sd_run):
+    again = sd_invert(w)
+    a, b = sd_run[0].args[0], again.args[0]
+    assert torch.equal(a.scale, b.scale) and torch.equal(a.shift, b.shift) and torch.equal(a.x_T, b.x_T)
+
+
+def test_save_and_load_round_trip_bit_for_bit_and_never_overwrite(w, sd_run, nt_run):
+    import folder_paths
+    root = folder_paths.get_folder_paths("invedit_value_embeds")[0]
+    made = []
+    try:
+        for out in (sd_run[0], nt_run, sd_run[0]):
+            emb = out.args[0]
+            text = w["C"]["InvEditValueSave"].execute(emb, "test_value").ui.as_dict()["text"][0]
+            name = text.split()[1].rstrip(":")
+            made.append(os.path.join(root, name))
+            back = w["C"]["InvEditValueLoad"].execute(name).args[0]
+            for key in ("sigmas", "x_T", "scale", "shift", "null"):
+                a, b = getattr(emb, key), getattr(back, key)
+                assert (a is None and b is None) or torch.equal(a.to(b.dtype), b), key
+            assert back.meta == emb.meta and back.method == emb.method
+        assert [os.path.basename(p) for p in made] == ["test_value.safetensors", "test_value_00001.safetensors",
+                                                       "test_value_00002.safetensors"]
+    finally:
+        for p in made:
+            if os.path.isfile(p):
+                os.remove(p)
+
+
+def edit(w, emb=None, source="a red circle", target="a blue circle", negative="", **kw):
+    with torch.inference_mode():
+        return w["C"]["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][negative],
+                                                source_prompt=source, target_prompt=target, value_embed=emb,
+                                                **dict(EDIT, **kw)).args
+
+
+def test_p2plus_with_equal_prompts_is_the_reconstruction_bit_for_bit(w, sd_run, nt_run):
+    for out in (sd_run[0], nt_run):
+        emb = out.args[0]
+        edited, recon, mask = edit(w, emb, target="a red circle", tau_v=1.0, tau_u=0.5, blend_source="circle",
+                                   blend_target="circle")
+        assert torch.equal(edited["samples"], recon["samples"])
+        assert mask.shape == (1, 64, 64)
+
+
+def test_the_edit_turns_the_circle_blue_and_keeps_the_reconstruction(w, sd_run, nt_run):
+    from harness.paths import BASE
+    from harness.shapes.judges import Judges
+    judges = Judges(BASE / "models" / "invedit_classifiers", ("shapes_colour.safetensors", "shapes_shape.safetensors"))
+    for out in (sd_run[0], nt_run):
+        emb, _, recon_opt, _ = out.args
+        edited, recon, _ = edit(w, emb)
+        with torch.inference_mode():
+            img = w["vae"].decode(edited["samples"]).permute(0, 3, 1, 2)
+        v = judges.judge(img, w["image"].permute(0, 3, 1, 2))[0]
+        assert v.colour == "blue" and v.shape == "circle", v.describe()
+        assert abs(psnr(w, recon["samples"]) - psnr(w, recon_opt["samples"])) < 0.5
+
+
+def test_an_edit_must_match_the_inversion(w, sd_run):
+    emb = sd_run[0].args[0]
+    with pytest.raises(ValueError, match="negative prompt differs from the null prompt"):
+        edit(w, emb, negative="a red square")
+    with pytest.raises(ValueError, match="guidance 7.5 differs from the inversion's 3.0"):
+        edit(w, emb, guidance=7.5)
+    with pytest.raises(ValueError, match="not the inversion's grid"):
+        with torch.inference_mode():
+            w["C"]["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][""],
+                                             source_prompt="a red circle", target_prompt="a blue circle",
+                                             value_embed=emb, sigmas=torch.tensor([14.6, 3.0, 1.0, 0.0]), **EDIT)
+    with pytest.raises(ValueError, match="use Refine"):
+        edit(w, emb, target="a big blue circle")
+    with pytest.raises(ValueError, match="longer than one 77-token chunk"):
+        edit(w, emb, target=" ".join(["circle"] * 80))
+    with pytest.raises(ValueError, match="connect a value_embed"):
+        edit(w, None)
+    refined = edit(w, emb, target="a red shiny circle", edit="refine")[0]  # refine accepts an added word
+    assert torch.isfinite(refined["samples"]).all()
+
+
+def test_ddim_inverted_noise_edits_without_an_embedding(w):
+    C = w["C"]
+    sig = C["InvEditValueSigmas"].execute(w["model"], T, 1.0).args[0]
+    assert sig.shape == (T + 1,) and sig[-1] == sig[-2]
+    strict = sig[:-1]
+    with torch.inference_mode():
+        noise = C["InvEditDDIMInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
+                                               negative=w["enc"][""], latent=w["latent"], sigmas=strict, cfg=1.0)[0]
+        out = C["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][""],
+                                          source_prompt="a red circle", target_prompt="a blue circle", latent=noise,
+                                          sigmas=strict, **EDIT).args
+    assert out[0]["samples"].shape == (1, 4, 8, 8) and not torch.equal(out[0]["samples"], out[1]["samples"])
+    half = C["InvEditValueSigmas"].execute(w["model"], T, 0.5).args[0]
+    assert torch.equal(half, sig[-4:])
+
+
+def test_flow_models_and_bad_latents_get_clear_errors(w):
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+    flow = ModelSamplingSD3().patch(w["model"], 3.0)[0]
+    with pytest.raises(ValueError, match="flow-matching"):
+        with torch.inference_mode():
+            w["C"]["InvEditNullTextInvert"].execute(model=flow, positive=w["enc"]["a red circle"],
+                                                    negative=w["enc"][""], latent=w["latent"], seed=0, **INVERT)
+    bad = {"samples": torch.full((1, 4, 8, 8), math.nan)}
+    with pytest.raises(ValueError, match="NaN"):
+        with torch.inference_mode():
+            w["C"]["InvEditNullTextInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
+                                                    negative=w["enc"][""], latent=bad, seed=0, **INVERT)
+    two = {"samples": torch.cat([w["latent"]["samples"]] * 2)}
+    with pytest.raises(ValueError, match="one image at a time"):
+        nt_invert(w, latent=two)
+
+
+def test_an_interrupted_inversion_returns_nothing(w):
+    import comfy.model_management as mm
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            nt_invert(w)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+class FakeSDXLClip:
+    """The shapes CLIP's tokenizer with seeded SDXL-shaped embeddings ([1, 77, 2048], pooled [1, 1280]): what the
+    P2P edit needs of a CLIP on the tiny SDXL model."""
+
+    def __init__(self, clip):
+        self.clip = clip
+
+    def tokenize(self, text, **kw):
+        return self.clip.tokenize(text, **kw)
+
+    def encode_from_tokens_scheduled(self, tokens):
+        ids = [t for t, *_ in next(iter(tokens.values()))[0]]
+        g = torch.Generator().manual_seed(sum(i * (k + 1) for k, i in enumerate(ids)) % (2 ** 31))
+        return [[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g)}]]
+
+
+def test_tiny_sdxl_inverts_and_edits_with_its_attention_layout(w):
+    from harness import host
+    from host_models import tiny_sdxl
+    ad = host.pack_module("adapters.stylediffusion")
+    model = tiny_sdxl()
+    assert ad.layer_divisors(model) == (2, 2)  # attention at latent/2 only: its coarsest level
+    clip = FakeSDXLClip(w["te"])
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize("a red circle"))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    lat = {"samples": torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.5}
+    img = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        out = w["C"]["InvEditStyleDiffusionInvert"].execute(
+            model=model, positive=pos, negative=neg, latent=lat, image=img, clip_name="shapes-toy-clip",
+            attn_weight=1.0, init="identity", warm_start=True, seed=0, **dict(INVERT, steps=4, inner_steps=4, lr=1e-3))
+        emb, _, recon, history = out.args
+        assert emb.scale.shape == (4, 77, 2048) and emb.meta["family"] == "SDXL"
+        each_step_falls(emb, history, 4)
+        same = ad.edit(model, clip, "a red circle", "a red circle", neg, emb.x_T, emb.sigmas.float(),
+                       ad.EditSettings(guidance=3.0, tau_v=1.0, tau_u=0.5), "test", emb)
+        assert torch.equal(same[0], same[1])
+        edited = ad.edit(model, clip, "a red circle", "a blue circle", neg, emb.x_T, emb.sigmas.float(),
+                         ad.EditSettings(guidance=3.0), "test", emb)
+        assert not torch.equal(edited[0], edited[1])
+    with pytest.raises(ValueError, match="made on a SDXL model"):
+        w["C"]["InvEditValueApply"].execute(w["model"], emb, 1.0, 1.0, "cond")
