@@ -33,6 +33,7 @@ from harness.server import ComfyServer, PromptFailed, ServerError
 MODELS = BASE / "models"
 # the pack's model folders (nodes/folders.py) and what one entry is: a .safetensors file, or a CLIP folder
 PACK_FOLDERS = {"invedit_classifiers": "file", "invedit_aesthetic": "file", "hspace_directions": "file",
+                "invedit_value_embeds": "file",
                 "invedit_clip": "folder"}
 PROBE = "probe_"  # every file the probes make starts so; removed at the end
 # a message names the fix: after a ';', what to do
@@ -52,6 +53,7 @@ PROVIDERS = {
     "INVEDIT_HSPACE_DIRECTION": ("InvEditHSpaceFromPrompts", 0, {"steps": 4}),
     "INVEDIT_PIXEL_LOSS": ("InvEditDOODLClassifierLoss", 0, {}),
     "INVEDIT_LOSS_HISTORY": ("InvEditDOODLOptimize", 2, {}),
+    "INVEDIT_VALUE_EMBED": ("InvEditNullTextInvert", 0, {"steps": 3, "inner_steps": 2}),
 }
 
 # widgets whose default alone does not run (the CLIP loss needs a target text or images)
@@ -237,6 +239,7 @@ def probe_files(server, tmp_path_factory):
     info = server.object_info()
     b = Builder(info)
     b.node("InvEditHSpaceSave", {"name": PROBE + "good_direction"})
+    b.node("InvEditValueSave", {"name": PROBE + "good_value"})
     server.wait(server.queue(b.prompt), timeout=300)
     clip = MODELS / "invedit_clip" / "shapes-toy-clip"
     dim = json.loads((clip / "config.json").read_text())["projection_dim"]
@@ -245,6 +248,7 @@ def probe_files(server, tmp_path_factory):
     save_file({"weight": torch.randn(1, dim) / dim ** 0.5, "bias": torch.full((1,), 5.0)}, str(head))
     good = {"invedit_classifiers": MODELS / "invedit_classifiers" / "shapes_colour.safetensors",
             "hspace_directions": MODELS / "hspace_directions" / (PROBE + "good_direction.safetensors"),
+            "invedit_value_embeds": MODELS / "invedit_value_embeds" / (PROBE + "good_value.safetensors"),
             "invedit_aesthetic": head, "invedit_clip": clip}
     assert all(p.exists() for p in good.values()), good
     yield good, marker
@@ -387,6 +391,9 @@ SAVE_NAMES = {
 }
 
 
+SAVES_TO = {"InvEditHSpaceSave": "hspace_directions", "InvEditValueSave": "invedit_value_embeds"}
+
+
 def save_inputs(info: dict) -> list:
     """(node type, input) of every STRING input of a pack output node: the names of the files the pack writes."""
     return [(t, n) for t in pack_node_ids() if info[t].get("output_node")
@@ -397,7 +404,7 @@ def test_every_hostile_save_name_is_refused_and_nothing_is_written_or_overwritte
     good, _ = probe_files
     info = server.object_info()
     targets = save_inputs(info)
-    assert ("InvEditHSpaceSave", "name") in targets, targets
+    assert {t for t, _ in targets} == set(SAVES_TO), targets  # every save node, and where it writes
     pack_dirs = [MODELS / f for f in PACK_FOLDERS]
     before = snapshot(BASE, server.output_path)
     kept = {p: digest(p) for d in pack_dirs for p in d.rglob("*") if p.is_file()}
@@ -421,7 +428,7 @@ def test_every_hostile_save_name_is_refused_and_nothing_is_written_or_overwritte
                         failures.append(f"{node_type}.{name} = {value!r} ({kind}): {text[:300]}")
                 tried[node_type, f"save name: {kind}"] += 1
         # the name of a file that exists: saved beside it under ComfyUI's counter, the first one untouched
-        existing = good["hspace_directions"]
+        existing = good[SAVES_TO[node_type]]
         b = Builder(info)
         b.node(node_type, {name: existing.stem})
         server.wait(server.queue(b.prompt), timeout=300)
@@ -433,7 +440,7 @@ def test_every_hostile_save_name_is_refused_and_nothing_is_written_or_overwritte
     after = snapshot(BASE, server.output_path)
     new = set(after) - set(before)
     assert {p for p in new if not any(d in p.parents for d in pack_dirs)} == set(), new  # nothing outside the folders
-    assert {p.name for p in new} == {f"{good['hspace_directions'].stem}_00001.safetensors"}, new
+    assert {p for p in new} == {good[f].parent / f"{good[f].stem}_00001.safetensors" for f in SAVES_TO.values()}, new
     assert not list(Path("/tmp").glob("probe_abs*"))
     assert {p: digest(p) for p in kept} == kept  # nothing overwritten
     assert not [p for d in pack_dirs for p in d.rglob("*.tmp")]  # nothing half-written
@@ -447,6 +454,7 @@ LONG = {
     "InvEditDOODLOptimize": {"iterations": 1000, "steps": 50},
     "InvEditHSpaceTrainDirection": {"epochs": 100, "init": "random"},
     "InvEditEDICTInvert": {"sigmas": ("InvEditEDICTSigmas", {"steps": 1000})},
+    "InvEditStyleDiffusionInvert": {"steps": 50, "inner_steps": 200},
 }
 
 
