@@ -80,7 +80,7 @@ class StyleDiffusionInvert(io.ComfyNode):
                     "The null prompt ∅ (encode an empty text); edits must use the same.")),
                 io.Latent.Input("latent", tooltip="VAE Encode of the image."),
                 io.Image.Input("image", tooltip="The same image, for its CLIP tokens."),
-                io.Combo.Input("clip_name", options=[VISION, *folders], default=folders[0] if folders else VISION,
+                io.Combo.Input("clip_name", options=[*folders, VISION], default=folders[0] if folders else VISION,
                                tooltip=("The image encoder: a transformers CLIP folder in models/invedit_clip/, or "
                                         "'clip_vision input' to use the clip_vision socket (any stock CLIP vision).")),
                 io.Int.Input("steps", default=30, min=2, max=200, tooltip="T, the grid's steps (official 30)."),
