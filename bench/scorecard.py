@@ -41,6 +41,9 @@ EDIT = {"steps": 50, "strength": 0.8, "cfg": 3.0}             # prompt swap (the
 HSPACE = {"steps": 30, "strength": 5.0, "trained_strength": 2.0, "t_edit": 500}
 DOODL = {"steps": 10, "cfg": 3.0, "iterations": 6, "lr": 300.0, "edit_clip": 0.003, "gen_clip": 0.02}
 GUIDANCE = {"steps": 10, "scale": 200.0}
+# StyleDiffusion / null-text / DDIM + P2P (guidance 3: the shapes world's; the README's tau defaults, P2Plus tau_u .5)
+P2P = {"steps": 10, "guidance": 3.0, "sd_inner": 20, "nt_inner": 10, "tau_v": 0.5, "tau_c": 0.6, "tau_s": 0.6,
+       "tau_u": 0.5}
 SDEDIT_DENOISE = 0.6
 
 
@@ -50,6 +53,11 @@ class Counter:
 
     def __init__(self):
         self.evals = self.backward = 0
+
+    def __deepcopy__(self, memo):
+        """ModelPatcher.clone deep-copies model_options: every clone (h-space Apply, P2P's patches, …) must count
+        here, not in a copy (before this, calls through cloned models were not counted)."""
+        return self
 
     def __call__(self, apply_model, args):
         out = apply_model(args["input"], args["timestep"], **args["c"])
@@ -209,6 +217,43 @@ def guidance_edit(w, m, src, source, target, shape):
     return _sample(w, m, sampler, sig, source, noise, DOODL["cfg"])
 
 
+def _p2p(w, m, source, target, **kw):
+    with w.torch.inference_mode():
+        out = w.C("InvEditP2PEdit").execute(
+            model=m, clip=w.te, negative=w.enc(""), source_prompt=source, target_prompt=target, edit="replace",
+            guidance=P2P["guidance"], tau_v=P2P["tau_v"], tau_c=P2P["tau_c"], tau_s=P2P["tau_s"], blend_source="",
+            blend_target="", blend_threshold=0.3, blend_start=0.2, reweight_words="", reweight_factor=1.0, **kw).args
+    return out[0]["samples"], out[1]["samples"]  # (edit, reconstruction)
+
+
+def _inversion_args(P):
+    return dict(steps=P["steps"], guidance=P["guidance"], lr=0.01, lr_decay=0.01, early_stop=1e-5)
+
+
+def stylediffusion_p2plus(w, m, src, source, target, shape):
+    img = w.decode(src["samples"]).permute(0, 2, 3, 1)
+    with w.torch.inference_mode():
+        emb = w.C("InvEditStyleDiffusionInvert").execute(
+            model=m, positive=w.enc(source), negative=w.enc(""), latent=src, image=img, clip_name="shapes-toy-clip",
+            inner_steps=P2P["sd_inner"], inner_decay=0.1, attn_weight=1.0, init="identity", warm_start=True, seed=0,
+            **_inversion_args(P2P)).args[0]
+    return _p2p(w, m, source, target, value_embed=emb, tau_u=P2P["tau_u"])
+
+
+def nulltext_p2p(w, m, src, source, target, shape):
+    with w.torch.inference_mode():
+        emb = w.C("InvEditNullTextInvert").execute(
+            model=m, positive=w.enc(source), negative=w.enc(""), latent=src, inner_steps=P2P["nt_inner"],
+            inner_decay=0.0, seed=0, **_inversion_args(P2P)).args[0]
+    return _p2p(w, m, source, target, value_embed=emb, tau_u=0.0)
+
+
+def ddim_p2p(w, m, src, source, target, shape):
+    sig = w.C("InvEditValueSigmas").execute(m, P2P["steps"], 1.0).args[0][:-1]  # DDIM Invert: strictly descending
+    noise = _ddim_invert(w, m, src, source, sig, 1.0)
+    return _p2p(w, m, source, target, latent=noise, sigmas=sig, tau_u=0.0)
+
+
 def sdedit_best_of(n):
     def run(w, m, src, source, target, shape):
         import comfy.sample
@@ -246,12 +291,19 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
             seed=0).args[0]
     notes.append(f"h-space trained direction: f_t trained once on 4 other red circles with the toy CLIP, 10 steps, "
                  f"2 epochs ({time.perf_counter() - t:.1f} s)")
+    notes.append(f"P2P rows: {P2P['steps']} steps on the official grid at guidance {P2P['guidance']}, Replace "
+                 f"'red' -> 'blue', tau_v {P2P['tau_v']}, tau_c {P2P['tau_c']}, tau_s {P2P['tau_s']}, tau_u "
+                 f"{P2P['tau_u']} for P2Plus (0 for P2P), no LocalBlend; the per-image inversion is counted in evals "
+                 f"and bwd (StyleDiffusion K = {P2P['sd_inner']} decaying by e^-0.1 per step, null-text "
+                 f"{P2P['nt_inner']} a step, both with early stop; DDIM + P2P inverts at guidance 1)")
     methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap),
                ("h-space, prompt direction", hspace_edit(prompts_dir, HSPACE["strength"], 0)),
                ("h-space, trained direction", hspace_edit(trained, HSPACE["trained_strength"], HSPACE["t_edit"])),
                ("DOODL classifier (EDICT pair)", doodl_edit(lambda shape: w.loss())),
                ("DOODL CLIP (EDICT pair)", doodl_edit(lambda shape: w.clip_loss(f"a blue {shape}"))),
-               ("one-step guidance (DDIM-inverted)", guidance_edit)]
+               ("one-step guidance (DDIM-inverted)", guidance_edit),
+               ("DDIM + P2P", ddim_p2p), ("null-text + P2P", nulltext_p2p),
+               ("StyleDiffusion + P2Plus", stylediffusion_p2plus)]
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
              "h-space, prompt direction": lambda m, s, src, p: hspace_edit(prompts_dir, 0.0, 0)(w, m, src, p, p, s),
@@ -268,10 +320,16 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
         source, target = f"a red {shape}", f"a blue {shape}"
         for row, (name, fn) in zip(rows[-len(methods):], methods):
             out, evals, bwd, sec = w.timed(lambda m: fn(w, m, src, source, target, shape))
+            rec_latent = None
+            if isinstance(out, tuple):  # P2P edits return their source row, the inversion's reconstruction, too
+                out, rec_latent = out
             edited = w.decode(out)
             row.verdicts += w.judges.judge(edited, img, labels)
             row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec), row.images.append(edited)
-            if name in recon:
+            if rec_latent is not None:
+                rec = w.decode(rec_latent)
+                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+            elif name in recon:
                 with torch.inference_mode():
                     rec = w.decode(recon[name](w.model, shape, src, source))
                 row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
@@ -394,7 +452,7 @@ def grid(rows: list, sources: list, path: Path, task: str = "edit") -> None:
 
 
 QUICK = {"EDIT": {"steps": 10}, "HSPACE": {"steps": 10}, "DOODL": {"steps": 4, "iterations": 1},
-         "GUIDANCE": {"steps": 4}}
+         "GUIDANCE": {"steps": 4}, "P2P": {"steps": 4, "sd_inner": 2, "nt_inner": 2}}
 
 
 def run(n_images: int = 6, seeds: int = 6, out: Path | None = None, quick: bool = False):

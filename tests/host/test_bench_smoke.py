@@ -1,5 +1,5 @@
 """The benchmark scripts run against the assembled files (tiny settings; their figures are not judged here)."""
-from bench import bench_asyrp, bench_ddim, bench_doodl, bench_edict, eval_shapes
+from bench import bench_asyrp, bench_ddim, bench_doodl, bench_edict, bench_stylediffusion, eval_shapes
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
@@ -18,6 +18,13 @@ def test_bench_asyrp_prints_its_ratio_table(comfy, capsys):
     bench_asyrp.main(["--size", "64", "--steps", "2", "--rounds", "1"])
     out = capsys.readouterr().out
     assert "Asyrp step, shared encoder" in out and "target <= 1.6" in out
+
+
+def test_bench_stylediffusion_prints_its_tables(comfy, capsys):
+    bench_stylediffusion.main(["--steps", "3", "--rounds", "1", "--sweep", "2", "--official", "3"])
+    out = capsys.readouterr().out
+    assert "StyleDiffusion, official (K 3, official init)" in out and "null-text (10 a step)" in out
+    assert "/ base" in out and "P2Plus edit step" in out and "inner iteration (StyleDiffusion)" in out
 
 
 def test_eval_shapes_reports_every_measure(comfy, capsys):
@@ -67,16 +74,18 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     by = {(r.task, r.method.split(",")[0].split(" (")[0]): r for r in rows}
     edit = {m for t, m in by if t == "edit"}
     assert {"DDIM prompt swap", "EDICT prompt swap", "h-space", "DOODL classifier", "DOODL CLIP",
-            "one-step guidance"} <= edit and any(m.startswith("SDEdit") for m in edit)
+            "one-step guidance", "DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus"} <= edit
+    assert any(m.startswith("SDEdit") for m in edit)
     assert {m for t, m in by if t == "generate"} == {m for t, m in by if t == "rare"} == {
         "plain EDICT", "one-step guidance", "DOODL classifier"}
     for r in rows:
         assert len(r.verdicts) == 1 and r.evals[0] > 0, r.method
-        grads = r.method.startswith(("DOODL", "one-step"))
+        grads = r.method.startswith(("DOODL", "one-step", "null-text", "StyleDiffusion"))
         assert (r.backward[0] > 0) == grads, (r.method, r.backward)
     # the same inversion settings: EDICT reconstructs better than DDIM; a plain sample judged against itself is exact
     edict, ddim = by["edit", "EDICT prompt swap"], by["edit", "DDIM prompt swap"]
     assert edict.recon_psnr[0] > ddim.recon_psnr[0]
+    assert all(len(by["edit", m].recon_psnr) == 1 for m in ("DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus"))
     plain = next(r for r in rows if (r.task, r.method) == ("generate", "plain EDICT")).verdicts[0]
     assert plain.shift_px == 0 and plain.background_psnr_db >= 100 and math.isfinite(plain.p_colour)
     assert (out / "edit_grid.png").stat().st_size > 0 and "| edit | EDICT prompt swap |" in text

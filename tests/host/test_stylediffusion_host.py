@@ -320,3 +320,34 @@ def test_tiny_sdxl_inverts_and_edits_with_its_attention_layout(w):
         assert not torch.equal(edited[0], edited[1])
     with pytest.raises(ValueError, match="made on a SDXL model"):
         w["C"]["InvEditValueApply"].execute(w["model"], emb, 1.0, 1.0, "cond")
+
+
+def test_tokens_of_a_stock_clip_vision_are_its_last_hidden_state_after_post_layernorm():
+    """The official code takes every token after ln_post; ComfyUI's CLIP vision returns them before it."""
+    from harness import host
+    ad = host.pack_module("adapters.stylediffusion")
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1, 17, 32, generator=g)
+
+    class Vision(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.post_layernorm = torch.nn.LayerNorm(32)
+            with torch.no_grad():
+                self.post_layernorm.weight.uniform_(0.5, 2.0)
+                self.post_layernorm.bias.normal_()
+
+    class FakeClipVision:
+        def __init__(self):
+            self.model = torch.nn.Module()
+            self.model.vision_model = Vision()
+            self.seen = None
+
+        def encode_image(self, image):
+            self.seen = image.shape
+            return {"last_hidden_state": hidden}
+    cv = FakeClipVision()
+    tokens = ad.tokens_from_clip_vision(cv, torch.rand(2, 64, 64, 3))
+    assert cv.seen == (1, 64, 64, 3)  # the first image only
+    with torch.no_grad():
+        assert torch.equal(tokens, cv.model.vision_model.post_layernorm(hidden))
