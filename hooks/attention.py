@@ -23,6 +23,7 @@ the others keep the fused kernel, so full-resolution self-attention is never mat
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -125,10 +126,13 @@ class Call:
 
 class Controller:
     """Base of what edits or records attention probabilities: ``wants`` says whether a call's probabilities are
-    needed (else the fused kernel runs); ``edit`` returns them, changed or not."""
+    needed (else the fused kernel runs), ``labels`` which rows' (None: all); ``edit`` returns them, changed or not."""
 
     def wants(self, call: Call) -> bool:
         return False
+
+    def labels(self, call: Call) -> Optional[set]:
+        return None
 
     def edit(self, probs: Tensor, call: Call) -> Tensor:
         return probs
@@ -151,14 +155,22 @@ def replace_patch(kind: str, controllers: Sequence[Controller], step: Callable[[
                     transformer_options=extra_options)
         if not active:
             return out
-        probs = attention_probs(q, k, heads)
+        wanted = [c.labels(call) for c in active]
+        if any(w is None for w in wanted):
+            rows = list(range(q.shape[0]))
+        else:  # only the rows of the labels asked for (P2P's cross-attention: the cond chunk)
+            labels = set().union(*wanted)
+            rows = [i for i, (lb, _) in enumerate(call.labels) if lb in labels]
+        sub = dataclasses.replace(call, labels=[call.labels[i] for i in rows], changed=set())
+        probs = attention_probs(q[rows], k[rows], heads)
         for c in active:
-            probs = c.edit(probs, call)
-        if not call.changed:
+            probs = c.edit(probs, sub)
+        if not sub.changed:
             return out
-        rows = sorted(call.changed)
+        changed = sorted(sub.changed)
         out = out.clone()
-        out[rows] = attend(probs[rows], v[rows], heads).to(out.dtype)
+        out[[rows[i] for i in changed]] = attend(probs[changed], v[[rows[i] for i in changed]], heads).to(out.dtype)
+        call.changed.update(rows[i] for i in changed)
         return out
     return fn
 
@@ -176,6 +188,9 @@ class CaptureMaps(Controller):
 
     def wants(self, call: Call) -> bool:
         return call.kind == CROSS and call.divisor in self.divisors and bool(call.rows(self.label))
+
+    def labels(self, call: Call) -> Optional[set]:
+        return {self.label}
 
     def edit(self, probs: Tensor, call: Call) -> Tensor:
         p = probs[call.rows(self.label)]
@@ -326,6 +341,12 @@ class P2PEdit(Controller):
         if call.divisor < s.self_min_divisor:
             return False
         return (s.self_cond(i) and len(call.rows(COND)) > 1) or (s.self_uncond(i) and len(call.rows(UNCOND)) > 1)
+
+    def labels(self, call: Call) -> Optional[set]:
+        s = self.schedule
+        if call.kind == CROSS:
+            return {COND}
+        return {lb for lb, on in ((COND, s.self_cond(call.step)), (UNCOND, s.self_uncond(call.step))) if on}
 
     def edit(self, probs: Tensor, call: Call) -> Tensor:
         out = probs.clone()

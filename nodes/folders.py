@@ -45,6 +45,17 @@ def save_dir(folder: str) -> Path:
     return Path(folder_paths.get_folder_paths(folder)[0])
 
 
+def save_new(folder: str, kind: str, name: str, tensors: dict, meta: dict, who: str) -> Path:
+    """Save a file of ``kind`` (``artifacts``) under the safe form of ``name`` in ``folder``'s first path, atomically
+    and beside an existing file of that name (ComfyUI's counter), never over it; an unsafe name is refused saying why."""
+    from .. import artifacts
+    try:
+        file_name = artifacts.safe_file_name(name, who)
+    except artifacts.ArtifactError as e:
+        raise ValueError(str(e)) from None
+    return artifacts.save(artifacts.free_path(save_dir(folder), file_name), kind, tensors, meta)
+
+
 def clip_folder_names() -> list[str]:
     """The sub-folders of models/invedit_clip/ that hold a transformers CLIP (a config.json)."""
     names = set()

@@ -18,7 +18,7 @@ from ..hooks.directions import REDUCE, SPATIAL_POLICIES, HSpaceError, combine, f
 from ..hooks.hspace import APPLY_MODES, APPLY_TO
 from ..optim.hspace import loss_summary
 from .common import CATEGORY, display, node_id
-from .folders import HSPACE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_dir
+from .folders import HSPACE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
 from .sockets import HSpaceDirection, LossHistory
 
 SUBCATEGORY = f"{CATEGORY}/hspace"
@@ -326,14 +326,10 @@ class HSpaceSave(io.ComfyNode):
     def execute(cls, direction, name) -> io.NodeOutput:
         who = display("h-space Save Direction")
         try:
-            fname = artifacts.safe_file_name(name, who)
-        except artifacts.ArtifactError as e:
-            raise ValueError(str(e)) from None
-        try:
             tensors, meta = to_tensors(direction)
         except HSpaceError as e:
             raise ValueError(f"{who}: {e}") from None
-        path = artifacts.save(artifacts.free_path(save_dir(HSPACE_FOLDER), fname), "hspace", tensors, meta)
+        path = save_new(HSPACE_FOLDER, "hspace", name, tensors, meta, who)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name}: {meta.get('kind', '?')}, "
                                                f"{direction.channels} channels"))
 

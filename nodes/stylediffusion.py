@@ -16,7 +16,7 @@ from ..adapters.run import grad_context
 from ..artifacts.stylediffusion import from_tensors, to_tensors
 from ..optim import stylediffusion as sd
 from .common import CATEGORY, display, node_id
-from .folders import VALUE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_dir
+from .folders import VALUE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
 from .sockets import LossHistory, ValueEmbed
 
 SUBCATEGORY = f"{CATEGORY}/stylediffusion"
@@ -346,13 +346,8 @@ class ValueSave(io.ComfyNode):
 
     @classmethod
     def execute(cls, value_embed, name) -> io.NodeOutput:
-        who = display("Value Embedding Save")
-        try:
-            fname = artifacts.safe_file_name(name, who)
-        except artifacts.ArtifactError as e:
-            raise ValueError(str(e)) from None
         tensors, meta = to_tensors(value_embed)
-        path = artifacts.save(artifacts.free_path(save_dir(VALUE_FOLDER), fname), "stylediffusion", tensors, meta)
+        path = save_new(VALUE_FOLDER, "stylediffusion", name, tensors, meta, display("Value Embedding Save"))
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.name}: {value_embed.method}, {value_embed.steps} steps, "
                                                f"{meta.get('family', '?')}"))
 
