@@ -342,10 +342,11 @@ def check_embedding(emb: sd.ValueEmbedding, model, who: str, negative=None, guid
 
 
 def value_patch(emb: sd.ValueEmbedding, strength: float = 1.0, tau_v: float = 1.0, apply_to: str = "cond",
-                rows: Callable[[int, int], bool] | None = None):
+                rows: Callable[[int, int], bool] | None = None, step_match: str = "nearest"):
     """The attn2 patch that plays an embedding back: StyleDiffusion's value FiLM (for steps i < τ_v·T) or
-    null-text's per-step uncond embeddings; steps matched to the grid by nearest log-σ."""
-    step = A.grid_stepper(emb.sigmas[:-1])
+    null-text's per-step uncond embeddings; a call's σ matched to the grid's nearest step or (``interpolate``) to a
+    blend of the two around it, in log-σ (for other schedulers than the grid)."""
+    step = A.grid_stepper(emb.sigmas[:-1], step_match)
     T = emb.steps
     if emb.method == "stylediffusion":
         labels = (A.COND,) if apply_to == "cond" else (A.COND, A.UNCOND)
@@ -354,11 +355,12 @@ def value_patch(emb: sd.ValueEmbedding, strength: float = 1.0, tau_v: float = 1.
     return A.context_rows(A.per_step(emb.null), step)
 
 
-def apply_embedding(model, emb: sd.ValueEmbedding, strength: float, tau_v: float, apply_to: str, who: str):
+def apply_embedding(model, emb: sd.ValueEmbedding, strength: float, tau_v: float, apply_to: str, who: str,
+                    step_match: str = "nearest"):
     require_sd_model(model, who)
     check_embedding(emb, model, who)
     m = model.clone()
-    m.set_model_attn2_patch(value_patch(emb, strength, tau_v, apply_to))
+    m.set_model_attn2_patch(value_patch(emb, strength, tau_v, apply_to, step_match=step_match))
     return m
 
 

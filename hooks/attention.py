@@ -62,13 +62,39 @@ def nearest_step(sigma: float, grid: Tensor) -> int:
     return int((g - math.log(max(float(sigma), 1e-12))).abs().argmin())
 
 
-def grid_stepper(grid: Tensor) -> Callable[[dict], Optional[int]]:
-    """extra_options -> the step index of the call, matching its σ (``extra_options['sigmas']``) to ``grid``."""
-    def step(extra_options: dict) -> Optional[int]:
+def grid_position(sigma: float, grid: Tensor, snap: float = 1e-4) -> float:
+    """Where ``sigma`` falls on a descending ``grid`` as a fractional index, linear in log-σ between neighbours
+    (clamped to the ends). Within ``snap`` of a step (a σ of the grid rounded to float32) it is that step exactly."""
+    g = grid.double().clamp_min(1e-12).log().tolist()
+    s = math.log(max(float(sigma), 1e-12))
+    pos = float(len(g) - 1)
+    if s >= g[0]:
+        pos = 0.0
+    else:
+        for i in range(len(g) - 1):
+            if g[i] >= s >= g[i + 1] and g[i] > g[i + 1]:
+                pos = i + (g[i] - s) / (g[i] - g[i + 1])
+                break
+    near = round(pos)
+    return float(near) if abs(pos - near) < snap else pos
+
+
+STEP_MATCH = ("nearest", "interpolate")
+
+
+def grid_stepper(grid: Tensor, match: str = "nearest") -> Callable[[dict], Optional[float]]:
+    """extra_options -> the step of the call, matching its σ (``extra_options['sigmas']``) to ``grid``: the nearest
+    step's index, or (``interpolate``) the fractional position between two steps (``baked`` / ``per_step`` then blend
+    their values)."""
+    if match not in STEP_MATCH:
+        raise ValueError(f"step matching must be one of {STEP_MATCH}, got {match!r}")
+
+    def step(extra_options: dict):
         s = extra_options.get("sigmas")
         if s is None:
             return None
-        return nearest_step(float(s.flatten()[0]), grid)
+        sigma = float(s.flatten()[0])
+        return nearest_step(sigma, grid) if match == "nearest" else grid_position(sigma, grid)
     return step
 
 
@@ -419,12 +445,20 @@ def _tile(t: Tensor, length: int) -> Tensor:
     return t.repeat(length // t.shape[0], 1)
 
 
-def baked(scale: Tensor, shift: Tensor) -> Callable[[int], tuple[Tensor, Tensor]]:
-    """Step i -> (A_i, B_i) from [T, L, D] tensors (a step past the end takes the last)."""
-    def values(i: int) -> tuple[Tensor, Tensor]:
-        i = min(i, scale.shape[0] - 1)
-        return scale[i], shift[i]
-    return values
+def _at(t: Tensor, i) -> Tensor:
+    """t[i] of a [T, …] tensor for an integer step, or the linear blend of its two neighbours for a fractional one
+    (clamped to the last; an integer position gives t[i] exactly)."""
+    last = t.shape[0] - 1
+    lo = min(int(math.floor(i)), last)
+    w = float(i) - lo
+    if w <= 0 or lo == last:
+        return t[lo]
+    return (1 - w) * t[lo] + w * t[lo + 1]
+
+
+def baked(scale: Tensor, shift: Tensor) -> Callable[[float], tuple[Tensor, Tensor]]:
+    """Step i -> (A_i, B_i) from [T, L, D] tensors (fractional i blends neighbours; past the end: the last)."""
+    return lambda i: (_at(scale, i), _at(shift, i))
 
 
 def value_film(values: Callable[[int], tuple[Tensor, Tensor]], step: Callable[[dict], Optional[int]],
@@ -454,9 +488,9 @@ def value_film(values: Callable[[int], tuple[Tensor, Tensor]], step: Callable[[d
     return fn
 
 
-def per_step(embeds: Tensor) -> Callable[[int], Tensor]:
-    """Step i -> embeds[i] of a [T, L, D] tensor (a step past the end takes the last)."""
-    return lambda i: embeds[min(i, embeds.shape[0] - 1)]
+def per_step(embeds: Tensor) -> Callable[[float], Tensor]:
+    """Step i -> embeds[i] of a [T, L, D] tensor (fractional i blends neighbours; past the end: the last)."""
+    return lambda i: _at(embeds, i)
 
 
 def context_rows(embed: Callable[[int], Tensor], step: Callable[[dict], Optional[int]], label: int = UNCOND) -> Callable:

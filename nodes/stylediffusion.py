@@ -14,6 +14,7 @@ from ..adapters.clip import load_local_clip
 from ..adapters.progress import LiveLoss
 from ..adapters.run import grad_context
 from ..artifacts.stylediffusion import from_tensors, to_tensors
+from ..hooks.attention import STEP_MATCH
 from ..optim import stylediffusion as sd
 from .common import CATEGORY, display, node_id
 from .folders import VALUE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
@@ -228,14 +229,17 @@ class ValueApply(io.ComfyNode):
                     io.Float.Input("tau_v", default=1.0, min=0.0, max=1.0, step=0.05, tooltip=(
                         "StyleDiffusion: the fraction of steps (from the noisiest) that use the learned values.")),
                     io.Combo.Input("apply_to", options=["cond", "cond+uncond"], default="cond", tooltip=(
-                        "StyleDiffusion: which branch gets the values (the official code: cond)."))],
+                        "StyleDiffusion: which branch gets the values (the official code: cond).")),
+                    io.Combo.Input("step_match", options=list(STEP_MATCH), default="nearest", tooltip=(
+                        "A sampler step between two of the grid's: the nearest one's values, or a blend of both "
+                        "(linear in log σ). On the grid itself both are exact."))],
             outputs=[io.Model.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, model, value_embed, strength, tau_v, apply_to) -> io.NodeOutput:
+    def execute(cls, model, value_embed, strength, tau_v, apply_to, step_match="nearest") -> io.NodeOutput:
         return io.NodeOutput(adapter.apply_embedding(model, value_embed, strength, tau_v, apply_to,
-                                                     display("Value Embedding Apply")))
+                                                     display("Value Embedding Apply"), step_match))
 
 
 class P2PEdit(io.ComfyNode):

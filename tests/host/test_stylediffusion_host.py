@@ -82,7 +82,10 @@ def test_an_identity_embedding_and_strength_zero_are_the_plain_model_bit_for_bit
     apply = w["C"]["InvEditValueApply"].execute
     assert torch.equal(euler_from(w, apply(w["model"], ident, 1.0, 1.0, "cond").args[0], emb, 3.0), plain)
     assert torch.equal(euler_from(w, apply(w["model"], emb, 0.0, 1.0, "cond").args[0], emb, 3.0), plain)
-    assert not torch.equal(euler_from(w, apply(w["model"], emb, 1.0, 1.0, "cond").args[0], emb, 3.0), plain)
+    full = euler_from(w, apply(w["model"], emb, 1.0, 1.0, "cond").args[0], emb, 3.0)
+    assert not torch.equal(full, plain)
+    # on the grid itself, interpolated step matching is the nearest step's, bit for bit
+    assert torch.equal(euler_from(w, apply(w["model"], emb, 1.0, 1.0, "cond", "interpolate").args[0], emb, 3.0), full)
 
 
 def test_attention_patches_that_change_nothing_are_bit_equal_to_comfyui(w, sd_run):

@@ -60,6 +60,23 @@ def test_the_step_is_the_nearest_sigma_of_the_grid():
     assert step({"sigmas": torch.tensor([1.0])}) is None
 
 
+def test_interpolated_step_matching_blends_the_neighbouring_steps():
+    grid = torch.tensor([10.0, 1.0, 0.1, 0.1], dtype=F64)
+    assert [A.grid_position(s, grid) for s in (10.0, 1.0, 0.1)] == [0.0, 1.0, 2.0]
+    assert A.grid_position(float(torch.tensor(0.1, dtype=torch.float32)), grid) == 2.0  # a float32 σ of the grid
+    assert A.grid_position(10.0 ** 0.5, grid) == pytest.approx(0.5) and A.grid_position(100.0, grid) == 0.0
+    assert A.grid_position(0.01, grid) == 3.0
+    scale = torch.stack([torch.full((2, 3), float(k)) for k in range(4)])
+    a, _ = A.baked(scale, scale)(0.25)
+    assert torch.allclose(a, torch.full((2, 3), 0.25)) and torch.equal(A.baked(scale, scale)(2)[0], scale[2])
+    assert torch.equal(A.per_step(scale)(9), scale[3])
+    step = A.grid_stepper(grid, "interpolate")
+    assert step({"sigmas": torch.tensor([10.0 ** 0.5])}) == pytest.approx(0.5)
+    assert A.grid_stepper(grid)({"sigmas": torch.tensor([10.0 ** 0.4])}) == 1
+    with pytest.raises(ValueError, match="step matching"):
+        A.grid_stepper(grid, "linear")
+
+
 def tokens(words, lengths=None):
     """PromptTokens with words of ``lengths`` tokens each (1 by default), BOS at 0."""
     lengths = lengths or [1] * len(words)
