@@ -1,0 +1,168 @@
+"""CASO (Chang et al., IJCAI 2025, arXiv 2505.14254): learn, per attribute class a, a text-side embedding e_a such that
+classifier-free guidance with e_a as the positive condition (the null text as negative) edits an image towards class a
+of a frozen classifier F. Spec: caso.md §2.
+
+Training step (no sampler unrolled, [P] Eq. 8–13, the official code's defaults):
+
+    a ~ U{0 … K−1}, images x (flipped with p 0.5), z0 = E(x)
+    x_σ = z0 + σ_L·ε                               (forward noise to one level L; ComfyUI σ-space, Eq. 8)
+    ẑ0 = D(x_σ, ∅) + λ·(D(x_σ, c(e_a)) − D(x_σ, ∅))  (one guided call: the Tweedie estimate, Eq. 9–10; CFG on the
+                                                      x0-prediction equals CFG on ε)
+    x̂ = Dec(ẑ0)                                     (the VAE decode, with gradients)
+    L = ℓ_c(F(x̂), a) + γ·MSE(ẑ0, z0)               (Eq. 13; ℓ_c: (sigmoid(F) − a)² for a one-logit head [R],
+                                                      cross-entropy for K logits [D])
+
+and one AdamW step on the embeddings only (lr 2e-2, weight decay 5e-3: the official Linear(1, D) parametrisation
+e = W·1 + b with lr 1e-2, wd 1e-2 moves a direct vector exactly so, see ``repo_equivalent``). Gradients reach e_a
+through the text encoder and the U-Net's cross-attention only; every model stays frozen.
+
+Editing (Eq. 6–7): DDIM-invert with the null text to the window's start, then denoise with
+D = D_u + λ·(D_c − D_u) while t is inside the window [t_end, t_start] and D_u outside (``guided``); λ < 0 reverses
+the edit.
+
+Pure torch: the encoder, the denoiser, the decoder and the classifier come in as callables (the ComfyUI adapter is
+``adapters.caso``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import InvEditError
+from ..samplers.steps import Callback, Step
+
+LOSSES = ("auto", "mse_prob", "ce")
+
+
+class CASOError(InvEditError, RuntimeError):
+    pass
+
+
+# -- the two formulas ---------------------------------------------------------------------------------------------
+
+def guided(d_uncond: Tensor, d_cond: Tensor, scale: float) -> Tensor:
+    """D_u + λ·(D_c − D_u): classifier-free guidance of the x0-predictions with any (also negative) scale λ; exactly
+    D_u at λ = 0 and D_c at λ = 1."""
+    if scale == 0:
+        return d_uncond
+    if scale == 1:
+        return d_cond
+    return d_uncond + scale * (d_cond - d_uncond)
+
+
+def in_window(sigma: float, sigma_start: float, sigma_end: float) -> bool:
+    """Whether a step at noise level σ lies in the edit window [σ_end, σ_start] (σ_start the noisier end)."""
+    lo, hi = sorted((float(sigma_end), float(sigma_start)))
+    return lo * (1 - 1e-6) <= float(sigma) <= hi * (1 + 1e-6)
+
+
+def class_loss(logits: Tensor, target: int, loss: str = "auto") -> Tensor:
+    """ℓ_c(F(x̂), a): for a one-logit head (a binary attribute) the official (sigmoid(F) − a)², a ∈ {0, 1}; for K
+    logits cross-entropy to class a (or, ``mse_prob``, the squared error of its softmax probability to 1)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if logits.ndim != 2:
+        raise ValueError(f"the classifier gives logits of shape {tuple(logits.shape)}, not [B, K]")
+    k = logits.shape[1]
+    if k == 1:
+        if target not in (0, 1):
+            raise ValueError(f"class {target} for a one-logit (binary) classifier; give 0 or 1")
+        return ((torch.sigmoid(logits[:, 0]) - float(target)) ** 2).mean()
+    if not 0 <= target < k:
+        raise ValueError(f"class {target} is not one of the classifier's {k} classes (0 … {k - 1})")
+    if loss == "mse_prob":
+        return ((logits.softmax(1)[:, target] - 1.0) ** 2).mean()
+    return torch.nn.functional.cross_entropy(logits, torch.full((logits.shape[0],), target, dtype=torch.long,
+                                                                device=logits.device))
+
+
+# -- training -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 2
+    scale: float = 10.0          # λ_train [R]
+    lr: float = 2e-2             # AdamW on the direct vector (≡ the repo's lr 1e-2 on W·1 + b)
+    weight_decay: float = 5e-3   # (≡ the repo's 1e-2)
+    gamma: float = 0.0           # weight of MSE(ẑ0, z0) [R: 0]
+    loss: str = "auto"
+    hflip: bool = True
+    seed: int = 0
+
+
+# encode(e [n, D]) -> the positive conditioning of class e (differentiable in e)
+EncodeFn = Callable[[Tensor], object]
+# denoise(x_σ, conditioning or None (the null text)) -> x0-prediction at σ_L
+DenoiseFn = Callable[[Tensor, Optional[object]], Tensor]
+# decode(ẑ0) -> images the classifier takes; classify(images) -> logits [B, K]
+DecodeFn = Callable[[Tensor], Tensor]
+ClassifyFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class TrainResult:
+    embeddings: Tensor                      # [K, n, D]
+    losses: list = field(default_factory=list)
+    classes: list = field(default_factory=list)
+    hits: list = field(default_factory=list)  # whether F labelled the step's decoded images as the step's class
+
+
+def train_embeddings(init: Tensor, latents: Tensor, sigma: float, encode: EncodeFn, denoise: DenoiseFn,
+                     decode: DecodeFn, classify: ClassifyFn, config: TrainConfig,
+                     progress: Optional[Callback] = None) -> TrainResult:
+    """Optimise the class embeddings ``init`` [K, n, D] on the clean latents [N, C, h, w] (CASO's training step of
+    the module docstring at noise level ``sigma``). One seeded generator draws every class, batch, flip and noise,
+    so a seed fixes the run. ``progress`` gets a Step after every optimiser step (loss set) and may raise to
+    interrupt. Raises CASOError on a non-finite loss (nothing is returned, so nothing half-trained is saved)."""
+    if init.ndim != 3:
+        raise ValueError(f"embeddings must be [K, n_tokens, D], got {tuple(init.shape)}")
+    k = init.shape[0]
+    emb = torch.nn.Parameter(init.detach().clone().float())
+    opt = torch.optim.AdamW([emb], lr=config.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay)
+    gen = torch.Generator(device="cpu").manual_seed(int(config.seed))
+    result = TrainResult(emb.detach())
+    n = latents.shape[0]
+    for step in range(config.steps):
+        a = int(torch.randint(0, k, (1,), generator=gen))
+        idx = torch.randint(0, n, (min(config.batch_size, n),), generator=gen)
+        z0 = latents[idx]
+        if config.hflip:
+            flip = torch.rand(z0.shape[0], generator=gen) < 0.5
+            z0 = torch.where(flip.view(-1, 1, 1, 1).to(z0.device), z0.flip(-1), z0)
+        eps = torch.randn(z0.shape, generator=gen).to(z0)
+        x = z0 + sigma * eps
+        with torch.no_grad():
+            d_u = denoise(x, None)
+        d_c = denoise(x, encode(emb[a]))
+        z_hat = guided(d_u, d_c, config.scale)
+        logits = classify(decode(z_hat))
+        loss = class_loss(logits, a, config.loss)
+        if config.gamma:
+            loss = loss + config.gamma * torch.nn.functional.mse_loss(z_hat, z0)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise CASOError(f"the loss became {value} at step {step + 1} of {config.steps}; lower the learning rate "
+                            f"or the training scale")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        result.losses.append(value)
+        result.classes.append(a)
+        with torch.no_grad():
+            hit = (logits.detach()[:, 0] > 0).long() == a if logits.shape[1] == 1 else logits.detach().argmax(1) == a
+        result.hits.append(float(hit.float().mean()))
+        if progress is not None:
+            progress(Step(step, config.steps, loss=value))
+    result.embeddings = emb.detach().clone()
+    return result
+
+
+def repo_equivalent(lr: float = 1e-2, weight_decay: float = 1e-2) -> tuple[float, float]:
+    """The official parametrisation e = W·1 + b (two Linear(1, D) parameters with identical gradients) under AdamW
+    (lr, wd) moves like a direct vector under AdamW(2·lr, wd/2): (2·lr, wd/2)."""
+    return 2 * lr, weight_decay / 2

@@ -1,0 +1,150 @@
+"""optim/caso.py on tiny stand-ins (spec caso.md §8): guidance and window, the class losses, the Tweedie estimate with
+a perfect denoiser, the training loop (loss falls and the target class's probability rises for every class, γ lowers
+the latent error, determinism, NaN refused) and the official Linear(1, D) parametrisation's equivalence."""
+import math
+
+import pytest
+import torch
+
+from invedit.optim import caso
+
+F64 = torch.float64
+
+
+def test_guidance_is_linear_in_the_scale_and_the_window_is_inclusive():
+    u, c = torch.randn(2, 4, 8, 8, dtype=F64), torch.randn(2, 4, 8, 8, dtype=F64)
+    assert torch.equal(caso.guided(u, c, 0.0), u) and torch.equal(caso.guided(u, c, 1.0), c)
+    d = caso.guided(u, c, 3.0) - u
+    torch.testing.assert_close(caso.guided(u, c, -3.0) - u, -d)  # λ < 0 reverses the edit, exactly opposite
+    assert caso.in_window(1.0, 5.0, 0.5) and caso.in_window(5.0, 5.0, 0.5) and caso.in_window(0.5, 0.5, 5.0)
+    assert not caso.in_window(6.0, 5.0, 0.5) and not caso.in_window(0.4, 5.0, 0.5)
+
+
+def test_class_losses_and_their_errors():
+    one = torch.tensor([[0.0], [2.0]])
+    assert float(caso.class_loss(one, 1)) == pytest.approx(((0.5 - 1) ** 2 + (torch.sigmoid(torch.tensor(2.0)) - 1) ** 2) / 2)
+    k = torch.tensor([[2.0, 0.0, 0.0]])
+    assert float(caso.class_loss(k, 0)) == pytest.approx(float(torch.nn.functional.cross_entropy(k, torch.tensor([0]))))
+    assert float(caso.class_loss(k, 0, "mse_prob")) == pytest.approx(float((k.softmax(1)[0, 0] - 1) ** 2))
+    with pytest.raises(ValueError, match="not one of the classifier's 3 classes"):
+        caso.class_loss(k, 3)
+    with pytest.raises(ValueError, match="binary"):
+        caso.class_loss(one, 2)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        caso.class_loss(k, 0, "hinge")
+
+
+class Toy:
+    """encode(e) = e; D(x, ∅) = x/(1+σ²)·… a shrink; D(x, c) adds the embedding's first 3 dims as a colour shift;
+    decode = identity on 3 channels; F = a fixed linear map of the mean colour to K logits. Float64."""
+
+    def __init__(self, k=3, d=8, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.randn(k, 3, generator=g, dtype=F64) * 2
+        self.k, self.d = k, d
+        self.calls = 0
+
+    def encode(self, e):
+        return e
+
+    def denoise(self, x, cond):
+        self.calls += cond is not None
+        out = 0.5 * x
+        if cond is not None:
+            out = out + cond.mean(0)[:3].view(1, 3, 1, 1)
+        return out
+
+    def decode(self, z):
+        return z
+
+    def classify(self, img):
+        return img.mean((2, 3)) @ self.w.T
+
+    def latents(self, n=6, seed=1):
+        return torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=F64) * 0.3
+
+
+def train(toy, cfg, init=None):
+    init = torch.zeros(toy.k, 1, toy.d, dtype=F64) if init is None else init
+    return caso.train_embeddings(init, toy.latents(), 0.8, toy.encode, toy.denoise, toy.decode, toy.classify, cfg)
+
+
+def test_a_perfect_denoiser_gives_back_the_clean_latent_at_any_scale():
+    z0 = torch.randn(2, 4, 8, 8, dtype=F64)
+    sigma = 0.836
+    x = z0 + sigma * torch.randn_like(z0)
+    perfect = z0  # D(x, ·) of a denoiser that knows z0
+    for lam in (0.0, 3.0, -10.0):
+        assert torch.equal(caso.guided(perfect, perfect, lam), z0)
+    # ComfyUI's x_σ - σ ε equals diffusers' (z_t - sqrt(1-ᾱ) ε)/sqrt(ᾱ) with z_t = sqrt(ᾱ)·x_σ
+    eps = (x - z0) / sigma
+    abar = 1 / (1 + sigma ** 2)
+    z_t = abar ** 0.5 * x
+    torch.testing.assert_close((z_t - (1 - abar) ** 0.5 * eps) / abar ** 0.5, x - sigma * eps, rtol=0, atol=1e-12)
+
+
+def test_training_lowers_the_loss_and_raises_every_class_probability():
+    toy = Toy()
+    before = toy.w.clone()
+    res = train(toy, caso.TrainConfig(steps=90, batch_size=2, scale=3.0, lr=0.05, weight_decay=0.0, seed=0))
+    assert res.embeddings.shape == (3, 1, 8)
+    first = sum(res.losses[:10]) / 10
+    last = sum(res.losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
+    z = toy.latents()
+    for a in range(3):  # each class's embedding now makes F label the guided estimate as that class
+        x = z + 0.8 * torch.randn(z.shape, generator=torch.Generator().manual_seed(a), dtype=F64)
+        u = toy.denoise(x, None)
+        p0 = toy.classify(toy.decode(u)).softmax(1)[:, a].mean()
+        p = toy.classify(toy.decode(caso.guided(u, toy.denoise(x, res.embeddings[a]), 3.0))).softmax(1)[:, a].mean()
+        assert p > p0 and p > 0.8, (a, float(p0), float(p))
+    assert torch.equal(toy.w, before)  # the classifier never moves
+    assert set(res.classes) == {0, 1, 2} and len(res.hits) == 90
+
+
+def test_gamma_lowers_the_latent_error():
+    def latent_error(gamma):
+        toy = Toy()
+        res = train(toy, caso.TrainConfig(steps=60, scale=3.0, lr=0.05, weight_decay=0.0, gamma=gamma, seed=0))
+        z = toy.latents()
+        x = z + 0.8 * torch.randn(z.shape, generator=torch.Generator().manual_seed(9), dtype=F64)
+        u = toy.denoise(x, None)
+        return float(sum(torch.nn.functional.mse_loss(caso.guided(u, toy.denoise(x, res.embeddings[a]), 3.0), z)
+                         for a in range(3)))
+    assert latent_error(50.0) < latent_error(0.0)
+
+
+def test_training_is_deterministic_for_a_seed():
+    cfg = caso.TrainConfig(steps=20, scale=3.0, lr=0.05, seed=4)
+    a, b = train(Toy(), cfg), train(Toy(), cfg)
+    assert a.losses == b.losses and torch.equal(a.embeddings, b.embeddings)
+    c = train(Toy(), caso.TrainConfig(steps=20, scale=3.0, lr=0.05, seed=5))
+    assert not torch.equal(a.embeddings, c.embeddings)
+
+
+def test_a_nan_loss_stops_training_with_a_clear_error_and_bad_shapes_are_refused():
+    toy = Toy()
+    with pytest.raises(caso.CASOError, match="lower the learning rate"):
+        caso.train_embeddings(torch.zeros(3, 1, 8, dtype=F64), toy.latents(), 0.8, toy.encode,
+                              lambda x, c: x * math.nan, toy.decode, toy.classify, caso.TrainConfig(steps=3))
+    with pytest.raises(ValueError, match=r"\[K, n_tokens, D\]"):
+        caso.train_embeddings(torch.zeros(3, 8), toy.latents(), 0.8, toy.encode, toy.denoise, toy.decode,
+                              toy.classify, caso.TrainConfig(steps=1))
+
+
+def test_the_official_two_linear_parametrisation_moves_like_a_direct_vector():
+    """e = W·1 + b under AdamW(lr, wd) == a direct vector under AdamW(2·lr, wd/2) (identical gradients)."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(8, generator=g, dtype=F64)
+    w = torch.nn.Parameter(torch.rand(8, generator=g, dtype=F64) * 2 - 1)
+    b = torch.nn.Parameter(torch.rand(8, generator=g, dtype=F64) * 2 - 1)
+    e = torch.nn.Parameter((w + b).detach().clone())
+    lr, wd = caso.repo_equivalent(1e-2, 1e-2)
+    opt_repo = torch.optim.AdamW([w, b], lr=1e-2, weight_decay=1e-2)
+    opt_ours = torch.optim.AdamW([e], lr=lr, weight_decay=wd)
+    for _ in range(20):
+        for params, opt, value in (([w, b], opt_repo, lambda: w + b), ([e], opt_ours, lambda: e)):
+            opt.zero_grad()
+            ((value() - target) ** 4).sum().backward()
+            opt.step()
+    torch.testing.assert_close((w + b).detach(), e.detach(), rtol=1e-10, atol=1e-12)
