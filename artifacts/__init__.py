@@ -160,4 +160,4 @@ def load(path: Path, kind: str, who: str) -> tuple[dict, dict]:
     return tensors, meta
 
 
-from . import aesthetic, classifier, hspace, stylediffusion  # noqa: E402,F401  (each registers its kind)
+from . import aesthetic, caso, classifier, hspace, stylediffusion  # noqa: E402,F401  (each registers its kind)

@@ -166,3 +166,20 @@ def repo_equivalent(lr: float = 1e-2, weight_decay: float = 1e-2) -> tuple[float
     """The official parametrisation e = W·1 + b (two Linear(1, D) parameters with identical gradients) under AdamW
     (lr, wd) moves like a direct vector under AdamW(2·lr, wd/2): (2·lr, wd/2)."""
     return 2 * lr, weight_decay / 2
+
+
+# -- the result ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class ClassEmbedding:
+    """One learned class: ``tokens`` {text encoder key ("clip_l", "clip_g"): [n_tokens, D]} in the encoder's token
+    input space (what the prompt ``embedding:<file>`` inserts after BOS), ``name`` and ``index`` of the class among
+    ``meta['class_names']``; ``meta``: strings (attribute, classifier hash, text-encoder fingerprints, settings)."""
+    name: str
+    index: int
+    tokens: dict
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return next(iter(self.tokens.values())).shape[0]

@@ -148,3 +148,32 @@ def test_the_official_two_linear_parametrisation_moves_like_a_direct_vector():
             ((value() - target) ** 4).sum().backward()
             opt.step()
     torch.testing.assert_close((w + b).detach(), e.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_class_embedding_file_round_trips_and_is_what_the_stock_loader_reads(tmp_path):
+    """One file per class; ComfyUI's load_embed takes the tensor under the text encoder's key ('clip_l', and
+    'clip_g' for SDXL's second encoder) from a safetensors file: those keys hold the class's tokens."""
+    import json
+    from safetensors.torch import load_file
+
+    from invedit import artifacts
+    from invedit.artifacts import caso as caso_file
+    g = torch.Generator().manual_seed(0)
+    e = caso.ClassEmbedding("blue", 2, {"clip_l": torch.randn(1, 768, generator=g),
+                                        "clip_g": torch.randn(1, 1280, generator=g)},
+                            {"class_names": json.dumps(["red", "green", "blue", "yellow"]), "attribute": "colour"})
+    path = artifacts.save(tmp_path / "caso_blue.safetensors", "caso", *caso_file.to_tensors(e))
+    stock = load_file(str(path))
+    assert torch.equal(stock["clip_l"], e.tokens["clip_l"]) and torch.equal(stock["clip_g"], e.tokens["clip_g"])
+    back = caso_file.from_tensors(*artifacts.load(path, "caso", "test"))
+    assert back.name == "blue" and back.index == 2 and back.meta["attribute"] == "colour"
+    assert all(torch.equal(back.tokens[k], e.tokens[k]) for k in e.tokens)
+    bad = caso.ClassEmbedding("blue", 7, e.tokens, dict(e.meta))
+    artifacts.save(tmp_path / "bad.safetensors", "caso", *caso_file.to_tensors(bad))
+    with pytest.raises(artifacts.ArtifactError, match="class_index 7"):
+        artifacts.load(tmp_path / "bad.safetensors", "caso", "test")
+    odd = caso.ClassEmbedding("blue", 2, {"clip_l": torch.randn(2, 768), "clip_g": torch.randn(1, 1280)}, e.meta)
+    artifacts.save(tmp_path / "odd.safetensors", "caso", *caso_file.to_tensors(odd))
+    with pytest.raises(artifacts.ArtifactError, match="one n_tokens"):
+        artifacts.load(tmp_path / "odd.safetensors", "caso", "test")
+    assert caso_file.fingerprint(torch.ones(3, 4)) != caso_file.fingerprint(torch.zeros(3, 4))
