@@ -25,13 +25,13 @@ Pure torch: the encoder, the denoiser, the decoder and the classifier come in as
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
+from . import descend
 from ..errors import InvEditError
 from ..samplers.steps import Callback, Step
 
@@ -144,13 +144,8 @@ def train_embeddings(init: Tensor, latents: Tensor, sigma: float, encode: Encode
         loss = class_loss(logits, a, config.loss)
         if config.gamma:
             loss = loss + config.gamma * torch.nn.functional.mse_loss(z_hat, z0)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise CASOError(f"the loss became {value} at step {step + 1} of {config.steps}; lower the learning rate "
-                            f"or the training scale")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        value = descend(opt, loss, CASOError, f"step {step + 1} of {config.steps}",
+                        "lower the learning rate or the training scale")
         result.losses.append(value)
         result.classes.append(a)
         with torch.no_grad():

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import Tensor
 
+from . import descend
 from ..samplers.asyrp import asyrp_step, symmetric_step
 from ..errors import InvEditError
 from ..samplers.steps import Callback, Step
@@ -74,16 +75,10 @@ def train_direction(params: Iterable[torch.nn.Parameter], pair: PairFn, plain: P
                 loss = config.lambda_clip * clip_loss(p_edit, p_src)
                 if config.lambda_recon:
                     loss = loss + config.lambda_recon * (p_edit - p_src).abs().mean()
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss became {float(loss)} at step {len(losses) + 1} of {total}; "
-                                        f"lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                losses.append(descend(opt, loss, TrainingError, f"step {len(losses) + 1} of {total}"))
                 with torch.no_grad():
                     x_edit = asyrp_step(x_edit, s, s_next, p_orig.detach(), p_edit.detach())
                     x_src = symmetric_step(x_src, s, s_next, p_src)
-                losses.append(float(loss.detach()))
                 if progress is not None:
                     progress(Step(len(losses) - 1, total, x_edit, p_edit.detach(), s, s_next, loss=losses[-1]))
         sched.step()

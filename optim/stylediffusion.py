@@ -38,6 +38,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
+from . import descend
 from ..errors import InvEditError
 from ..samplers.coords import vp_scale
 from ..samplers.steps import Callback, Step
@@ -171,13 +172,8 @@ def optimise_steps(x_T: Tensor, pivots: list, sigmas: Tensor, begin: BeginFn, pr
             loss = torch.nn.functional.mse_loss(x_next / vp_scale(s_next), target)
             if schedule.attn_weight and map_loss is not None and maps:
                 loss = loss + schedule.attn_weight * map_loss(maps, i)
-            loss_v = float(loss.detach())
-            if not math.isfinite(loss_v):
-                raise InversionError(f"the loss became {loss_v} at step {i + 1} of {steps}; lower the learning "
-                                     f"rate or use training in float32")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss_v = descend(opt, loss, InversionError, f"step {i + 1} of {steps}",
+                             "lower the learning rate or use training in float32")
             n += 1
             k_done += 1
             losses.append(loss_v)
