@@ -1,7 +1,10 @@
-"""CLIP image encoders for the pack's losses inside ComfyUI: a transformers CLIP from a local folder on ComfyUI's
-device (``load_local_clip``), and a stock CLIP_VISION made differentiable (``ComfyCLIPVision``)."""
+"""CLIP encoders made usable by the pack's gradient loops inside ComfyUI: a transformers CLIP from a local folder on
+ComfyUI's device (``load_local_clip``), a stock CLIP_VISION made differentiable (``ComfyCLIPVision``), and a stock
+CLIP's text encoder differentiable in its token embeddings (``differentiable_text_encoder``)."""
 from __future__ import annotations
 
+import contextlib
+import types
 from pathlib import Path
 
 import torch
@@ -63,3 +66,30 @@ class ComfyCLIPVision:
             x = x + layer.self_attn(layer.layer_norm1(x), None, attention)
             x = x + layer.mlp(layer.layer_norm2(x))
         return model.visual_projection(vm.post_layernorm(x[:, 0, :]))
+
+
+def _residual_forward(layer, x, mask=None, optimized_attention=None):
+    """comfy.clip_model.CLIPLayer.forward with the residuals added out of place (the same values)."""
+    x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
+    return x + layer.mlp(layer.layer_norm2(x))
+
+
+@contextlib.contextmanager
+def differentiable_text_encoder(clip):
+    """Within this context a stock CLIP's text encoder(s) can be differentiated with respect to the embeddings in its
+    token list (a textual-inversion vector, CASO's class embedding): ComfyUI's CLIP layers add their residuals in
+    place (``x += …``), which autograd refuses, so each layer's forward is swapped for an out-of-place one with the
+    same arithmetic (a host test checks the encodings are bit-identical), and the weights are made grad-safe. The
+    layers get their own forward back on exit. Call with gradients allowed."""
+    from comfy.clip_model import CLIPLayer
+    model = clip.cond_stage_model
+    clip.load_model()
+    make_grad_safe(model)
+    layers = [m for m in model.modules() if isinstance(m, CLIPLayer)]
+    for layer in layers:
+        layer.forward = types.MethodType(_residual_forward, layer)
+    try:
+        yield clip
+    finally:
+        for layer in layers:
+            del layer.forward
