@@ -4,7 +4,11 @@ same tensors), and differentiably for training (``adapters.clip.differentiable_t
 editing nodes follow (issue 14)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
+
+from ..optim import caso
 
 ENCODER_OF = {"l": "clip_l", "g": "clip_g"}  # ComfyUI tokenizer key -> the embedding file's tensor key
 
@@ -42,3 +46,93 @@ def class_cond_tensor(clip, embedding: dict, who: str) -> torch.Tensor:
     """The cross-attention tensor [1, 77, D] of a class embedding, differentiable in it (call inside
     ``differentiable_text_encoder``)."""
     return clip.encode_from_tokens(class_tokens(clip, embedding, who), return_pooled=True, return_dict=True)["cond"]
+
+
+# -- training -----------------------------------------------------------------------------------------------------
+
+INITS = ("repo_uniform", "zeros")
+
+
+@dataclass
+class CASOSettings:
+    n_tokens: int = 1
+    init: str = "repo_uniform"     # e = W·1 + b with W, b ~ U(−1, 1) as the official code, or zeros
+    level: float = 0.4             # L as a fraction of T: 0.4 (t = 401) as the official code, 0.3 for faces
+    ddim_steps: int = 50           # T, which fixes t_L = 1 + (1000 / T)·round(level·T)
+    config: caso.TrainConfig = field(default_factory=caso.TrainConfig)
+
+
+def training_timestep(level: float, ddim_steps: int) -> int:
+    """t_L of the paper's table: the DDIM step round(level·T) of ComfyUI's ddim_uniform grid, t = 1 + (1000/T)·k."""
+    return 1 + (1000 // ddim_steps) * round(level * ddim_steps)
+
+
+def encoder_widths(clip) -> dict:
+    """{embedding file key: width} of a CLIP's text encoders, in its tokenizer order."""
+    return {ENCODER_OF.get(k, k): int(getattr(getattr(clip.tokenizer, ENCODER_OF.get(k, k), None), "embedding_size",
+                                              0) or 0) for k in clip.tokenize("")}
+
+
+def split_rows(e: torch.Tensor, widths: dict) -> dict:
+    """[n, ΣD] -> {encoder key: [n, D]} (the optimised tensor holds every encoder's rows side by side)."""
+    out, k = {}, 0
+    for name, d in widths.items():
+        out[name] = e[:, k:k + d]
+        k += d
+    return out
+
+
+def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, who: str, on_step=None):
+    """Train one embedding per class of ``classifier`` on the images' latents ``samples`` (VAE space); returns
+    (list of ClassEmbedding, optim.caso.TrainResult)."""
+    import comfy.model_management
+    from .checks import model_family, require_unet, require_vp_model
+    from .clip import differentiable_text_encoder
+    from .run import decode_01, grad_context, make_grad_safe
+    require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
+    require_unet(model, who)
+    if s.init not in INITS:
+        raise ValueError(f"{who}: init must be one of {INITS}, got {s.init!r}")
+    widths = encoder_widths(clip)
+    if not all(widths.values()):
+        raise ValueError(f"{who}: this CLIP's text encoders {list(widths)} do not state their width; use an SD1.x or "
+                         f"SDXL CLIP")
+    k = len(classifier.class_names)
+    t_L = training_timestep(s.level, s.ddim_steps)
+    sigma = float(model.get_model_object("model_sampling").sigma(torch.tensor(t_L)))
+    gen = torch.Generator().manual_seed(int(s.config.seed))
+    shape = (k, s.n_tokens, sum(widths.values()))
+    init = (torch.rand(shape, generator=gen) * 2 - 1 + torch.rand(shape, generator=gen) * 2 - 1
+            if s.init == "repo_uniform" else torch.zeros(shape))
+    with grad_context():
+        comfy.model_management.load_models_gpu([model, vae.patcher], force_full_load=True)
+        base = model.model
+        device = comfy.model_management.get_torch_device()
+        make_grad_safe(base.diffusion_model)
+        make_grad_safe(vae.first_stage_model)
+        latents = base.process_latent_in(samples.clone().to(device, torch.float32))
+        with torch.no_grad():
+            null = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True, return_dict=True)
+
+        def conds(cond: dict, x):
+            c = base.extra_conds(cross_attn=cond["cond"].to(device), pooled_output=cond.get("pooled_output"),
+                                 noise=x, device=device)
+            return {name: v.process_cond(batch_size=x.shape[0], device=device).cond for name, v in c.items()}
+
+        def denoise(x, cond):
+            s_in = x.new_full((x.shape[0],), sigma)
+            return base.apply_model(x.to(base.get_dtype()), s_in, **conds(null if cond is None else cond, x)).float()
+
+        with differentiable_text_encoder(clip):
+            def encode(e):
+                return clip.encode_from_tokens(class_tokens(clip, split_rows(e, widths), who), return_pooled=True,
+                                               return_dict=True)
+            try:
+                result = caso.train_embeddings(init.to(device), latents, sigma, encode, denoise,
+                                               lambda z: decode_01(vae, base, z), classifier.logits, s.config,
+                                               on_step)
+            except caso.CASOError as e:
+                raise ValueError(f"{who}: {e}") from None
+    embeddings = result.embeddings.cpu()
+    return [caso.ClassEmbedding(name, i, split_rows(embeddings[i], widths), {}) for i, name in
+            enumerate(classifier.class_names)], result

@@ -56,3 +56,40 @@ def class_index(classes: list[str], target: str) -> int:
         return int(t)
     raise ValueError(f"target {target!r} is not one of the classifier's classes {classes} (nor an index below "
                      f"{len(classes)}).")
+
+
+class ImageClassifier:
+    """The one classifier interface of the pack's gradient loops: ``logits(images)`` [B, K] of images [B, 3, H, W] in
+    [0, 1] (differentiable in them), ``class_names`` K. Built from a network with its input normalisation
+    (``NORMALISATIONS``) or from a CLIP with class prompts (``zero_shot``)."""
+
+    def __init__(self, logits_fn, class_names: list, description: str = ""):
+        self._logits, self.class_names, self.description = logits_fn, list(class_names), description
+
+    def logits(self, images):
+        return self._logits(images)
+
+    @classmethod
+    def network(cls, model: nn.Module, class_names: list, normalisation: str = "none", description: str = ""):
+        import torch
+        norm = NORMALISATIONS[normalisation]
+
+        def logits(images):
+            p = next(model.parameters())
+            x = images.to(p.device, p.dtype)
+            if norm is not None:
+                mean, std = (torch.tensor(v, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) for v in norm)
+                x = (x - mean) / std
+            return model(x).float()
+        return cls(logits, class_names, description)
+
+    @classmethod
+    def zero_shot(cls, clip, prompts: list, class_names: list | None = None, scale: float = 100.0,
+                  description: str = ""):
+        """CLIP zero-shot: scale·cos(E_I(image), E_T(prompt_k)) (``clip``: ``losses.clip.LocalCLIP``)."""
+        text = clip.text_features(list(prompts))
+
+        def logits(images):
+            return scale * clip.image_features(images) @ text.to(clip.device).T
+        return cls(logits, class_names or list(prompts), description)
+

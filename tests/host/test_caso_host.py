@@ -62,3 +62,35 @@ def test_the_text_encoder_is_differentiable_in_the_embedding_with_the_same_value
     assert p.grad is not None and float(p.grad.abs().sum()) > 0
     layers = [m for m in w["te"].cond_stage_model.modules() if isinstance(m, CLIPLayer)]
     assert layers and all("forward" not in vars(m) for m in layers)  # the layers' own forward is back
+
+
+def test_training_lowers_the_class_loss_and_leaves_every_model_unchanged(w):
+    """40 steps on 16 shapes-world images with the colour classifier (4 classes, λ 10, the official step): the class
+    loss falls, the classifier labels more of the guided estimates as their class, and the U-Net, VAE, text encoder
+    and classifier weights are bit-identical afterwards."""
+    from harness import host
+    from harness.paths import BASE
+    from harness.shapes import data
+    ad, oc = host.pack_module("adapters.caso"), host.pack_module("optim.caso")
+    cl, ac = host.pack_module("losses.classifiers"), host.pack_module("artifacts.classifier")
+    with torch.inference_mode():
+        lat = w["vae"].encode(data.make_batch(16, 77).images.permute(0, 2, 3, 1))
+    with torch.inference_mode(False):
+        net, classes = ac.load_classifier(BASE / "models/invedit_classifiers/shapes_colour.safetensors", "small_cnn",
+                                          None, "test")
+    clf = cl.ImageClassifier.network(net, classes)
+    modules = {"unet": w["model"].get_model_object("diffusion_model"), "vae": w["vae"].first_stage_model,
+               "text": w["te"].cond_stage_model, "classifier": net}
+    before = {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in modules.items()}
+    s = ad.CASOSettings(config=oc.TrainConfig(steps=40, batch_size=2, scale=10.0, seed=0))
+    with torch.inference_mode():
+        embs, res = ad.train(w["model"], w["te"], w["vae"], clf, lat, s, "test")
+    assert [e.name for e in embs] == ["red", "green", "blue", "yellow"] and embs[0].tokens["clip_l"].shape == (1, 768)
+    q = len(res.losses) // 4
+    assert sum(res.losses[-q:]) < sum(res.losses[:q]), res.losses
+    assert sum(res.hits[-q:]) >= sum(res.hits[:q])
+    for k, m in modules.items():
+        after = m.state_dict()
+        assert all(torch.equal(before[k][n], after[n]) for n in before[k]), k
+    assert all(p.grad is None for m in modules.values() for p in m.parameters())
+    assert ad.training_timestep(0.4, 50) == 401 and ad.training_timestep(0.3, 50) == 301
