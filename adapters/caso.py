@@ -136,3 +136,91 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
     embeddings = result.embeddings.cpu()
     return [caso.ClassEmbedding(name, i, split_rows(embeddings[i], widths), {}) for i, name in
             enumerate(classifier.class_names)], result
+
+
+# -- guidance and editing -----------------------------------------------------------------------------------------
+
+def window_sigmas(model, window_start: float, window_end: float) -> tuple[float, float]:
+    """(σ_start, σ_end) of a window given as fractions of the training timesteps (t = fraction·999: 0.3 → t 300)."""
+    ms = model.get_model_object("model_sampling")
+    return (float(ms.sigma(torch.tensor(round(window_start * 999)))),
+            float(ms.sigma(torch.tensor(round(window_end * 999)))))
+
+
+class WindowedGuidance:
+    """A ``sampler_post_cfg_function``: D = D_u + λ·(D_c − D_u) while the step's σ is in [σ_end, σ_start], D_u
+    outside (CASO's edit, ``optim.caso.guided``), for any λ (negative too, which the stock cfg widgets do not allow).
+    It replaces the stock combination from the two predictions themselves (a ``sampler_cfg_function`` would return
+    x − D, and x − (x − D_u) is not D_u to the bit), so λ = 0 is the negative prompt's prediction exactly."""
+
+    def __init__(self, scale: float, sigma_start: float, sigma_end: float):
+        self.scale, self.sigma_start, self.sigma_end = float(scale), sigma_start, sigma_end
+
+    def __call__(self, args):
+        sigma = float(args["sigma"].flatten()[0])
+        if not caso.in_window(sigma, self.sigma_start, self.sigma_end):
+            return args["uncond_denoised"]
+        return caso.guided(args["uncond_denoised"], args["cond_denoised"], self.scale)
+
+
+def guidance_patch(model, scale: float, window_start: float, window_end: float, who: str):
+    """A clone of ``model`` whose guidance is ``WindowedGuidance`` (the cfg widget of the sampler is then ignored;
+    the uncond pass runs even at cfg 1)."""
+    if not window_start >= window_end:
+        raise ValueError(f"{who}: window_start {window_start} must not be below window_end {window_end} (the window "
+                         f"runs from the noisier start down to its end)")
+    m = model.clone()
+    m.set_model_sampler_post_cfg_function(WindowedGuidance(scale, *window_sigmas(model, window_start, window_end)),
+                                          disable_cfg1_optimization=True)
+    return m
+
+
+def edit(model, positive, negative, samples: torch.Tensor, steps: int, scale: float, window_start: float,
+         window_end: float, inversion: str, seed: int, who: str):
+    """CASO's edit (Eq. 6–7): invert the image to the window's start (DDIM with the null text, or forward noise with
+    ``seed``), then DDIM down with the windowed guidance. Returns (edited, start) LATENT samples."""
+    import comfy.sample
+    import comfy.samplers
+    from .ddim import DDIMInversionSampler
+    from .run import run_with_cfg_guider
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps).cpu()
+    sigma_start, _ = window_sigmas(model, window_start, window_end)
+    i0 = int((sigmas[:-1] > sigma_start * (1 + 1e-6)).sum())
+    part = sigmas[i0:]
+    if part.numel() < 2:
+        raise ValueError(f"{who}: the window starts below the last step; raise window_start")
+    if inversion == "ddim":
+        with torch.inference_mode():
+            start = run_with_cfg_guider(model, negative, negative, 1.0, DDIMInversionSampler(), samples, part)
+    elif inversion == "noise":
+        noise = comfy.sample.prepare_noise(samples, seed)  # Eq. 8: x_σ = z0 + σ·ε at the window's start
+        start = model.model.process_latent_out(model.model.process_latent_in(samples) + float(part[0]) * noise)
+    else:
+        raise ValueError(f"{who}: inversion must be ddim or noise, got {inversion!r}")
+    guided_model = guidance_patch(model, scale, window_start, window_end, who)
+    out = run_with_cfg_guider(guided_model, positive, negative, 1.0, comfy.samplers.sampler_object("euler"), start,
+                              part)
+    return out, start
+
+
+# -- files --------------------------------------------------------------------------------------------------------
+
+def fingerprints(clip) -> dict:
+    """{"te_clip_l": …, "te_clip_g": …}: short hashes of the CLIP's token-embedding tables (``artifacts.caso``)."""
+    from ..artifacts.caso import fingerprint
+    out = {}
+    for name in encoder_widths(clip):
+        enc = getattr(clip.cond_stage_model, name, None)
+        table = getattr(getattr(getattr(getattr(getattr(enc, "transformer", None), "text_model", None), "embeddings",
+                                        None), "token_embedding", None), "weight", None)
+        if table is not None:
+            out[f"te_{name}"] = fingerprint(table)
+    return out
+
+
+def check_fingerprints(clip, embedding, who: str) -> list:
+    """Warnings for a class embedding trained with another text encoder (a fingerprint that differs)."""
+    have = fingerprints(clip)
+    return [f"{who}: {embedding.name} was trained with another {key[3:]} text encoder (fingerprint "
+            f"{embedding.meta[key]} vs {value}); it may not edit as it did" for key, value in have.items()
+            if embedding.meta.get(key) not in (None, value)]

@@ -17,6 +17,7 @@ from . import ArtifactError, Kind, register
 
 FORMAT = "caso_embedding/1"
 ENCODER_KEYS = ("clip_l", "clip_g")
+WIDTHS = {"clip_l": 768, "clip_g": 1280}  # CLIP-L and OpenCLIP-bigG token widths (SD1.x; SDXL's two encoders)
 
 
 def _validate(tensors: dict, meta: dict, name: str) -> None:
@@ -27,6 +28,12 @@ def _validate(tensors: dict, meta: dict, name: str) -> None:
     shapes = {k: tuple(tensors[k].shape) for k in keys}
     if any(len(s) != 2 for s in shapes.values()) or len({s[0] for s in shapes.values()}) != 1:
         raise ArtifactError(f"{name}: its tensors must be [n_tokens, D] with one n_tokens, got {shapes}")
+    wrong = {k: s for k, s in shapes.items() if s[1] != WIDTHS[k]}
+    if wrong:
+        raise ArtifactError(f"{name}: {wrong} do not have their text encoders' widths {WIDTHS}")
+    if meta.get("n_tokens") not in (None, str(next(iter(shapes.values()))[0])):
+        raise ArtifactError(f"{name}: its tensors hold {next(iter(shapes.values()))[0]} tokens, its metadata says "
+                            f"n_tokens {meta['n_tokens']}")
     try:
         names = json.loads(meta.get("class_names", ""))
         index = int(meta.get("class_index", ""))
@@ -44,12 +51,12 @@ KIND = register(Kind("caso", "a CASO class embedding", FORMAT, _validate,
 
 def to_tensors(e: ClassEmbedding) -> tuple[dict, dict]:
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in e.tokens.items()}
-    meta = dict(e.meta, class_name=e.name, class_index=str(e.index))
+    meta = dict(e.meta, class_name=e.name, class_index=str(e.index), n_tokens=str(e.n_tokens))
     return tensors, meta
 
 
 def from_tensors(tensors: dict, meta: dict) -> ClassEmbedding:
-    rest = {k: v for k, v in meta.items() if k not in ("format", "class_name", "class_index")}
+    rest = {k: v for k, v in meta.items() if k not in ("format", "class_name", "class_index", "n_tokens")}
     return ClassEmbedding(meta["class_name"], int(meta["class_index"]), {k: tensors[k] for k in ENCODER_KEYS
                                                                          if k in tensors}, rest)
 

@@ -33,7 +33,7 @@ from harness.server import ComfyServer, PromptFailed, ServerError
 MODELS = BASE / "models"
 # the pack's model folders (nodes/folders.py) and what one entry is: a .safetensors file, or a CLIP folder
 PACK_FOLDERS = {"invedit_classifiers": "file", "invedit_aesthetic": "file", "hspace_directions": "file",
-                "invedit_value_embeds": "file",
+                "invedit_value_embeds": "file", "embeddings": "file",
                 "invedit_clip": "folder"}
 PROBE = "probe_"  # every file the probes make starts so; removed at the end
 # a message names the fix: after a ';', what to do
@@ -54,6 +54,8 @@ PROVIDERS = {
     "INVEDIT_PIXEL_LOSS": ("InvEditDOODLClassifierLoss", 0, {}),
     "INVEDIT_LOSS_HISTORY": ("InvEditDOODLOptimize", 2, {}),
     "INVEDIT_VALUE_EMBED": ("InvEditNullTextInvert", 0, {"steps": 3, "inner_steps": 2}),
+    "INVEDIT_CLASSIFIER": ("InvEditClassifierLoad", 0, {"classifier": "shapes_colour.safetensors"}),
+    "INVEDIT_CASO_EMBEDDING": ("InvEditCASOTrain", 0, {"steps": 1, "batch_size": 1}),
 }
 
 # widgets whose default alone does not run (the CLIP loss needs a target text or images)
@@ -240,6 +242,7 @@ def probe_files(server, tmp_path_factory):
     b = Builder(info)
     b.node("InvEditHSpaceSave", {"name": PROBE + "good_direction"})
     b.node("InvEditValueSave", {"name": PROBE + "good_value"})
+    b.node("InvEditCASOSave", {"filename_prefix": PROBE + "good_caso"})
     server.wait(server.queue(b.prompt), timeout=300)
     clip = MODELS / "invedit_clip" / "shapes-toy-clip"
     dim = json.loads((clip / "config.json").read_text())["projection_dim"]
@@ -249,6 +252,7 @@ def probe_files(server, tmp_path_factory):
     good = {"invedit_classifiers": MODELS / "invedit_classifiers" / "shapes_colour.safetensors",
             "hspace_directions": MODELS / "hspace_directions" / (PROBE + "good_direction.safetensors"),
             "invedit_value_embeds": MODELS / "invedit_value_embeds" / (PROBE + "good_value.safetensors"),
+            "embeddings": MODELS / "embeddings" / (PROBE + "good_caso_red.safetensors"),
             "invedit_aesthetic": head, "invedit_clip": clip}
     assert all(p.exists() for p in good.values()), good
     yield good, marker
@@ -391,7 +395,8 @@ SAVE_NAMES = {
 }
 
 
-SAVES_TO = {"InvEditHSpaceSave": "hspace_directions", "InvEditValueSave": "invedit_value_embeds"}
+SAVES_TO = {"InvEditHSpaceSave": "hspace_directions", "InvEditValueSave": "invedit_value_embeds",
+            "InvEditCASOSave": "embeddings"}
 
 
 def save_inputs(info: dict) -> list:
@@ -427,10 +432,12 @@ def test_every_hostile_save_name_is_refused_and_nothing_is_written_or_overwritte
                     if who not in text or problem not in text or not FIX.search(text):
                         failures.append(f"{node_type}.{name} = {value!r} ({kind}): {text[:300]}")
                 tried[node_type, f"save name: {kind}"] += 1
-        # the name of a file that exists: saved beside it under ComfyUI's counter, the first one untouched
+        # the name of a file that exists: saved beside it under ComfyUI's counter, the first one untouched (CASO
+        # saves a file per class: <prefix>_<class>, each beside its own)
         existing = good[SAVES_TO[node_type]]
+        base = existing.stem.removesuffix("_red") if node_type == "InvEditCASOSave" else existing.stem
         b = Builder(info)
-        b.node(node_type, {name: existing.stem})
+        b.node(node_type, {name: base})
         server.wait(server.queue(b.prompt), timeout=300)
         assert (existing.parent / f"{existing.stem}_00001.safetensors").is_file()
         tried[node_type, "save name: an existing file's"] += 1
@@ -440,7 +447,9 @@ def test_every_hostile_save_name_is_refused_and_nothing_is_written_or_overwritte
     after = snapshot(BASE, server.output_path)
     new = set(after) - set(before)
     assert {p for p in new if not any(d in p.parents for d in pack_dirs)} == set(), new  # nothing outside the folders
-    assert {p for p in new} == {good[f].parent / f"{good[f].stem}_00001.safetensors" for f in SAVES_TO.values()}, new
+    expected = {p.parent / f"{p.stem}_00001.safetensors" for f in SAVES_TO.values()
+                for p in good[f].parent.glob(good[f].stem.removesuffix("_red") + "*.safetensors") if p in before}
+    assert new == expected, new ^ expected
     assert not list(Path("/tmp").glob("probe_abs*"))
     assert {p: digest(p) for p in kept} == kept  # nothing overwritten
     assert not [p for d in pack_dirs for p in d.rglob("*.tmp")]  # nothing half-written
@@ -455,6 +464,7 @@ LONG = {
     "InvEditHSpaceTrainDirection": {"epochs": 100, "init": "random"},
     "InvEditEDICTInvert": {"sigmas": ("InvEditEDICTSigmas", {"steps": 1000})},
     "InvEditStyleDiffusionInvert": {"steps": 50, "inner_steps": 200},
+    "InvEditCASOTrain": {"steps": 10000},
 }
 
 

@@ -94,3 +94,105 @@ def test_training_lowers_the_class_loss_and_leaves_every_model_unchanged(w):
         assert all(torch.equal(before[k][n], after[n]) for n in before[k]), k
     assert all(p.grad is None for m in modules.values() for p in m.parameters())
     assert ad.training_timestep(0.4, 50) == 401 and ad.training_timestep(0.3, 50) == 301
+
+
+@pytest.fixture(scope="module")
+def trained(w):
+    from harness.shapes import data
+    C = w["C"]
+    with torch.inference_mode():
+        lat = {"samples": w["vae"].encode(data.make_batch(16, 77).images.permute(0, 2, 3, 1))}
+        clf = C["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0, "none").args[0]
+        out = C["InvEditCASOTrain"].execute(model=w["model"], clip=w["te"], vae=w["vae"], classifier=clf, latent=lat,
+                                            attribute="colour", steps=60, batch_size=2, scale=10.0, level=0.4,
+                                            lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1, init="repo_uniform",
+                                            hflip=True, seed=0)
+    return out.args[0], clf
+
+
+def stock_sample(w, model, positive, negative, latent, cfg=3.0, steps=10):
+    import comfy.sample
+    import comfy.samplers
+    sig = comfy.samplers.calculate_sigmas(w["model"].get_model_object("model_sampling"), "ddim_uniform", steps)
+    with torch.inference_mode():
+        return comfy.sample.sample_custom(model, torch.zeros_like(latent), cfg, comfy.samplers.sampler_object("euler"),
+                                          sig[4:], positive, negative, latent, disable_pbar=True, seed=0)
+
+
+def test_the_guidance_patch_at_zero_scale_or_an_empty_window_is_the_negative_prompt_bit_for_bit(w, trained):
+    C = w["C"]
+    embs, _ = trained
+    pos, neg = C["InvEditCASOEncode"].execute(w["te"], embs, "blue").args
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
+    stock_zero = stock_sample(w, w["model"], pos, neg, x, cfg=0.0)  # the stock sampler at cfg 0: D_u, batched alike
+    for scale, start, end in ((0.0, 1.0, 0.0), (10.0, 0.05, 0.05)):  # λ 0; a window no step falls in
+        m = C["InvEditCASOGuidance"].execute(w["model"], scale, start, end).args[0]
+        assert torch.equal(stock_sample(w, m, pos, neg, x, cfg=7.0), stock_zero), (scale, start, end)
+    m3 = C["InvEditCASOGuidance"].execute(w["model"], 3.0, 1.0, 0.0).args[0]  # a full window: the stock cfg 3
+    torch.testing.assert_close(stock_sample(w, m3, pos, neg, x, cfg=7.0), stock_sample(w, w["model"], pos, neg, x),
+                               rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="must not be below window_end"):
+        C["InvEditCASOGuidance"].execute(w["model"], 1.0, 0.2, 0.5)
+
+
+def test_the_trained_class_edits_towards_it_and_a_negative_scale_away(w, trained):
+    from harness.shapes import data
+    C = w["C"]
+    embs, clf = trained
+    pos, neg = C["InvEditCASOEncode"].execute(w["te"], embs, "blue").args
+    src = data.make_batch(1, 5, colour=0, shape=0).images
+    with torch.inference_mode():
+        lat = {"samples": w["vae"].encode(src.permute(0, 2, 3, 1))}
+
+    def p(cls, scale, positive):
+        with torch.inference_mode():
+            ed = C["InvEditCASOEdit"].execute(w["model"], positive, neg, lat, 50, scale, 0.6, 0.0, "ddim",
+                                              0).args[0]
+            return float(clf.logits(w["vae"].decode(ed["samples"]).permute(0, 3, 1, 2)).softmax(1)[0, cls])
+    assert p(2, 3.0, pos) > 0.9 > p(2, 0.0, pos)  # red -> blue
+    red = C["InvEditCASOEncode"].execute(w["te"], embs, "red").args[0]
+    kept, reversed_ = p(0, 0.0, red), p(0, -3.0, red)  # away from red: its probability falls
+    assert reversed_ < kept, (kept, reversed_)
+
+
+def test_saved_classes_are_the_stock_encoders_embedding_and_misuse_is_named(w, trained, caplog):
+    import folder_paths
+    import nodes
+    C = w["C"]
+    embs, _ = trained
+    text = C["InvEditCASOSave"].execute(embs, "test_caso_save").ui.as_dict()["text"][0]
+    root = folder_paths.get_folder_paths("embeddings")[0]
+    names = [n.split(":")[1] for n in text.removeprefix("saved: ").split(", ")]
+    try:
+        assert names == [f"test_caso_save_{c}" for c in ("red", "green", "blue", "yellow")]
+        with torch.inference_mode():
+            stock = nodes.CLIPTextEncode().encode(w["te"], "embedding:test_caso_save_blue")[0]
+            loaded = C["InvEditCASOLoad"].execute("test_caso_save_blue.safetensors").args[0]
+            ours = C["InvEditCASOEncode"].execute(w["te"], loaded, "").args[0]
+        assert torch.equal(stock[0][0], ours[0][0])
+        with pytest.raises(ValueError, match="not one of the classifier's classes"):
+            C["InvEditCASOEncode"].execute(w["te"], embs, "purple")
+        loaded[0].meta["te_clip_l"] = "0" * 16  # as if trained with another text encoder
+        with caplog.at_level("WARNING"):
+            C["InvEditCASOEncode"].execute(w["te"], loaded, "")
+        assert "was trained with another clip_l text encoder" in caplog.text
+    finally:
+        for n in names:
+            p = os.path.join(root, f"{n}.safetensors")
+            if os.path.isfile(p):
+                os.remove(p)
+
+
+def test_an_interrupted_training_returns_nothing(w, trained):
+    import comfy.model_management as mm
+    C = w["C"]
+    _, clf = trained
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
+            C["InvEditCASOTrain"].execute(model=w["model"], clip=w["te"], vae=w["vae"], classifier=clf,
+                                          latent={"samples": torch.zeros(2, 4, 8, 8)}, attribute="colour", steps=50,
+                                          batch_size=1, scale=10.0, level=0.4, lr=0.02, weight_decay=0.005,
+                                          gamma=0.0, n_tokens=1, init="repo_uniform", hflip=True, seed=0)
+    finally:
+        mm.interrupt_current_processing(False)

@@ -172,8 +172,16 @@ def test_a_class_embedding_file_round_trips_and_is_what_the_stock_loader_reads(t
     artifacts.save(tmp_path / "bad.safetensors", "caso", *caso_file.to_tensors(bad))
     with pytest.raises(artifacts.ArtifactError, match="class_index 7"):
         artifacts.load(tmp_path / "bad.safetensors", "caso", "test")
-    odd = caso.ClassEmbedding("blue", 2, {"clip_l": torch.randn(2, 768), "clip_g": torch.randn(1, 1280)}, e.meta)
-    artifacts.save(tmp_path / "odd.safetensors", "caso", *caso_file.to_tensors(odd))
+    from safetensors.torch import save_file
+    tensors, meta = caso_file.to_tensors(e)
+    save_file({"clip_l": torch.randn(2, 768), "clip_g": torch.randn(1, 1280)}, str(tmp_path / "odd.safetensors"),
+              metadata=dict(meta, format=caso_file.FORMAT))
     with pytest.raises(artifacts.ArtifactError, match="one n_tokens"):
         artifacts.load(tmp_path / "odd.safetensors", "caso", "test")
+    save_file({"clip_l": torch.randn(2, 768)}, str(tmp_path / "rows.safetensors"), metadata=dict(meta, format=caso_file.FORMAT))
+    with pytest.raises(artifacts.ArtifactError, match="its metadata says n_tokens 1"):
+        artifacts.load(tmp_path / "rows.safetensors", "caso", "test")
+    save_file({"clip_l": torch.randn(1, 64)}, str(tmp_path / "narrow.safetensors"), metadata=dict(meta, format=caso_file.FORMAT))
+    with pytest.raises(artifacts.ArtifactError, match="widths"):
+        artifacts.load(tmp_path / "narrow.safetensors", "caso", "test")
     assert caso_file.fingerprint(torch.ones(3, 4)) != caso_file.fingerprint(torch.zeros(3, 4))

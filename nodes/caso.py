@@ -1,0 +1,306 @@
+"""CASO nodes: image classifiers, train class embeddings from a classifier, save them where the stock text encoder
+finds them (``embedding:<name>``), load, encode, the windowed guidance patch, and the edit."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from comfy_api.latest import io, ui
+
+from .. import artifacts
+from ..adapters import caso as adapter
+from ..adapters.checks import checked_latent, refuse_noise_mask
+from ..adapters.clip import load_local_clip
+from ..adapters.progress import LiveLoss
+from ..adapters.run import grad_context
+from ..artifacts.caso import from_tensors, to_tensors
+from ..losses import classifiers
+from ..optim import caso
+from .common import CATEGORY, display, node_id
+from .folders import CLASSIFIER_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
+from .sockets import CASOEmbedding, ImageClassifier, LossHistory
+
+log = logging.getLogger(__name__)
+SUBCATEGORY = f"{CATEGORY}/caso"
+EMBEDDINGS = "embeddings"  # ComfyUI's own folder: the stock CLIPTextEncode reads embedding:<name> from it
+
+
+class ClassifierLoad(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("ClassifierLoad"),
+            display_name=display("Image Classifier"),
+            category=SUBCATEGORY,
+            description=(f"An image classifier for CASO: a safetensors state dict in models/{CLASSIFIER_FOLDER}/ of a "
+                         f"declared architecture (the file only fills its parameters; pickles are refused); classes "
+                         f"from its 'classes' metadata or numbered."),
+            inputs=[io.Combo.Input("classifier", options=file_names(CLASSIFIER_FOLDER), tooltip="A .safetensors file."),
+                    io.Combo.Input("architecture", options=list(classifiers.ARCHITECTURES), default="small_cnn",
+                                   tooltip="The network the weights belong to."),
+                    io.Int.Input("num_classes", default=0, min=0, max=100000, tooltip=(
+                        "Only for files without 'classes' metadata.")),
+                    io.Combo.Input("normalisation", options=list(classifiers.NORMALISATIONS), default="none",
+                                   tooltip="What the network expects after [0, 1] pixels.")],
+            outputs=[ImageClassifier.Output(display_name="classifier")],
+        )
+
+    @classmethod
+    def execute(cls, classifier, architecture, num_classes, normalisation) -> io.NodeOutput:
+        who = display("Image Classifier")
+        with grad_context():
+            model, names = artifacts.classifier.load_classifier(file_path(CLASSIFIER_FOLDER, classifier),
+                                                                architecture, num_classes or None, who)
+        import comfy.model_management
+        model = model.to(comfy.model_management.get_torch_device())
+        digest = artifacts.caso.fingerprint(next(model.parameters()))
+        return io.NodeOutput(classifiers.ImageClassifier.network(model, names, normalisation,
+                                                                 f"{classifier} ({architecture}, {digest})"))
+
+
+class CLIPZeroShotClassifier(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CLIPZeroShotClassifier"),
+            display_name=display("CLIP Zero-shot Classifier"),
+            category=SUBCATEGORY,
+            description=("An image classifier from a local CLIP (models/invedit_clip/) and one prompt per class: "
+                         "logits = 100·cos(image, prompt). Also a second judge of an edit trained with another "
+                         "classifier."),
+            inputs=[io.Combo.Input("clip_name", options=clip_folder_names(), tooltip="A transformers CLIP folder."),
+                    io.String.Input("prompts", multiline=True, default="a red circle\na blue circle", tooltip=(
+                        "One prompt per class, one per line.")),
+                    io.String.Input("class_names", default="", tooltip=(
+                        "Comma-separated names (empty: the prompts)."))],
+            outputs=[ImageClassifier.Output(display_name="classifier")],
+        )
+
+    @classmethod
+    def execute(cls, clip_name, prompts, class_names) -> io.NodeOutput:
+        who = display("CLIP Zero-shot Classifier")
+        lines = [p.strip() for p in prompts.splitlines() if p.strip()]
+        names = [n.strip() for n in class_names.split(",") if n.strip()] or lines
+        if len(lines) < 2 or len(names) != len(lines):
+            raise ValueError(f"{who}: give one prompt per line for at least two classes, and as many class names "
+                             f"(got {len(lines)} prompts, {len(names)} names)")
+        with grad_context():
+            clip = load_local_clip(clip_folder(clip_name, who), who)
+        return io.NodeOutput(classifiers.ImageClassifier.zero_shot(clip, lines, names, description=clip_name))
+
+
+class CASOTrain(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CASOTrain"),
+            display_name=display("CASO Train Embeddings"),
+            category=SUBCATEGORY,
+            description=(
+                "Learns one embedding per class of the classifier (CASO, Chang et al. 2025): an image's latent is "
+                "noised to one level L, one guided model call with the class embedding as the positive prompt (the "
+                "empty prompt as negative) gives the clean estimate, the VAE decodes it and the classifier's loss "
+                "to the class is minimised over the embedding only (AdamW). The images need no labels. Save the "
+                "result to use a class as embedding:<name> in any prompt. Note: the first run turns the loaded "
+                "U-Net's, VAE's and text encoder's inference-mode weights into ordinary tensors (same values)."),
+            inputs=[
+                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (frozen)."),
+                io.Clip.Input("clip", tooltip="Its text encoder (frozen; the embedding lives in its token space)."),
+                io.Vae.Input("vae", tooltip="Decodes the estimate for the classifier (with gradients)."),
+                ImageClassifier.Input("classifier", tooltip="Image Classifier or CLIP Zero-shot Classifier."),
+                io.Latent.Input("latent", tooltip="VAE Encode of the unlabeled training images (a batch)."),
+                io.String.Input("attribute", default="colour", tooltip="What the classes are of (file names, metadata)."),
+                io.Int.Input("steps", default=200, min=1, max=100000, tooltip=(
+                    "Optimiser steps (official: about 2000, 20 epochs of 200 images at batch 2).")),
+                io.Int.Input("batch_size", default=2, min=1, max=64, tooltip="Images per step (official 2)."),
+                io.Float.Input("scale", default=10.0, min=-30.0, max=30.0, step=0.1, tooltip=(
+                    "λ of the training step's guidance (official 10).")),
+                io.Float.Input("level", default=0.4, min=0.02, max=0.98, step=0.02, tooltip=(
+                    "L as a fraction of the 50 DDIM steps (0.4: t 401, official; 0.3 for faces).")),
+                io.Float.Input("lr", default=0.02, min=1e-5, max=1.0, step=0.001, tooltip=(
+                    "AdamW learning rate (0.02 on the vector = the official 0.01 on its two-Linear form).")),
+                io.Float.Input("weight_decay", default=0.005, min=0.0, max=1.0, step=0.001, tooltip="Official 0.005."),
+                io.Float.Input("gamma", default=0.0, min=0.0, max=1000.0, step=0.1, tooltip=(
+                    "Weight of the latent reconstruction term (official 0).")),
+                io.Int.Input("n_tokens", default=1, min=1, max=8, tooltip="Tokens per class (official 1)."),
+                io.Combo.Input("init", options=list(adapter.INITS), default="repo_uniform", tooltip=(
+                    "repo_uniform: the official W·1 + b with U(−1, 1) entries; zeros.")),
+                io.Boolean.Input("hflip", default=True, tooltip="Flip images at random (official)."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip=(
+                    "Every draw: classes, images, flips, noise, initialisation.")),
+            ],
+            outputs=[CASOEmbedding.Output(display_name="embeddings", tooltip="One per class of the classifier."),
+                     LossHistory.Output(display_name="loss_history", tooltip="The class loss at every step.")],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, classifier, latent, attribute, steps, batch_size, scale, level, lr,
+                weight_decay, gamma, n_tokens, init, hflip, seed) -> io.NodeOutput:
+        who = display("CASO Train Embeddings")
+        samples = checked_latent(model, latent, who)
+        refuse_noise_mask(latent, who)
+        config = caso.TrainConfig(steps=steps, batch_size=batch_size, scale=scale, lr=lr, weight_decay=weight_decay,
+                                  gamma=gamma, hflip=hflip, seed=seed)
+        settings = adapter.CASOSettings(n_tokens=n_tokens, init=init, level=level, config=config)
+        live = LiveLoss("CASO training", "class loss")
+        embs, res = adapter.train(model, clip, vae, classifier, samples, settings, who, live)
+        meta = {"attribute": attribute, "class_names": json.dumps(classifier.class_names),
+                "classifier": classifier.description, "family": type(model.model.model_config).__name__,
+                "train": json.dumps({"steps": steps, "batch_size": batch_size, "scale": scale, "level": level,
+                                     "t": adapter.training_timestep(level, 50), "lr": lr,
+                                     "weight_decay": weight_decay, "gamma": gamma, "n_tokens": n_tokens,
+                                     "init": init, "hflip": hflip, "seed": seed, "images": int(samples.shape[0])}),
+                **adapter.fingerprints(clip)}
+        for e in embs:
+            e.meta.update(meta)
+        q = max(1, len(res.losses) // 10)
+        text = (f"{len(embs)} classes ({', '.join(e.name for e in embs)}), {steps} steps: class loss "
+                f"{sum(res.losses[:q]) / q:.3f} → {sum(res.losses[-q:]) / q:.3f}, the classifier agreed on "
+                f"{100 * sum(res.hits[:q]) / q:.0f} % → {100 * sum(res.hits[-q:]) / q:.0f} % of the estimates")
+        return io.NodeOutput(embs, live.history, ui=live.ui(text))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
+
+
+class CASOSave(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CASOSave"),
+            display_name=display("CASO Save Embeddings"),
+            category=SUBCATEGORY,
+            description=(f"Saves each class as its own file in models/{EMBEDDINGS}/ (<prefix>_<class>.safetensors), in "
+                         f"the layout ComfyUI's embedding loader reads: type embedding:<prefix>_<class> in any "
+                         f"CLIPTextEncode prompt. An existing name is kept (ComfyUI's counter)."),
+            inputs=[CASOEmbedding.Input("embeddings", tooltip="From CASO Train Embeddings."),
+                    io.String.Input("filename_prefix", default="caso_colour", tooltip="File names start so.")],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, embeddings, filename_prefix) -> io.NodeOutput:
+        who = display("CASO Save Embeddings")
+        try:
+            artifacts.safe_file_name(filename_prefix, who)  # the prefix itself, so that a refusal says what is wrong
+        except artifacts.ArtifactError as e:
+            raise ValueError(str(e)) from None
+        names = []
+        for e in embeddings:
+            tensors, meta = to_tensors(e)
+            path = save_new(EMBEDDINGS, "caso", f"{filename_prefix}_{_slug(e.name)}", tensors, meta, who)
+            names.append(f"embedding:{path.stem}")
+        return io.NodeOutput(ui=ui.PreviewText("saved: " + ", ".join(names)))
+
+
+class CASOLoad(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CASOLoad"),
+            display_name=display("CASO Load Embedding"),
+            category=SUBCATEGORY,
+            description=f"Loads one class saved by CASO Save Embeddings from models/{EMBEDDINGS}/ (validated).",
+            inputs=[io.Combo.Input("name", options=file_names(EMBEDDINGS), tooltip="A CASO class file.")],
+            outputs=[CASOEmbedding.Output(display_name="embeddings")],
+        )
+
+    @classmethod
+    def execute(cls, name) -> io.NodeOutput:
+        who = display("CASO Load Embedding")
+        return io.NodeOutput([from_tensors(*artifacts.load(file_path(EMBEDDINGS, name), "caso", who))])
+
+
+class CASOEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CASOEncode"),
+            display_name=display("CASO Encode"),
+            category=SUBCATEGORY,
+            description=("The CONDITIONING of one class (what CLIPTextEncode gives for embedding:<its file>), and the "
+                         "empty prompt's as the negative."),
+            inputs=[io.Clip.Input("clip", tooltip="The text encoder the embedding was trained with."),
+                    CASOEmbedding.Input("embeddings", tooltip="From Train or Load."),
+                    io.String.Input("class_name", default="", tooltip="Its name or index (empty: the first).")],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+        )
+
+    @classmethod
+    def execute(cls, clip, embeddings, class_name) -> io.NodeOutput:
+        who = display("CASO Encode")
+        names = [e.name for e in embeddings]
+        try:
+            e = embeddings[classifiers.class_index(names, class_name) if class_name.strip() else 0]
+        except ValueError as err:
+            raise ValueError(f"{who}: {err}") from None
+        for warning in adapter.check_fingerprints(clip, e, who):
+            log.warning(warning)
+        return io.NodeOutput(adapter.encode_class(clip, e.tokens, who),
+                             clip.encode_from_tokens_scheduled(clip.tokenize("")))
+
+
+class CASOGuidance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CASOGuidance"),
+            display_name=display("CASO Guidance"),
+            category=SUBCATEGORY,
+            description=(
+                "A MODEL patch for any stock sampler: guidance D_u + λ·(D_c − D_u) only while the step's noise level "
+                "is inside the window (fractions of the timesteps, 0.3 = t 300), the negative prompt's prediction "
+                "outside. λ may be negative (reverses the edit), which the samplers' cfg widgets do not allow; their "
+                "cfg is ignored."),
+            inputs=[io.Model.Input("model", tooltip="The model to guide (SD1.x/SDXL)."),
+                    io.Float.Input("scale", default=10.0, min=-30.0, max=30.0, step=0.1, tooltip="λ (0 = the negative)."),
+                    io.Float.Input("window_start", default=0.3, min=0.0, max=1.0, step=0.01, tooltip=(
+                        "Guidance from this fraction of the timesteps (subtle attributes 0.1–0.3, coarse 0.8–0.9).")),
+                    io.Float.Input("window_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="… down to this.")],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, model, scale, window_start, window_end) -> io.NodeOutput:
+        return io.NodeOutput(adapter.guidance_patch(model, scale, window_start, window_end, display("CASO Guidance")))
+
+
+class CASOEdit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CASOEdit"),
+            display_name=display("CASO Edit"),
+            category=SUBCATEGORY,
+            description=("Edits an image with a class: DDIM-invert it with the empty prompt to the window's start (or "
+                         "noise it there), then sample down with CASO Guidance's windowed λ."),
+            inputs=[io.Model.Input("model", tooltip="SD1.x/SDXL."),
+                    io.Conditioning.Input("positive", tooltip="CASO Encode's positive (or embedding:<file>)."),
+                    io.Conditioning.Input("negative", tooltip="The empty prompt."),
+                    io.Latent.Input("latent", tooltip="VAE Encode of the image."),
+                    io.Int.Input("steps", default=50, min=2, max=1000, tooltip="ddim_uniform steps (paper 50)."),
+                    io.Float.Input("scale", default=10.0, min=-30.0, max=30.0, step=0.1, tooltip="λ."),
+                    io.Float.Input("window_start", default=0.3, min=0.0, max=1.0, step=0.01, tooltip=(
+                        "Where the edit starts (fraction of the timesteps).")),
+                    io.Float.Input("window_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Where it ends."),
+                    io.Combo.Input("inversion", options=["ddim", "noise"], default="ddim", tooltip=(
+                        "ddim: invert with the empty prompt (keeps the image); noise: forward noise with the seed.")),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip="For inversion noise.")],
+            outputs=[io.Latent.Output(display_name="edited"), io.Latent.Output(display_name="start")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, steps, scale, window_start, window_end, inversion,
+                seed) -> io.NodeOutput:
+        who = display("CASO Edit")
+        samples = checked_latent(model, latent, who)
+        refuse_noise_mask(latent, who)
+        edited, start = adapter.edit(model, positive, negative, samples, steps, scale, window_start, window_end,
+                                     inversion, seed, who)
+        return io.NodeOutput({"samples": edited}, {"samples": start})
+
+
+NODES = [ClassifierLoad, CLIPZeroShotClassifier, CASOTrain, CASOSave, CASOLoad, CASOEncode, CASOGuidance, CASOEdit]
