@@ -64,6 +64,12 @@ def test_the_text_encoder_is_differentiable_in_the_embedding_with_the_same_value
     assert layers and all("forward" not in vars(m) for m in layers)  # the layers' own forward is back
 
 
+def same(a, b):
+    """Bit-equal, NaN included: a weight the checkpoint lacks (the toy CLIP-L's unused text_projection) is ComfyUI's
+    uninitialised memory, which may hold NaNs (NaN != NaN for torch.equal)."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0, 0.0, 0.0), b.nan_to_num(0.0, 0.0, 0.0))
+
+
 def test_training_lowers_the_class_loss_and_leaves_every_model_unchanged(w):
     """40 steps on 16 shapes-world images with the colour classifier (4 classes, λ 10, the official step): the class
     loss falls, the classifier labels more of the guided estimates as their class, and the U-Net, VAE, text encoder
@@ -91,7 +97,8 @@ def test_training_lowers_the_class_loss_and_leaves_every_model_unchanged(w):
     assert sum(res.hits[-q:]) >= sum(res.hits[:q])
     for k, m in modules.items():
         after = m.state_dict()
-        assert all(torch.equal(before[k][n], after[n]) for n in before[k]), k
+        changed = [n for n in before[k] if not same(before[k][n], after[n])]
+        assert not changed, (k, changed[:5])
     assert all(p.grad is None for m in modules.values() for p in m.parameters())
     assert ad.training_timestep(0.4, 50) == 401 and ad.training_timestep(0.3, 50) == 301
 
