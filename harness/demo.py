@@ -86,9 +86,11 @@ def verdicts(name: str, outputs: dict, out: Path, judges) -> list[str]:
     else:
         half = images.shape[0] // 2
         sources, results = images[:half], images[half:]
+    def keeps(value, want: str) -> bool:  # "not X": anything but X
+        return value != want[4:] if want.startswith("not ") else value == want
     lines = []
     for i, v in enumerate(judges.judge(results, sources)):
-        kept = all(getattr(v, k) == want for k, want in promise.items())
+        kept = all(keeps(getattr(v, k), want) for k, want in promise.items())
         lines.append(f"result {i + 1}: {v.describe()} — the title promises "
                      f"{', '.join(f'{k} {want}' for k, want in promise.items())}: {'**yes**' if kept else '**NO**'}")
     return lines

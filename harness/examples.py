@@ -193,7 +193,8 @@ def _classifier_loss(g, target="blue"):
 
 def _loss_chart(g, optimiser):
     """The optimiser's loss history as an image, previewed (the node itself also draws it live)."""
-    index = {"InvEditDOODLOptimize": 2, "InvEditStyleDiffusionInvert": 3, "InvEditNullTextInvert": 3}
+    index = {"InvEditDOODLOptimize": 2, "InvEditStyleDiffusionInvert": 3, "InvEditNullTextInvert": 3,
+             "InvEditCASOTrain": 1}
     chart = g.node("InvEditLossChart", loss_history=optimiser.out(index.get(optimiser.class_type, 1)), width=512,
                    height=256, log_scale=False)
     g.node("PreviewImage", images=chart.out(0))
@@ -294,6 +295,68 @@ def stylediffusion_from_file(g):
     _p2p(g, ck, neg, emb, 0.5, 0.5, img, "stylediffusion_from_file")
 
 
+CASO_PREFIX = "caso_colour"  # caso_edit saves caso_colour_<class>.safetensors; the other CASO examples use them
+CASO_EDIT = dict(steps=50, window_end=0.0, inversion="ddim", seed=0)
+
+
+def _caso_common(g):
+    """Checkpoint, the empty prompt, the image and its latent (CASO needs no caption)."""
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
+    img = g.node("LoadImage", image=IMAGE)
+    return ck, neg, img, g.node("VAEEncode", pixels=img.out(0), vae=ck.out(2))
+
+
+def _caso_edit(g, ck, pos, neg, latent, scale: float, window: float = 0.6):
+    return g.node("InvEditCASOEdit", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=latent,
+                  scale=scale, window_start=window, **CASO_EDIT)
+
+
+def _save_pair(g, ck, first, second_latent, prefix: str):
+    dec = g.node("VAEDecode", samples=second_latent, vae=ck.out(2))
+    pair = g.node("ImageBatch", image1=first, image2=dec.out(0))
+    g.node("SaveImage", images=pair.out(0), filename_prefix=f"InvEdit/{prefix}")
+
+
+def caso_edit(g):
+    """Train CASO colour embeddings from the colour classifier on 16 generated circles (no labels), save them, and
+    edit the example image with the 'blue' class (λ 3 from 0.6 of the timesteps)."""
+    ck, neg, img, src = _caso_common(g)
+    circles = g.node("KSampler", model=ck.out(0), seed=3, steps=20, cfg=3.0, sampler_name="euler",
+                     scheduler="normal", positive=g.node("CLIPTextEncode", clip=ck.out(1), text="a circle").out(0),
+                     negative=neg.out(0), latent_image=g.node("EmptyLatentImage", width=64, height=64,
+                                                              batch_size=16).out(0), denoise=1.0)
+    clf = g.node("InvEditClassifierLoad", classifier="shapes_colour.safetensors", architecture="small_cnn",
+                 num_classes=0, normalisation="none")
+    train = g.node("InvEditCASOTrain", model=ck.out(0), clip=ck.out(1), vae=ck.out(2), classifier=clf.out(0),
+                   latent=circles.out(0), attribute="colour", steps=60, batch_size=2, scale=10.0, level=0.4,
+                   lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1, init="repo_uniform", hflip=True, seed=0)
+    _loss_chart(g, train)
+    g.node("InvEditCASOSave", embeddings=train.out(0), filename_prefix=CASO_PREFIX)
+    enc = g.node("InvEditCASOEncode", clip=ck.out(1), embeddings=train.out(0), class_name="blue")
+    ed = _caso_edit(g, ck, enc, neg, src.out(0), 3.0)
+    _save_pair(g, ck, img.out(0), ed.out(0), "caso_edit")
+
+
+def caso_from_prompt(g):
+    """A saved CASO class typed into the stock CLIPTextEncode ('embedding:caso_colour_blue'), edited with CASO Edit."""
+    ck, neg, img, src = _caso_common(g)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text=f"embedding:{CASO_PREFIX}_blue")
+    ed = _caso_edit(g, ck, pos, neg, src.out(0), 3.0)
+    _save_pair(g, ck, img.out(0), ed.out(0), "caso_from_prompt")
+
+
+def caso_negative(g):
+    """A negative scale reverses the edit: the 'blue' class at λ +3 turns the red circle blue, at λ −3 it pushes that
+    blue circle away from blue again."""
+    ck, neg, img, src = _caso_common(g)
+    blue = g.node("InvEditCASOEncode", clip=ck.out(1), class_name="",
+                  embeddings=g.node("InvEditCASOLoad", name=f"{CASO_PREFIX}_blue.safetensors").out(0))
+    there = _caso_edit(g, ck, blue, neg, src.out(0), 3.0)
+    back = _caso_edit(g, ck, blue, neg, there.out(0), -3.0)
+    _save_pair(g, ck, g.node("VAEDecode", samples=there.out(0), vae=ck.out(2)).out(0), back.out(0), "caso_negative")
+
+
 TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
 EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "edict_edit": {"SaveImage": "Save: source | edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
@@ -309,6 +372,12 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
                    "ImageBatch": "Compare"},
     "doodl_edit": {"SaveImage": "Save: source | DOODL (toy classifier 'blue' not reached in 6 iterations)",
                    "ImageBatch": "Compare"},
+    "caso_edit": {"SaveImage": "Save: source | CASO 'blue' (λ 3; toy world: blue, but the shape changes)",
+                  "ImageBatch": "Compare: source | edit"},
+    "caso_from_prompt": {"SaveImage": "Save: source | embedding:caso_colour_blue (λ 3; blue, the shape changes)",
+                         "ImageBatch": "Compare: source | edit"},
+    "caso_negative": {"SaveImage": "Save: 'blue' at λ 3 | then at λ −3 (away from blue)",
+                      "ImageBatch": "Compare: λ 3 | λ −3"},
     "stylediffusion_edit": {"SaveImage": "Save: source | StyleDiffusion + P2Plus (a blue circle)",
                             "ImageBatch": "Compare: source | edit"},
     "nulltext_edit": {"SaveImage": "Save: source | null-text + P2P (a blue circle)",
@@ -336,6 +405,9 @@ PROMISES = {
     "doodl_edit": {"colour": "red", "shape": "circle"},     # the colour is not reached (see its title)
     "stylediffusion_edit": {"colour": "blue", "shape": "circle"},
     "nulltext_edit": {"colour": "blue", "shape": "circle"},
+    "caso_edit": {"colour": "blue"},                        # the shape does not stay here (see its title)
+    "caso_from_prompt": {"colour": "blue"},
+    "caso_negative": {"colour": "not blue"},
     "stylediffusion_from_file": {"colour": "blue", "shape": "circle"},
 }
 
@@ -345,7 +417,8 @@ EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": 
                     "hspace_combine": hspace_combine, "hspace_real_image": hspace_real_image,
                     "hspace_train": hspace_train, "doodl_classifier": doodl_classifier, "doodl_clip": doodl_clip,
                     "doodl_edit": doodl_edit, "nulltext_edit": nulltext_edit,
-                    "stylediffusion_edit": stylediffusion_edit, "stylediffusion_from_file": stylediffusion_from_file}
+                    "stylediffusion_edit": stylediffusion_edit, "stylediffusion_from_file": stylediffusion_from_file,
+                    "caso_edit": caso_edit, "caso_from_prompt": caso_from_prompt, "caso_negative": caso_negative}
 
 
 def api_prompt(name: str) -> dict:
@@ -368,7 +441,8 @@ STAGES = ("Load", "Invert", "Edit", "Compare")
 _STAGE_OF = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "LoadImage": 0, "VAEEncode": 0, "EmptyLatentImage": 0,
              "InvEditDDIMInvert": 1, "InvEditEDICTInvert": 1, "InvEditEDICTSigmas": 1, "BasicScheduler": 1,
              "InvEditStyleDiffusionInvert": 1, "InvEditNullTextInvert": 1, "InvEditValueLoad": 1,
-             "InvEditValueSave": 1,
+             "InvEditValueSave": 1, "InvEditCASOTrain": 1, "InvEditClassifierLoad": 0, "InvEditCASOLoad": 0,
+             "InvEditCASOSave": 1, "KSampler": 0,
              "VAEDecode": 3, "ImageBatch": 3, "SaveImage": 3, "PreviewImage": 3,
              "InvEditReconstructionReport": 3, "InvEditLossChart": 3}
 NOTES = {  # what each workflow shows and which settings matter (a Note node at its top left)
@@ -398,6 +472,20 @@ NOTES = {  # what each workflow shows and which settings matter (a Note node at 
                         "DOODL 3 of 6 seeds). The node draws its loss live; iterations, lr and grad_clip matter most.",
     "doodl_clip": "DOODL with a CLIP loss towards 'a blue circle'. With the toy CLIP the loss falls but 6 iterations "
                   "do not change the colour: a template for a real CLIP (models/invedit_clip/) and more iterations.",
+    "caso_edit": "CASO: learn one embedding per class of the colour classifier from 16 generated circles (no labels: "
+                 "each step noises one image to t 401, makes one guided call with a class's embedding as the prompt, "
+                 "decodes and scores it; only the embedding learns; the node draws its loss live), save them as "
+                 "models/embeddings/caso_colour_<class>.safetensors, then edit the image with 'blue': DDIM inversion "
+                 "with the empty prompt to 0.6 of the timesteps, guidance λ 3 from there. caso_from_prompt and "
+                 "caso_negative use the saved files. On this toy world the circle turns blue but becomes a "
+                 "triangle (for windows 0.3-0.6 and λ 3-10): an embedding trained from a colour classifier alone "
+                 "is free to move what the classifier ignores; a second judge (CLIP Zero-shot Classifier) and the "
+                 "latent term gamma are the paper's guards.",
+    "caso_from_prompt": "The saved class in the stock CLIPTextEncode: 'embedding:caso_colour_blue' is the CASO "
+                        "embedding (bit for bit what CASO Encode gives). Run caso_edit first.",
+    "caso_negative": "A negative scale reverses the edit: 'blue' at λ 3 turns the circle blue, at λ −3 (which the "
+                     "stock cfg widgets do not allow; CASO Edit and CASO Guidance do) it pushes the blue circle away "
+                     "from blue. Run caso_edit first.",
     "stylediffusion_edit": "StyleDiffusion: invert the image once (DDIM at guidance 1, then per-step value "
                            "embeddings from its CLIP tokens that make sampling at guidance 3 retrace the inversion; "
                            "the node draws its loss live), then edit it with words: P2P Edit keeps the source's "
