@@ -25,7 +25,6 @@ from typing import Callable, Optional, Sequence
 import torch
 
 import comfy.ldm.modules.attention as comfy_attention
-import comfy.model_management
 import comfy.samplers
 from comfy.ldm.modules.attention import SpatialTransformer
 

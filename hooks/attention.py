@@ -98,14 +98,6 @@ def grid_stepper(grid: Tensor, match: str = "nearest") -> Callable[[dict], Optio
     return step
 
 
-def sample_stepper(extra_options: dict) -> Optional[int]:
-    """The step index of the call within the sampler's own σ list (``sample_sigmas``, set by ComfyUI's samplers)."""
-    grid = extra_options.get("sample_sigmas")
-    if grid is None:
-        return None
-    return grid_stepper(grid[:-1] if len(grid) > 1 else grid)(extra_options)
-
-
 # -- attention with explicit probabilities ------------------------------------------------------------------------
 
 def _heads(x: Tensor, heads: int) -> Tensor:
@@ -142,7 +134,6 @@ class Call:
     labels: list                   # (label, prompt row) per batch row
     step: Optional[int]            # the sampling step (None: unknown)
     layer: tuple                   # (block name, block number, transformer index): a key for stored maps
-    heads: int
     changed: set = field(default_factory=set)
 
     def rows(self, label: int, row: Optional[int] = None) -> list[int]:
@@ -175,7 +166,7 @@ def replace_patch(kind: str, controllers: Sequence[Controller], step: Callable[[
         block = extra_options.get("block") or ("?", 0)
         call = Call(kind, query_divisor(extra_options, q.shape[1]),
                     row_labels(extra_options.get("cond_or_uncond"), q.shape[0]), step(extra_options),
-                    (block[0], block[1], extra_options.get("block_index", 0)), heads)
+                    (block[0], block[1], extra_options.get("block_index", 0)))
         active = [c for c in controllers if c.wants(call)]
         out = fused(q, k, v, heads, attn_precision=extra_options.get("attn_precision"),
                     transformer_options=extra_options)

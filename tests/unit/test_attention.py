@@ -55,9 +55,8 @@ def test_the_step_is_the_nearest_sigma_of_the_grid():
     assert [A.nearest_step(s, grid) for s in grid.tolist()] == [0, 1, 2, 3]
     assert A.nearest_step(0.0, grid) == 3 and A.nearest_step(100.0, grid) == 0
     assert A.nearest_step((5.0 * 1.0) ** 0.5 * 1.01, grid) == 1 and A.nearest_step((5.0 * 1.0) ** 0.5 * 0.99, grid) == 2
-    step = A.sample_stepper
-    assert step({"sigmas": torch.tensor([1.0]), "sample_sigmas": torch.tensor([14.6, 5.0, 1.0, 0.0])}) == 2
-    assert step({"sigmas": torch.tensor([1.0])}) is None
+    step = A.grid_stepper(grid)
+    assert step({"sigmas": torch.tensor([1.0])}) == 2 and step({}) is None
 
 
 def test_interpolated_step_matching_blends_the_neighbouring_steps():
