@@ -1,7 +1,7 @@
 """CASO on ComfyUI models (``optim.caso``): a class embedding as the stock CLIP's tokens, encoded the way
 CLIPTextEncode encodes the prompt ``embedding:<class file>`` (so the pack's conditioning and the stock one are the
-same tensors), and differentiably for training (``adapters.clip.differentiable_text_encoder``). Training, guidance and
-editing nodes follow (issue 14)."""
+same tensors), several classes stitched, and differentiably for training (``adapters.clip.differentiable_text_encoder``);
+training on a ComfyUI model, the windowed guidance patch, the edit and the encoders' fingerprints."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,6 +40,34 @@ def class_tokens(clip, embedding: dict, who: str) -> dict:
 def encode_class(clip, embedding: dict, who: str):
     """The CONDITIONING of a class embedding: what CLIPTextEncode gives for ``embedding:<its file>``."""
     return clip.encode_from_tokens_scheduled(class_tokens(clip, embedding, who))
+
+
+STITCHES = ("tokens", "concat_conditioning")
+
+
+def stitch(clip, embeddings: list, mode: str, who: str):
+    """The CONDITIONING of several class embeddings (several attributes in one edit, the paper's Fig. 5a):
+    ``tokens`` writes their rows one after another in one prompt, [BOS, e_a, e_b, EOS, …], which is what the stock
+    CLIPTextEncode gives for ``embedding:a embedding:b``; ``concat_conditioning`` encodes each alone and joins the
+    tensors along the token axis (the stock ConditioningConcat: [1, 77·n, D], the first one's pooled output), for a
+    class trained alone at position 1 that does not work at position 2."""
+    if not embeddings:
+        raise ValueError(f"{who}: no class to encode")
+    if mode == "tokens":
+        rows = {}
+        for e in embeddings:
+            for name, t in e.items():
+                rows.setdefault(name, []).append(t)
+        keys = [set(e) for e in embeddings]
+        if any(k != keys[0] for k in keys):
+            raise ValueError(f"{who}: the classes were trained for different text encoders ({[sorted(k) for k in keys]}"
+                             f"); stitch classes of this model's CLIP only")
+        return encode_class(clip, {name: torch.cat(t) for name, t in rows.items()}, who)
+    if mode == "concat_conditioning":
+        conds = [encode_class(clip, e, who) for e in embeddings]
+        first = conds[0]
+        return [[torch.cat([c[0][0] for c in conds], dim=1), dict(first[0][1])]]
+    raise ValueError(f"{who}: stitch must be one of {STITCHES}, got {mode!r}")
 
 
 def class_cond_tensor(clip, embedding: dict, who: str) -> torch.Tensor:

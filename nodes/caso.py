@@ -221,26 +221,41 @@ class CASOEncode(io.ComfyNode):
             node_id=node_id("CASOEncode"),
             display_name=display("CASO Encode"),
             category=SUBCATEGORY,
-            description=("The CONDITIONING of one class (what CLIPTextEncode gives for embedding:<its file>), and the "
-                         "empty prompt's as the negative."),
+            description=("The CONDITIONING of a class (what CLIPTextEncode gives for embedding:<its file>), or of several "
+                         "classes stitched (\"blue, circle\": one from each attribute, the extra input holding the "
+                         "second attribute's classes), and the empty prompt's as the negative."),
             inputs=[io.Clip.Input("clip", tooltip="The text encoder the embedding was trained with."),
                     CASOEmbedding.Input("embeddings", tooltip="From Train or Load."),
-                    io.String.Input("class_name", default="", tooltip="Its name or index (empty: the first).")],
+                    io.String.Input("class_name", default="",
+                                    tooltip="Its name or index (empty: the first); several separated by commas are "
+                                            "stitched, in that order, looked up in embeddings then extra."),
+                    CASOEmbedding.Input("extra", optional=True,
+                                        tooltip="More classes to stitch (e.g. another attribute's, from Train or Load)."),
+                    io.Combo.Input("stitch", options=list(adapter.STITCHES), default="tokens", optional=True,
+                                   tooltip="tokens: one prompt [BOS, e_a, e_b, EOS] (= CLIPTextEncode of "
+                                           "'embedding:a embedding:b'); concat_conditioning: each encoded alone, "
+                                           "joined along the tokens (= the stock ConditioningConcat).")],
             outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
         )
 
     @classmethod
-    def execute(cls, clip, embeddings, class_name) -> io.NodeOutput:
+    def execute(cls, clip, embeddings, class_name, extra=None, stitch="tokens") -> io.NodeOutput:
         who = display("CASO Encode")
-        names = [e.name for e in embeddings]
+        pool = list(embeddings) + list(extra or [])
+        names = [e.name for e in pool]
+        wanted = [t.strip() for t in class_name.split(",")] if class_name.strip() else [""]
+        chosen = []
         try:
-            e = embeddings[classifiers.class_index(names, class_name) if class_name.strip() else 0]
+            for t in wanted:
+                chosen.append(pool[classifiers.class_index(names, t) if t else 0])
         except ValueError as err:
             raise ValueError(f"{who}: {err}") from None
-        for warning in adapter.check_fingerprints(clip, e, who):
-            log.warning(warning)
-        return io.NodeOutput(adapter.encode_class(clip, e.tokens, who),
-                             clip.encode_from_tokens_scheduled(clip.tokenize("")))
+        for e in chosen:
+            for warning in adapter.check_fingerprints(clip, e, who):
+                log.warning(warning)
+        cond = (adapter.encode_class(clip, chosen[0].tokens, who) if len(chosen) == 1 else
+                adapter.stitch(clip, [e.tokens for e in chosen], stitch, who))
+        return io.NodeOutput(cond, clip.encode_from_tokens_scheduled(clip.tokenize("")))
 
 
 class CASOGuidance(io.ComfyNode):

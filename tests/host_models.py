@@ -26,3 +26,28 @@ def tiny_sdxl(v_prediction=False):
 def sdxl_cond(seed):
     g = torch.Generator().manual_seed(seed)
     return [[torch.randn(1, 77, 2048, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g)}]]
+
+
+TINY_TEXT = {"num_hidden_layers": 3, "intermediate_size": 64}  # the stock widths (768, 1280): the files' widths
+
+
+def tiny_sdxl_clip(embedding_directory=None):
+    """A stock SDXL text encoder (comfy.sdxl_clip: CLIP-L and CLIP-G with the stock tokenizers, widths 768 and 1280)
+    shrunk to 3 layers each (the penultimate layer is read), with seeded random weights (ComfyUI's layers start uninitialised)."""
+    import comfy.sd
+    import comfy.sdxl_clip
+
+    class Target:
+        params = {}
+        clip = comfy.sdxl_clip.SDXLClipModel
+        tokenizer = comfy.sdxl_clip.SDXLTokenizer
+
+    clip = comfy.sd.CLIP(Target(), embedding_directory=embedding_directory,
+                         model_options={"clip_l_model_config": TINY_TEXT, "clip_g_model_config": TINY_TEXT,
+                                        "dtype": torch.float32})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in sorted(clip.cond_stage_model.named_parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02 if p.ndim > 1 else
+                    torch.ones(p.shape) if name.endswith("weight") else torch.zeros(p.shape))
+    return clip

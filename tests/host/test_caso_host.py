@@ -1,6 +1,7 @@
 """CASO on the real host (issue 14, first part): a class embedding encoded by the pack equals the stock
 CLIPTextEncode of ``embedding:<its file>`` bit for bit, and the text encoder is differentiable in it without
 changing its values."""
+import math
 import os
 
 import pytest
@@ -203,3 +204,73 @@ def test_an_interrupted_training_returns_nothing(w, trained):
                                           gamma=0.0, n_tokens=1, init="repo_uniform", hflip=True, seed=0)
     finally:
         mm.interrupt_current_processing(False)
+
+
+def test_stitched_classes_are_the_stock_prompt_of_their_files_or_the_stock_concat(w):
+    """Several attributes in one edit: 'tokens' = CLIPTextEncode('embedding:a embedding:b'), 'concat_conditioning'
+    = the stock ConditioningConcat of each class encoded alone; the classes are looked up in embeddings then extra."""
+    import folder_paths
+    import nodes
+    from harness import host
+    oc = host.pack_module("optim.caso")
+    C = w["C"]
+    g = torch.Generator().manual_seed(3)
+    a = oc.ClassEmbedding("blue", 0, {"clip_l": torch.randn(1, 768, generator=g)}, {})
+    b = oc.ClassEmbedding("circle", 0, {"clip_l": torch.randn(2, 768, generator=g)}, {})
+    paths = [saved(folder_paths, "test_caso_a", a.tokens), saved(folder_paths, "test_caso_b", b.tokens)]
+    try:
+        with torch.inference_mode():
+            stock = nodes.CLIPTextEncode().encode(w["te"], "embedding:test_caso_a embedding:test_caso_b")[0]
+            ours = C["InvEditCASOEncode"].execute(w["te"], [a], "blue, circle", extra=[b]).args[0]
+            assert torch.equal(stock[0][0], ours[0][0])
+            assert torch.equal(stock[0][1]["pooled_output"], ours[0][1]["pooled_output"])
+            back = C["InvEditCASOEncode"].execute(w["te"], [a], "circle, blue", extra=[b]).args[0]
+            assert not torch.equal(back[0][0], ours[0][0])  # the order is the prompt's order
+            alone = [C["InvEditCASOEncode"].execute(w["te"], [e], "").args[0] for e in (a, b)]
+            stock_concat = nodes.ConditioningConcat().concat(alone[0], alone[1])[0]
+            concat = C["InvEditCASOEncode"].execute(w["te"], [a], "blue, circle", extra=[b],
+                                                    stitch="concat_conditioning").args[0]
+        assert concat[0][0].shape == (1, 154, 768) and torch.equal(stock_concat[0][0], concat[0][0])
+        assert torch.equal(stock_concat[0][1]["pooled_output"], concat[0][1]["pooled_output"])
+    finally:
+        for p in paths:
+            os.remove(p)
+    with pytest.raises(ValueError, match="'square' is not one of the classifier's classes"):
+        C["InvEditCASOEncode"].execute(w["te"], [a], "blue, square", extra=[b])
+
+
+def test_sdxl_classes_train_through_its_two_encoders_and_are_the_stock_embedding(w):
+    """A tiny SDXL (the stock SDXL text encoder with 3 layers each, the shapes VAE and colour classifier): training
+    reaches both encoders (clip_l [1, 768], clip_g [1, 1280]) and the model's pooled output; the saved file typed as
+    embedding:<name> into the stock CLIPTextEncode gives the pack's Encode, cond and pooled, bit for bit."""
+    import folder_paths
+    import nodes
+    from harness.shapes import data
+    from host_models import tiny_sdxl, tiny_sdxl_clip
+    C = w["C"]
+    root = folder_paths.get_folder_paths("embeddings")[0]
+    clip, model = tiny_sdxl_clip(root), tiny_sdxl()
+    with torch.inference_mode():
+        lat = {"samples": w["vae"].encode(data.make_batch(4, 78).images.permute(0, 2, 3, 1))}
+        clf = C["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0, "none").args[0]
+        embs, history = C["InvEditCASOTrain"].execute(
+            model=model, clip=clip, vae=w["vae"], classifier=clf, latent=lat, attribute="colour", steps=3,
+            batch_size=2, scale=10.0, level=0.4, lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1,
+            init="repo_uniform", hflip=True, seed=0).args
+    assert {k: tuple(v.shape) for k, v in embs[2].tokens.items()} == {"clip_l": (1, 768), "clip_g": (1, 1280)}
+    assert len(history.values) == 3 and all(map(math.isfinite, history.values)), history.values
+    text = C["InvEditCASOSave"].execute(embs, "test_caso_sdxl").ui.as_dict()["text"][0]
+    names = [n.split(":")[1] for n in text.removeprefix("saved: ").split(", ")]
+    try:
+        with torch.inference_mode():
+            stock = nodes.CLIPTextEncode().encode(clip, "embedding:test_caso_sdxl_blue")[0]
+            loaded = C["InvEditCASOLoad"].execute("test_caso_sdxl_blue.safetensors").args[0]
+            ours = C["InvEditCASOEncode"].execute(clip, loaded, "").args[0]
+        assert stock[0][0].shape == (1, 77, 2048) and torch.equal(stock[0][0], ours[0][0])
+        assert torch.equal(stock[0][1]["pooled_output"], ours[0][1]["pooled_output"])
+        with pytest.raises(ValueError, match="has a clip_g text encoder and the embedding has"):
+            C["InvEditCASOEncode"].execute(clip, [type(loaded[0])("blue", 2, {"clip_l": torch.zeros(1, 768)}, {})],
+                                           "")
+    finally:
+        for n in names:
+            os.remove(os.path.join(root, f"{n}.safetensors"))
