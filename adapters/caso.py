@@ -76,6 +76,25 @@ def class_cond_tensor(clip, embedding: dict, who: str) -> torch.Tensor:
     return clip.encode_from_tokens(class_tokens(clip, embedding, who), return_pooled=True, return_dict=True)["cond"]
 
 
+def linear_probe(clip_vision, images: torch.Tensor, labels: list, class_names: list, steps: int,
+                 weight_decay: float, who: str):
+    """(ImageClassifier, training accuracy, feature width): a linear head fitted on a stock CLIP_VISION's normalised
+    image embedding of the labelled ``images`` [B, H, W, 3] (``losses.classifiers.fit_linear_probe``), classifying
+    through the differentiable tower (``adapters.clip.ComfyCLIPVision``)."""
+    from ..losses import classifiers
+    from .clip import ComfyCLIPVision
+    from .run import grad_context
+    with grad_context():
+        try:
+            encoder = ComfyCLIPVision(clip_vision)
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
+        with torch.no_grad():
+            feats = torch.cat([encoder.image_features(x.movedim(-1, 1)) for x in images.split(16)])
+        w, b, acc = classifiers.fit_linear_probe(feats, labels, len(class_names), steps, weight_decay=weight_decay)
+    return classifiers.ImageClassifier.linear_probe(encoder, w, b, class_names), acc, feats.shape[1]
+
+
 # -- training -----------------------------------------------------------------------------------------------------
 
 INITS = ("repo_uniform", "zeros")

@@ -93,3 +93,38 @@ class ImageClassifier:
             return scale * clip.image_features(images) @ text.to(clip.device).T
         return cls(logits, class_names or list(prompts), description)
 
+    @classmethod
+    def linear_probe(cls, encoder, weight, bias, class_names: list, description: str = ""):
+        """A linear head on an image encoder's features: W·E_I(image) + b (``encoder.image_features``: e.g.
+        ``adapters.clip.ComfyCLIPVision``, L2-normalised; W [K, D], b [K] from ``fit_linear_probe``)."""
+        def logits(images):
+            f = encoder.image_features(images)
+            return f @ weight.to(f.device, f.dtype).T + bias.to(f.device, f.dtype)
+        return cls(logits, class_names, description)
+
+
+def fit_linear_probe(features, labels, n_classes: int, steps: int = 300, lr: float = 0.1,
+                     weight_decay: float = 1e-3):
+    """Multinomial logistic regression on fixed features: (W [K, D], b [K]) minimising
+    mean_i CE(W̃·f̃_i + b̃, y_i) + (weight_decay / 2)·||W̃||² over the standardised features f̃ = (f − μ) / s (per
+    dimension over the examples; a tower's embedding directions differ by orders of magnitude), full batch, Adam from
+    zero (deterministic: no sampling), folded back to the raw features: W = W̃ / s, b = b̃ − W·μ.
+    Returns (W, b, training accuracy)."""
+    import torch
+    f = features.detach().float()
+    mu, sd = f.mean(0), f.std(0, unbiased=False).clamp(min=1e-6)
+    z = (f - mu) / sd
+    y = torch.as_tensor(labels, dtype=torch.long, device=f.device)
+    w = torch.zeros(n_classes, f.shape[1], device=f.device, requires_grad=True)
+    b = torch.zeros(n_classes, device=f.device, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    for _ in range(int(steps)):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ w.T + b, y) + 0.5 * weight_decay * (w ** 2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        weight = w / sd
+        bias = b - weight @ mu
+        acc = float(((f @ weight.T + bias).argmax(1) == y).float().mean())
+    return weight, bias, acc

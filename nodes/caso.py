@@ -90,6 +90,48 @@ class CLIPZeroShotClassifier(io.ComfyNode):
         return io.NodeOutput(classifiers.ImageClassifier.zero_shot(clip, lines, names, description=clip_name))
 
 
+class CLIPVisionLinearProbe(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_id("CLIPVisionLinearProbe"),
+            display_name=display("CLIP Vision Linear Probe"),
+            category=SUBCATEGORY,
+            description=("An image classifier from a stock CLIP_VISION (Load CLIP Vision) and a few labelled images: a "
+                         "linear head W·E(image) + b fitted on the tower's normalised image embedding (logistic "
+                         "regression, full batch, deterministic); differentiable through the tower, for CASO Train "
+                         "or as a judge. The tower's weights are not changed."),
+            inputs=[io.ClipVision.Input("clip_vision", tooltip="A stock CLIP vision model (CLIP towers; not SigLIP)."),
+                    io.Image.Input("images", tooltip="Labelled examples, one label each (a batch)."),
+                    io.String.Input("labels", multiline=True, default="", tooltip=(
+                        "One class name per image, in the batch's order, separated by commas or new lines.")),
+                    io.String.Input("class_names", default="", tooltip=(
+                        "The classes' order, comma-separated (empty: in order of first appearance).")),
+                    io.Int.Input("steps", default=300, min=1, max=10000, tooltip="Adam steps on the head."),
+                    io.Float.Input("weight_decay", default=1e-3, min=0.0, max=1.0, step=1e-4,
+                                   tooltip="L2 penalty on W (½·wd·||W||²).")],
+            outputs=[ImageClassifier.Output(display_name="classifier")],
+        )
+
+    @classmethod
+    def execute(cls, clip_vision, images, labels, class_names, steps, weight_decay) -> io.NodeOutput:
+        who = display("CLIP Vision Linear Probe")
+        given = [t.strip() for t in re.split(r"[,\n]", labels) if t.strip()]
+        names = [n.strip() for n in class_names.split(",") if n.strip()] or list(dict.fromkeys(given))
+        if len(given) != images.shape[0]:
+            raise ValueError(f"{who}: {images.shape[0]} images and {len(given)} labels; give one label per image")
+        unknown = sorted(set(given) - set(names))
+        if unknown or len(names) < 2:
+            raise ValueError(f"{who}: labels {unknown} are not in class_names {names}" if unknown else
+                             f"{who}: the labels name {len(names)} class; a classifier needs at least two")
+        clf, acc, dim = adapter.linear_probe(clip_vision, images, [names.index(t) for t in given], names, steps,
+                                             weight_decay, who)
+        text = (f"linear probe on {dim}-d CLIP vision features: {len(names)} classes, training accuracy "
+                f"{100 * acc:.0f} % on {len(given)} images")
+        clf.description = text
+        return io.NodeOutput(clf, ui=ui.PreviewText(text))
+
+
 class CASOTrain(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -318,4 +360,4 @@ class CASOEdit(io.ComfyNode):
         return io.NodeOutput({"samples": edited}, {"samples": start})
 
 
-NODES = [ClassifierLoad, CLIPZeroShotClassifier, CASOTrain, CASOSave, CASOLoad, CASOEncode, CASOGuidance, CASOEdit]
+NODES = [ClassifierLoad, CLIPZeroShotClassifier, CLIPVisionLinearProbe, CASOTrain, CASOSave, CASOLoad, CASOEncode, CASOGuidance, CASOEdit]

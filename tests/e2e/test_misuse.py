@@ -58,6 +58,10 @@ PROVIDERS = {
     "INVEDIT_CASO_EMBEDDING": ("InvEditCASOTrain", 0, {"steps": 1, "batch_size": 1}),
 }
 
+# types no toy file can provide: the stock CLIPVisionLoader recognises full-size towers only (ViT-L and up, 300 M+
+# parameters); the nodes that need one are probed in the host tests (test_caso_host: the linear probe's errors)
+UNPROVIDABLE = {"CLIP_VISION"}
+
 # widgets whose default alone does not run (the CLIP loss needs a target text or images)
 RUNNABLE = {"InvEditDOODLCLIPLoss": {"text": "a blue circle"}}
 
@@ -124,6 +128,10 @@ def cases(info: dict):
                 yield node_type, name, "number at -inf", -math.inf
 
 
+def needs_unprovidable(info: dict, node_type: str) -> bool:
+    return any(kind in UNPROVIDABLE for kind, *_ in info[node_type]["input"].get("required", {}).values())
+
+
 def names_input(errors: list, name: str) -> bool:
     """Whether a node's validation errors name ``name``: ComfyUI's own (bounds, conversion) carry it as input_name;
     the pack's validate_inputs says ``name = value`` (ComfyUI repeats its message under every input it checks)."""
@@ -167,8 +175,11 @@ def test_every_bad_widget_value_of_every_pack_node_is_refused_by_name(server, pr
         for s in skipped:
             print(f"skipped (no provider here): {s}")
     assert not failures, failures
-    # every pack node is built (probe_files puts an aesthetic head and a direction in their empty folders)
-    assert not skipped and {n for n, _ in tried} == {c[0] for c in cases(info)}, skipped
+    # every pack node is built (probe_files puts an aesthetic head and a direction in their empty folders), but those
+    # with an input of an UNPROVIDABLE type
+    skipped = [x for x in skipped if not any(f"no provider for {t} " in x for t in UNPROVIDABLE)]
+    assert not skipped and {n for n, _ in tried} == {c[0] for c in cases(info) if not needs_unprovidable(info, c[0])}, \
+        skipped
     assert sum(tried.values()) >= 280
     # the server still serves: a valid graph of a pack node runs to success
     prompt, _ = valid_graph(info, "InvEditEDICTSigmas")

@@ -185,3 +185,20 @@ def test_a_class_embedding_file_round_trips_and_is_what_the_stock_loader_reads(t
     with pytest.raises(artifacts.ArtifactError, match="widths"):
         artifacts.load(tmp_path / "narrow.safetensors", "caso", "test")
     assert caso_file.fingerprint(torch.ones(3, 4)) != caso_file.fingerprint(torch.zeros(3, 4))
+
+
+def test_a_linear_probe_separates_separable_features_whatever_their_scales():
+    """Three Gaussian clusters in 8-d whose dimensions differ in scale by 10^4 (as a tower's embedding directions
+    may): the standardised fit separates them all, and the head folded back to raw features gives the same logits
+    as the standardised one (W = W̃ / s, b = b̃ − W·μ)."""
+    from invedit.losses.classifiers import fit_linear_probe
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 3
+    y = torch.arange(60) % 3
+    scales = torch.logspace(-2, 2, 8)
+    f = (centres[y] + torch.randn(60, 8, generator=g) * 0.3) * scales
+    w, b, acc = fit_linear_probe(f, y.tolist(), 3, steps=200)
+    assert acc == 1.0 and w.shape == (3, 8) and b.shape == (3,)
+    assert torch.equal((f @ w.T + b).argmax(1), y)
+    _, _, plain = fit_linear_probe(f / scales * 1e-4, y.tolist(), 3, steps=200)  # same clusters, other units
+    assert plain == 1.0
