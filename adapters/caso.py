@@ -210,15 +210,56 @@ class WindowedGuidance:
         return caso.guided(args["uncond_denoised"], args["cond_denoised"], self.scale)
 
 
+class UncondOutsideWindow:
+    """A ``model_function_wrapper`` that, at a step outside the window, evaluates only the batch's unconditional
+    chunks and gives the conditional ones a copy of them: ``WindowedGuidance`` returns D_u there, so the conditional
+    prediction would be computed for nothing (a single-step window makes one conditional call in all). Inside the
+    window, or with a ControlNet attached, the call is the stock one. A wrapper already on the model runs inside
+    this one."""
+
+    def __init__(self, sigma_start: float, sigma_end: float, inner=None):
+        self.sigma_start, self.sigma_end, self.inner = sigma_start, sigma_end, inner
+
+    def _call(self, apply_model, args):
+        if self.inner is not None:
+            return self.inner(apply_model, args)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    def __call__(self, apply_model, args):
+        parts = list(args["cond_or_uncond"])
+        sigma = float(args["timestep"].flatten()[0])
+        if (caso.in_window(sigma, self.sigma_start, self.sigma_end) or 0 not in parts or 1 not in parts
+                or args["c"].get("control") is not None):
+            return self._call(apply_model, args)
+        x = args["input"]
+        n, b = x.shape[0], x.shape[0] // len(parts)
+        keep = [i for i, k in enumerate(parts) if k == 1]
+        rows = torch.cat([torch.arange(i * b, (i + 1) * b) for i in keep]).to(x.device)
+        c = {}
+        for key, v in args["c"].items():
+            if torch.is_tensor(v) and v.ndim and v.shape[0] == n:
+                c[key] = v[rows]
+            elif key == "transformer_options":
+                c[key] = {**v, "cond_or_uncond": [1] * len(keep)}
+            else:
+                c[key] = v
+        t = args["timestep"]
+        out = self._call(apply_model, {"input": x[rows], "timestep": t[rows] if t.ndim and t.shape[0] == n else t,
+                                       "c": c, "cond_or_uncond": [1] * len(keep)}).chunk(len(keep))
+        return torch.cat([out[keep.index(i)] if k == 1 else out[0] for i, k in enumerate(parts)])
+
+
 def guidance_patch(model, scale: float, window_start: float, window_end: float, who: str):
     """A clone of ``model`` whose guidance is ``WindowedGuidance`` (the cfg widget of the sampler is then ignored;
-    the uncond pass runs even at cfg 1)."""
+    the uncond pass runs even at cfg 1) and whose steps outside the window evaluate the unconditional prediction
+    only (``UncondOutsideWindow``)."""
     if not window_start >= window_end:
         raise ValueError(f"{who}: window_start {window_start} must not be below window_end {window_end} (the window "
                          f"runs from the noisier start down to its end)")
+    sigmas = window_sigmas(model, window_start, window_end)
     m = model.clone()
-    m.set_model_sampler_post_cfg_function(WindowedGuidance(scale, *window_sigmas(model, window_start, window_end)),
-                                          disable_cfg1_optimization=True)
+    m.set_model_sampler_post_cfg_function(WindowedGuidance(scale, *sigmas), disable_cfg1_optimization=True)
+    m.set_model_unet_function_wrapper(UncondOutsideWindow(*sigmas, m.model_options.get("model_function_wrapper")))
     return m
 
 

@@ -7,6 +7,8 @@ Tasks
   rare      "a red circle" -> "blue" (a target the prompt makes rare: where a gradient should be worth its cost).
 Columns
   blue          attribute success: the colour classifier labels the result blue;
+  blue (CLIP)   the same by a second judge, the toy CLIP's zero-shot colour (12 prompts "a <colour> <shape>", the
+                probabilities summed per colour): CASO trains from the colour classifier, so it is judged by both;
   shape kept    the shape classifier's label equals the source's (generation: the prompt's circle);
   shift, area   centre shift (px) and area ratio of the coloured object, result vs source (medians);
   bg PSNR       background PSNR outside the source object (its procedural mask, grown by 2 px; mean);
@@ -45,6 +47,11 @@ GUIDANCE = {"steps": 10, "scale": 200.0}
 P2P = {"steps": 10, "guidance": 3.0, "sd_inner": 20, "nt_inner": 10, "tau_v": 0.5, "tau_c": 0.6, "tau_s": 0.6,
        "tau_u": 0.5}
 SDEDIT_DENOISE = 0.6
+# CASO: the 4 colour classes trained once from the colour classifier on unlabeled images (steps × batch ≤ 200 images
+# seen), then each edit inverts (DDIM, the empty prompt) to the window's start and samples with λ inside it
+CASO = {"train_images": 128, "steps": 400, "batch": 2, "train_scale": 10.0, "gamma": 1.0, "scale": 3.0,
+        "window": 0.4, "edit_steps": 50, "measure_images": 8, "measure_window": 0.6, "own_scale": 1.0}
+CASO_PREFIX = "scorecard_caso"
 
 
 class Counter:
@@ -81,12 +88,14 @@ class Row:
     backward: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
     images: list = field(default_factory=list)
+    clip_colour: list = field(default_factory=list)
     note: str = ""
 
     def summary(self, target_shapes: list[str]) -> dict:
         v = self.verdicts
         fin = [x.background_psnr_db for x in v if math.isfinite(x.background_psnr_db)]
         return {"blue": sum(x.colour == "blue" for x in v) / len(v),
+                "blue_clip": sum(c == "blue" for c in self.clip_colour) / len(self.clip_colour),
                 "shape_kept": sum(x.shape == s for x, s in zip(v, target_shapes)) / len(v),
                 "shift_px": statistics.median(x.shift_px for x in v), "area": statistics.median(x.area_ratio for x in v),
                 "bg_psnr": statistics.mean(fin) if fin else math.nan,
@@ -108,6 +117,11 @@ class World:
         with torch.inference_mode():
             self.model, self.te, self.vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
         self.judges = Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
+        pairs = [(c, sh) for c in data.COLOURS for sh in data.SHAPES]
+        with torch.inference_mode():
+            self.clip_judge = self.C("InvEditCLIPZeroShotClassifier").execute(
+                clip_name="shapes-toy-clip", prompts="\n".join(f"a {c} {sh}" for c, sh in pairs),
+                class_names=",".join(f"{c} {sh}" for c, sh in pairs)).args[0]
         self._enc: dict = {}
         self.counter = Counter()
         self.counted = self.model.clone()
@@ -118,6 +132,18 @@ class World:
             with self.torch.inference_mode():
                 self._enc[text] = self.nodes.CLIPTextEncode().encode(self.te, text)[0]
         return self._enc[text]
+
+    def clip_colours(self, images) -> list[str]:
+        """The second judge's colour of each image: the toy CLIP's zero-shot probabilities summed per colour."""
+        with self.torch.inference_mode():
+            p = self.clip_judge.logits(images).softmax(1).view(images.shape[0], len(data.COLOURS), -1).sum(2)
+        return [data.COLOURS[int(i)] for i in p.argmax(1)]
+
+    def judge(self, row, edited, source, labels=None) -> None:
+        """Both judges' verdicts on ``edited`` into ``row``, with the image."""
+        row.verdicts += self.judges.judge(edited, source, labels)
+        row.clip_colour += self.clip_colours(edited)
+        row.images.append(edited)
 
     def encode(self, images):
         with self.torch.inference_mode():
@@ -268,7 +294,75 @@ def sdedit_best_of(n):
     return run
 
 
-# ---- running and reporting ----------------------------------------------------------------------------------------
+def caso_train(w, gamma: float):
+    """The 4 colour classes from the colour classifier on CASO["train_images"] shapes images of every colour and shape
+    (their labels are never read)."""
+    lat = w.encode(data.make_batch(CASO["train_images"], SEED + 2).images)
+    with w.torch.inference_mode():
+        clf = w.C("InvEditClassifierLoad").execute(CLASSIFIERS[0], "small_cnn", 0, "none").args[0]
+        return w.C("InvEditCASOTrain").execute(
+            model=w.model, clip=w.te, vae=w.vae, classifier=clf, latent=lat, attribute="colour", steps=CASO["steps"],
+            batch_size=CASO["batch"], scale=CASO["train_scale"], level=0.4, lr=0.02, weight_decay=0.005, gamma=gamma,
+            n_tokens=1, init="repo_uniform", hflip=True, seed=0).args[0]
+
+
+def caso_edit(embeddings, prompt: str | None = None, scale: float | None = None, cls: str = "blue",
+              inversion: str = "ddim", window: float | None = None):
+    """CASO Edit with the class alone as the prompt (the paper's), or with ``prompt`` through the stock CLIPTextEncode
+    ("a embedding:<saved file> {shape}": the class token among words)."""
+    def run(w, m, src, source, target, shape):
+        neg = w.enc("")
+        pos = (w.C("InvEditCASOEncode").execute(w.te, embeddings, cls).args[0] if prompt is None else
+               w.enc(prompt.format(shape=shape)))
+        with w.torch.inference_mode():
+            return w.C("InvEditCASOEdit").execute(m, pos, neg, src, CASO["edit_steps"],
+                                                  CASO["scale"] if scale is None else scale,
+                                                  CASO["window"] if window is None else window, 0.0, inversion,
+                                                  0).args[0]["samples"]
+    return run
+
+
+def caso_measures(w, embeddings, notes: list) -> None:
+    """The paper's two other claims, on held-out images of every colour, each with its own class: the own class at
+    λ > 0 as a reconstruction prior (Table 3: PSNR against λ = 0, for both inversions), and λ < 0 lowering the
+    class's probability (the colour classifier's)."""
+    torch = w.torch
+    batch = data.make_batch(CASO["measure_images"], SEED + 3)
+    own = [data.COLOURS[int(c)] for c in batch.colour]
+    lam, back, win = CASO["own_scale"], -CASO["scale"], CASO["measure_window"]
+    psnr, images = {}, {}
+    for i, cls in enumerate(own):
+        img = batch.images[i:i + 1]
+        src = w.encode(img)
+        for inv, scale in (("ddim", 0.0), ("ddim", lam), ("noise", 0.0), ("noise", lam), ("ddim", back)):
+            out = w.decode(caso_edit(embeddings, scale=scale, cls=cls, inversion=inv, window=win)(w, w.model, src, "",
+                                                                                                "", ""))
+            images.setdefault((inv, scale), []).append(out)
+            psnr.setdefault((inv, scale), []).append(float(10 * torch.log10(1 / ((out - img) ** 2).mean())))
+    m = {k: statistics.mean(v) for k, v in psnr.items()}
+    rows = torch.arange(len(own))
+
+    def p_own(key):
+        return w.judges.labels(torch.cat(images[key]))["colour"][2][rows, batch.colour]
+    p0, p1, pb = p_own(("ddim", 0.0)), p_own(("ddim", lam)), p_own(("ddim", back))
+    n = len(own)
+    notes.append(f"CASO own class ({n} held-out images of every colour, each with its own class, window {win}): "
+                 f"reconstruction PSNR λ 0 → λ {lam:g} (Table 3's prior): DDIM inversion {m['ddim', 0.0]:.1f} → "
+                 f"{m['ddim', lam]:.1f} dB, forward-noise inversion {m['noise', 0.0]:.1f} → {m['noise', lam]:.1f} dB; "
+                 f"the colour classifier's p(own class) {p0.mean():.2f} → {p1.mean():.2f}")
+    notes.append(f"CASO reverse edit (own class at λ {back:g}, DDIM-inverted): mean p(own class) {p0.mean():.2f} → "
+                 f"{pb.mean():.2f}; lowered for {int((pb < p0 - 0.05).sum())}/{n} images; per class " + ", ".join(
+                     f"{c} {float(p0[[k for k, o in enumerate(own) if o == c]].mean()):.2f} → "
+                     f"{float(pb[[k for k, o in enumerate(own) if o == c]].mean()):.2f}"
+                     for c in data.COLOURS if c in own))
+
+
+def remove_caso_files() -> None:
+    import folder_paths
+    for root in folder_paths.get_folder_paths("embeddings"):
+        for f in Path(root).glob(f"{CASO_PREFIX}_*.safetensors"):
+            f.unlink()
+
 
 def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
     torch = w.torch
@@ -296,6 +390,19 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                  f"{P2P['tau_u']} for P2Plus (0 for P2P), no LocalBlend; the per-image inversion is counted in evals "
                  f"and bwd (StyleDiffusion K = {P2P['sd_inner']} decaying by e^-0.1 per step, null-text "
                  f"{P2P['nt_inner']} a step, both with early stop; DDIM + P2P inverts at guidance 1)")
+    t = time.perf_counter()
+    caso_alone = caso_train(w, 0.0)
+    caso_time = time.perf_counter() - t
+    caso_gamma = caso_train(w, CASO["gamma"])
+    remove_caso_files()
+    w.C("InvEditCASOSave").execute(caso_alone, CASO_PREFIX)  # for the stock CLIPTextEncode's embedding:<name>
+    caso_prompt = f"a embedding:{CASO_PREFIX}_blue {{shape}}"
+    notes.append(f"CASO rows: the 4 colour classes trained once from the colour classifier on {CASO['train_images']} "
+                 f"unlabeled images of every colour and shape, {CASO['steps']} steps × batch {CASO['batch']} "
+                 f"(λ {CASO['train_scale']:g} at t 401; {caso_time:.1f} s per training, one with γ 0 and one with γ "
+                 f"{CASO['gamma']:g}), then per image DDIM inversion with the empty prompt to {CASO['window']} of the "
+                 f"timesteps and λ {CASO['scale']:g} below it ({CASO['edit_steps']}-step grid); 'in a prompt' is the "
+                 f"γ 0 file through the stock CLIPTextEncode as '{caso_prompt}'; recon = λ 0")
     methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap),
                ("h-space, prompt direction", hspace_edit(prompts_dir, HSPACE["strength"], 0)),
                ("h-space, trained direction", hspace_edit(trained, HSPACE["trained_strength"], HSPACE["t_edit"])),
@@ -303,7 +410,10 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                ("DOODL CLIP (EDICT pair)", doodl_edit(lambda shape: w.clip_loss(f"a blue {shape}"))),
                ("one-step guidance (DDIM-inverted)", guidance_edit),
                ("DDIM + P2P", ddim_p2p), ("null-text + P2P", nulltext_p2p),
-               ("StyleDiffusion + P2Plus", stylediffusion_p2plus)]
+               ("StyleDiffusion + P2Plus", stylediffusion_p2plus),
+               ("CASO class alone (γ 0)", caso_edit(caso_alone)), (f"CASO class alone (γ {CASO['gamma']:g})",
+                                                                   caso_edit(caso_gamma)),
+               ("CASO class in a prompt (γ 0)", caso_edit(caso_alone, caso_prompt))]
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
              "h-space, prompt direction": lambda m, s, src, p: hspace_edit(prompts_dir, 0.0, 0)(w, m, src, p, p, s),
@@ -311,6 +421,8 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
              "one-step guidance (DDIM-inverted)": lambda m, s, src, p: _sample(
                  w, m, "ddim", _ddim_sigmas(w, GUIDANCE["steps"]),
                  p, _ddim_invert(w, m, src, p, _ddim_sigmas(w, GUIDANCE["steps"]), DOODL["cfg"]), DOODL["cfg"])}
+    for name, _ in methods[-3:]:  # λ 0: the same inversion, sampled back with the empty prompt
+        recon[name] = lambda m, s, src, p: caso_edit(caso_alone, scale=0.0)(w, m, src, p, p, s)
     for name, fn in methods:
         rows.append(Row("edit", name))
     for i in range(n_images):
@@ -324,8 +436,8 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
             if isinstance(out, tuple):  # P2P edits return their source row, the inversion's reconstruction, too
                 out, rec_latent = out
             edited = w.decode(out)
-            row.verdicts += w.judges.judge(edited, img, labels)
-            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec), row.images.append(edited)
+            w.judge(row, edited, img, labels)
+            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec)
             if rec_latent is not None:
                 rec = w.decode(rec_latent)
                 row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
@@ -340,6 +452,7 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                         model=w.model, positive=w.enc(source), negative=w.enc(""), pair=pair, cfg=DOODL["cfg"],
                         mix_p=0.93, leapfrog=True, official_input_scaling=True)[0]["samples"])
                 row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+    caso_measures(w, caso_alone, notes)
     doodl_evals = statistics.mean(next(r for r in rows if r.method.startswith("DOODL classifier")).evals)
     n_best = max(1, round(doodl_evals / int(EDIT["steps"] * SDEDIT_DENOISE)))  # one evaluation per step and sample
     row = Row("edit", f"SDEdit {SDEDIT_DENOISE} to the target prompt, best of {n_best}")
@@ -348,10 +461,8 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
         img = batch.images[i:i + 1]
         labels = data.Batch(*(getattr(batch, f)[i:i + 1] for f in data.Batch.__dataclass_fields__))
         out, evals, bwd, sec = w.timed(lambda m: fn(w, m, w.encode(img), "", f"a blue {shapes[i]}", shapes[i]))
-        edited = w.decode(out)
-        row.verdicts += w.judges.judge(edited, img, labels)
+        w.judge(row, w.decode(out), img, labels)
         row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec)
-        row.images.append(edited)
     rows.append(row)
     return shapes
 
@@ -387,8 +498,8 @@ def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
             out, evals, bwd, sec = w.timed(runs[row.method])
             edited = w.decode(out)
             source = edited if source is None else source
-            row.verdicts += w.judges.judge(edited, source)
-            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec), row.images.append(edited)
+            w.judge(row, edited, source)
+            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec)
         if best_row is None:
             n_best = max(1, round(statistics.mean(new[2].evals) / statistics.mean(new[0].evals)))
             best_row = Row(task, f"plain EDICT, best of {n_best} seeds")
@@ -401,25 +512,24 @@ def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
             k = int(torch.stack([loss(i[None], torch.Generator().manual_seed(0)) for i in imgs]).argmin())
             return batch[k:k + 1]
         out, evals, bwd, sec = w.timed(best_of)
-        edited = w.decode(out)
-        best_row.verdicts += w.judges.judge(edited, source)
+        w.judge(best_row, w.decode(out), source)
         best_row.evals.append(evals), best_row.backward.append(bwd), best_row.seconds.append(sec)
-        best_row.images.append(edited)
     rows += new + [best_row]
 
 
-HEADER = ("| task | method | blue | shape kept | shift px | area | bg PSNR dB | recon PSNR dB | evals | bwd | "
-          "s/img |")
+HEADER = ("| task | method | blue | blue (CLIP) | shape kept | shift px | area | bg PSNR dB | recon PSNR dB | evals | "
+          "bwd | s/img |")
 
 
 def table(rows: list, shapes: list[str], seeds: int) -> str:
-    lines = [HEADER, "|" + "---|" * 11]
+    lines = [HEADER, "|" + "---|" * 12]
     for r in rows:
         s = r.summary(shapes if r.task == "edit" else ["circle"] * seeds)
 
         def f(v, fmt):
             return "—" if not math.isfinite(v) else "≥ 100" if fmt == ".1f" and v >= 100 else format(v, fmt)
-        lines.append(f"| {r.task} | {r.method} | {100 * s['blue']:.0f} % | {100 * s['shape_kept']:.0f} % | "
+        lines.append(f"| {r.task} | {r.method} | {100 * s['blue']:.0f} % | {100 * s['blue_clip']:.0f} % | "
+                     f"{100 * s['shape_kept']:.0f} % | "
                      f"{f(s['shift_px'], '.1f')} | {f(s['area'], '.2f')} | {f(s['bg_psnr'], '.1f')} | "
                      f"{f(s['recon_psnr'], '.1f')} | {s['evals']:.0f} | {s['backward']:.0f} | {s['seconds']:.2f} |")
     return "\n".join(lines)
@@ -452,7 +562,8 @@ def grid(rows: list, sources: list, path: Path, task: str = "edit") -> None:
 
 
 QUICK = {"EDIT": {"steps": 10}, "HSPACE": {"steps": 10}, "DOODL": {"steps": 4, "iterations": 1},
-         "GUIDANCE": {"steps": 4}, "P2P": {"steps": 4, "sd_inner": 2, "nt_inner": 2}}
+         "GUIDANCE": {"steps": 4}, "P2P": {"steps": 4, "sd_inner": 2, "nt_inner": 2},
+         "CASO": {"train_images": 4, "steps": 2, "edit_steps": 10, "measure_images": 2}}
 
 
 def run(n_images: int = 6, seeds: int = 6, out: Path | None = None, quick: bool = False):
@@ -474,7 +585,10 @@ def _run(n_images: int, seeds: int, out: Path | None, quick: bool):
     w = World()
     rows: list = []
     notes: list = []
-    shapes = edit_task(w, n_images, rows, notes)
+    try:
+        shapes = edit_task(w, n_images, rows, notes)
+    finally:
+        remove_caso_files()
     generation_task(w, "generate", "a circle", seeds, rows)
     generation_task(w, "rare", "a red circle", seeds, rows)
     md = table(rows, shapes, seeds)

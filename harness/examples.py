@@ -339,10 +339,11 @@ def caso_edit(g):
 
 
 def caso_from_prompt(g):
-    """A saved CASO class typed into the stock CLIPTextEncode ('embedding:caso_colour_blue'), edited with CASO Edit."""
+    """A saved CASO class typed among words into the stock CLIPTextEncode ('a embedding:caso_colour_blue circle'),
+    edited with CASO Edit from 0.4 of the timesteps."""
     ck, neg, img, src = _caso_common(g)
-    pos = g.node("CLIPTextEncode", clip=ck.out(1), text=f"embedding:{CASO_PREFIX}_blue")
-    ed = _caso_edit(g, ck, pos, neg, src.out(0), 3.0)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text=f"a embedding:{CASO_PREFIX}_blue circle")
+    ed = _caso_edit(g, ck, pos, neg, src.out(0), 3.0, window=0.4)
     _save_pair(g, ck, img.out(0), ed.out(0), "caso_from_prompt")
 
 
@@ -374,7 +375,7 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
                    "ImageBatch": "Compare"},
     "caso_edit": {"SaveImage": "Save: source | CASO 'blue' (λ 3; toy world: blue, but the shape changes)",
                   "ImageBatch": "Compare: source | edit"},
-    "caso_from_prompt": {"SaveImage": "Save: source | embedding:caso_colour_blue (λ 3; blue, the shape changes)",
+    "caso_from_prompt": {"SaveImage": "Save: source | 'a embedding:caso_colour_blue circle' (λ 3: a blue circle)",
                          "ImageBatch": "Compare: source | edit"},
     "caso_negative": {"SaveImage": "Save: 'blue' at λ 3 | then at λ −3 (away from blue)",
                       "ImageBatch": "Compare: λ 3 | λ −3"},
@@ -406,7 +407,7 @@ PROMISES = {
     "stylediffusion_edit": {"colour": "blue", "shape": "circle"},
     "nulltext_edit": {"colour": "blue", "shape": "circle"},
     "caso_edit": {"colour": "blue"},                        # the shape does not stay here (see its title)
-    "caso_from_prompt": {"colour": "blue"},
+    "caso_from_prompt": {"colour": "blue", "shape": "circle"},
     "caso_negative": {"colour": "not blue"},
     "stylediffusion_from_file": {"colour": "blue", "shape": "circle"},
 }
@@ -481,8 +482,11 @@ NOTES = {  # what each workflow shows and which settings matter (a Note node at 
                  "triangle (for windows 0.3-0.6 and λ 3-10): an embedding trained from a colour classifier alone "
                  "is free to move what the classifier ignores; a second judge (CLIP Zero-shot Classifier) and the "
                  "latent term gamma are the paper's guards.",
-    "caso_from_prompt": "The saved class in the stock CLIPTextEncode: 'embedding:caso_colour_blue' is the CASO "
-                        "embedding (bit for bit what CASO Encode gives). Run caso_edit first.",
+    "caso_from_prompt": "The saved class in the stock CLIPTextEncode, among words: 'a embedding:caso_colour_blue "
+                        "circle' puts the CASO embedding between the words' tokens (alone, 'embedding:caso_colour_"
+                        "blue' is bit for bit what CASO Encode gives). The word keeps the shape that the class alone "
+                        "lets go (the scorecard's 'CASO class in a prompt' row); the window starts at 0.4 of the "
+                        "timesteps. Run caso_edit first.",
     "caso_negative": "A negative scale reverses the edit: 'blue' at λ 3 turns the circle blue, at λ −3 (which the "
                      "stock cfg widgets do not allow; CASO Edit and CASO Guidance do) it pushes the blue circle away "
                      "from blue. Run caso_edit first.",

@@ -171,6 +171,14 @@ class CASOTrain(io.ComfyNode):
                 io.Boolean.Input("hflip", default=True, tooltip="Flip images at random (official)."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip=(
                     "Every draw: classes, images, flips, noise, initialisation.")),
+                io.Combo.Input("classifier_aug", options=list(caso.CLASSIFIER_AUGS), default="none", optional=True,
+                               tooltip="flip_crop: the classifier sees a random flip and 7/8 crop of each estimate."),
+                io.Combo.Input("dtype", options=list(caso.DTYPES), default="fp32", optional=True, tooltip=(
+                    "bf16: the U-Net, VAE and classifier calls under bf16 autocast (less memory on a GPU; the "
+                    "embedding and optimiser stay fp32).")),
+                io.Boolean.Input("grad_checkpointing", default=False, optional=True, tooltip=(
+                    "Recompute the U-Net call, the decode and the classifier in the backward pass instead of keeping "
+                    "their activations (less memory, about one more forward of time; the same gradients).")),
             ],
             outputs=[CASOEmbedding.Output(display_name="embeddings", tooltip="One per class of the classifier."),
                      LossHistory.Output(display_name="loss_history", tooltip="The class loss at every step.")],
@@ -178,12 +186,14 @@ class CASOTrain(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, classifier, latent, attribute, steps, batch_size, scale, level, lr,
-                weight_decay, gamma, n_tokens, init, hflip, seed) -> io.NodeOutput:
+                weight_decay, gamma, n_tokens, init, hflip, seed, classifier_aug="none", dtype="fp32",
+                grad_checkpointing=False) -> io.NodeOutput:
         who = display("CASO Train Embeddings")
         samples = checked_latent(model, latent, who)
         refuse_noise_mask(latent, who)
         config = caso.TrainConfig(steps=steps, batch_size=batch_size, scale=scale, lr=lr, weight_decay=weight_decay,
-                                  gamma=gamma, hflip=hflip, seed=seed)
+                                  gamma=gamma, hflip=hflip, seed=seed, dtype=dtype, checkpointing=grad_checkpointing,
+                                  classifier_aug=classifier_aug)
         settings = adapter.CASOSettings(n_tokens=n_tokens, init=init, level=level, config=config)
         live = LiveLoss("CASO training", "class loss")
         embs, res = adapter.train(model, clip, vae, classifier, samples, settings, who, live)
@@ -192,7 +202,8 @@ class CASOTrain(io.ComfyNode):
                 "train": json.dumps({"steps": steps, "batch_size": batch_size, "scale": scale, "level": level,
                                      "t": adapter.training_timestep(level, 50), "lr": lr,
                                      "weight_decay": weight_decay, "gamma": gamma, "n_tokens": n_tokens,
-                                     "init": init, "hflip": hflip, "seed": seed, "images": int(samples.shape[0])}),
+                                     "init": init, "hflip": hflip, "seed": seed, "images": int(samples.shape[0]),
+                                     "classifier_aug": classifier_aug, "dtype": dtype}),
                 **adapter.fingerprints(clip)}
         for e in embs:
             e.meta.update(meta)

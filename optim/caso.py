@@ -93,6 +93,41 @@ class TrainConfig:
     loss: str = "auto"
     hflip: bool = True
     seed: int = 0
+    dtype: str = "fp32"          # "bf16": the model calls under bf16 autocast (the embedding, loss and AdamW stay fp32)
+    checkpointing: bool = False  # recompute the U-Net call, the decode and the classifier in the backward pass
+    classifier_aug: str = "none"  # "flip_crop": the classifier sees a random flip and a 7/8 crop resized back
+
+
+DTYPES = ("fp32", "bf16")
+CLASSIFIER_AUGS = ("none", "flip_crop")
+
+
+def segment(fn: Callable, checkpointing: bool) -> Callable:
+    """``fn`` as one gradient-checkpointed segment: its activations are not kept between the forward and the
+    backward pass but recomputed in the backward (torch.utils.checkpoint, non-reentrant: the same values and
+    gradients, about one more forward in time)."""
+    if not checkpointing:
+        return fn
+    from torch.utils.checkpoint import checkpoint
+    return lambda *args: checkpoint(fn, *args, use_reentrant=False)
+
+
+def _full(t: Tensor) -> Tensor:
+    """A half-precision result (bf16 autocast) back to fp32; fp32 and fp64 as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def flip_crop(images: Tensor, gen: torch.Generator) -> Tensor:
+    """The classifier's augmentation: a horizontal flip with p 0.5 and a random crop of 7/8 of the side resized back
+    (bilinear, differentiable), one draw for the batch."""
+    h, w = images.shape[-2:]
+    ch, cw = max(1, round(h * 7 / 8)), max(1, round(w * 7 / 8))
+    top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+    x = images[..., top:top + ch, left:left + cw]
+    if float(torch.rand(1, generator=gen)) < 0.5:
+        x = x.flip(-1)
+    return torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
 
 
 # encode(e [n, D]) -> the positive conditioning of class e (differentiable in e)
@@ -121,8 +156,14 @@ def train_embeddings(init: Tensor, latents: Tensor, sigma: float, encode: Encode
     interrupt. Raises CASOError on a non-finite loss (nothing is returned, so nothing half-trained is saved)."""
     if init.ndim != 3:
         raise ValueError(f"embeddings must be [K, n_tokens, D], got {tuple(init.shape)}")
+    if config.dtype not in DTYPES or config.classifier_aug not in CLASSIFIER_AUGS:
+        raise ValueError(f"dtype must be one of {DTYPES} and classifier_aug one of {CLASSIFIER_AUGS}, got "
+                         f"{config.dtype!r}, {config.classifier_aug!r}")
     k = init.shape[0]
     emb = torch.nn.Parameter(init.detach().clone().float())
+    cond_call, decode_call = segment(denoise, config.checkpointing), segment(decode, config.checkpointing)
+    classify_call = segment(classify, config.checkpointing)
+    encode_call = segment(encode, config.checkpointing)
     opt = torch.optim.AdamW([emb], lr=config.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay)
     gen = torch.Generator(device="cpu").manual_seed(int(config.seed))
     result = TrainResult(emb.detach())
@@ -136,11 +177,15 @@ def train_embeddings(init: Tensor, latents: Tensor, sigma: float, encode: Encode
             z0 = torch.where(flip.view(-1, 1, 1, 1).to(z0.device), z0.flip(-1), z0)
         eps = torch.randn(z0.shape, generator=gen).to(z0)
         x = z0 + sigma * eps
-        with torch.no_grad():
-            d_u = denoise(x, None)
-        d_c = denoise(x, encode(emb[a]))
-        z_hat = guided(d_u, d_c, config.scale)
-        logits = classify(decode(z_hat))
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=config.dtype == "bf16"):
+            with torch.no_grad():
+                d_u = denoise(x, None)
+            d_c = cond_call(x, encode_call(emb[a]))
+            z_hat = guided(_full(d_u), _full(d_c), config.scale)
+            images = decode_call(z_hat)
+            if config.classifier_aug == "flip_crop":
+                images = flip_crop(images, gen)
+            logits = _full(classify_call(images))
         loss = class_loss(logits, a, config.loss)
         if config.gamma:
             loss = loss + config.gamma * torch.nn.functional.mse_loss(z_hat, z0)

@@ -1,11 +1,18 @@
 """The benchmark scripts run against the assembled files (tiny settings; their figures are not judged here)."""
-from bench import bench_asyrp, bench_ddim, bench_doodl, bench_edict, bench_stylediffusion, eval_shapes
+import os
+from bench import bench_asyrp, bench_caso, bench_ddim, bench_doodl, bench_edict, bench_stylediffusion, eval_shapes
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
     bench_ddim.main(["--size", "64", "--steps", "2", "--rounds", "1"])
     out = capsys.readouterr().out
     assert "ratio invert / KSampler" in out and "target <= 1.05" in out
+
+
+def test_bench_caso_prints_its_ratio_table(comfy, capsys):
+    bench_caso.main(["--steps", "4", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "CASO training step" in out and "ratio training step / gradient floor with the text encoder" in out and "MiB plain" in out
 
 
 def test_bench_edict_prints_its_ratio_table(comfy, capsys):
@@ -74,12 +81,13 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     by = {(r.task, r.method.split(",")[0].split(" (")[0]): r for r in rows}
     edit = {m for t, m in by if t == "edit"}
     assert {"DDIM prompt swap", "EDICT prompt swap", "h-space", "DOODL classifier", "DOODL CLIP",
-            "one-step guidance", "DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus"} <= edit
+            "one-step guidance", "DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus", "CASO class alone",
+            "CASO class in a prompt"} <= edit
     assert any(m.startswith("SDEdit") for m in edit)
     assert {m for t, m in by if t == "generate"} == {m for t, m in by if t == "rare"} == {
         "plain EDICT", "one-step guidance", "DOODL classifier"}
     for r in rows:
-        assert len(r.verdicts) == 1 and r.evals[0] > 0, r.method
+        assert len(r.verdicts) == len(r.clip_colour) == 1 and r.evals[0] > 0, r.method
         grads = r.method.startswith(("DOODL", "one-step", "null-text", "StyleDiffusion"))
         assert (r.backward[0] > 0) == grads, (r.method, r.backward)
     # the same inversion settings: EDICT reconstructs better than DDIM; a plain sample judged against itself is exact
@@ -89,3 +97,7 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     plain = next(r for r in rows if (r.task, r.method) == ("generate", "plain EDICT")).verdicts[0]
     assert plain.shift_px == 0 and plain.background_psnr_db >= 100 and math.isfinite(plain.p_colour)
     assert (out / "edit_grid.png").stat().st_size > 0 and "| edit | EDICT prompt swap |" in text
+    assert "CASO own class" in text and "CASO reverse edit" in text
+    import folder_paths  # the CASO row's file for the stock encoder is gone again
+    assert not [f for r in folder_paths.get_folder_paths("embeddings") for f in os.listdir(r)
+                if f.startswith(scorecard.CASO_PREFIX)]

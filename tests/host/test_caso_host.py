@@ -128,19 +128,48 @@ def stock_sample(w, model, positive, negative, latent, cfg=3.0, steps=10):
 
 
 def test_the_guidance_patch_at_zero_scale_or_an_empty_window_is_the_negative_prompt_bit_for_bit(w, trained):
+    """λ 0 = the stock sampler at cfg 0 (D_u, cond and uncond batched alike); an empty window = the stock sampler at
+    cfg 1 with the negative prompt as its positive, taking that prediction as it is (D_u evaluated alone: outside
+    the window the conditional prediction is not computed; the stock cfg-1 step itself computes u + (c − u)·1, which
+    is not c to the bit); the full window at λ 3 = the stock cfg 3."""
     C = w["C"]
     embs, _ = trained
     pos, neg = C["InvEditCASOEncode"].execute(w["te"], embs, "blue").args
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
-    stock_zero = stock_sample(w, w["model"], pos, neg, x, cfg=0.0)  # the stock sampler at cfg 0: D_u, batched alike
-    for scale, start, end in ((0.0, 1.0, 0.0), (10.0, 0.05, 0.05)):  # λ 0; a window no step falls in
-        m = C["InvEditCASOGuidance"].execute(w["model"], scale, start, end).args[0]
-        assert torch.equal(stock_sample(w, m, pos, neg, x, cfg=7.0), stock_zero), (scale, start, end)
+    m0 = C["InvEditCASOGuidance"].execute(w["model"], 0.0, 1.0, 0.0).args[0]
+    assert torch.equal(stock_sample(w, m0, pos, neg, x, cfg=7.0), stock_sample(w, w["model"], pos, neg, x, cfg=0.0))
+    empty = C["InvEditCASOGuidance"].execute(w["model"], 10.0, 0.05, 0.05).args[0]  # a window no step falls in
+    alone = w["model"].clone()
+    alone.set_model_sampler_post_cfg_function(lambda args: args["cond_denoised"])
+    assert torch.equal(stock_sample(w, empty, pos, neg, x, cfg=7.0), stock_sample(w, alone, neg, neg, x, cfg=1.0))
     m3 = C["InvEditCASOGuidance"].execute(w["model"], 3.0, 1.0, 0.0).args[0]  # a full window: the stock cfg 3
     torch.testing.assert_close(stock_sample(w, m3, pos, neg, x, cfg=7.0), stock_sample(w, w["model"], pos, neg, x),
                                rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="must not be below window_end"):
         C["InvEditCASOGuidance"].execute(w["model"], 1.0, 0.2, 0.5)
+
+
+def test_a_single_step_window_computes_the_conditional_prediction_once_through_a_wrapper_already_there(w, trained):
+    """The spec's §8.5: a window holding one step of the grid makes one conditional call; a model_function_wrapper
+    already on the model (here a call counter) still sees every call."""
+    import comfy.samplers
+    C = w["C"]
+    embs, _ = trained
+    pos, neg = C["InvEditCASOEncode"].execute(w["te"], embs, "blue").args
+    calls = []
+
+    def counter(apply_model, args):
+        calls.append(list(args["cond_or_uncond"]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+    counted = w["model"].clone()
+    counted.set_model_unet_function_wrapper(counter)
+    sig = comfy.samplers.calculate_sigmas(w["model"].get_model_object("model_sampling"), "ddim_uniform", 10)[4:]
+    ms = w["model"].get_model_object("model_sampling")
+    t_one = float(ms.timestep(sig[1]))  # the window [t, t] around the second step of the grid
+    m = C["InvEditCASOGuidance"].execute(counted, 3.0, t_one / 999, t_one / 999).args[0]
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
+    stock_sample(w, m, pos, neg, x, cfg=7.0)
+    assert len(calls) == sig.numel() - 1 and sum(0 in c for c in calls) == 1, calls
 
 
 def test_the_trained_class_edits_towards_it_and_a_negative_scale_away(w, trained):

@@ -36,11 +36,12 @@ def test_class_losses_and_their_errors():
 
 class Toy:
     """encode(e) = e; D(x, ∅) = x/(1+σ²)·… a shrink; D(x, c) adds the embedding's first 3 dims as a colour shift;
-    decode = identity on 3 channels; F = a fixed linear map of the mean colour to K logits. Float64."""
+    decode = identity on 3 channels; F = a fixed linear map of the mean colour to K logits. Float64 (or ``dtype``)."""
 
-    def __init__(self, k=3, d=8, seed=0):
+    def __init__(self, k=3, d=8, seed=0, dtype=F64):
         g = torch.Generator().manual_seed(seed)
-        self.w = torch.randn(k, 3, generator=g, dtype=F64) * 2
+        self.dtype = dtype
+        self.w = (torch.randn(k, 3, generator=g, dtype=F64) * 2).to(dtype)
         self.k, self.d = k, d
         self.calls = 0
 
@@ -61,7 +62,7 @@ class Toy:
         return img.mean((2, 3)) @ self.w.T
 
     def latents(self, n=6, seed=1):
-        return torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=F64) * 0.3
+        return (torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=F64) * 0.3).to(self.dtype)
 
 
 def train(toy, cfg, init=None):
@@ -202,3 +203,20 @@ def test_a_linear_probe_separates_separable_features_whatever_their_scales():
     assert torch.equal((f @ w.T + b).argmax(1), y)
     _, _, plain = fit_linear_probe(f / scales * 1e-4, y.tolist(), 3, steps=200)  # same clusters, other units
     assert plain == 1.0
+
+
+def test_checkpointing_recomputes_the_same_gradients_and_bf16_and_augmentation_still_learn():
+    """Gradient checkpointing changes what is kept, not what is computed: the same losses and embeddings as without
+    (CPU: the recomputed forward runs the same kernels on the same inputs). bf16 autocast (the models' calls; the
+    embedding and AdamW stay fp32) and the classifier's flip/crop augmentation still lower the loss."""
+    cfg = dict(steps=20, scale=3.0, lr=0.05, seed=4)
+    plain = train(Toy(), caso.TrainConfig(**cfg))
+    ckpt = train(Toy(), caso.TrainConfig(**cfg, checkpointing=True))
+    assert plain.losses == ckpt.losses and torch.equal(plain.embeddings, ckpt.embeddings)
+    for extra in ({"dtype": "bf16"}, {"classifier_aug": "flip_crop"}):
+        toy = Toy(dtype=torch.float32)
+        res = train(toy, caso.TrainConfig(**dict(cfg, steps=90, weight_decay=0.0), **extra))
+        assert sum(res.losses[-10:]) < 0.7 * sum(res.losses[:10]), (extra, res.losses[:10], res.losses[-10:])
+        assert res.embeddings.dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        train(Toy(), caso.TrainConfig(steps=1, dtype="fp8"))
