@@ -1,7 +1,8 @@
 """CASO on ComfyUI models (``optim.caso``): a class embedding as the stock CLIP's tokens, encoded the way
 CLIPTextEncode encodes the prompt ``embedding:<class file>`` (so the pack's conditioning and the stock one are the
-same tensors), several classes stitched, and differentiably for training (``adapters.clip.differentiable_text_encoder``);
-training on a ComfyUI model, the windowed guidance patch, the edit and the encoders' fingerprints."""
+same tensors), several classes stitched, and differentiably for training
+(``adapters.clip.differentiable_text_encoder``); a linear probe on a stock CLIP_VISION; training on a ComfyUI model,
+the windowed guidance patch, the edit and the encoders' fingerprints."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

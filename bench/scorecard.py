@@ -411,9 +411,9 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                ("one-step guidance (DDIM-inverted)", guidance_edit),
                ("DDIM + P2P", ddim_p2p), ("null-text + P2P", nulltext_p2p),
                ("StyleDiffusion + P2Plus", stylediffusion_p2plus),
-               ("CASO class alone (γ 0)", caso_edit(caso_alone)), (f"CASO class alone (γ {CASO['gamma']:g})",
-                                                                   caso_edit(caso_gamma)),
-               ("CASO class in a prompt (γ 0)", caso_edit(caso_alone, caso_prompt))]
+               ("CASO class alone (gamma 0)", caso_edit(caso_alone)),
+               (f"CASO class alone (gamma {CASO['gamma']:g})", caso_edit(caso_gamma)),
+               ("CASO class in a prompt (gamma 0)", caso_edit(caso_alone, caso_prompt))]
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
              "h-space, prompt direction": lambda m, s, src, p: hspace_edit(prompts_dir, 0.0, 0)(w, m, src, p, p, s),

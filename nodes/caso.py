@@ -371,4 +371,5 @@ class CASOEdit(io.ComfyNode):
         return io.NodeOutput({"samples": edited}, {"samples": start})
 
 
-NODES = [ClassifierLoad, CLIPZeroShotClassifier, CLIPVisionLinearProbe, CASOTrain, CASOSave, CASOLoad, CASOEncode, CASOGuidance, CASOEdit]
+NODES = [ClassifierLoad, CLIPZeroShotClassifier, CLIPVisionLinearProbe, CASOTrain, CASOSave, CASOLoad, CASOEncode,
+         CASOGuidance, CASOEdit]
