@@ -51,3 +51,20 @@ def tiny_sdxl_clip(embedding_directory=None):
             p.copy_(torch.randn(p.shape, generator=g) * 0.02 if p.ndim > 1 else
                     torch.ones(p.shape) if name.endswith("weight") else torch.zeros(p.shape))
     return clip
+
+
+def tiny_clip_vision(folder):
+    """A tiny random CLIP vision tower built the way the stock CLIPVisionLoader builds one (its config written to
+    ``folder``; weights set in inference mode, as the loader leaves them)."""
+    import json
+    import comfy.clip_vision
+    cfg = dict(attention_dropout=0.0, dropout=0.0, hidden_act="quick_gelu", hidden_size=32, image_size=32,
+               initializer_factor=1.0, initializer_range=0.02, intermediate_size=64, layer_norm_eps=1e-5,
+               model_type="clip_vision_model", num_attention_heads=2, num_channels=3, num_hidden_layers=2,
+               patch_size=16, projection_dim=16)
+    (folder / "cv.json").write_text(json.dumps(cfg))
+    with torch.inference_mode():
+        cv = comfy.clip_vision.ClipVisionModel(str(folder / "cv.json"))
+        g = torch.Generator().manual_seed(0)
+        cv.load_sd({k: torch.randn(v.shape, generator=g) * 0.1 for k, v in cv.get_sd().items()})
+    return cv

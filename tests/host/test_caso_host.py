@@ -305,28 +305,12 @@ def test_sdxl_classes_train_through_its_two_encoders_and_are_the_stock_embedding
             os.remove(os.path.join(root, f"{n}.safetensors"))
 
 
-def tiny_clip_vision(tmp_path):
-    """A tiny random CLIP vision tower built the way the stock CLIPVisionLoader builds one (weights set in inference
-    mode)."""
-    import json
-    import comfy.clip_vision
-    cfg = dict(attention_dropout=0.0, dropout=0.0, hidden_act="quick_gelu", hidden_size=32, image_size=32,
-               initializer_factor=1.0, initializer_range=0.02, intermediate_size=64, layer_norm_eps=1e-5,
-               model_type="clip_vision_model", num_attention_heads=2, num_channels=3, num_hidden_layers=2,
-               patch_size=16, projection_dim=16)
-    (tmp_path / "cv.json").write_text(json.dumps(cfg))
-    with torch.inference_mode():
-        cv = comfy.clip_vision.ClipVisionModel(str(tmp_path / "cv.json"))
-        g = torch.Generator().manual_seed(0)
-        cv.load_sd({k: torch.randn(v.shape, generator=g) * 0.1 for k, v in cv.get_sd().items()})
-    return cv
-
-
 def test_a_linear_probe_on_a_stock_clip_vision_classifies_held_out_images_and_is_differentiable(w, tmp_path):
     """Fitted on 32 labelled shapes images (colour), the probe separates them all and labels 32 held-out ones well
     above chance (25 %; a random 16-d tower carries little colour: 53 % here), its logits are differentiable in the
     pixels, the tower's weights do not change, and bad labels are named."""
     from harness.shapes import data
+    from host_models import tiny_clip_vision
     C = w["C"]
     cv = tiny_clip_vision(tmp_path)
     before = {k: v.clone() for k, v in cv.model.state_dict().items()}

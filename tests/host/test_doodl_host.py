@@ -1,6 +1,5 @@
 """DOODL on the real ComfyUI host: the shapes-world checkpoint through the stock loaders, the colour classifier and the
 toy CLIP as losses, the optimiser node in-process and through the real executor."""
-import json
 import os
 
 import pytest
@@ -188,17 +187,10 @@ def test_clip_loss_through_a_stock_clip_vision_with_inference_mode_weights(w, tm
     """An image target through ComfyUI's CLIP_VISION (a tiny random vision tower built the way CLIPVisionLoader builds
     one, weights set under inference mode): the reference image is at distance 0, another image is not, and the
     gradient reaches the generated pixels."""
-    import comfy.clip_vision
     from harness.shapes import data
-    cfg = dict(attention_dropout=0.0, dropout=0.0, hidden_act="quick_gelu", hidden_size=32, image_size=32,
-               initializer_factor=1.0, initializer_range=0.02, intermediate_size=64, layer_norm_eps=1e-5,
-               model_type="clip_vision_model", num_attention_heads=2, num_channels=3, num_hidden_layers=2,
-               patch_size=16, projection_dim=16)
-    (tmp_path / "cv.json").write_text(json.dumps(cfg))
+    from host_models import tiny_clip_vision
+    cv = tiny_clip_vision(tmp_path)
     with torch.inference_mode():
-        cv = comfy.clip_vision.ClipVisionModel(str(tmp_path / "cv.json"))
-        g = torch.Generator().manual_seed(0)
-        cv.load_sd({k: torch.randn(v.shape, generator=g) * 0.1 for k, v in cv.get_sd().items()})
         blue = data.make_batch(1, 3, colour=2, shape=0).images
         red = data.make_batch(1, 4, colour=0, shape=1).images
         loss = w["C"]["InvEditDOODLCLIPLoss"].execute(clip_name="shapes-toy-clip", text="", weight=1.0,
