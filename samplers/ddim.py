@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from . import coords_flow
 from .coords import eps_from_denoised, vp_scale
 from .steps import Callback, Step
 
@@ -93,6 +94,39 @@ def ddim_sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor,
         s, s_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, s)
         x = ddim_step(x, eps_from_denoised(x, denoised, s), s, s_next)
+        if callback is not None:
+            callback(Step(i, sigmas.numel() - 1, x, denoised, s, s_next))
+    return x
+
+
+# -- flow-matching (CONST) models: the same walk with the velocity (``samplers.coords_flow``) -----------------------
+
+def flow_invert(denoiser: Denoiser, x0: Tensor, sigmas: Tensor, callback: Optional[Callback] = None) -> Tensor:
+    """Invert a clean latent along a flow schedule (σ in [0, 1]) to x at its highest level:
+    x_{σ'} = x_σ + (σ' − σ)·v̂(x_σ, σ'), v̂ = (x − D(x, σ'))/σ' (the model input is x itself: no VP rescaling)."""
+    check_schedule(sigmas, "DDIM inversion")
+    coords_flow.check_flow_sigmas(sigmas, "DDIM inversion")
+    levels = ascending_levels(sigmas)
+    x = x0
+    for i in range(levels.numel() - 1):
+        s, s_next = levels[i], levels[i + 1]
+        denoised = denoiser(x, s_next)
+        x = coords_flow.euler_step(x, coords_flow.velocity_from_denoised(x, denoised, s_next), s, s_next)
+        if callback is not None:
+            callback(Step(i, sigmas.numel() - 1, x, denoised, s, s_next))
+    return x
+
+
+def flow_sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, callback: Optional[Callback] = None) -> Tensor:
+    """Euler sampling of a flow model along descending ``sigmas``: what ComfyUI's ``euler`` does on it."""
+    check_schedule(sigmas, "DDIM sampling")
+    coords_flow.check_flow_sigmas(sigmas, "DDIM sampling")
+    if sigmas[0] < sigmas[-1]:
+        raise ValueError("DDIM sampling: SIGMAS must be descending.")
+    for i in range(sigmas.numel() - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, s)
+        x = coords_flow.euler_step(x, coords_flow.velocity_from_denoised(x, denoised, s), s, s_next)
         if callback is not None:
             callback(Step(i, sigmas.numel() - 1, x, denoised, s, s_next))
     return x
