@@ -29,9 +29,23 @@ def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> No
                          f"works on [B, {want}, H, W] latents. Encode the image with this model's VAE.")
 
 
-def checked_latent(model, latent: dict, who: str) -> torch.Tensor:
-    """The LATENT's samples for a VP (ε/v) model with the right channel count; refuses flow models."""
-    require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
+def is_flow(model_sampling) -> bool:
+    """A flow-matching model (CONST: SD3, Flux, or a ModelSamplingSD3/Flux patch)."""
+    return isinstance(model_sampling, comfy.model_sampling.CONST)
+
+
+def require_vp_or_flow_model(model_sampling, family: str, who: str) -> None:
+    """Accept ε/v-prediction (VP) and flow-matching (CONST) models; refuse the other kinds by name."""
+    if not isinstance(model_sampling, (comfy.model_sampling.EPS, comfy.model_sampling.CONST)):
+        raise ValueError(f"{who}: {family} is sampled with {type(model_sampling).__name__}, which is neither an "
+                         f"ε/v-prediction nor a flow-matching model; use an SD1.x/SDXL or SD3/Flux checkpoint")
+
+
+def checked_latent(model, latent: dict, who: str, flow: bool = False) -> torch.Tensor:
+    """The LATENT's samples for a VP (ε/v) model with the right channel count; refuses flow models unless ``flow``
+    (the capability handles them)."""
+    ms = model.get_model_object("model_sampling")
+    (require_vp_or_flow_model if flow else require_vp_model)(ms, model_family(model.model), who)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     require_latent_channels(samples, model, who)
     return samples

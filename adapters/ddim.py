@@ -8,7 +8,7 @@ import torch
 import comfy.samplers
 
 from ..samplers import ddim
-from .checks import model_family, require_vp_model
+from .checks import is_flow, model_family, require_vp_or_flow_model
 from .progress import reporter
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,10 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
     the same SIGMAS, denoise back. Added noise is ignored: inversion is deterministic.
 
     It is a bare ``Sampler``, not a ``KSAMPLER``: it controls noise scaling (it ignores added noise instead of letting
-    ``KSAMPLER`` add σ·noise) and can refuse flow models (whose ``inverse_noise_scaling`` divides by 1−σ).
+    ``KSAMPLER`` add σ·noise). Flow models (CONST: SD3, Flux) invert with the velocity (``samplers.ddim.flow_invert``);
+    the stock samplers start a flow chain at (1 − σ_0)·latent when no noise is added (``noise_scaling``), so the
+    inverted x is handed over divided by (1 − σ_top), and a schedule that reaches σ = 1 (pure noise, where that
+    factor is 0) is refused: use denoise / strength below 1.
     """
 
     WHO = "DDIM inversion sampler"
@@ -31,8 +34,14 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         inner = model_wrap.inner_model
-        require_vp_model(inner.model_sampling, model_family(inner), self.WHO)
+        require_vp_or_flow_model(inner.model_sampling, model_family(inner), self.WHO)
         ddim.check_schedule(sigmas, self.WHO)
+        flow = is_flow(inner.model_sampling)
+        top = float(sigmas.max())
+        if flow and top >= 1.0 - 1e-6:
+            raise ValueError(f"{self.WHO}: this flow-matching schedule reaches σ = 1 (pure noise), from which the stock "
+                             f"samplers cannot start without added noise (they scale the latent by 1 − σ = 0); use "
+                             f"denoise below 1 in the scheduler (or drop the first sigma with SplitSigmas)")
         if latent_image is None:
             raise ValueError(f"{self.WHO}: no LATENT to invert.")
         if denoise_mask is not None:
@@ -47,7 +56,10 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
         def denoiser(x, sigma):
             return model_wrap(x, sigma * s_in, **extra_args)
 
-        x = ddim.ddim_invert(denoiser, latent_image, sigmas, reporter(callback))
+        if flow:
+            x = ddim.flow_invert(denoiser, latent_image, sigmas, reporter(callback)) / (1.0 - top)
+        else:
+            x = ddim.ddim_invert(denoiser, latent_image, sigmas, reporter(callback))
         if not torch.isfinite(x).all():
             raise ValueError(f"{self.WHO}: the inversion produced NaN/inf values; check the model and SIGMAS "
                              f"(the lowest sigma must be >= 0, the model must not output NaN).")

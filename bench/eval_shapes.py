@@ -4,7 +4,8 @@
 2. attribute classifier accuracy on held-out images;
 3. toy-CLIP zero-shot accuracy (argmax over the 12 captions, read as colour and shape);
 4. prompted samples: every caption x --seeds seeds, --steps steps of euler at --cfg (stock KSampler), decoded and
-   labelled by the classifiers: the fraction with the prompted colour and with the prompted shape.
+   labelled by the classifiers: the fraction with the prompted colour and with the prompted shape; the same for the
+   SD3 world (its checkpoint, sgm_uniform, 16-channel latents) and its 16-channel VAE's PSNR, when assembled.
 
 5. EDICT vs DDIM inversion: --edit-images held-out red circles inverted and regenerated with the same prompt (latent
    MSE, pixel PSNR), at cfg 1 and 3;
@@ -40,11 +41,12 @@ from harness import host  # noqa: E402
 from harness.paths import BASE  # noqa: E402
 from harness.shapes import data  # noqa: E402
 from harness.shapes.models import clip_pixel_values, load_classifier, load_toy_clip  # noqa: E402
-from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS, FILES, TOY_CLIP_DIR  # noqa: E402
+from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS, FILES, SD3_FILES, TOY_CLIP_DIR  # noqa: E402
 
 TARGETS = {"vae_psnr_db": 30.0, "classifier_colour": 0.98, "classifier_shape": 0.98, "clip_colour": 0.95,
            "clip_shape": 0.95, "samples_colour": 0.90, "samples_shape": 0.90,
-           "edict_edit_blue": 0.80, "edict_edit_circle": 0.90}
+           "edict_edit_blue": 0.80, "edict_edit_circle": 0.90,
+           "sd3_vae_psnr_db": 30.0, "sd3_samples_colour": 0.90, "sd3_samples_shape": 0.90}  # the SD3 world
 HSPACE = {"strengths": (-5.0, 0.0, 2.5, 5.0, 10.0), "steps": 20, "cfg": 3.0,
           "sweep": (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0), "trained_strengths": (-1.0, 0.0, 1.0, 2.0)}
 DOODL = {"steps": 10, "cfg": 3.0, "iterations": 6, "lr": 300.0, "grad_clip": 0.02, "guidance_scale": 200.0}
@@ -273,6 +275,30 @@ def print_doodl_table(r: dict) -> None:
         print(f"| {k:<26} | {100 * v['blue']:12.1f}% | {v['evals']:11d} | {v['backward']:8d} |")
 
 
+def prompted_samples(checkpoint: str, classifiers: dict, seeds: int, steps: int, cfg: float,
+                     flow: bool = False) -> tuple[float, float]:
+    """(colour, shape) fractions of prompted samples labelled as prompted: every caption × ``seeds`` seeds through
+    the stock CheckpointLoaderSimple, CLIPTextEncode, KSampler (euler; the normal schedule, for a flow model its
+    sgm_uniform) and the checkpoint's VAE (``flow``: an SD3 model, EmptySD3LatentImage's 16 channels)."""
+    import torch
+    import nodes
+    model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint)
+    neg = nodes.CLIPTextEncode().encode(te, "")[0]
+    hits = {"colour": 0, "shape": 0}
+    n = 0
+    for ci in range(len(data.COLOURS)):
+        for si in range(len(data.SHAPES)):
+            pos = nodes.CLIPTextEncode().encode(te, data.caption(ci, si))[0]
+            latent = {"samples": torch.zeros(seeds, 16 if flow else 4, data.SIZE // 8, data.SIZE // 8)}
+            out = nodes.KSampler().sample(model, 1000 + 17 * ci + si, steps, cfg, "euler",
+                                          "sgm_uniform" if flow else "normal", pos, neg, latent, denoise=1.0)[0]
+            imgs = vae.decode(out["samples"]).permute(0, 3, 1, 2).clamp(0, 1)
+            hits["colour"] += int((classifiers["colour"](imgs).argmax(1) == ci).sum())
+            hits["shape"] += int((classifiers["shape"](imgs).argmax(1) == si).sum())
+            n += seeds
+    return hits["colour"] / n, hits["shape"] / n
+
+
 def evaluate(seeds: int = 8, steps: int = 20, cfg: float = 5.0, heldout: int = 512) -> dict:
     host.boot()
     import torch
@@ -305,24 +331,18 @@ def evaluate(seeds: int = 8, steps: int = 20, cfg: float = 5.0, heldout: int = 5
         res["clip_colour"] = float((cap // len(data.SHAPES) == held.colour).float().mean())
         res["clip_shape"] = float((cap % len(data.SHAPES) == held.shape).float().mean())
 
-        model, te, vae_ck = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
-        neg = nodes.CLIPTextEncode().encode(te, "")[0]
-        hits = {"colour": 0, "shape": 0}
-        n = 0
         t = time.time()
-        for ci in range(len(data.COLOURS)):
-            for si in range(len(data.SHAPES)):
-                pos = nodes.CLIPTextEncode().encode(te, data.caption(ci, si))[0]
-                latent = nodes.EmptyLatentImage().generate(data.SIZE, data.SIZE, seeds)[0]
-                out = nodes.KSampler().sample(model, 1000 + 17 * ci + si, steps, cfg, "euler", "normal", pos, neg,
-                                              latent, denoise=1.0)[0]
-                imgs = vae_ck.decode(out["samples"]).permute(0, 3, 1, 2).clamp(0, 1)
-                hits["colour"] += int((classifiers["colour"](imgs).argmax(1) == ci).sum())
-                hits["shape"] += int((classifiers["shape"](imgs).argmax(1) == si).sum())
-                n += seeds
-        res["samples_colour"] = hits["colour"] / n
-        res["samples_shape"] = hits["shape"] / n
+        res["samples_colour"], res["samples_shape"] = prompted_samples(FILES["checkpoints"], classifiers, seeds,
+                                                                       steps, cfg)
         res["sampling_seconds"] = time.time() - t
+        if (models / "checkpoints" / SD3_FILES["checkpoints"]).exists():  # the flow edition (issue 15)
+            vae16 = nodes.VAELoader().load_vae(SD3_FILES["vae"])[0]
+            rec = torch.cat([vae16.decode(vae16.encode(p)) for p in pix.split(128)])
+            res["sd3_vae_psnr_db"] = psnr(rec.clamp(0, 1), pix)
+            t = time.time()
+            res["sd3_samples_colour"], res["sd3_samples_shape"] = prompted_samples(
+                SD3_FILES["checkpoints"], classifiers, seeds, steps, cfg, flow=True)
+            res["sd3_sampling_seconds"] = time.time() - t
     return res
 
 
@@ -348,11 +368,14 @@ def main(argv=None) -> None:
     print(f"| {'measure':<34} | {'value':>8} | {'target':>8} | met |")
     print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|-----|")
     for k, target in TARGETS.items():
+        if k not in r:  # the SD3 world's files are not assembled
+            continue
         v = r[k]
         shown = f"{v:8.2f}" if k.endswith("_db") else f"{100 * v:7.1f}%"
         tshown = f"{target:8.1f}" if k.endswith("_db") else f"{100 * target:7.0f}%"
         print(f"| {k:<34} | {shown} | {tshown} | {'yes' if v >= target else 'NO':<3} |")
-    print(f"(sampling took {r['sampling_seconds']:.0f} s)")
+    print(f"(sampling took {r['sampling_seconds']:.0f} s" + (f"; the SD3 world's {r['sd3_sampling_seconds']:.0f} s"
+                                                            if "sd3_sampling_seconds" in r else "") + ")")
 
 
 if __name__ == "__main__":

@@ -44,11 +44,62 @@ TINY_UNET_CONFIG = {
     "adm_in_channels": None, "use_temporal_attention": False, "use_temporal_resblock": False,
 }
 
+# SD3 detection (comfy/model_detection.py) ties hidden size (64·depth), heads (depth) and blocks (depth) to depth;
+# the world is trained "narrow" on CLIP-L alone (context 768, pooled 768) and widened with zero columns to SD3's
+# 4096 / 2048 when the files are assembled (the same outputs: ComfyUI pads CLIP-L's conditioning with zeros).
+DIT_DEPTH, DIT_POS = 4, 16
+
+
+def sd3_dit_config(depth: int = DIT_DEPTH, pos: int = DIT_POS, narrow: bool = False) -> dict:
+    """What ComfyUI's SD3 detection reads back from the world's MMDiT weights (narrow: as trained)."""
+    h = 64 * depth
+    return {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": depth, "input_size": None,
+            "adm_in_channels": 768 if narrow else 2048,
+            "context_embedder_config": {"target": "torch.nn.Linear",
+                                        "params": {"in_features": 768 if narrow else 4096, "out_features": h}},
+            "num_patches": pos ** 2, "pos_embed_max_size": pos, "pos_embed_scaling_factor": None,
+            "x_block_self_attn_layers": []}
+
+
+def widen_dit(sd: dict) -> dict:
+    """The narrow-trained MMDiT's weights with SD3's input widths: zero columns for CLIP-G / T5 (4096 context,
+    2048 pooled), which ComfyUI fills with zeros for a CLIP-L-only text encoder."""
+    import torch
+    out = dict(sd)
+    w, y = sd["context_embedder.weight"], sd["y_embedder.mlp.0.weight"]
+    out["context_embedder.weight"] = torch.cat([w, w.new_zeros(w.shape[0], 4096 - w.shape[1])], 1)
+    out["y_embedder.mlp.0.weight"] = torch.cat([y, y.new_zeros(y.shape[0], 2048 - y.shape[1])], 1)
+    return out
+
+
+def vae16_state_dict(vae_sd: dict) -> dict:
+    """The shapes TAESD as a 16-channel (SD3 / Flux) TAESD without training: the encoder's last conv gets 12 zero
+    output channels, the decoder's first conv 12 zero input channels (it ignores them), and vae_scale / vae_shift
+    make ComfyUI's SD3 latent format hand the DiT encoder / std (unit variance)."""
+    import torch
+    std = float(vae_sd["vae_scale"].float()) / 0.18215  # the 4-channel file stores 0.18215·std
+    out = {k: v.clone() for k, v in vae_sd.items()}
+    w, b = vae_sd["taesd_encoder.14.weight"], vae_sd["taesd_encoder.14.bias"]
+    out["taesd_encoder.14.weight"] = torch.cat([w, w.new_zeros(12, *w.shape[1:])])
+    out["taesd_encoder.14.bias"] = torch.cat([b, b.new_zeros(12)])
+    d = vae_sd["taesd_decoder.1.weight"]
+    out["taesd_decoder.1.weight"] = torch.cat([d, d.new_zeros(d.shape[0], 12, *d.shape[2:])], 1)
+    out["vae_scale"] = torch.tensor(1.5305 * std)  # comfy.latent_formats.SD3: scale_factor 1.5305, shift 0.0609
+    out["vae_shift"] = torch.tensor(0.0609)
+    return out
+
+
 FILES = {
     "checkpoints": "shapes_sd15.safetensors",
     "unet": "shapes_sd15_unet.safetensors",
     "text_encoders": "shapes_clip_l.safetensors",
     "vae": "shapes_taesd.safetensors",
+}
+# The flow edition (issue 15): an SD3 checkpoint, and split files for UNETLoader + CLIPLoader(sd3) + VAELoader.
+SD3_FILES = {
+    "checkpoints": "shapes_sd3.safetensors",
+    "diffusion_models": "shapes_sd3_dit.safetensors",
+    "vae": "shapes_taesd16.safetensors",
 }
 CLASSIFIERS = ("shapes_colour.safetensors", "shapes_shape.safetensors")
 CLASSIFIER_DIR = "invedit_classifiers"  # the pack's classifier folder (nodes/folders.py); was "classifiers"
@@ -57,6 +108,7 @@ TOY_CLIP_DIR = "invedit_clip/shapes-toy-clip"
 # The file names the shipped example workflows use (what an SD1.5 user has) -> our embedded files.
 ALIASES = {
     "checkpoints/v1-5-pruned-emaonly-fp16.safetensors": FILES["checkpoints"],
+    "checkpoints/sd3.5_medium.safetensors": SD3_FILES["checkpoints"],
 }
 
 
@@ -158,6 +210,15 @@ def write(comfy_root: Path, models: Path) -> None:
     save(vae_sd, "vae")
     save(model.state_dict_for_saving({"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae_sd)),
          "checkpoints")
+    if (WEIGHTS / "dit.safetensors").exists():
+        dit_sd = widen_dit(load_weights("dit.safetensors"))
+        sd3 = comfy.supported_models.SD3(dict(sd3_dit_config(), dtype=torch.float16)).get_model({})
+        sd3.diffusion_model.load_state_dict(dit_sd)  # strict: the committed MMDiT must fit the SD3 layout
+        vae16 = vae16_state_dict(vae_sd)
+        save(dit_sd, "diffusion_models", SD3_FILES["diffusion_models"])
+        save(vae16, "vae", SD3_FILES["vae"])
+        save(sd3.state_dict_for_saving({"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae16)),
+             "checkpoints", SD3_FILES["checkpoints"])
     for name in CLASSIFIERS:
         if (WEIGHTS / name).exists():
             (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
@@ -170,6 +231,8 @@ def write(comfy_root: Path, models: Path) -> None:
         for f in toy.iterdir():
             shutil.copyfile(f, dest / f.name)
     for alias, target in ALIASES.items():
+        if not (models / Path(alias).parent / target).exists():
+            continue
         link = models / alias
         if link.is_symlink() or link.exists():
             link.unlink()

@@ -22,9 +22,10 @@ class DDIMInvert(io.ComfyNode):
                 "Deterministic DDIM inversion: turns an image latent into the noise latent from which the stock "
                 "samplers regenerate it. Feed the output to SamplerCustom (add_noise off) or KSamplerAdvanced "
                 "(add_noise disable) with the SAME sigmas/scheduler, sampler euler or ddim, and the same model, "
-                "prompts and cfg. cfg 1 reconstructs best; larger cfg drifts (use EDICT for exact inversion)."),
+                "prompts and cfg. cfg 1 reconstructs best; larger cfg drifts (use EDICT for exact inversion). Flow "
+                "models (SD3, Flux) too, with a schedule that stops below σ = 1 (denoise < 1)."),
             inputs=[
-                io.Model.Input("model", tooltip="The model to invert with (SD1.x/SD2.x/SDXL; not flow models)."),
+                io.Model.Input("model", tooltip="The model to invert with (SD1.x/SD2.x/SDXL, and flow models: SD3, Flux)."),
                 io.Conditioning.Input("positive", tooltip="The prompt describing the image (or an empty prompt)."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt; only used when cfg != 1."),
                 io.Latent.Input("latent", tooltip="The image latent to invert (VAE Encode output)."),
@@ -42,7 +43,7 @@ class DDIMInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, sigmas, cfg) -> io.NodeOutput:
         who = display("DDIM Invert")
-        samples = checked_latent(model, latent, who)
+        samples = checked_latent(model, latent, who, flow=True)
         require_steps(sigmas, who)
         refuse_noise_mask(latent, who)
         inverted = run_with_cfg_guider(model, positive, negative, cfg, DDIMInversionSampler(), samples, sigmas)

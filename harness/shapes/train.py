@@ -4,6 +4,7 @@
     python -m harness.shapes.train unet         # SD1.5-detectable UNet (needs the VAE and the text encoder)
     python -m harness.shapes.train classifiers  # colour and shape classifiers on images
     python -m harness.shapes.train clip         # toy CLIP (transformers CLIPModel), contrastive
+    python -m harness.shapes.train dit          # SD3-detectable MMDiT, rectified flow (needs the VAE and text encoder)
     python -m harness.shapes.train all
 
 Every stage is seeded (torch.manual_seed, generators for data) and runs with 2 threads; its wall time, final loss
@@ -64,6 +65,14 @@ def cosine_lr(opt, step: int, total: int, lr: float, warmup: int = 100) -> None:
     f = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     for group in opt.param_groups:
         group["lr"] = lr * max(f, 0.02)
+
+
+@torch.no_grad()
+def ema_update(ema: dict, module: torch.nn.Module, step: int, decay: float) -> None:
+    """ema ← d·ema + (1 − d)·weights with the warm-up d = min(decay, (1 + step)/(10 + step)); buffers copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    for k, v in module.state_dict().items():
+        ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.is_floating_point() else ema[k].copy_(v)
 
 
 class Log:
@@ -236,16 +245,109 @@ def train_unet(steps=3500, batch=32, lr=3e-4, n_train=16384, p_uncond=0.1, ema_d
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            d = min(ema_decay, (1 + step) / (10 + step))
-            for k, v in unet.state_dict().items():
-                ema[k].mul_(d).add_(v.detach(), alpha=1 - d) if v.is_floating_point() else ema[k].copy_(v)
+        ema_update(ema, unet, step, ema_decay)
         log(step, loss=loss.item())
         if (step + 1) % save_every == 0 or step == steps - 1:
             save(ema, "unet.safetensors", {"stage": "unet", "steps_done": step + 1, "steps": steps, "batch": batch,
                                            "lr": lr, "n_train": n_train, "p_uncond": p_uncond, "min_snr_gamma": min_snr_gamma,
                                            "ema_decay": ema_decay, "seconds": round(time.time() - t0),
                                            "last_loss": round(loss.item(), 5)})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MMDiT (SD3-detectable, rectified flow: ComfyUI's CONST model sampling, x_σ = (1 − σ)·x0 + σ·ε, output v = ε − x0)
+
+def sd3_caption_contexts() -> tuple[torch.Tensor, torch.Tensor]:
+    """([13, 77, 768], [13, 768]): data.CAPTIONS then "" through ComfyUI's own SD3 text encoder with the generated
+    CLIP-L alone (penultimate layer; pooled), exactly as CLIPTextEncode gives them at inference before its zero
+    padding to 4096 / 2048 (checked)."""
+    _comfy()
+    import comfy.sd
+    from ..tiny_models import verified_text_encoder
+    clip = comfy.sd.load_text_encoder_state_dicts([verified_text_encoder(COMFY)], clip_type=comfy.sd.CLIPType.SD3)
+    ctx, pooled = [], []
+    with torch.no_grad():
+        for caption in [*data.CAPTIONS, ""]:
+            out = clip.encode_from_tokens(clip.tokenize(caption), return_pooled=True, return_dict=True)
+            if out["cond"].shape != (1, 77, 4096) or float(out["cond"][..., 768:].abs().max()) != 0.0:
+                raise RuntimeError(f"the SD3 text encoder's conditioning is {tuple(out['cond'].shape)} with "
+                                   f"non-zero padding: the narrow training would not match inference")
+            ctx.append(out["cond"][..., :768].float())
+            pooled.append(out["pooled_output"][..., :768].float())
+    return torch.cat(ctx), torch.cat(pooled)
+
+
+def build_dit(narrow: bool = True):
+    _comfy()
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper, get_2d_sincos_pos_embed
+    from ..tiny_models import DIT_POS, sd3_dit_config
+    cfg = sd3_dit_config(narrow=narrow)
+    dit = OpenAISignatureMMDITWrapper(**cfg, dtype=torch.float32, device="cpu",
+                                      operations=comfy.ops.disable_weight_init)
+    default_init(dit)
+    with torch.no_grad():  # the fixed 2-d sin-cos position table (ComfyUI builds it empty)
+        dit.pos_embed.copy_(torch.from_numpy(get_2d_sincos_pos_embed(64 * cfg["depth"], DIT_POS)).float()[None])
+    dit.pos_embed.requires_grad_(False)
+    for name, m in dit.named_modules():  # adaLN-Zero: every block starts as the identity, the output at zero
+        if isinstance(m, torch.nn.Linear) and ("adaLN_modulation" in name or name.endswith("final_layer.linear")):
+            torch.nn.init.zeros_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    return dit
+
+
+def train_dit(steps=3000, batch=32, lr=6e-4, n_train=16384, p_uncond=0.1, ema_decay=0.999, save_every=250,
+              resume=False, seed=21):
+    """Rectified-flow velocity MSE, σ ~ logit-normal(0, 1) (SD3's training density), model input timestep 1000·σ
+    (ComfyUI's ModelSamplingDiscreteFlow), caption dropout p_uncond, EMA weights saved (narrow) every save_every
+    steps. Latents: the shapes TAESD's encoder / std in channels 0–3, zeros in 4–15 (the 16-channel TAESD's).
+    ``resume``: continue from the saved EMA weights (model and EMA), a new cosine cycle of ``steps`` with ``seed``."""
+    torch.manual_seed(0)
+    dit = build_dit()
+    done = 0
+    if resume:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        dit.load_state_dict({k: v.float() for k, v in load_file(str(WEIGHTS / "dit.safetensors")).items()})
+        with safe_open(str(WEIGHTS / "dit.safetensors"), "pt") as f:
+            done = int((f.metadata() or {}).get("steps_total", (f.metadata() or {}).get("steps_done", 0)))
+    ctx, pooled = sd3_caption_contexts()
+    ds = data.make_dataset(n_train, data.TRAIN_SEED)
+    vae = load_vae()
+    std = 1.0 / encoder_to_model_scale()  # vae_scale / 0.18215: the encoder latents' std
+    t0 = time.time()
+    with torch.no_grad():
+        z = torch.cat([vae.taesd_encoder(x) for x in ds.images.split(256)]) / std
+    lat = torch.cat([z, z.new_zeros(z.shape[0], 12, *z.shape[2:])], 1)
+    print(f"[dit] encoded {n_train} latents in {time.time() - t0:.0f} s, std {z.std():.3f}", flush=True)
+    cond_idx = ds.colour * len(data.SHAPES) + ds.shape
+    params = [p for p in dit.parameters() if p.requires_grad]
+    ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
+    opt = torch.optim.AdamW(params, lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    log = Log("dit", steps)
+    for step in range(steps):
+        cosine_lr(opt, step, steps, lr, warmup=100)
+        idx = torch.randint(n_train, (batch,), generator=g)
+        x0 = lat[idx]
+        c = torch.where(torch.rand(batch, generator=g) < p_uncond, len(data.CAPTIONS), cond_idx[idx])
+        sigma = torch.sigmoid(torch.randn(batch, generator=g))
+        eps = torch.randn(x0.shape, generator=g)
+        s = sigma.view(-1, 1, 1, 1)
+        v = dit((1 - s) * x0 + s * eps, sigma * 1000, context=ctx[c], y=pooled[c])
+        loss = (v - (eps - x0)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_update(ema, dit, step, ema_decay)
+        log(step, loss=loss.item())
+        if (step + 1) % save_every == 0 or step == steps - 1:
+            save(ema, "dit.safetensors", {"stage": "dit", "steps_done": step + 1, "steps": steps, "batch": batch,
+                                          "steps_total": done + step + 1, "resumed_from": done, "seed": seed,
+                                          "lr": lr, "n_train": n_train, "p_uncond": p_uncond,
+                                          "ema_decay": ema_decay, "seconds": round(time.time() - t0),
+                                          "last_loss": round(loss.item(), 5), "narrow": "context 768, pooled 768"})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,7 +424,7 @@ def train_clip(steps=1500, batch=64, lr=1e-3) -> None:
     print(f"wrote {folder}", flush=True)
 
 
-STAGES = {"vae": train_vae, "unet": train_unet, "classifiers": train_classifiers, "clip": train_clip}
+STAGES = {"vae": train_vae, "unet": train_unet, "classifiers": train_classifiers, "clip": train_clip, "dit": train_dit}
 
 
 def main(argv=None) -> None:
