@@ -94,7 +94,7 @@ class TrainConfig:
     hflip: bool = True
     seed: int = 0
     dtype: str = "fp32"          # "bf16": the model calls under bf16 autocast (the embedding, loss and AdamW stay fp32)
-    checkpointing: bool = False  # recompute the U-Net call, the decode and the classifier in the backward pass
+    checkpointing: bool = False  # recompute text encoder, U-Net call, decode and classifier in the backward pass
     classifier_aug: str = "none"  # "flip_crop": the classifier sees a random flip and a 7/8 crop resized back
 
 
@@ -161,9 +161,8 @@ def train_embeddings(init: Tensor, latents: Tensor, sigma: float, encode: Encode
                          f"{config.dtype!r}, {config.classifier_aug!r}")
     k = init.shape[0]
     emb = torch.nn.Parameter(init.detach().clone().float())
-    cond_call, decode_call = segment(denoise, config.checkpointing), segment(decode, config.checkpointing)
-    classify_call = segment(classify, config.checkpointing)
-    encode_call = segment(encode, config.checkpointing)
+    encode_call, cond_call, decode_call, classify_call = (segment(f, config.checkpointing)
+                                                          for f in (encode, denoise, decode, classify))
     opt = torch.optim.AdamW([emb], lr=config.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=config.weight_decay)
     gen = torch.Generator(device="cpu").manual_seed(int(config.seed))
     result = TrainResult(emb.detach())
