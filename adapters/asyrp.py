@@ -11,7 +11,7 @@ from ..hooks.hspace import HSpacePatch
 from ..hooks.passes import CACHE, EDIT, ORIG
 from ..hooks.unet_split import SharedEncoder
 from ..samplers import asyrp
-from .checks import model_family, require_vp_model
+from .checks import model_family, require_unet, require_vp_model
 from .progress import reporter
 from .run import pass_options
 
@@ -58,6 +58,7 @@ class AsyrpSampler(comfy.samplers.Sampler):
                disable_pbar=False):
         inner = model_wrap.inner_model
         ms = inner.model_sampling
+        require_unet(inner, self.WHO)
         require_vp_model(ms, model_family(inner), self.WHO)
         if denoise_mask is not None:
             raise ValueError(f"{self.WHO}: latent noise masks (inpainting) are not supported; remove the mask or use "

@@ -137,8 +137,8 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
     from .checks import model_family, require_unet, require_vp_model
     from .clip import differentiable_text_encoder
     from .run import decode_01, grad_context, make_grad_safe
-    require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
     require_unet(model, who)
+    require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
     if s.init not in INITS:
         raise ValueError(f"{who}: init must be one of {INITS}, got {s.init!r}")
     widths = encoder_widths(clip)

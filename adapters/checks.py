@@ -14,12 +14,13 @@ def model_family(base_model) -> str:
 
 
 def require_vp_model(model_sampling, family: str, who: str) -> None:
-    """Refuse flow-matching models, whose coordinates (x = (1−σ)x0 + σε) the DDIM formulas do not cover."""
+    """Refuse flow-matching models for a capability defined on ε/v-prediction (VP) coordinates only."""
     if isinstance(model_sampling, comfy.model_sampling.CONST):
         raise ValueError(f"{who}: this is a flow-matching model ({family} sampled with "
-                         f"{type(model_sampling).__name__}, as SD3/Flux or a ModelSamplingSD3/Flux patch make it); "
-                         f"DDIM inversion supports ε- and v-prediction models (SD1.x, SD2.x, SDXL) only for now. "
-                         f"Use an SD1.5/SDXL checkpoint without a flow sampling patch.")
+                         f"{type(model_sampling).__name__}, as SD3/Flux or a ModelSamplingSD3/Flux patch make it), "
+                         f"and {who} works on ε- and v-prediction models (SD1.x, SD2.x, SDXL) only. On a flow model "
+                         f"use DDIM Invert, the EDICT nodes or DOODL; or give this node an SD1.5/SDXL checkpoint "
+                         f"without a flow sampling patch.")
 
 
 def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> None:
@@ -67,11 +68,14 @@ def require_steps(sigmas: torch.Tensor, who: str) -> None:
 
 
 def require_unet(model, who: str):
-    """The model's U-Net, which must have a middle block (h-space lives at its output)."""
-    unet = model.get_model_object("diffusion_model")
+    """The U-Net of a ModelPatcher (or of a BaseModel, inside a sampler), which must have a middle block (h-space
+    lives at its output)."""
+    patcher = hasattr(model, "get_model_object")
+    unet = model.get_model_object("diffusion_model") if patcher else model.diffusion_model
     if getattr(unet, "middle_block", None) is None:
-        raise ValueError(f"{who}: {model_family(model.model)} has no U-Net middle block, so no h-space (SD3, Flux and "
-                         f"other transformer models have no bottleneck). Use an SD1.x/SD2.x/SDXL checkpoint.")
+        raise ValueError(f"{who}: {model_family(model.model if patcher else model)} is a transformer with no U-Net "
+                         f"middle block, so it has no h-space bottleneck (SD3, Flux and other DiTs have none). Use an "
+                         f"SD1.x/SD2.x/SDXL checkpoint; on a DiT, DDIM Invert, the EDICT nodes and DOODL work.")
     return unet
 
 

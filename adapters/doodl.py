@@ -16,10 +16,9 @@ import latent_preview
 from ..optim.doodl import (ChainSpec, DOODLConfig, doodl_optimize, one_step_guidance_sample, pair_drifted,
                            pair_loss_gradients)
 from ..samplers import edict
-from ..samplers.coords import vp_to_x
 from ..samplers.steps import Step
 from .checks import checked_latent, model_family, require_vp_model
-from .edict import EDICTBase, EDICTOptions, check_edict_pair, exact_pair, pair_latent
+from .edict import EDICTBase, EDICTOptions, check_edict_pair, default_sigmas, exact_pair, pair_latent
 from .latent import InversionInfo, to_vae_space
 from .progress import LiveLoss, check_interrupt, reporter
 from .run import decode_01, grad_context, load_for_grad
@@ -59,7 +58,7 @@ class DOODLSampler(EDICTBase):
         dev, mdtype = latent_image.device, latent_image.dtype
 
         def model_space(z):
-            return vp_to_x(z, end).to(dev, mdtype)
+            return self.coords.to_comfy(z, end).to(dev, mdtype)
 
         def decode_loss(z):
             return self.loss(decode_01(self.vae, inner, model_space(z)).clamp(0, 1), self.generator)  # as official
@@ -80,7 +79,7 @@ class DOODLSampler(EDICTBase):
                 self.on_iteration(step)
 
         spec = ChainSpec(run.denoiser, sigmas.to(run.device), self.options.p, self.options.leapfrog,
-                         self.options.official_input_scaling, self.dtype, mdtype, self.mode, reporter())
+                         self.options.official_input_scaling, self.dtype, mdtype, self.mode, reporter(), run.coords)
         res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
                              on_iteration)
         self.result_pair = (res.x, res.y)
@@ -120,9 +119,10 @@ class DOODLRun:
 
 
 def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSettings, who: str) -> DOODLRun:
-    """Generation from an empty latent and a seed (the official 980…0 schedule of ``s.steps`` steps), or editing
-    an unchanged EDICT Invert pair (its own sigmas, p and leapfrog, checked)."""
-    samples = checked_latent(model, latent, who)
+    """Generation from an empty latent and a seed (``default_sigmas`` of ``s.steps`` steps: the official 980…0 list,
+    or ``simple`` on a flow model), or editing an unchanged EDICT Invert pair (its own sigmas, p and leapfrog,
+    checked)."""
+    samples = checked_latent(model, latent, who, flow=True)
     info = InversionInfo.from_latent(latent)
     # an EDICT pair brings its own leapfrog and input scaling (this node has no inputs for them)
     leapfrog, scaling = ((info.leapfrog, info.official_input_scaling) if info is not None and info.method == "edict"
@@ -136,7 +136,7 @@ def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSetting
             raise ValueError(f"{who}: this LATENT is not an unchanged EDICT Invert output; connect EDICT Invert "
                              f"directly (DOODL needs the exact pair).")
     else:
-        sigmas = edict.official_sigmas(model.get_model_object("model_sampling").sigmas.cpu(), s.steps)
+        sigmas = default_sigmas(model, s.steps)
     config = dataclasses.replace(s.config, tie=pair is None, renormalize=pair is None,
                                  shared_step=pair is not None and s.pair_steps == "shared")
     live = LiveLoss("DOODL", "loss", inclusive=True)

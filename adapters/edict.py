@@ -10,15 +10,42 @@ import torch
 import comfy.samplers
 
 from ..samplers import edict
-from ..samplers.coords import vp_to_x, x_to_vp
-from .checks import model_family, require_vp_model
-from .latent import (EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, InversionInfo, edict_y, to_vae_space,
-                     vp_from_vae_space)
+from ..samplers.coords_flow import check_flow_sigmas
+from .checks import is_flow, model_family, require_vp_or_flow_model
+from .latent import EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, InversionInfo, edict_y, to_vae_space
 from .progress import reporter
 
 log = logging.getLogger(__name__)
 
 EDICT_OUTPUTS = ("x", "y", "mean")
+
+
+def coordinates(model_sampling) -> edict.Coordinates:
+    """EDICT's state coordinates for a model: the flow Euler step on flow-matching (CONST) models, DDIM's VP latents
+    on ε/v-prediction ones."""
+    return edict.FLOW if is_flow(model_sampling) else edict.VP
+
+
+FLOW_DEFAULT_SCHEDULER = "simple"  # what ComfyUI's SD3/Flux workflows use; its shift is the model's own
+
+
+def default_sigmas(model_patcher, steps: int, strength: float = 1.0) -> torch.Tensor:
+    """EDICT's default schedule for a model: the reference code's DDIM list (``edict.official_sigmas``) on a VP model;
+    on a flow model, which has no DDIM timesteps, ComfyUI's ``simple`` scheduler over the model's own (shifted) σ
+    table, of which the last int(steps·strength) steps."""
+    ms = model_patcher.get_model_object("model_sampling")
+    if is_flow(ms):
+        return edict.last_steps(comfy.samplers.calculate_sigmas(ms, FLOW_DEFAULT_SCHEDULER, steps).cpu(), strength)
+    return edict.official_sigmas(ms.sigmas.float().cpu(), steps, strength)
+
+
+def check_schedule(model_sampling, sigmas: torch.Tensor, who: str) -> edict.Coordinates:
+    """The SIGMAS checked for EDICT on this model (descending; within [0, 1] for a flow model); its coordinates."""
+    edict.check_edict_schedule(sigmas, who)
+    coords = coordinates(model_sampling)
+    if coords is edict.FLOW:
+        check_flow_sigmas(sigmas, who)
+    return coords
 
 
 @dataclass(frozen=True)
@@ -48,11 +75,12 @@ class EDICTSetup:
     denoiser: object
     kwargs: dict
     device: torch.device
+    coords: edict.Coordinates
 
 
 class EDICTBase(comfy.samplers.Sampler):
     """What the EDICT samplers share: options, the denoiser (``KSamplerX0Inpaint``, so a latent noise mask works as in
-    ``KSAMPLER``) and the conversion of a VP state to ComfyUI's σ-space."""
+    ``KSAMPLER``) and the conversion of the state (VP latents, or x itself on a flow model) to ComfyUI's σ-space."""
 
     WHO = "EDICT"
 
@@ -65,14 +93,15 @@ class EDICTBase(comfy.samplers.Sampler):
         edict.check_p(options.p, self.WHO)
         self.options = options
         self.dtype = edict.STATE_DTYPES[options.state_dtype]
-        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None  # the (x, y) VP pair of the last run
+        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None  # the (x, y) state pair of the last run
         self._end: torch.Tensor | None = None  # the level of that pair (see ``result``)
+        self.coords: edict.Coordinates = edict.VP  # set by ``setup`` from the model
         self._like: torch.Tensor | None = None  # the LATENT it was run on (device and dtype of results)
 
     def setup(self, model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise) -> EDICTSetup:
         inner = model_wrap.inner_model
-        require_vp_model(inner.model_sampling, model_family(inner), self.WHO)
-        edict.check_edict_schedule(sigmas, self.WHO)
+        require_vp_or_flow_model(inner.model_sampling, model_family(inner), self.WHO)
+        self.coords = check_schedule(inner.model_sampling, sigmas, self.WHO)
         if latent_image is None:
             raise ValueError(f"{self.WHO}: no LATENT given.")
         model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)  # honours a latent noise mask, as KSAMPLER
@@ -85,25 +114,26 @@ class EDICTBase(comfy.samplers.Sampler):
             return model_k(x.to(dev), sigma.to(dev) * s_in, **args).to(x.device)
 
         def preview(step):
-            x = vp_to_x(step.x, step.sigma_next).to(dev, model_dtype)
+            x = self.coords.to_comfy(step.x, step.sigma_next).to(dev, model_dtype)
             return (None if step.denoised is None else step.denoised.to(dev)), x
 
         kw = dict(p=self.options.p, leapfrog=self.options.leapfrog,
                   official_input_scaling=self.options.official_input_scaling, state_dtype=self.dtype,
-                  model_dtype=model_dtype, callback=reporter(callback, preview))
-        return EDICTSetup(denoiser, kw, state_device(dev, self.dtype))
+                  model_dtype=model_dtype, callback=reporter(callback, preview), coords=self.coords)
+        return EDICTSetup(denoiser, kw, state_device(dev, self.dtype), self.coords)
 
     def start_from_noise(self, model_wrap, sigmas, noise, latent_image, device) -> torch.Tensor:
-        """The VP start x = y of a generation: the noise itself for a full-strength start (the model's top σ, or an
-        empty latent), as the reference code does; else ComfyUI's img2img noising latent + σ·noise."""
+        """The state start x = y of a generation: the noise itself for a full-strength start (the model's top σ, or
+        an empty latent), as the reference code does; else ComfyUI's img2img noising (latent + σ·noise; on a flow
+        model (1 − σ)·latent + σ·noise)."""
         full = self.max_denoise(model_wrap, sigmas) or torch.count_nonzero(latent_image) == 0
         x = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image, full)
-        return x_to_vp(x.to(device, self.dtype), sigmas[0].to(device, self.dtype))
+        return self.coords.to_state(x.to(device, self.dtype), sigmas[0].to(device, self.dtype))
 
     def to_comfy(self, z: torch.Tensor, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A VP state latent at level σ as ComfyUI σ-space x = z·sqrt(1+σ²), still in the state dtype, on the device
-        of ``like``; refuses NaN/inf."""
-        out = vp_to_x(z, sigma.to(z)).to(like.device)
+        """A state latent at level σ as ComfyUI σ-space x (z·sqrt(1+σ²) for VP), still in the state dtype, on the
+        device of ``like``; refuses NaN/inf."""
+        out = self.coords.to_comfy(z, sigma.to(z)).to(like.device)
         if not torch.isfinite(out).all():
             raise ValueError(f"{self.WHO}: the result contains NaN/inf; check the model (an fp16 overflow?) and the "
                              f"SIGMAS, and keep mix_p near 0.93 (small p makes the inversion explode).")
@@ -168,7 +198,7 @@ class EDICTInversionSampler(EDICTBase):
         clean = latent_image if self.start is None else self.start
         if clean.shape != latent_image.shape:
             raise ValueError(f"{self.WHO}: start latent {tuple(clean.shape)} != LATENT {tuple(latent_image.shape)}.")
-        z0 = x_to_vp(clean.to(run.device, self.dtype), edict.end_sigma(sig).to(self.dtype))
+        z0 = run.coords.to_state(clean.to(run.device, self.dtype), edict.end_sigma(sig).to(self.dtype))
         zx, zy = edict.edict_invert(run.denoiser, z0, z0, sig, **run.kwargs)
         self.keep((zx, zy), sig[0], latent_image)
         return self.result("x").to(latent_image.dtype)
@@ -178,9 +208,10 @@ class EDICTInversionSampler(EDICTBase):
 
 def pair_latent(model, zx: torch.Tensor, zy: torch.Tensor, sigma: torch.Tensor, info: InversionInfo,
                 base: dict | None = None) -> dict:
-    """A LATENT carrying the VP pair (x_T, y_T) at level σ: ``samples`` = x_T and y_T in VAE space, the exact pair,
+    """A LATENT carrying the state pair (x_T, y_T) at level σ: ``samples`` = x_T and y_T in VAE space, the exact pair,
     the inversion settings (on top of ``base``'s other keys)."""
-    x_t, y_t = (to_vae_space(model, vp_to_x(z, sigma.to(z))) for z in (zx, zy))
+    coords = coordinates(model.get_model_object("model_sampling"))
+    x_t, y_t = (to_vae_space(model, coords.to_comfy(z, sigma.to(z))) for z in (zx, zy))
     if not (torch.isfinite(x_t).all() and torch.isfinite(y_t).all()):
         raise ValueError("EDICT: the pair contains NaN/inf; check the model (an fp16 overflow?) and the SIGMAS, and "
                          "keep mix_p near 0.93 (small p makes the inversion explode).")
@@ -204,7 +235,7 @@ def _follow_batch(latent: dict, *tensors):
 
 
 def exact_pair(latent: dict):
-    """The exact (x_T, y_T) VP pair of an EDICT pair LATENT whose samples were not changed since (following a Latent
+    """The exact (x_T, y_T) state pair of an EDICT pair LATENT whose samples were not changed since (following a Latent
     From Batch selection); else None."""
     exact = latent.get(EDICT_PAIR_KEY)
     if exact is None:
@@ -216,7 +247,7 @@ def exact_pair(latent: dict):
 
 
 def start_pair(model, latent: dict, sigma: torch.Tensor, who: str):
-    """The VP pair to regenerate: the exact one, or (with a warning) the LATENT's float32 values when its samples
+    """The state pair to regenerate: the exact one, or (with a warning) the LATENT's float32 values when its samples
     were changed after inversion."""
     pair = exact_pair(latent)
     if pair is not None:
@@ -227,7 +258,9 @@ def start_pair(model, latent: dict, sigma: torch.Tensor, who: str):
     (y,) = _follow_batch(latent, y)
     log.warning("%s: the pair's samples were changed after inversion; regenerating from the LATENT's float32 values "
                 "(exactness ~1e-6 instead of float precision).", who)
-    return tuple(vp_from_vae_space(model, v, sigma, torch.float64) for v in (latent["samples"], y))
+    coords = coordinates(model.get_model_object("model_sampling"))
+    return tuple(coords.to_state(model.model.process_latent_in(v.to(torch.float64)), sigma.to(torch.float64))
+                 for v in (latent["samples"], y))
 
 
 def check_edict_pair(info: InversionInfo | None, model_patcher, sigmas: torch.Tensor | None, options: EDICTOptions,

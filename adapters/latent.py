@@ -15,7 +15,6 @@ import torch
 
 import comfy.model_management
 
-from ..samplers.coords import vp_scale
 from .checks import model_family
 
 INVERSION_KEY = "invedit_inversion"
@@ -81,9 +80,3 @@ def to_vae_space(model, x: torch.Tensor) -> torch.Tensor:
     """process_latent_out in x's dtype (the state dtype keeps the float32 round trip exact), then float32 on the
     intermediate device (what stock nodes expect)."""
     return model.model.process_latent_out(x).to(comfy.model_management.intermediate_device(), torch.float32)
-
-
-def vp_from_vae_space(model_patcher, latent: torch.Tensor, sigma: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A VAE-space LATENT tensor at level σ as the VP state latent z = process_latent_in(latent)/sqrt(1+σ²), computed
-    in ``dtype`` (the inverse of ``to_vae_space`` of σ-space x = z·sqrt(1+σ²))."""
-    return model_patcher.model.process_latent_in(latent.to(dtype)) / vp_scale(sigma.to(dtype))

@@ -98,8 +98,8 @@ def install(model, step: Callable[[dict], Optional[int]], cross: Sequence[A.Cont
 def require_sd_model(model, who: str) -> str:
     """The family of an ε/v U-Net model (flow models get a clear error until a flow variant exists)."""
     family = model_family(model.model)
-    require_vp_model(model.get_model_object("model_sampling"), family, who)
     require_unet(model, who)
+    require_vp_model(model.get_model_object("model_sampling"), family, who)
     return family
 
 

@@ -7,8 +7,9 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..adapters.checks import checked_latent, refuse_noise_mask, require_steps
-from ..adapters.edict import (EDICT_OUTPUTS, EDICTInversionSampler, EDICTOptions, EDICTSampler, check_edict_pair,
-                              pair_latent, start_pair)
+from ..adapters.checks import is_flow
+from ..adapters.edict import (EDICT_OUTPUTS, FLOW_DEFAULT_SCHEDULER, EDICTInversionSampler, EDICTOptions, EDICTSampler,
+                              check_edict_pair, default_sigmas, pair_latent, start_pair)
 from ..adapters.latent import InversionInfo, to_vae_space, without_pair
 from ..adapters.run import run_with_cfg_guider
 from ..samplers import edict
@@ -47,7 +48,8 @@ class EDICTSigmas(io.ComfyNode):
             category=SUBCATEGORY,
             description=(
                 "Noise levels for EDICT. official_980_0 is the reference code's DDIM schedule (timesteps 980, 960, "
-                "…, 0 for 50 steps, the last an identity step that only mixes); any ComfyUI scheduler works too. "
+                "…, 0 for 50 steps, the last an identity step that only mixes); on a flow model (SD3, Flux) it is "
+                "ComfyUI's simple scheduler with the model's own shift. Any ComfyUI scheduler works too. "
                 "strength < 1 keeps only the last steps (editing: invert and regenerate with the same list)."),
             inputs=[
                 io.Model.Input("model", tooltip="The model whose noise schedule is used."),
@@ -55,8 +57,10 @@ class EDICTSigmas(io.ComfyNode):
                 io.Combo.Input("schedule", options=[OFFICIAL, *comfy.samplers.SCHEDULER_NAMES], default=OFFICIAL,
                                tooltip=("official_980_0: the EDICT reference code's DDIM timesteps, t = k·(1000 // "
                                         "steps); the same list as the reference only when steps divides 1000 (at "
-                                        "30 steps the reference runs 31 timesteps from 990; a warning says so). Or "
-                                        "any ComfyUI scheduler.")),
+                                        "30 steps the reference runs 31 timesteps from 990; a warning says so). On "
+                                        "a flow model (SD3, Flux: no DDIM timesteps) it means 'simple' over the "
+                                        "model's shifted σ (set the shift with ModelSamplingSD3/Flux). Or any "
+                                        "ComfyUI scheduler.")),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
                     "Fraction of the steps used, counted from the clean end: int(steps·strength) steps. 1.0 "
                     "inverts to pure noise; 0.6–0.9 for prompt edits (the paper uses 0.8).")),
@@ -68,6 +72,10 @@ class EDICTSigmas(io.ComfyNode):
     def execute(cls, model, steps, schedule, strength) -> io.NodeOutput:
         who = display("EDICT Sigmas")
         ms = model.get_model_object("model_sampling")
+        if schedule == OFFICIAL and is_flow(ms):
+            log.info("%s: a flow model has no DDIM timesteps; official_980_0 uses the %s scheduler with the model's "
+                     "shift.", who, FLOW_DEFAULT_SCHEDULER)
+            schedule = FLOW_DEFAULT_SCHEDULER
         if schedule == OFFICIAL:
             if not hasattr(ms, "sigmas"):
                 raise ValueError(f"{who}: the official schedule needs a discrete-timestep model; pick a ComfyUI "
@@ -79,7 +87,7 @@ class EDICTSigmas(io.ComfyNode):
                             "(10, 20, 25, 40, 50, …) for parity.", who, steps, ms.sigmas.numel(), len(ref), ref[0],
                             ms.sigmas.numel())
             try:
-                return io.NodeOutput(edict.official_sigmas(ms.sigmas.float().cpu(), steps, strength))
+                return io.NodeOutput(default_sigmas(model, steps, strength))
             except ValueError as e:
                 raise ValueError(f"{who}: {e}") from None
         sigmas = comfy.samplers.calculate_sigmas(ms, schedule, steps).cpu()
@@ -123,7 +131,8 @@ class EDICTInvert(io.ComfyNode):
                 "Regenerate rebuilds the latent to float precision, with the same or another prompt. The LATENT "
                 "carries the pair and the settings; regenerate with the same sigmas, mix_p and leapfrog."),
             inputs=[
-                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (ε- or v-prediction); not flow models."),
+                io.Model.Input("model", tooltip=(
+                    "SD1.x/SD2.x/SDXL (ε- or v-prediction) or a flow model (SD3, Flux: the flow Euler step).")),
                 io.Conditioning.Input("positive", tooltip="The prompt describing the image (the edit's source)."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt (usually empty); used when cfg != 1."),
                 io.Latent.Input("latent", tooltip="The image latent (VAE Encode output)."),
@@ -140,7 +149,7 @@ class EDICTInvert(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, sigmas, cfg, mix_p, leapfrog, official_input_scaling,
                 state_dtype) -> io.NodeOutput:
         who = display("EDICT Invert")
-        samples = checked_latent(model, latent, who)
+        samples = checked_latent(model, latent, who, flow=True)
         require_steps(sigmas, who)
         refuse_noise_mask(latent, who)
         options = EDICTOptions(mix_p, leapfrog, official_input_scaling, state_dtype)
@@ -186,7 +195,7 @@ class EDICTRegenerate(io.ComfyNode):
         info = InversionInfo.from_latent(pair)
         options = EDICTOptions(mix_p, leapfrog, official_input_scaling, (info and info.state_dtype) or "float64")
         sigmas = check_edict_pair(info, model, sigmas, options, who)
-        samples = checked_latent(model, pair, who)
+        samples = checked_latent(model, pair, who, flow=True)
         sampler = EDICTSampler(options, pair=start_pair(model, pair, sigmas[0], who))
         run_with_cfg_guider(model, positive, negative, cfg, sampler, samples, sigmas)
         base = without_pair(pair)

@@ -34,8 +34,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..samplers.edict import (EpsFromDenoiser, edict_step, prepare_sigmas, second_input_sigma, step_coefficients,
-                               unmix)
+from ..samplers.edict import VP, Coordinates, EpsFromDenoiser, edict_step, prepare_sigmas, second_input_sigma, unmix
 from ..samplers.steps import Callback, Step
 
 BACKPROP_MODES = ("reversible", "checkpoint", "naive")
@@ -54,6 +53,7 @@ class ChainSpec:
     model_dtype: Optional[torch.dtype] = None
     mode: str = "reversible"
     on_step: Optional[Callback] = None  # Step(i, of) during forward and backward: progress, interrupt
+    coords: Coordinates = VP            # FLOW for flow-matching models (the Euler step: a = 1, b = σ' − σ)
 
     def __post_init__(self):
         if self.mode not in BACKPROP_MODES:
@@ -85,7 +85,7 @@ def edict_step_vjp(spec: ChainSpec, eps, i: int, x: Tensor, y: Tensor, gx: Tenso
     gx, gy = p * gx_mixed, p * gy + (1 - p) * gx_mixed
     if sigma_next == sigma:
         return x, y, gx, gy
-    a, b = step_coefficients(sigma, sigma_next)
+    a, b = spec.coords.coefficients(sigma, sigma_next)
     swap = spec.leapfrog and i % 2 == 1
     (u1, v1), (gu1, gv1) = ((y, x), (gy, gx)) if swap else ((x, y), (gx, gy))
     second_in = second_input_sigma(sigma, sigma_next, spec.official_input_scaling)
@@ -109,7 +109,7 @@ class EDICTChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, spec: ChainSpec):
-        eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype)
+        eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype, spec.coords)
         x, y = x.detach().to(spec.state_dtype), y.detach().to(spec.state_dtype)
         inputs = []
         with torch.no_grad():
@@ -129,7 +129,7 @@ class EDICTChain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gx: Tensor, gy: Tensor):
         spec = ctx.spec
-        eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype)
+        eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype, spec.coords)
         saved = ctx.saved_tensors
         gx = torch.zeros_like(saved[0]) if gx is None else gx.to(spec.state_dtype)
         gy = torch.zeros_like(saved[1]) if gy is None else gy.to(spec.state_dtype)
@@ -154,7 +154,7 @@ def edict_chain(x: Tensor, y: Tensor, spec: ChainSpec) -> tuple[Tensor, Tensor]:
     through every step (naive)."""
     if spec.mode != "naive":
         return EDICTChain.apply(x, y, spec)
-    eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype)
+    eps = EpsFromDenoiser(spec.denoiser, spec.model_dtype, spec.coords)
     x, y = x.to(spec.state_dtype), y.to(spec.state_dtype)
     for i in range(spec.steps):
         x, y = spec.step(eps, i, x, y)

@@ -38,9 +38,15 @@ Coordinates: the functions below take and return VP latents z. ComfyUI's σ-spac
 first level; at the end of the chain the level is σ_last, except that a repeated final σ (the official 980…0
 schedule, whose last step is a mixing-only identity step) marks the clean latent, as the reference code treats
 ᾱ_0 (see ``end_sigma``).
+
+Flow models (CONST: SD3, Flux; ``coords=FLOW``): the sampler step is the flow Euler step x' = x + (σ' − σ)·v̂ with
+v̂ = (x − D(x, σ))/σ (``samplers.coords_flow``), affine in x as DDIM's is, so the same coupled step, mixing, leapfrog
+and inverse apply with a = 1, b = σ' − σ and the velocity in place of ε̂. The state is ComfyUI's x itself (the
+model input needs no rescaling, so ``official_input_scaling`` changes nothing there); a chain may start at σ = 1.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -92,6 +98,34 @@ def step_coefficients(sigma: Tensor, sigma_next: Tensor) -> tuple[Tensor, Tensor
     return vp_scale(sigma) / s_next, (sigma_next - sigma) / s_next
 
 
+def flow_step_coefficients(sigma: Tensor, sigma_next: Tensor) -> tuple[Tensor, Tensor]:
+    """(a, b) = (1, σ' − σ) of the flow Euler step x' = a·x + b·v̂ (``coords_flow.euler_step``)."""
+    return torch.ones_like(sigma), sigma_next - sigma
+
+
+def unit_scale(sigma: Tensor) -> Tensor:
+    return torch.ones_like(sigma)
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    """What EDICT's state is for a model family: ``scale(σ)`` takes the state to ComfyUI's σ-space x (the model
+    input), ``coefficients(σ, σ')`` gives (a, b) of the sampler step state' = a·state + b·d̂, d̂ = (x − D)/σ."""
+    name: str
+    scale: Callable[[Tensor], Tensor]
+    coefficients: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+    def to_state(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return x / self.scale(sigma)
+
+    def to_comfy(self, z: Tensor, sigma: Tensor) -> Tensor:
+        return z * self.scale(sigma)
+
+
+VP = Coordinates("vp", vp_scale, step_coefficients)             # ε/v-prediction: z = x/sqrt(1+σ²), the DDIM step
+FLOW = Coordinates("flow", unit_scale, flow_step_coefficients)  # CONST: the state is x, the flow Euler step
+
+
 def mix(x: Tensor, y: Tensor, p: float) -> tuple[Tensor, Tensor]:
     """Mixing layer: x' = p·x + (1−p)·y, then y' = p·y + (1−p)·x' (the new x)."""
     x_new = p * x + (1 - p) * y
@@ -105,15 +139,16 @@ def unmix(x: Tensor, y: Tensor, p: float) -> tuple[Tensor, Tensor]:
 
 
 class EpsFromDenoiser:
-    """ε̂(z, σ) from a σ-space denoiser D(x, σ) -> x0: the model sees x = z·sqrt(1 + σ_in²) (cast to ``model_dtype``)
-    at level σ, and ε̂ = (x − D(x, σ))/σ is returned in the state dtype. It depends on z alone, deterministically,
-    which is all exact invertibility needs. Keeps the last x0 estimate for previews."""
+    """ε̂(z, σ) from a σ-space denoiser D(x, σ) -> x0: the model sees x = z·sqrt(1 + σ_in²) (``coords.scale``; x = z
+    for flow models) cast to ``model_dtype`` at level σ, and ε̂ = (x − D(x, σ))/σ (the velocity v̂ for flow models) is
+    returned in the state dtype. It depends on z alone, deterministically, which is all exact invertibility needs.
+    Keeps the last x0 estimate for previews."""
 
-    def __init__(self, denoiser: Denoiser, model_dtype: Optional[torch.dtype]):
-        self.denoiser, self.model_dtype, self.last_denoised = denoiser, model_dtype, None
+    def __init__(self, denoiser: Denoiser, model_dtype: Optional[torch.dtype], coords: Coordinates = VP):
+        self.denoiser, self.model_dtype, self.coords, self.last_denoised = denoiser, model_dtype, coords, None
 
     def __call__(self, z: Tensor, sigma: Tensor, sigma_in: Tensor) -> Tensor:
-        x = z * vp_scale(sigma_in)
+        x = self.coords.to_comfy(z, sigma_in)
         x_model = x if self.model_dtype is None else x.to(self.model_dtype)
         d = self.denoiser(x_model, sigma.to(x_model.dtype))
         self.last_denoised = d
@@ -132,7 +167,7 @@ def edict_step(eps: EpsFromDenoiser, x: Tensor, y: Tensor, sigma: Tensor, sigma_
                official_input_scaling: bool = True) -> tuple[Tensor, Tensor]:
     """One denoising step σ -> σ' of the pair (x, y); ``swap`` = leapfrog on an odd step (y is updated first)."""
     if sigma_next != sigma:
-        a, b = step_coefficients(sigma, sigma_next)
+        a, b = eps.coords.coefficients(sigma, sigma_next)
         u, v = (y, x) if swap else (x, y)  # u is updated first, from ε(v); then v from ε(u_inter)
         u = a * u + b * eps(v, sigma, sigma)
         v = a * v + b * eps(u, sigma, second_input_sigma(sigma, sigma_next, official_input_scaling))
@@ -145,7 +180,7 @@ def edict_step_inverse(eps: EpsFromDenoiser, x: Tensor, y: Tensor, sigma: Tensor
     """Exact inverse of ``edict_step``: from the pair at σ' back to σ (same ``swap`` as the forward step)."""
     x, y = unmix(x, y, p)
     if sigma_next != sigma:
-        a, b = step_coefficients(sigma, sigma_next)
+        a, b = eps.coords.coefficients(sigma, sigma_next)
         u, v = (y, x) if swap else (x, y)
         v = (v - b * eps(u, sigma, second_input_sigma(sigma, sigma_next, official_input_scaling))) / a
         u = (u - b * eps(v, sigma, sigma)) / a
@@ -164,12 +199,13 @@ def prepare_sigmas(sigmas: Tensor, p: float, state_dtype: torch.dtype, who: str)
 def edict_sample(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: float = DEFAULT_P,
                  leapfrog: bool = True, official_input_scaling: bool = True,
                  state_dtype: torch.dtype = torch.float64, model_dtype: Optional[torch.dtype] = None,
-                 callback: Optional[Callback] = None) -> tuple[Tensor, Tensor]:
-    """Denoise the VP pair (x, y) at sigmas[0] along the descending ``sigmas``; returns the pair at ``end_sigma``.
+                 callback: Optional[Callback] = None, coords: Coordinates = VP) -> tuple[Tensor, Tensor]:
+    """Denoise the state pair (x, y) (VP latents; x itself with ``coords=FLOW``) at sigmas[0] along the descending
+    ``sigmas``; returns the pair at ``end_sigma``.
 
     Generation starts from x = y = the initial noise; regeneration from an inverted pair."""
     sigmas = prepare_sigmas(sigmas, p, state_dtype, "EDICT sampling")
-    eps = EpsFromDenoiser(denoiser, model_dtype)
+    eps = EpsFromDenoiser(denoiser, model_dtype, coords)
     x, y = x.to(state_dtype), y.to(state_dtype)
     for i in range(sigmas.numel() - 1):
         eps.last_denoised = None
@@ -182,11 +218,11 @@ def edict_sample(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: fl
 def edict_invert(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: float = DEFAULT_P,
                  leapfrog: bool = True, official_input_scaling: bool = True,
                  state_dtype: torch.dtype = torch.float64, model_dtype: Optional[torch.dtype] = None,
-                 callback: Optional[Callback] = None) -> tuple[Tensor, Tensor]:
+                 callback: Optional[Callback] = None, coords: Coordinates = VP) -> tuple[Tensor, Tensor]:
     """Exact inverse of ``edict_sample`` with the same arguments: from the clean pair (x_0 = y_0 = the image latent)
     back to the pair at sigmas[0]. ``sigmas`` is the descending list the regeneration will use."""
     sigmas = prepare_sigmas(sigmas, p, state_dtype, "EDICT inversion")
-    eps = EpsFromDenoiser(denoiser, model_dtype)
+    eps = EpsFromDenoiser(denoiser, model_dtype, coords)
     x, y = x.to(state_dtype), y.to(state_dtype)
     n = sigmas.numel() - 1
     for k, i in enumerate(reversed(range(n))):

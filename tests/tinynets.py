@@ -55,3 +55,17 @@ def sigma_denoiser(eps_model, alphas_cumprod=None):
         t = int((log_table - torch.as_tensor(sigma, dtype=F64).log()).abs().argmin())
         return x - sigma * eps_model(coords.x_to_vp(x, sigma), t)
     return D
+
+
+def flow_denoiser(velocity_model, shift=3.0):
+    """ComfyUI-style D(x, σ) = x − σ·v(x, 1000σ) of a flow (CONST) model predicting the velocity v(x, t), and the
+    model's shifted ``simple`` schedule σ(u) = s·u/(1 + (s − 1)·u) (ModelSamplingSD3's ``time_snr_shift``)."""
+    def D(x, sigma):
+        return x - sigma * velocity_model(x, 1000.0 * float(sigma))
+    return D
+
+
+def flow_sigmas(steps: int, shift: float = 3.0) -> torch.Tensor:
+    """SD3's schedule: σ = s·u/(1 + (s − 1)·u) at u = 1, 1 − 1/steps, …, 0 (from 1, pure noise, to 0)."""
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=F64)
+    return shift * u / (1 + (shift - 1) * u)

@@ -13,10 +13,10 @@ OPTS = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
 
 
 def edict_graph(comfy, image, steps=20, schedule="official_980_0", strength=1.0, cfg=3.0, source="a red circle",
-                target=None, invert_opts=None, regen_opts=None, regen_sigmas=None, patch=None):
+                target=None, invert_opts=None, regen_opts=None, regen_sigmas=None, patch=None, ckpt=CKPT):
     """LoadImage -> VAEEncode -> EDICT Sigmas -> EDICT Invert -> EDICT Regenerate -> report; captures the tensors."""
     g = comfy.graph()
-    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
     model = ck.out(0)
     if patch:
         model = g.node(patch[0], model=model, **patch[1]).out(0)
@@ -174,18 +174,73 @@ def test_modified_pair_falls_back_to_the_float32_latents_with_a_warning(comfy, c
     assert 1e-4 < maxabs(out, d.src["samples"]) < 5.0
 
 
-def test_flow_models_are_refused(comfy, example_image_name):
+# ---- flow models: the SD3 shapes world (an MMDiT sampled with ModelSamplingSD3, shift 3) ---------------------------
+
+SD3 = "sd3.5_medium.safetensors"  # the name an SD3 user has; the harness maps it to the SD3 shapes world
+
+
+@pytest.mark.parametrize("steps,strength,cfg", [(10, 1.0, 1.0), (25, 1.0, 4.0), (50, 0.8, 3.0)],
+                         ids=["10-cfg1", "25-odd-cfg4", "50-strength0.8-cfg3"])
+def test_flow_model_round_trip_is_exact(comfy, captured, example_image_name, steps, strength, cfg):
+    """EDICT with the flow Euler step on SD3: invert to σ = 1 (or part-way) and regenerate through the real
+    executor; the float32 LATENT comes back bit-equal (the pair stays float64 end to end)."""
+    c, text = run(comfy, captured, example_image_name, ckpt=SD3, steps=steps, schedule="simple", strength=strength,
+                  cfg=cfg)
+    src, pair, x, y = c["source"]["samples"], c["pair"]["samples"], c["x"]["samples"], c["y"]["samples"]
+    assert c["pair"]["invedit_inversion"]["model_family"] == "SD3" and float(c["sigmas"][0]) <= 1.0
+    assert maxabs(pair, src) > 1.0  # the inversion went far from the image
+    assert maxabs(x, src) == 0.0 and maxabs(y, src) == 0.0, (maxabs(x, src), maxabs(y, src))
+    assert "SD3" in text
+
+
+def test_flow_model_prompt_swap_edits_the_colour(comfy, captured, example_image_name):
+    """'a red circle' inverted on the SD3 world (strength 0.8, cfg 3) and regenerated as 'a blue circle'."""
+    from harness.paths import BASE
+    from harness.shapes import data
+    from harness.shapes.models import load_classifier
+    from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
+    c, _ = run(comfy, captured, example_image_name, ckpt=SD3, steps=30, schedule="simple", strength=0.8,
+               target="a blue circle")
+    img = c["image"].permute(0, 3, 1, 2).clamp(0, 1)
+    colour, shape = (load_classifier(BASE / "models" / CLASSIFIER_DIR / f)[0] for f in CLASSIFIERS)
+    with torch.no_grad():
+        assert data.COLOURS[int(colour(img).argmax(1))] == "blue"
+        assert data.SHAPES[int(shape(img).argmax(1))] == "circle"
+
+
+def test_official_schedule_on_a_flow_model_is_the_simple_scheduler(comfy):
+    import comfy.samplers
+    import nodes
+    model = nodes.CheckpointLoaderSimple().load_checkpoint(SD3)[0]
+    node = nodes.NODE_CLASS_MAPPINGS["InvEditEDICTSigmas"]
+    ms = model.get_model_object("model_sampling")
+    got = node.execute(model, 20, "official_980_0", 0.5)[0]
+    want = comfy.samplers.calculate_sigmas(ms, "simple", 20)
+    assert float(want[0]) == 1.0 and torch.equal(got, want[10:].cpu())
+
+
+def test_a_vp_schedule_on_a_flow_model_is_refused(comfy, example_image_name):
+    """SIGMAS from an SD1.5 model (up to 14.6) given to EDICT Invert on SD3: refused by name, not silently run."""
     g = comfy.graph()
-    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
-    flow = g.node("ModelSamplingSD3", model=ck.out(0), shift=3.0)
-    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="x")
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=SD3)
+    sd15 = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a red circle")
     src = g.node("VAEEncode", pixels=g.node("LoadImage", image=example_image_name).out(0), vae=ck.out(2))
-    sig = g.node("InvEditEDICTSigmas", model=flow.out(0), steps=4, schedule="simple", strength=1.0)
-    inv = g.node("InvEditEDICTInvert", model=flow.out(0), positive=pos.out(0), negative=pos.out(0),
+    sig = g.node("InvEditEDICTSigmas", model=sd15.out(0), steps=4, schedule="normal", strength=1.0)
+    inv = g.node("InvEditEDICTInvert", model=ck.out(0), positive=pos.out(0), negative=pos.out(0),
                  latent=src.out(0), sigmas=sig.out(0), cfg=1.0, state_dtype="float64", **OPTS)
     g.node("CaptureForTest", value=inv.out(0), key="x")
-    with pytest.raises(comfy.PromptError, match="flow-matching model"):
+    with pytest.raises(comfy.PromptError, match=r"a flow model's SIGMAS lie in \[0, 1\]"):
         comfy.run_prompt(g.finalize())
+
+
+def test_a_pair_from_a_vp_model_is_refused_on_a_flow_model(comfy, captured, example_image_name):
+    c, _ = run(comfy, captured, example_image_name, steps=4)
+    import nodes
+    model = nodes.CheckpointLoaderSimple().load_checkpoint(SD3)[0]
+    regen = nodes.NODE_CLASS_MAPPINGS["InvEditEDICTRegenerate"]
+    with torch.inference_mode(), pytest.raises(ValueError, match="inverted with a SD15 model, this is SD3"):
+        regen.execute(model=model, positive=[], negative=[], pair=c["pair"], cfg=3.0, **OPTS)
 
 
 def sampler_graph(comfy, text, seed, output="x", steps=30, sampler="InvEditSamplerEDICT", batch=4, mix_p=0.93):
