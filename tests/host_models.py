@@ -68,3 +68,31 @@ def tiny_clip_vision(folder):
         g = torch.Generator().manual_seed(0)
         cv.load_sd({k: torch.randn(v.shape, generator=g) * 0.1 for k, v in cv.get_sd().items()})
     return cv
+
+
+FLUX_SMALLEST = {  # the smallest model ComfyUI 0.3.75 detects as Flux: hidden 3072 and 24 heads are fixed by detection
+    "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 768,
+    "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 1, "depth_single_blocks": 0,
+    "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True,
+}
+
+
+def write_random_flux(path, seed=0):
+    """A random-weight Flux (1 double block, 0 single; 394 M parameters with context 768; fp16, ~750 MiB) as a diffusion-model file
+    that the stock UNETLoader detects as Flux (Flux-dev: guidance embedding). Context and pooled widths 768: the
+    pack's CLIP-L through CLIPLoader (type stable_diffusion) conditions it. Weights ~ N(0, 1/fan_in)·0.5, so the
+    velocity stays finite; no training, no semantics."""
+    import comfy.ldm.flux.model
+    import comfy.ops
+    from safetensors.torch import save_file
+    meta = comfy.ldm.flux.model.Flux(device="meta", operations=comfy.ops.disable_weight_init, **FLUX_SMALLEST)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in meta.state_dict().items():
+        fan_in = v.shape[1] if v.ndim > 1 else 1
+        t = torch.randn(v.shape, generator=g) * (0.5 / fan_in ** 0.5) if v.ndim > 1 else torch.zeros(v.shape)
+        if k.endswith(".scale"):  # RMSNorm scales
+            t = torch.ones(v.shape)
+        sd[k] = t.to(torch.float16)
+    save_file(sd, str(path))
+    return sum(v.numel() for v in sd.values())

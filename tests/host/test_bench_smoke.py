@@ -1,6 +1,9 @@
 """The benchmark scripts run against the assembled files (tiny settings; their figures are not judged here)."""
 import os
-from bench import bench_asyrp, bench_caso, bench_ddim, bench_doodl, bench_edict, bench_stylediffusion, eval_shapes
+
+import pytest
+from bench import (bench_asyrp, bench_caso, bench_ddim, bench_doodl, bench_edict, bench_flow, bench_stylediffusion,
+                   eval_shapes)
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
@@ -16,9 +19,16 @@ def test_bench_caso_prints_its_ratio_table(comfy, capsys):
 
 
 def test_bench_edict_prints_its_ratio_table(comfy, capsys):
-    bench_edict.main(["--size", "64", "--steps", "2", "--rounds", "1"])
-    out = capsys.readouterr().out
-    assert "ratio EDICT / DDIM, sampling" in out and "target <= 2.05" in out and "EDICT (float64 state)" in out
+    for world in ("unet", "sd3"):
+        bench_edict.main(["--size", "64", "--steps", "2", "--rounds", "1", "--world", world])
+        out = capsys.readouterr().out
+        assert "ratio EDICT / DDIM, sampling" in out and "target <= 2.05" in out and "EDICT (float64 state)" in out
+        assert ("SD3 MMDiT" in out) == (world == "sd3")
+
+
+def test_bench_flow_prints_the_dit_vs_unet_ratio(comfy, capsys):
+    bench_flow.main(["--steps", "2", "--rounds", "1"])
+    assert "ratio SD3 world / U-Net world" in capsys.readouterr().out
 
 
 def test_bench_asyrp_prints_its_ratio_table(comfy, capsys):
@@ -56,9 +66,10 @@ def test_eval_shapes_reports_the_hspace_scores(comfy, capsys, monkeypatch):
     assert r["prompts"][0.0]["shape_kept"] == 1.0 and all(0 <= v["p_blue"] <= 1 for v in r["sweep"].values())
 
 
-def test_bench_doodl_prints_its_tables(comfy, capsys, monkeypatch):
+@pytest.mark.parametrize("world", ["unet", "sd3"])
+def test_bench_doodl_prints_its_tables(comfy, capsys, monkeypatch, world):
     monkeypatch.setattr(bench_doodl, "STEP_COUNTS", (2, 4))
-    bench_doodl.main(["--size", "64", "--steps", "2", "--rounds", "1"])
+    bench_doodl.main(["--size", "64", "--steps", "2", "--rounds", "1", "--world", world])
     out = capsys.readouterr().out
     assert "target <= 1.1 for reversible T=4 / T=2" in out and "DOODL iteration (reversible)" in out and "| naive" in out
 
@@ -78,7 +89,13 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     import math
     from bench import scorecard
     text, out, rows = scorecard.run(n_images=1, seeds=1, out=tmp_path, quick=True)
-    by = {(r.task, r.method.split(",")[0].split(" (")[0]): r for r in rows}
+    def short(r):
+        return r.task, r.method.split(",")[0].split(" (")[0]
+    by = {short(r): r for r in rows if not r.method.endswith("(SD3)")}
+    sd3 = {short(r): r for r in rows if r.method.endswith("(SD3)")}
+    assert set(sd3) == {("edit", "DDIM prompt swap"), ("edit", "EDICT prompt swap"), ("edit", "DOODL classifier"),
+                        *((t, m) for t in ("generate", "rare") for m in ("plain EDICT", "DOODL classifier"))}
+    assert sd3["edit", "EDICT prompt swap"].recon_psnr[0] > sd3["edit", "DDIM prompt swap"].recon_psnr[0]
     edit = {m for t, m in by if t == "edit"}
     assert {"DDIM prompt swap", "EDICT prompt swap", "h-space", "DOODL classifier", "DOODL CLIP",
             "one-step guidance", "DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus", "CASO class alone",

@@ -141,10 +141,25 @@ def test_combine_node_is_the_weighted_sum(world):
 def test_flow_models_are_refused_by_the_asyrp_sampler(world):
     import comfy.sample
     flow = world["C"]["ModelSamplingSD3"]().patch(world["model"], 3.0)[0]
-    with torch.inference_mode(), pytest.raises(ValueError, match="flow-matching model"):
+    with torch.inference_mode(), pytest.raises(ValueError, match="flow-matching model.*use DDIM Invert, the EDICT "
+                                                                   "nodes or DOODL"):
         lat = torch.zeros(1, 4, 8, 8)
         comfy.sample.sample_custom(flow, lat, 1.0, asyrp_sampler(world), torch.tensor([1.0, 0.5, 0.0]),
                                    world["enc"][""], world["enc"][""], lat, disable_pbar=True, seed=0)
+
+
+def test_a_dit_has_no_h_space_and_the_nodes_say_so(world):
+    """The SD3 world's MMDiT: the Asyrp sampler and the direction nodes refuse it, naming the missing bottleneck."""
+    import comfy.sample
+    import nodes
+    sd3, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd3.5_medium.safetensors")[:2]
+    cond = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
+    lat = torch.zeros(1, 16, 8, 8)
+    with torch.inference_mode(), pytest.raises(ValueError, match="SD3 is a transformer with no U-Net middle block"):
+        comfy.sample.sample_custom(sd3, lat, 1.0, asyrp_sampler(world), torch.tensor([0.9, 0.5, 0.0]), cond, cond,
+                                   lat, disable_pbar=True, seed=0)
+    with torch.inference_mode(), pytest.raises(ValueError, match="no h-space bottleneck"):
+        world["C"]["InvEditHSpaceFromPrompts"].execute(sd3, cond, cond, {"samples": lat}, 4, 0, "per_timestep")
 
 
 # ---- the shared-encoder step (hooks/unet_split.py) -----------------------------------------------------------------

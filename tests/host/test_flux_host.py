@@ -1,0 +1,80 @@
+"""Flux (random weights, never trained: hidden 3072 is fixed by ComfyUI's detection, so the smallest Flux has 394 M
+parameters) through the stock UNETLoader + CLIPLoader + VAELoader: the DDIM inverter's shapes and settings, and the
+EDICT round trip with the flow Euler step, exact in the LATENT (issue 15, point 8). One module-scoped file in a
+temporary folder registered as a diffusion_models path."""
+import pytest
+import torch
+
+from host_models import write_random_flux
+
+OPTS = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def flux(comfy, tmp_path_factory):
+    import folder_paths
+    import nodes
+    folder = tmp_path_factory.mktemp("flux")
+    n = write_random_flux(folder / "flux_random.safetensors")
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    with torch.inference_mode():
+        model = nodes.UNETLoader().load_unet("flux_random.safetensors", "default")[0]
+        clip = nodes.CLIPLoader().load_clip("shapes_clip_l.safetensors", "stable_diffusion")[0]
+        vae = nodes.VAELoader().load_vae("shapes_taesd16.safetensors")[0]
+        pos = nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
+    yield {"model": model, "vae": vae, "pos": pos, "params": n}
+    folder_paths.folder_names_and_paths["diffusion_models"][0].remove(str(folder))
+
+
+def source_latent(comfy, flux, example_image_name):
+    import nodes
+    with torch.inference_mode():
+        img = nodes.LoadImage().load_image(example_image_name)[0]
+        return {"samples": flux["vae"].encode(img[..., :3])}
+
+
+def sigmas(comfy, flux, denoise):
+    import nodes
+    return nodes.NODE_CLASS_MAPPINGS["BasicScheduler"]().execute(flux["model"], "simple", STEPS, denoise)[0]
+
+
+def test_the_stock_loader_detects_flux(flux):
+    import comfy.model_sampling
+    m = flux["model"]
+    assert type(m.model.model_config).__name__ == "Flux" and flux["params"] > 390e6  # 393.7 M
+    assert isinstance(m.get_model_object("model_sampling"), comfy.model_sampling.CONST)
+
+
+def test_ddim_inverter_on_flux_gives_a_16_channel_noise_latent_with_its_settings(comfy, flux, example_image_name):
+    import nodes
+    src = source_latent(comfy, flux, example_image_name)
+    sig = sigmas(comfy, flux, 0.5)  # 3 of 6 steps (at 0.8, int(3 / 0.8) = 3 steps would start at σ = 1)
+    with torch.inference_mode():
+        out = nodes.NODE_CLASS_MAPPINGS["InvEditDDIMInvert"].execute(
+            model=flux["model"], positive=flux["pos"], negative=flux["pos"], latent=src, sigmas=sig, cfg=1.0)[0]
+    x = out["samples"]
+    assert x.shape == src["samples"].shape == (1, 16, 8, 8) and torch.isfinite(x).all()
+    assert float((x - src["samples"]).abs().max()) > 1e-3
+    info = out["invedit_inversion"]
+    assert info["model_family"] == "Flux" and info["method"] == "ddim" and len(info["sigmas"]) == STEPS + 1
+    with torch.inference_mode(), pytest.raises(ValueError, match="reaches σ = 1"):
+        nodes.NODE_CLASS_MAPPINGS["InvEditDDIMInvert"].execute(
+            model=flux["model"], positive=flux["pos"], negative=flux["pos"], latent=src,
+            sigmas=sigmas(comfy, flux, 1.0), cfg=1.0)
+
+
+def test_edict_round_trip_on_flux_is_exact(comfy, flux, example_image_name):
+    """Invert to σ = 1 and regenerate: the float32 LATENT comes back bit-equal, the pair carries 'Flux'."""
+    import nodes
+    C = nodes.NODE_CLASS_MAPPINGS
+    src = source_latent(comfy, flux, example_image_name)
+    with torch.inference_mode():
+        sig = C["InvEditEDICTSigmas"].execute(flux["model"], STEPS, "official_980_0", 1.0)[0]
+        pair = C["InvEditEDICTInvert"].execute(model=flux["model"], positive=flux["pos"], negative=flux["pos"],
+                                               latent=src, sigmas=sig, cfg=1.0, state_dtype="float64", **OPTS)[0]
+        x, y = C["InvEditEDICTRegenerate"].execute(model=flux["model"], positive=flux["pos"], negative=flux["pos"],
+                                                   pair=pair, cfg=1.0, **OPTS).args
+    assert float(sig[0]) == 1.0 and pair["invedit_inversion"]["model_family"] == "Flux"
+    assert float((pair["samples"] - src["samples"]).abs().max()) > 0.1
+    assert torch.equal(x["samples"], src["samples"]) and torch.equal(y["samples"], src["samples"])
