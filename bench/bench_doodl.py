@@ -7,13 +7,15 @@
 2. seconds per DOODL iteration / seconds per EDICT generation with the same steps (target <= 4): per iteration =
    (time of 3 iterations − time of 1) / 2, so the final evaluation and set-up cancel.
 
-    python -m bench.bench_doodl [--size 128] [--steps 10] [--cfg 3] [--rounds 3]
+``--world sd3``: the same through the flow EDICT chain of the SD3 shapes world (a flow-matching MMDiT).
+
+    python -m bench.bench_doodl [--size 128] [--steps 10] [--cfg 3] [--rounds 3] [--world unet|sd3]
 """
 from __future__ import annotations
 
 import time
 
-from .common import host, parser, shapes_world
+from .common import WORLDS, host, parser, shapes_world
 
 MEMORY_TARGET, TIME_TARGET = 1.1, 4.0
 STEP_COUNTS = (10, 50)  # the memory comparison's T
@@ -44,8 +46,8 @@ class LiveBytes:
 
 
 def main(argv=None) -> None:
-    a = parser(__doc__, steps=10, cfg=3.0, size=128).parse_args(argv)
-    model, _, vae, encode = shapes_world()
+    a = parser(__doc__, steps=10, cfg=3.0, size=128, worlds=True).parse_args(argv)
+    model, _, vae, encode = shapes_world(a.world)
     import torch
     import comfy.sample
     import comfy.samplers
@@ -57,7 +59,7 @@ def main(argv=None) -> None:
         loss = C("InvEditDOODLClassifierLoss").execute(
             classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
             normalisation="none", mode="cross_entropy", weight=1.0, crops=4, crop_power=0.3, input_size=64).args[0]
-    latent = {"samples": torch.zeros(1, 4, side, side)}
+    latent = {"samples": torch.zeros(1, model.model.latent_format.latent_channels, side, side)}
 
     def doodl(steps, iterations, mode="reversible"):
         with torch.inference_mode():
@@ -76,7 +78,7 @@ def main(argv=None) -> None:
             with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
                 doodl(steps, 1, mode)
             rows[mode, steps] = (counter.peak, torch.cuda.max_memory_allocated() if cuda else None)
-    print(f"\nDOODL memory, one iteration — shapes-world SD1.5 UNet, {a.size}x{a.size} px, cfg {a.cfg}")
+    print(f"\nDOODL memory, one iteration — {WORLDS[a.world][1]}, {a.size}x{a.size} px, cfg {a.cfg}")
     lo, hi = STEP_COUNTS
     print(f"| {'backprop':<10} | {f'saved MiB T={lo}':>14} | {f'saved MiB T={hi}':>14} | {'ratio':>6} |"
           + (f" {f'CUDA peak MiB T={lo}':>18} | {f'T={hi}':>8} | {'ratio':>6} |" if cuda else ""))

@@ -9,25 +9,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import host  # noqa: E402
-from harness.tiny_models import FILES  # noqa: E402
+from harness.tiny_models import FILES, SD3_FILES  # noqa: E402
+
+WORLDS = {"unet": (FILES["checkpoints"], "shapes-world SD1.5 UNet"),
+          "sd3": (SD3_FILES["checkpoints"], "shapes-world SD3 MMDiT (flow)")}
 
 
-def parser(doc: str, steps: int, cfg: float, rounds: int = 3, size: int = 256) -> argparse.ArgumentParser:
+def parser(doc: str, steps: int, cfg: float, rounds: int = 3, size: int = 256,
+           worlds: bool = False) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=size, help="image side in pixels (latent = size/8)")
     ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--cfg", type=float, default=cfg)
     ap.add_argument("--rounds", type=int, default=rounds)
+    if worlds:
+        ap.add_argument("--world", choices=list(WORLDS), default="unet",
+                        help="the U-Net shapes world (SD1.5) or the SD3 one (a flow-matching MMDiT)")
     return ap
 
 
-def shapes_world():
-    """Boot the host (progress bars off) and load the shapes-world checkpoint: (model, clip, vae, encode(text))."""
+def shapes_world(world: str = "unet"):
+    """Boot the host (progress bars off) and load a shapes-world checkpoint (``WORLDS``): (model, clip, vae,
+    encode(text))."""
     host.boot()
     import comfy.utils
     import nodes
     comfy.utils.PROGRESS_BAR_ENABLED = False
-    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
+    model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(WORLDS[world][0])
     return model, clip, vae, lambda text: nodes.CLIPTextEncode().encode(clip, text)[0]
 
 

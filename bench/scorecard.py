@@ -17,7 +17,8 @@ Columns
                 uncond batched count once; one-time costs such as extracting or training a direction are not included and are
                 given below the table);
   s/img         seconds per image on this machine.
-Generation rows take the plain EDICT sample of the same seed as the source.
+Generation rows take the plain EDICT sample of the same seed as the source. Rows named (SD3) run the same method on
+the SD3 shapes world (a flow-matching MMDiT) with the same images, seeds and settings.
 
     python -m bench.scorecard [--images 6] [--seeds 6] [--out out/]      (part of `make bench`)
 """
@@ -36,7 +37,7 @@ from harness import host  # noqa: E402
 from harness.paths import BASE, ROOT  # noqa: E402
 from harness.shapes import data  # noqa: E402
 from harness.shapes.judges import Judges  # noqa: E402
-from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS, FILES  # noqa: E402
+from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS, FILES, SD3_FILES  # noqa: E402
 
 SEED = data.HELDOUT_SEED + 101
 EDIT = {"steps": 50, "strength": 0.8, "cfg": 3.0}             # prompt swap (the EDICT paper's edit settings)
@@ -105,9 +106,10 @@ class Row:
 
 
 class World:
-    """The shapes-world checkpoint through the stock loaders, the pack's nodes, the judges and prompt encodings."""
+    """A shapes-world checkpoint through the stock loaders (the U-Net world, or ``ckpt`` = the SD3 world), the pack's
+    nodes, the judges and prompt encodings."""
 
-    def __init__(self):
+    def __init__(self, ckpt: str = FILES["checkpoints"]):
         host.boot()
         import torch
         import comfy.utils
@@ -115,7 +117,9 @@ class World:
         comfy.utils.PROGRESS_BAR_ENABLED = False
         self.torch, self.nodes, self.C = torch, nodes, host.node_class
         with torch.inference_mode():
-            self.model, self.te, self.vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
+            self.model, self.te, self.vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)
+        self.flow = host.pack_module("adapters.checks").is_flow(self.model.get_model_object("model_sampling"))
+        self.channels = self.model.model.latent_format.latent_channels
         self.judges = Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
         pairs = [(c, sh) for c in data.COLOURS for sh in data.SHAPES]
         with torch.inference_mode():
@@ -176,7 +180,8 @@ class World:
 # ---- the editing methods: f(world, model, source latent, source prompt, target prompt, shape) -> latent --------
 
 def _ddim_sigmas(w, steps, strength=1.0):
-    sig = w.C("BasicScheduler").execute(w.model, "ddim_uniform", steps, 1.0)[0]
+    """The DDIM grid (a flow model: its own 'simple' schedule, whose top σ = 1 a strength below 1 leaves out)."""
+    sig = w.C("BasicScheduler").execute(w.model, "simple" if w.flow else "ddim_uniform", steps, 1.0)[0]
     return sig[sig.numel() - 1 - int(steps * strength):]
 
 
@@ -364,6 +369,43 @@ def remove_caso_files() -> None:
             f.unlink()
 
 
+def score_edits(w, methods: list, recon: dict, batch, suffix: str = "") -> list:
+    """One edit row per (name, method) of ``methods`` (its name + ``suffix``), each judged on every image of
+    ``batch`` (source prompt 'a red <shape>', target 'a blue <shape>'), with the reconstruction PSNR of ``recon[name]``
+    (or of the P2P source row, or DOODL's exact EDICT reconstruction)."""
+    torch = w.torch
+    shapes = [data.SHAPES[int(s)] for s in batch.shape]
+    rows = [Row("edit", name + suffix) for name, _ in methods]
+    for i in range(batch.images.shape[0]):
+        img = batch.images[i:i + 1]
+        labels = data.Batch(*(getattr(batch, f)[i:i + 1] for f in data.Batch.__dataclass_fields__))
+        src, shape = w.encode(img), shapes[i]
+        source, target = f"a red {shape}", f"a blue {shape}"
+        for row, (name, fn) in zip(rows, methods):
+            out, evals, bwd, sec = w.timed(lambda m: fn(w, m, src, source, target, shape))
+            rec_latent = None
+            if isinstance(out, tuple):  # P2P edits return their source row, the inversion's reconstruction, too
+                out, rec_latent = out
+            edited = w.decode(out)
+            w.judge(row, edited, img, labels)
+            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec)
+            if rec_latent is not None:
+                rec = w.decode(rec_latent)
+                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+            elif name in recon:
+                with torch.inference_mode():
+                    rec = w.decode(recon[name](w.model, shape, src, source))
+                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+            elif name.startswith("DOODL"):
+                with torch.inference_mode():  # 0 iterations: the exact EDICT reconstruction of the pair
+                    pair = _edict_pair(w, w.model, src, source, DOODL["steps"], 1.0, DOODL["cfg"])
+                    rec = w.decode(w.C("InvEditEDICTRegenerate").execute(
+                        model=w.model, positive=w.enc(source), negative=w.enc(""), pair=pair, cfg=DOODL["cfg"],
+                        mix_p=0.93, leapfrog=True, official_input_scaling=True)[0]["samples"])
+                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+    return rows
+
+
 def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
     torch = w.torch
     batch = data.make_batch(n_images, SEED, colour=data.COLOURS.index("red"))
@@ -423,35 +465,7 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                  p, _ddim_invert(w, m, src, p, _ddim_sigmas(w, GUIDANCE["steps"]), DOODL["cfg"]), DOODL["cfg"])}
     for name, _ in methods[-3:]:  # λ 0: the same inversion, sampled back with the empty prompt
         recon[name] = lambda m, s, src, p: caso_edit(caso_alone, scale=0.0)(w, m, src, p, p, s)
-    for name, fn in methods:
-        rows.append(Row("edit", name))
-    for i in range(n_images):
-        img = batch.images[i:i + 1]
-        labels = data.Batch(*(getattr(batch, f)[i:i + 1] for f in data.Batch.__dataclass_fields__))
-        src, shape = w.encode(img), shapes[i]
-        source, target = f"a red {shape}", f"a blue {shape}"
-        for row, (name, fn) in zip(rows[-len(methods):], methods):
-            out, evals, bwd, sec = w.timed(lambda m: fn(w, m, src, source, target, shape))
-            rec_latent = None
-            if isinstance(out, tuple):  # P2P edits return their source row, the inversion's reconstruction, too
-                out, rec_latent = out
-            edited = w.decode(out)
-            w.judge(row, edited, img, labels)
-            row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec)
-            if rec_latent is not None:
-                rec = w.decode(rec_latent)
-                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
-            elif name in recon:
-                with torch.inference_mode():
-                    rec = w.decode(recon[name](w.model, shape, src, source))
-                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
-            elif name.startswith("DOODL"):
-                with torch.inference_mode():  # 0 iterations: the exact EDICT reconstruction of the pair
-                    pair = _edict_pair(w, w.model, src, source, DOODL["steps"], 1.0, DOODL["cfg"])
-                    rec = w.decode(w.C("InvEditEDICTRegenerate").execute(
-                        model=w.model, positive=w.enc(source), negative=w.enc(""), pair=pair, cfg=DOODL["cfg"],
-                        mix_p=0.93, leapfrog=True, official_input_scaling=True)[0]["samples"])
-                row.recon_psnr.append(float(10 * torch.log10(1 / ((rec - img) ** 2).mean())))
+    rows += score_edits(w, methods, recon, batch)
     caso_measures(w, caso_alone, notes)
     doodl_evals = statistics.mean(next(r for r in rows if r.method.startswith("DOODL classifier")).evals)
     n_best = max(1, round(doodl_evals / int(EDIT["steps"] * SDEDIT_DENOISE)))  # one evaluation per step and sample
@@ -467,12 +481,14 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
     return shapes
 
 
-def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
+def generation_task(w, task: str, prompt: str, seeds: int, rows: list, suffix: str = "") -> None:
+    """Plain EDICT, one-step guidance (VP models only), DOODL and plain EDICT best of n seeds (n: DOODL's evaluations
+    over EDICT's) for ``seeds`` seeds of ``prompt``; the rows' names end in ``suffix``."""
     import comfy.sample
     torch = w.torch
     T, m_it = DOODL["steps"], DOODL["iterations"]
     loss = w.loss()
-    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+    lat = {"samples": torch.zeros(1, w.channels, 8, 8)}
 
     def doodl(m, seed, iterations):
         return w.C("InvEditDOODLOptimize").execute(
@@ -484,7 +500,8 @@ def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
     sig = w.C("InvEditEDICTSigmas").execute(w.model, T, "official_980_0", 1.0)[0]
     edict_sampler = w.C("InvEditSamplerEDICT").execute(0.93, True, True, "float64", "x")[0]
     guide = w.C("InvEditDOODLGuidanceSampler").execute(w.vae, loss, GUIDANCE["scale"], 0)[0]
-    names = ["plain EDICT", "one-step guidance", f"DOODL classifier, {m_it} iterations"]
+    doodl_name = f"DOODL classifier, {m_it} iterations"
+    names = ["plain EDICT"] + ([] if w.flow else ["one-step guidance"]) + [doodl_name]
     new = [Row(task, n) for n in names]
     best_row = None
     for seed in range(seeds):
@@ -492,7 +509,7 @@ def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
                 "one-step guidance": lambda m: _sample(w, m, guide, sig[:-1], prompt, lat, DOODL["cfg"],
                                                        noise=comfy.sample.prepare_noise(lat["samples"], seed),
                                                        seed=seed),
-                names[2]: lambda m: doodl(m, seed, m_it)}
+                doodl_name: lambda m: doodl(m, seed, m_it)}
         source = None  # the plain EDICT sample of this seed (the first row), against which the others are judged
         for row in new:
             out, evals, bwd, sec = w.timed(runs[row.method])
@@ -501,11 +518,11 @@ def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
             w.judge(row, edited, source)
             row.evals.append(evals), row.backward.append(bwd), row.seconds.append(sec)
         if best_row is None:
-            n_best = max(1, round(statistics.mean(new[2].evals) / statistics.mean(new[0].evals)))
+            n_best = max(1, round(statistics.mean(new[-1].evals) / statistics.mean(new[0].evals)))
             best_row = Row(task, f"plain EDICT, best of {n_best} seeds")
 
         def best_of(m):
-            many = torch.zeros(n_best, 4, 8, 8)
+            many = torch.zeros(n_best, w.channels, 8, 8)
             batch = _sample(w, m, edict_sampler, sig, prompt, {"samples": many}, DOODL["cfg"],
                             noise=comfy.sample.prepare_noise(many, 1000 + seed), seed=seed)
             imgs = w.decode(batch)
@@ -514,7 +531,27 @@ def generation_task(w, task: str, prompt: str, seeds: int, rows: list) -> None:
         out, evals, bwd, sec = w.timed(best_of)
         w.judge(best_row, w.decode(out), source)
         best_row.evals.append(evals), best_row.backward.append(bwd), best_row.seconds.append(sec)
+    for row in new + [best_row]:
+        row.method += suffix
     rows += new + [best_row]
+
+
+def flow_task(n_images: int, seeds: int, rows: list, notes: list) -> None:
+    """The flow-model rows: DDIM and EDICT prompt swap and DOODL on the SD3 shapes world (an MMDiT sampled by
+    rectified flow, docs/shapes_world.md), on the same images and seeds as the U-Net rows, each named '(SD3)'. The
+    schedules are the model's own 'simple' with its shift 3 (EDICT Sigmas' default on a flow model)."""
+    w = World(SD3_FILES["checkpoints"])
+    batch = data.make_batch(n_images, SEED, colour=data.COLOURS.index("red"))
+    methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap),
+               ("DOODL classifier (EDICT pair)", doodl_edit(lambda shape: w.loss()))]
+    recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
+             "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s)}
+    rows += score_edits(w, methods, recon, batch, " (SD3)")
+    generation_task(w, "generate", "a circle", seeds, rows, " (SD3)")
+    generation_task(w, "rare", "a red circle", seeds, rows, " (SD3)")
+    notes.append("(SD3) rows: the SD3 shapes world (MMDiT, CLIP-L only, 16-channel TAESD), the same images, seeds, "
+                 "steps, cfg and strength as the U-Net rows, on its own 'simple' schedule (shift 3); one-step guidance "
+                 "is VP-only and has no SD3 row")
 
 
 HEADER = ("| task | method | blue | blue (CLIP) | shape kept | shift px | area | bg PSNR dB | recon PSNR dB | evals | "
@@ -591,6 +628,8 @@ def _run(n_images: int, seeds: int, out: Path | None, quick: bool):
         remove_caso_files()
     generation_task(w, "generate", "a circle", seeds, rows)
     generation_task(w, "rare", "a red circle", seeds, rows)
+    flow_task(n_images, seeds, rows, notes)
+    rows.sort(key=lambda r: ("edit", "generate", "rare").index(r.task))  # each task's rows together (a stable sort)
     md = table(rows, shapes, seeds)
     out = Path(out or ROOT / "out") / time.strftime("scorecard-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

@@ -13,17 +13,18 @@ import sys
 from .paths import EXAMPLES
 
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+SD3_CKPT = "sd3.5_medium.safetensors"  # a flow-matching MMDiT: the harness maps it to the SD3 shapes world
 IMAGE = "invedit_example.png"
 STEPS = 30
 
 
-def _common(g):
-    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+def _common(g, ckpt=CKPT, scheduler="normal", denoise=1.0):
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
     pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a red circle")
     neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
     img = g.node("LoadImage", image=IMAGE)
     src = g.node("VAEEncode", pixels=img.out(0), vae=ck.out(2))
-    sig = g.node("BasicScheduler", model=ck.out(0), scheduler="normal", steps=STEPS, denoise=1.0)
+    sig = g.node("BasicScheduler", model=ck.out(0), scheduler=scheduler, steps=STEPS, denoise=denoise)
     return ck, pos, neg, img, src, sig
 
 
@@ -35,15 +36,21 @@ def _finish(g, ck, img, src, rec, prefix):
            source_image=img.out(0))
 
 
-def ddim_inversion(g):
+def ddim_inversion(g, ckpt=CKPT, prefix="ddim_inversion", **schedule):
     """Image -> DDIM Invert -> stock SamplerCustom (add_noise off, same sigmas) -> decode, compare, report."""
-    ck, pos, neg, img, src, sig = _common(g)
+    ck, pos, neg, img, src, sig = _common(g, ckpt, **schedule)
     inv = g.node("InvEditDDIMInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
                  sigmas=sig.out(0), cfg=1.0)
     rec = g.node("SamplerCustom", model=ck.out(0), add_noise=False, noise_seed=0, cfg=1.0, positive=pos.out(0),
                  negative=neg.out(0), sampler=g.node("KSamplerSelect", sampler_name="euler").out(0),
                  sigmas=sig.out(0), latent_image=inv.out(0))
-    _finish(g, ck, img, src, rec, "ddim_inversion")
+    _finish(g, ck, img, src, rec, prefix)
+
+
+def sd3_ddim_inversion(g):
+    """DDIM inversion of a flow model (SD3): the simple schedule from 0.8 (σ = 1 cannot be handed to the stock
+    sampler without noise), the stock SamplerCustom with euler regenerates it."""
+    ddim_inversion(g, SD3_CKPT, "sd3_ddim_inversion", scheduler="simple", denoise=0.8)
 
 
 def ddim_inversion_sampler(g):
@@ -59,10 +66,10 @@ def ddim_inversion_sampler(g):
     _finish(g, ck, img, src, rec, "ddim_inversion_sampler")
 
 
-def _edict(g, target: str | None, strength: float, prefix: str):
+def _edict(g, target: str | None, strength: float, prefix: str, ckpt=CKPT, schedule="official_980_0"):
     """Image -> EDICT Sigmas -> EDICT Invert (source prompt) -> EDICT Regenerate (same or target prompt)."""
-    ck, pos, neg, img, src, _ = _common(g)
-    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=50, schedule="official_980_0", strength=strength)
+    ck, pos, neg, img, src, _ = _common(g, ckpt)
+    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=50, schedule=schedule, strength=strength)
     opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
     inv = g.node("InvEditEDICTInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
                  sigmas=sig.out(0), cfg=3.0, state_dtype="float64", **opts)
@@ -80,6 +87,17 @@ def edict_reconstruction(g):
 def edict_edit(g):
     """Prompt-swap edit: invert with 'a red circle', regenerate with 'a blue circle' (strength 0.8, cfg 3)."""
     _edict(g, "a blue circle", 0.8, "edict_edit")
+
+
+def sd3_edict_reconstruction(g):
+    """EDICT on a flow model (SD3): the flow Euler step in the coupled x/y chain, inverted to σ = 1 and regenerated
+    exactly (simple schedule with the model's shift, cfg 3)."""
+    _edict(g, None, 1.0, "sd3_edict_reconstruction", SD3_CKPT, "simple")
+
+
+def sd3_edict_edit(g):
+    """Prompt-swap edit on SD3: EDICT-invert 'a red circle', regenerate 'a blue circle' (strength 0.8, cfg 3)."""
+    _edict(g, "a blue circle", 0.8, "sd3_edict_edit", SD3_CKPT, "simple")
 
 
 def edict_sampler(g):
@@ -203,16 +221,16 @@ def _loss_chart(g, optimiser):
 DOODL_SEED = 2  # a seed whose plain EDICT circle is not blue (the scorecard: DOODL reaches blue on 3 of 6 seeds)
 
 
-def _doodl_generate(g, loss, prefix: str):
-    """'a circle' with DOODL_SEED: the plain EDICT generation (0 iterations) beside the DOODL result."""
-    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+def _doodl_generate(g, loss, prefix: str, ckpt=CKPT, empty="EmptyLatentImage", seed=DOODL_SEED):
+    """'a circle' with ``seed``: the plain EDICT generation (0 iterations) beside the DOODL result."""
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
     pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a circle")
     neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
-    lat = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    lat = g.node(empty, width=64, height=64, batch_size=1)
     images, loss_node = [], loss(ck)
     for iterations in (0, 6):
         opt = g.node("InvEditDOODLOptimize", model=ck.out(0), positive=pos.out(0), negative=neg.out(0),
-                     vae=ck.out(2), loss=loss_node.out(0), latent=lat.out(0), seed=DOODL_SEED, iterations=iterations,
+                     vae=ck.out(2), loss=loss_node.out(0), latent=lat.out(0), seed=seed, iterations=iterations,
                      **DOODL_FAST)
         images.append(g.node("VAEDecode", samples=opt.out(0), vae=ck.out(2)))
     _loss_chart(g, opt)
@@ -223,6 +241,15 @@ def _doodl_generate(g, loss, prefix: str):
 def doodl_classifier(g):
     """Classifier-guided generation: DOODL pushes 'a circle' towards the colour classifier's 'blue'."""
     _doodl_generate(g, lambda ck: _classifier_loss(g), "doodl_classifier")
+
+
+SD3_DOODL_SEED = 2
+
+
+def sd3_doodl_classifier(g):
+    """DOODL on a flow model (SD3): the noise of the flow EDICT chain optimised towards the classifier's 'blue'."""
+    _doodl_generate(g, lambda ck: _classifier_loss(g), "sd3_doodl_classifier", SD3_CKPT, "EmptySD3LatentImage",
+                    SD3_DOODL_SEED)
 
 
 def doodl_clip(g):
@@ -361,7 +388,9 @@ def caso_negative(g):
 TITLES = {"SaveImage": "Save: source | reconstruction", "ImageBatch": "Compare: source | reconstruction"}
 EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "edict_edit": {"SaveImage": "Save: source | edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
+    "sd3_edict_edit": {"SaveImage": "Save: source | edit (SD3)", "ImageBatch": "Compare: source | edit (a blue circle)"},
     "edict_sampler": {"SaveImage": "Save: EDICT samples (a yellow triangle)"},
+    "sd3_doodl_classifier": {"SaveImage": "Save: EDICT | DOODL on SD3 (classifier: blue)", "ImageBatch": "Compare"},
     "hspace_generate": {"SaveImage": "Save: stock | red->blue direction", "ImageBatch": "Compare"},
     "hspace_combine": {"SaveImage": "Save: stock | red->blue + circle->square (toy world: blue, still circles)",
                        "ImageBatch": "Compare"},
@@ -397,6 +426,10 @@ PROMISES = {
     "edict_reconstruction": {"colour": "red", "shape": "circle"},
     "edict_edit": {"colour": "blue", "shape": "circle"},
     "edict_sampler": {"colour": "yellow", "shape": "triangle"},
+    "sd3_ddim_inversion": {"colour": "red", "shape": "circle"},
+    "sd3_edict_reconstruction": {"colour": "red", "shape": "circle"},
+    "sd3_edict_edit": {"colour": "blue", "shape": "circle"},
+    "sd3_doodl_classifier": {"colour": "blue", "shape": "circle"},
     "hspace_generate": {"colour": "blue"},
     "hspace_combine": {"colour": "blue"},                   # the shape direction does not act here (see its title)
     "hspace_real_image": {"colour": "blue"},
@@ -419,7 +452,9 @@ EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": 
                     "hspace_train": hspace_train, "doodl_classifier": doodl_classifier, "doodl_clip": doodl_clip,
                     "doodl_edit": doodl_edit, "nulltext_edit": nulltext_edit,
                     "stylediffusion_edit": stylediffusion_edit, "stylediffusion_from_file": stylediffusion_from_file,
-                    "caso_edit": caso_edit, "caso_from_prompt": caso_from_prompt, "caso_negative": caso_negative}
+                    "caso_edit": caso_edit, "caso_from_prompt": caso_from_prompt, "caso_negative": caso_negative,
+                    "sd3_ddim_inversion": sd3_ddim_inversion, "sd3_edict_reconstruction": sd3_edict_reconstruction,
+                    "sd3_edict_edit": sd3_edict_edit, "sd3_doodl_classifier": sd3_doodl_classifier}
 
 
 def api_prompt(name: str) -> dict:
@@ -440,6 +475,7 @@ def api_prompt(name: str) -> dict:
 # The stages a reader follows, left to right, each a titled group: a node's stage comes from its type.
 STAGES = ("Load", "Invert", "Edit", "Compare")
 _STAGE_OF = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "LoadImage": 0, "VAEEncode": 0, "EmptyLatentImage": 0,
+             "EmptySD3LatentImage": 0,
              "InvEditDDIMInvert": 1, "InvEditEDICTInvert": 1, "InvEditEDICTSigmas": 1, "BasicScheduler": 1,
              "InvEditStyleDiffusionInvert": 1, "InvEditNullTextInvert": 1, "InvEditValueLoad": 1,
              "InvEditValueSave": 1, "InvEditCASOTrain": 1, "InvEditClassifierLoad": 0, "InvEditCASOLoad": 0,
@@ -456,6 +492,17 @@ NOTES = {  # what each workflow shows and which settings matter (a Note node at 
                             "sigmas: the latent comes back to float precision (the report's MSE ~1e-15).",
     "edict_edit": "Edit a real image with words: EDICT-invert with 'a red circle', regenerate with 'a blue circle'. "
                   "strength 0.8 keeps the last 80 % of the steps; cfg 3 as the paper.",
+    "sd3_ddim_inversion": "DDIM inversion of a flow-matching model (SD3; Flux the same): the inverse Euler step with "
+                          "the velocity at the next level. The schedule starts at denoise 0.8: the stock sampler starts "
+                          "a flow chain without noise at (1 − σ)·latent, which is 0 at σ = 1 (the inverter refuses "
+                          "that and says so).",
+    "sd3_edict_reconstruction": "EDICT on a flow model (SD3): the coupled x/y chain with the flow Euler step, inverted "
+                                "all the way to σ = 1 and regenerated with the same prompt: the latent comes back "
+                                "bit for bit. 'simple' is ComfyUI's SD3 schedule with the model's own shift.",
+    "sd3_edict_edit": "Prompt-swap edit on SD3: EDICT-invert with 'a red circle', regenerate with 'a blue circle' "
+                      "(strength 0.8, cfg 3).",
+    "sd3_doodl_classifier": "DOODL on a flow model (SD3): the initial noise optimised through the flow EDICT chain "
+                            "towards the colour classifier's 'blue', memory independent of the step count.",
     "edict_sampler": "EDICT as a SAMPLER for SamplerCustomAdvanced: text to image with two coupled latents.",
     "hspace_generate": "h-space (Asyrp): a red->blue direction from two prompts, added at the U-Net bottleneck while "
                        "generating; the Asyrp Sampler takes the asymmetric step. strength sets the size of the edit.",

@@ -209,7 +209,7 @@ class DOODLOptimize(io.ComfyNode):
                 "renormalised; the pair's sigmas, mix_p and leapfrog are used). Each iteration costs about 3.2× an "
                 "EDICT generation (measured by bench/bench_doodl.py)."),
             inputs=[
-                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL (not flow models)."),
+                io.Model.Input("model", tooltip="SD1.x/SD2.x/SDXL, or a flow model (SD3, Flux: the flow EDICT chain)."),
                 io.Conditioning.Input("positive", tooltip="The prompt."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt (usually empty)."),
                 io.Vae.Input("vae", tooltip="Decodes x_0 and y_0 (gradients pass through it)."),
@@ -218,7 +218,8 @@ class DOODLOptimize(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Initial noise, crops and perturbations."),
                 io.Int.Input("steps", default=50, min=1, max=200, tooltip=(
-                    "EDICT steps (official schedule 980…0) for generation; a pair brings its own.")),
+                    "EDICT steps for generation (official schedule 980…0; on a flow model the simple scheduler with "
+                    "the model's shift); a pair brings its own.")),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=(
                     "Guidance (paper 7.5; use the inversion's cfg for an EDICT pair).")),
                 io.Float.Input("mix_p", default=edict.DEFAULT_P, min=0.5, max=1.0, step=0.005, tooltip=(
