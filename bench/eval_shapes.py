@@ -53,8 +53,11 @@ DOODL = {"steps": 10, "cfg": 3.0, "iterations": 6, "lr": 300.0, "grad_clip": 0.0
 EDIT = {"source": "a red circle", "target": "a blue circle", "steps": 50, "strength": 0.8, "cfg": 3.0}
 
 
-def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"]) -> dict:
-    """Reconstruction (EDICT vs DDIM, cfg 1 and 3) and the prompt-swap edit score on n held-out red circles."""
+def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"], checkpoint: str = FILES["checkpoints"],
+                  cfgs: tuple = (1.0, 3.0), recon_strength: float = 1.0) -> dict:
+    """Reconstruction (EDICT vs DDIM at ``cfgs``, inverted over ``recon_strength`` of the steps) and the prompt-swap
+    edit score on n held-out red circles. On a flow model (the SD3 world) both use its ``simple`` schedule (EDICT
+    Sigmas' default there), and the reconstruction needs recon_strength < 1: DDIM's hand-over stops below σ = 1."""
     host.boot()
     import torch
     import comfy.sample
@@ -70,9 +73,11 @@ def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"]) -> dict:
     imgs = data.make_batch(n, data.HELDOUT_SEED + 17, colour=data.COLOURS.index("red"),
                            shape=data.SHAPES.index("circle")).images
     opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
-    res: dict = {"recon": {}, "edit": {}, "edit_steps": steps}
+    res: dict = {"recon": {}, "edit": {}, "edit_steps": steps, "recon_strength": recon_strength}
     with torch.inference_mode():
-        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(FILES["checkpoints"])
+        model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint)
+        flow = host.pack_module("adapters.checks").is_flow(model.get_model_object("model_sampling"))
+        res["world"] = "SD3 world (flow MMDiT)" if flow else "U-Net world"
         enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in (EDIT["source"], EDIT["target"], "")}
         pix = imgs.permute(0, 2, 3, 1)
         src = {"samples": vae.encode(pix)}
@@ -85,7 +90,7 @@ def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"]) -> dict:
                                                        sigmas=sig, cfg=cfg, state_dtype="float64", **opts)[0]
                 return C("InvEditEDICTRegenerate").execute(model=model, positive=tgt, negative=neg, pair=pair, cfg=cfg,
                                                            **opts)[0]["samples"]
-            sig = C("BasicScheduler").execute(model, "ddim_uniform", steps, 1.0)[0]
+            sig = C("BasicScheduler").execute(model, "simple" if flow else "ddim_uniform", steps, 1.0)[0]
             sig = sig[sig.numel() - 1 - int(steps * strength):]
             noise = C("InvEditDDIMInvert").execute(model=model, positive=pos, negative=neg, latent=src, sigmas=sig,
                                                    cfg=cfg)[0]
@@ -94,8 +99,8 @@ def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"]) -> dict:
                                               noise["samples"], disable_pbar=True, seed=0)
 
         for method in ("edict", "ddim"):
-            for cfg in (1.0, 3.0):
-                rec = run(method, EDIT["source"], cfg, 1.0)
+            for cfg in cfgs:
+                rec = run(method, EDIT["source"], cfg, recon_strength)
                 out = vae.decode(rec).clamp(0, 1)
                 res["recon"][method, cfg] = {"latent_mse": float((rec - src["samples"]).pow(2).mean()),
                                              "psnr_db": psnr(out, pix)}
@@ -112,8 +117,10 @@ def edict_vs_ddim(n: int = 16, steps: int = EDIT["steps"]) -> dict:
 
 
 def print_edict_tables(r: dict, n: int) -> None:
-    print(f"\nEDICT vs DDIM inversion — {n} held-out red circles, {r['edit_steps']} steps (EDICT: official schedule; "
-          f"DDIM: ddim_uniform + stock ddim sampler); VAE alone: {r['vae_only_psnr_db']:.2f} dB")
+    sched = ("simple (shift 3) for both, + stock ddim (euler) sampler" if r["world"].startswith("SD3") else
+             "EDICT: official schedule; DDIM: ddim_uniform + stock ddim sampler")
+    print(f"\nEDICT vs DDIM inversion — {r['world']}, {n} held-out red circles, {r['edit_steps']} steps, strength "
+          f"{r['recon_strength']} ({sched}); VAE alone: {r['vae_only_psnr_db']:.2f} dB")
     print(f"| {'method':<8} | {'cfg':>4} | {'latent MSE':>11} | {'pixel PSNR':>10} |")
     print(f"|{'-' * 10}|{'-' * 6}|{'-' * 13}|{'-' * 12}|")
     for (method, cfg), v in r["recon"].items():
@@ -359,6 +366,10 @@ def main(argv=None) -> None:
     r = evaluate(a.seeds, a.steps, a.cfg, a.heldout)
     r.update(edict_vs_ddim(a.edit_images))
     print_edict_tables(r, a.edit_images)
+    if "sd3_vae_psnr_db" in r:  # the SD3 world's files are assembled
+        r["sd3"] = edict_vs_ddim(a.edit_images, checkpoint=SD3_FILES["checkpoints"], cfgs=(1.0, 4.0),
+                                 recon_strength=0.8)
+        print_edict_tables(r["sd3"], a.edit_images)
     r.update(hspace_red_to_blue(a.hspace_seeds))
     print_hspace_tables(r)
     r.update(doodl_vs_guidance(a.doodl_seeds))

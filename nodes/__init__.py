@@ -6,12 +6,12 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import caso, charts, ddim_inversion, doodl, edict, hspace, report, stylediffusion
+from . import caso, charts, csds, ddim_inversion, doodl, edict, hspace, report, stylediffusion
 from .common import add_input_validation
 
 NODES: list[type[io.ComfyNode]] = [add_input_validation(n) for n in (
-    *ddim_inversion.NODES, *edict.NODES, *hspace.NODES, *stylediffusion.NODES, *caso.NODES, *doodl.NODES,
-    *report.NODES, *charts.NODES)]
+    *ddim_inversion.NODES, *edict.NODES, *hspace.NODES, *stylediffusion.NODES, *caso.NODES, *csds.NODES,
+    *doodl.NODES, *report.NODES, *charts.NODES)]
 
 
 class InvEditExtension(ComfyExtension):

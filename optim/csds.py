@@ -55,6 +55,26 @@ class CSDSError(InvEditError):
     """Bad EMS / CSDS input: mismatched encodings, a non-finite step, an unknown setting."""
 
 
+# ---- Extract (no LLM: the user's caption, one word swapped) ---------------------------------------------------------
+
+INSTRUCTION = ("Describe the image in one sentence. Then repeat that sentence changing only the words for {feature} "
+               "to {value}. Then give only the phrase for {value}.")
+
+
+def replace_words(text: str, find: str, replace: str, replace_all: bool = False) -> str:
+    """``text`` with the whole-word, case-insensitive ``find`` replaced by ``replace`` (the first occurrence, or all):
+    the target caption differs from the source only there ("cat" leaves "category" alone)."""
+    import re
+    if not find.strip():
+        raise CSDSError("EMS Prompt Triplet: 'find' is empty; give the word(s) to replace, or a target_override")
+    pattern = re.compile(r"(?<!\w)" + re.escape(find.strip()) + r"(?!\w)", re.IGNORECASE)
+    out, n = pattern.subn(replace.strip(), text, count=0 if replace_all else 1)
+    if n == 0:
+        raise CSDSError(f"EMS Prompt Triplet: {find.strip()!r} is not a word of the source prompt {text!r}; fix "
+                        f"'find', or give the target as target_override")
+    return out
+
+
 # ---- Manipulate -----------------------------------------------------------------------------------------------------
 
 def match_length(a: Tensor, b: Tensor, policy: str, who: str = "EMS") -> tuple[Tensor, Tensor]:

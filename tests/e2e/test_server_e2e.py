@@ -51,7 +51,8 @@ def test_example_workflows_are_served_as_templates(server):
 
 def test_there_are_example_workflows():
     assert {"ddim_inversion", "ddim_inversion_sampler", "edict_reconstruction", "edict_edit",
-            "edict_sampler"} <= {p.stem for p in WORKFLOWS}
+            "edict_sampler", "sd3_ddim_inversion", "sd3_edict_reconstruction", "sd3_edict_edit",
+            "sd3_doodl_classifier"} <= {p.stem for p in WORKFLOWS}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
@@ -75,7 +76,7 @@ def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
     if any(n["class_type"] == "InvEditReconstructionReport" for n in prompt.values()):
         reports = [o["text"][0] for o in outputs.values() if "text" in o]
         assert reports and "latent MSE" in reports[0] and "pixel PSNR" in reports[0]
-        if path.stem == "edict_reconstruction":  # exact inversion, through the real server and frontend
+        if path.stem in ("edict_reconstruction", "sd3_edict_reconstruction"):  # exact, through server and frontend
             assert float(re.search(r"latent MSE\s+(\S+)", reports[0]).group(1)) <= 1e-12, reports[0]
     assert frontend.unexpected_errors() == []  # the pack's JS extension loaded and ran without errors
 

@@ -9,6 +9,7 @@ import torch
 from host_models import sdxl_cond, tiny_sdxl
 
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+SD3 = "sd3.5_medium.safetensors"  # the name an SD3 user has; the harness maps it to the SD3 shapes world
 OPTS = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
 
 
@@ -176,8 +177,6 @@ def test_modified_pair_falls_back_to_the_float32_latents_with_a_warning(comfy, c
 
 # ---- flow models: the SD3 shapes world (an MMDiT sampled with ModelSamplingSD3, shift 3) ---------------------------
 
-SD3 = "sd3.5_medium.safetensors"  # the name an SD3 user has; the harness maps it to the SD3 shapes world
-
 
 @pytest.mark.parametrize("steps,strength,cfg", [(10, 1.0, 1.0), (25, 1.0, 4.0), (50, 0.8, 3.0)],
                          ids=["10-cfg1", "25-odd-cfg4", "50-strength0.8-cfg3"])
@@ -243,9 +242,10 @@ def test_a_pair_from_a_vp_model_is_refused_on_a_flow_model(comfy, captured, exam
         regen.execute(model=model, positive=[], negative=[], pair=c["pair"], cfg=3.0, **OPTS)
 
 
-def sampler_graph(comfy, text, seed, output="x", steps=30, sampler="InvEditSamplerEDICT", batch=4, mix_p=0.93):
+def sampler_graph(comfy, text, seed, output="x", steps=30, sampler="InvEditSamplerEDICT", batch=4, mix_p=0.93,
+                  ckpt=CKPT):
     g = comfy.graph()
-    ck = g.node("CheckpointLoaderSimple", ckpt_name=CKPT)
+    ck = g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
     guider = g.node("CFGGuider", model=ck.out(0), cfg=5.0,
                     positive=g.node("CLIPTextEncode", clip=ck.out(1), text=text).out(0),
                     negative=g.node("CLIPTextEncode", clip=ck.out(1), text="").out(0))
@@ -263,13 +263,15 @@ def sampler_graph(comfy, text, seed, output="x", steps=30, sampler="InvEditSampl
     return g.finalize()
 
 
-def test_edict_sampler_generates_what_the_prompt_asks(comfy, captured):
-    """The SAMPLER in the stock SamplerCustomAdvanced: 'a blue square' from 4 seeds, judged by the classifiers."""
+@pytest.mark.parametrize("ckpt", [CKPT, SD3], ids=["unet", "sd3"])
+def test_edict_sampler_generates_what_the_prompt_asks(comfy, captured, ckpt):
+    """The SAMPLER in the stock SamplerCustomAdvanced: 'a blue square' from 4 seeds, judged by the classifiers (on
+    the SD3 world the flow chain from σ = 1, the stock EmptyLatentImage widened to 16 channels by ComfyUI)."""
     from harness.paths import BASE
     from harness.shapes import data
     from harness.shapes.models import load_classifier
     from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS
-    comfy.run_prompt(sampler_graph(comfy, "a blue square", seed=3))
+    comfy.run_prompt(sampler_graph(comfy, "a blue square", seed=3, ckpt=ckpt))
     img = captured["image"].permute(0, 3, 1, 2).clamp(0, 1)
     colour, shape = (load_classifier(BASE / "models" / CLASSIFIER_DIR / f)[0] for f in CLASSIFIERS)
     with torch.no_grad():

@@ -235,3 +235,14 @@ def test_sde_closed_form_and_its_guards():
     assert l2[1] == pytest.approx(0.2) and l2[2] == pytest.approx(0.5 * n)
     with pytest.raises(csds.CSDSError, match="differ in shape"):
         csds.sde(x, same[:1], flip)
+
+
+def test_prompt_triplet_replaces_whole_words_only():
+    s = "a red cat on a red category sign"
+    assert csds.replace_words(s, "Red", "blue") == "a blue cat on a red category sign"
+    assert csds.replace_words(s, "red", "blue", replace_all=True) == "a blue cat on a blue category sign"
+    assert csds.replace_words(s, "cat", "dog", replace_all=True) == "a red dog on a red category sign"
+    with pytest.raises(csds.CSDSError, match="'green' is not a word of the source prompt"):
+        csds.replace_words(s, "green", "blue")
+    with pytest.raises(csds.CSDSError, match="'find' is empty"):
+        csds.replace_words(s, " ", "blue")

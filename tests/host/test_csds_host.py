@@ -1,0 +1,150 @@
+"""EMS / CSDS on the real ComfyUI host: the SD3 shapes world (and the U-Net world) through the stock loaders, the
+pack's EMS nodes in-process, the guider inside the stock SamplerCustomAdvanced path (comfy.samplers.CFGGuider.sample)."""
+import pytest
+import torch
+
+SD3 = "sd3.5_medium.safetensors"
+SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
+CSDS = dict(iterations=4, lr_start=0.1, lr_end=0.01, lr_schedule="geometric", lambda_=0.5, csds_cfg=1.0,
+            direction="toward_attribute", grad_mode="delta", step_space="auto")
+
+
+@pytest.fixture(scope="module")
+def world(comfy, example_image_name):
+    import nodes
+    out = {}
+    for name, ckpt in (("sd3", SD3), ("unet", SD15)):
+        with torch.inference_mode():
+            model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)
+            img = nodes.LoadImage().load_image(example_image_name)[0]
+            enc = nodes.NODE_CLASS_MAPPINGS["InvEditEMSEncodeEditPrompts"].execute(
+                clip, "a red circle", "a blue circle", "blue", "").args
+        out[name] = {"model": model, "clip": clip, "vae": vae, "latent": {"samples": vae.encode(img[..., :3])},
+                     "c_source": enc[0], "c_target": enc[1], "c_attr": enc[2], "c_negative": enc[3]}
+    return out
+
+
+def node(name):
+    import nodes
+    return nodes.NODE_CLASS_MAPPINGS[f"InvEdit{name}"]
+
+
+def manip(w, alpha, **kw):
+    args = dict(edit_tokens=True, edit_pooled=True, token_part="all", length_mismatch="zero_pad", **kw)
+    with torch.inference_mode():
+        return node("EMSTextManipulate").execute(w["c_source"], w["c_target"], alpha, **args).args[0]
+
+
+def test_encoded_prompts_match_in_shape_and_the_manipulation_ends_are_exact(world):
+    for w in world.values():
+        (s, sd), (t, td) = w["c_source"][0], w["c_target"][0]
+        assert s.shape == t.shape and sd["pooled_output"].shape == td["pooled_output"].shape
+        assert not torch.equal(s, t)
+        c0, c1 = manip(w, 0.0), manip(w, 1.0)
+        assert torch.equal(c0[0][0], s) and torch.equal(c0[0][1]["pooled_output"], sd["pooled_output"])
+        torch.testing.assert_close(c1[0][0], t, rtol=0, atol=1e-5)
+    assert world["sd3"]["c_source"][0][0].shape[-1] == 4096  # SD3's joint width (CLIP-L padded)
+
+
+def edit_sampler(w, iterations, alpha=1.0, seed=3, steps=12, **kw):
+    with torch.inference_mode():
+        return node("EMSEditSampler").execute(
+            model=w["model"], positive=manip(w, alpha), negative=w["c_negative"], attribute=w["c_attr"],
+            latent_image=w["latent"], seed=seed, steps=steps, strength=0.75, strength_mode="diffusers", cfg=5.0,
+            sampler_name="euler", scheduler="simple", **dict(CSDS, iterations=iterations, **kw))
+
+
+@pytest.mark.parametrize("which", ["sd3", "unet"])
+def test_zero_iterations_equal_the_stock_guider_with_the_same_seed(world, which):
+    import comfy.sample
+    import comfy.samplers
+    w = world[which]
+    out = edit_sampler(w, 0)
+    ms = w["model"].get_model_object("model_sampling")
+    sig = comfy.samplers.calculate_sigmas(ms, "simple", 12).cpu()[3:]  # int(12 − 0.75·12) = 3
+    with torch.inference_mode():
+        g = comfy.samplers.CFGGuider(w["model"])
+        g.set_conds(manip(w, 1.0), w["c_negative"])
+        g.set_cfg(5.0)
+        lat = w["latent"]["samples"]
+        want = g.sample(comfy.sample.prepare_noise(lat, 3), lat, comfy.samplers.sampler_object("euler"), sig,
+                        disable_pbar=True, seed=3)
+    assert torch.equal(out.args[0]["samples"], want)
+    assert "text only" in out.ui.as_dict()["text"][0]
+
+
+def test_csds_moves_the_noisy_latent_and_the_sampler_starts_from_it(world):
+    """The guider hands the refined z'_t to the stock sampler as noise' = noise + (z'_t − z_t)/σ0: the sampler's own
+    noise scaling rebuilds z'_t; the attribute gap falls; the result differs from text-only EMS."""
+    import comfy.sample
+    import comfy.samplers
+    w = world["sd3"]
+    ms = w["model"].get_model_object("model_sampling")
+    sig = comfy.samplers.calculate_sigmas(ms, "simple", 12).cpu()[3:]
+    cfg = node("EMSCSDSGuider").execute(w["model"], manip(w, 1.0), w["c_negative"], w["c_attr"], 5.0,
+                                        **CSDS).args[0].config
+    from harness import host
+    ad = host.pack_module("adapters.csds")
+    guider = ad.CSDSGuider(w["model"], cfg)
+    guider.set_conds(manip(w, 1.0), w["c_negative"], w["c_attr"])
+    guider.set_cfg(5.0)
+    lat = w["latent"]["samples"]
+    noise = comfy.sample.prepare_noise(lat, 3)
+    seen = {}
+
+    class Spy(comfy.samplers.KSAMPLER):
+        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, **kw):
+            seen["start"] = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image)
+            return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, **kw)
+    with torch.inference_mode():
+        guider.sample(noise, lat, Spy(comfy.samplers.sampler_object("euler").sampler_function), sig,
+                      disable_pbar=True, seed=3)
+    z_t, z_ref = guider.z_t, guider.z_refined
+    assert float((z_ref - z_t).abs().max()) > 1e-3
+    torch.testing.assert_close(seen["start"], z_ref, rtol=1e-5, atol=1e-5)
+    r = guider.result.residuals
+    assert len(r) == 4 and r[-1] < r[0], r
+    assert not torch.equal(edit_sampler(w, 4).args[0]["samples"], edit_sampler(w, 0).args[0]["samples"])
+
+
+def test_the_unet_world_runs_the_same_nodes_with_the_ve_step_factor(world):
+    out = edit_sampler(world["unet"], 2)
+    assert out.args[0]["samples"].shape == (1, 4, 8, 8) and torch.isfinite(out.args[0]["samples"]).all()
+    assert "CSDS 2 iterations" in out.ui.as_dict()["text"][0] and len(out.args[2].values) == 2
+
+
+def test_multi_attribute_chain_and_bad_conditioning_are_handled(world):
+    import nodes
+    w, u = world["sd3"], world["unet"]
+    with torch.inference_mode():
+        c2 = nodes.NODE_CLASS_MAPPINGS["InvEditEMSEncodeEditPrompts"].execute(
+            w["clip"], "a red circle", "a red square", "square", "").args
+    base = manip(w, 1.0)
+    args = dict(edit_tokens=True, edit_pooled=True, token_part="all", length_mismatch="zero_pad")
+    with torch.inference_mode():
+        both = node("EMSTextManipulate").execute(c2[0], c2[1], 0.5, accumulate_onto=base, **args).args[0]
+    s = w["c_source"][0][0]
+    want = s + (w["c_target"][0][0] - s) + 0.5 * (c2[1][0][0] - c2[0][0][0])
+    torch.testing.assert_close(both[0][0], want, rtol=0, atol=1e-5)
+    with torch.inference_mode(), pytest.raises(ValueError, match="encode source and target with the same text"):
+        node("EMSTextManipulate").execute(u["c_source"], w["c_target"], 1.0, **args)
+    bad = [[w["c_target"][0][0] * float("nan"), dict(w["c_target"][0][1])]]
+    with torch.inference_mode(), pytest.raises(ValueError, match="NaN/inf"):
+        node("EMSTextManipulate").execute(w["c_source"], bad, 1.0, **args)
+
+
+def test_sde_metric_and_latent_linear_edit(world):
+    w = world["sd3"]
+    x = torch.zeros(1, 8, 8, 3)
+    out = node("EMSSDEMetric").execute(x, x + 0.1, x + 0.5, "rmse", 1e-8)
+    assert out.args[0] == pytest.approx(0.7) and "SDE 0.7000" in out.args[3]
+    lat = w["latent"]
+    ref = {"samples": lat["samples"] + 1.0}
+    assert torch.equal(node("EMSLatentLinearEdit").execute(lat, ref, 0.0).args[0]["samples"], lat["samples"])
+    with pytest.raises(ValueError, match="differ in shape"):
+        node("EMSLatentLinearEdit").execute(lat, world["unet"]["latent"], 1.0)
+
+
+def test_prompt_triplet_node(comfy):
+    out = node("EMSPromptTriplet").execute("A Red circle", "red", "blue", False, "", "").args
+    assert out[:3] == ("A Red circle", "A blue circle", "blue") and "blue" in out[3]
