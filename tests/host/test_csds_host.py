@@ -3,6 +3,8 @@ pack's EMS nodes in-process, the guider inside the stock SamplerCustomAdvanced p
 import pytest
 import torch
 
+from harness.inputs import EXAMPLE_IMAGES
+
 SD3 = "sd3.5_medium.safetensors"
 SD15 = "v1-5-pruned-emaonly-fp16.safetensors"
 CSDS = dict(iterations=4, lr_start=0.1, lr_end=0.01, lr_schedule="geometric", lambda_=0.5, csds_cfg=1.0,
@@ -10,8 +12,9 @@ CSDS = dict(iterations=4, lr_start=0.1, lr_end=0.01, lr_schedule="geometric", la
 
 
 @pytest.fixture(scope="module")
-def world(comfy, example_image_name):
+def world(comfy):
     import nodes
+    example_image_name = next(iter(EXAMPLE_IMAGES))
     out = {}
     for name, ckpt in (("sd3", SD3), ("unet", SD15)):
         with torch.inference_mode():
@@ -19,7 +22,8 @@ def world(comfy, example_image_name):
             img = nodes.LoadImage().load_image(example_image_name)[0]
             enc = nodes.NODE_CLASS_MAPPINGS["InvEditEMSEncodeEditPrompts"].execute(
                 clip, "a red circle", "a blue circle", "blue", "").args
-        out[name] = {"model": model, "clip": clip, "vae": vae, "latent": {"samples": vae.encode(img[..., :3])},
+            latent = {"samples": vae.encode(img[..., :3])}
+        out[name] = {"model": model, "clip": clip, "vae": vae, "latent": latent,
                      "c_source": enc[0], "c_target": enc[1], "c_attr": enc[2], "c_negative": enc[3]}
     return out
 
@@ -93,9 +97,9 @@ def test_csds_moves_the_noisy_latent_and_the_sampler_starts_from_it(world):
     seen = {}
 
     class Spy(comfy.samplers.KSAMPLER):
-        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, **kw):
+        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, *rest, **kw):
             seen["start"] = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image)
-            return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, **kw)
+            return super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, *rest, **kw)
     with torch.inference_mode():
         guider.sample(noise, lat, Spy(comfy.samplers.sampler_object("euler").sampler_function), sig,
                       disable_pbar=True, seed=3)
