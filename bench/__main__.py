@@ -1,6 +1,6 @@
 """`python -m bench`: run every benchmark of the pack and print their tables."""
-from . import (bench_asyrp, bench_caso, bench_ddim, bench_doodl, bench_edict, bench_flow, bench_stylediffusion,
-               eval_shapes, scorecard)
+from . import (bench_asyrp, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
+               bench_stylediffusion, eval_shapes, scorecard)
 
 if __name__ == "__main__":
     scorecard.main([])
@@ -14,3 +14,4 @@ if __name__ == "__main__":
     bench_flow.main([])
     bench_stylediffusion.main([])
     bench_caso.main([])
+    bench_csds.main([])

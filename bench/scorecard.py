@@ -53,6 +53,10 @@ SDEDIT_DENOISE = 0.6
 CASO = {"train_images": 128, "steps": 400, "batch": 2, "train_scale": 10.0, "gamma": 1.0, "scale": 3.0,
         "window": 0.4, "edit_steps": 50, "measure_images": 8, "measure_window": 0.6, "own_scale": 1.0}
 CASO_PREFIX = "scorecard_caso"
+# EMS (issue 16): the paper's sampling settings (50 steps, strength 0.75 in diffusers' convention, cfg 7.5, euler on
+# the simple schedule), α 1, CSDS with its defaults (50 iterations, η 0.1 → 0.01, λ 0.5, attribute prompt "blue")
+EMS = {"steps": 50, "strength": 0.75, "cfg": 7.5, "alpha": 1.0, "iterations": 50, "lam": 0.5, "seed": 0,
+       "degrees": (0.0, 0.5, 1.0, 1.5), "sde_images": 6}
 
 
 class Counter:
@@ -239,6 +243,67 @@ def doodl_edit(loss_for):
                 lr=DOODL["lr"], grad_clip=DOODL["edit_clip"], momentum=0.9, perturb_std=0.0, keep="best",
                 backprop="reversible").args[0]["samples"]
     return run
+
+
+def _ems_prompts(w, source, target, attribute):
+    key = ("ems", source, target, attribute)
+    if key not in w._enc:
+        with w.torch.inference_mode():
+            w._enc[key] = w.C("InvEditEMSEncodeEditPrompts").execute(w.te, source, target, attribute, "").args
+    return w._enc[key]
+
+
+def _ems(w, m, src, source, target, attribute, alpha, iterations):
+    c_s, c_t, c_a, c_n = _ems_prompts(w, source, target, attribute)
+    with w.torch.inference_mode():
+        c = w.C("InvEditEMSTextManipulate").execute(c_s, c_t, alpha, True, True, "all", "zero_pad").args[0]
+        return w.C("InvEditEMSEditSampler").execute(
+            model=m, positive=c, negative=c_n, attribute=c_a, latent_image=src, seed=EMS["seed"], steps=EMS["steps"],
+            strength=EMS["strength"], strength_mode="diffusers", cfg=EMS["cfg"], sampler_name="euler",
+            scheduler="simple", iterations=iterations, lr_start=0.1, lr_end=0.01, lr_schedule="geometric",
+            lambda_=EMS["lam"], csds_cfg=1.0, direction="toward_attribute", grad_mode="delta",
+            step_space="auto").args[0]["samples"]
+
+
+def ems_edit(iterations: int):
+    """EMS at α = EMS["alpha"]: text only (0 iterations) or with CSDS towards the attribute prompt 'blue'."""
+    def run(w, m, src, source, target, shape):
+        return _ems(w, m, src, source, target, "blue", EMS["alpha"], iterations)
+    return run
+
+
+def ems_measures(w, batch, notes: list, name: str) -> None:
+    """The EMS degree sweep (mean P(blue) by the colour classifier at each α: the spec's stand-in for the paper's
+    MLLM-VQA 'gradual change') and the SDE of the world for colour and shape (text only, the same noise), on
+    EMS["sde_images"] held-out red objects."""
+    torch = w.torch
+    n = min(EMS["sde_images"], batch.images.shape[0])
+    shapes = [data.SHAPES[int(s)] for s in batch.shape[:n]]
+    blue = data.COLOURS.index("blue")
+    p_blue = {a: [] for a in EMS["degrees"]}
+    sde = {"colour": [], "shape": []}
+    sde_fn = host.pack_module("optim.csds").sde
+    for i in range(n):
+        img, shape = batch.images[i:i + 1], shapes[i]
+        src = w.encode(img)
+        source = f"a red {shape}"
+        for a in EMS["degrees"]:
+            out = w.decode(_ems(w, w.model, src, source, f"a blue {shape}", "blue", a, 0))
+            with torch.no_grad():
+                p_blue[a].append(float(w.judges.colour(out).softmax(1)[0, blue]))
+        other = "square" if shape != "square" else "circle"
+        for attr, flipped in (("colour", f"a blue {shape}"), ("shape", f"a red {other}")):
+            same = w.decode(_ems(w, w.model, src, source, flipped, "", 0.0, 0))
+            flip = w.decode(_ems(w, w.model, src, source, flipped, "", 1.0, 0))
+            sde[attr].append(sde_fn(img, same, flip)[0])
+    means = {a: statistics.mean(v) for a, v in p_blue.items()}
+    rising = all(means[a] <= means[b] for a, b in zip(EMS["degrees"], EMS["degrees"][1:]))
+    notes.append(f"EMS degree sweep ({name}, text only, {n} red objects -> 'a blue <shape>'): mean P(blue) "
+                 + ", ".join(f"α {a:g}: {v:.2f}" for a, v in means.items())
+                 + f" ({'rising' if rising else 'NOT monotone'} with α)")
+    notes.append(f"SDE ({name}, Eq. 1 with RMSE on [0, 1] pixels, text only, strength {EMS['strength']}, the same "
+                 f"noise; lower = better disentangled): colour {statistics.mean(sde['colour']):.3f}, shape "
+                 f"{statistics.mean(sde['shape']):.3f}")
 
 
 def guidance_edit(w, m, src, source, target, shape):
@@ -445,6 +510,10 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                  f"{CASO['gamma']:g}), then per image DDIM inversion with the empty prompt to {CASO['window']} of the "
                  f"timesteps and λ {CASO['scale']:g} below it ({CASO['edit_steps']}-step grid); 'in a prompt' is the "
                  f"γ 0 file through the stock CLIPTextEncode as '{caso_prompt}'; recon = λ 0")
+    notes.append(f"EMS rows: text-only EMS (α {EMS['alpha']:g} from 'a red <shape>' to 'a blue <shape>', "
+                 f"{EMS['steps']} steps, strength {EMS['strength']} (diffusers' start index), cfg {EMS['cfg']:g}, "
+                 f"euler / simple, seed {EMS['seed']}) and with CSDS ({EMS['iterations']} iterations, η 0.1 → 0.01, "
+                 f"λ {EMS['lam']:g}, attribute prompt 'blue'); recon = α 0 from the same noised latent")
     methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap),
                ("h-space, prompt direction", hspace_edit(prompts_dir, HSPACE["strength"], 0)),
                ("h-space, trained direction", hspace_edit(trained, HSPACE["trained_strength"], HSPACE["t_edit"])),
@@ -455,7 +524,8 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                ("StyleDiffusion + P2Plus", stylediffusion_p2plus),
                ("CASO class alone (gamma 0)", caso_edit(caso_alone)),
                (f"CASO class alone (gamma {CASO['gamma']:g})", caso_edit(caso_gamma)),
-               ("CASO class in a prompt (gamma 0)", caso_edit(caso_alone, caso_prompt))]
+               ("CASO class in a prompt (gamma 0)", caso_edit(caso_alone, caso_prompt)),
+               ("EMS text only", ems_edit(0)), ("EMS + CSDS", ems_edit(EMS["iterations"]))]
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
              "h-space, prompt direction": lambda m, s, src, p: hspace_edit(prompts_dir, 0.0, 0)(w, m, src, p, p, s),
@@ -463,10 +533,13 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
              "one-step guidance (DDIM-inverted)": lambda m, s, src, p: _sample(
                  w, m, "ddim", _ddim_sigmas(w, GUIDANCE["steps"]),
                  p, _ddim_invert(w, m, src, p, _ddim_sigmas(w, GUIDANCE["steps"]), DOODL["cfg"]), DOODL["cfg"])}
-    for name, _ in methods[-3:]:  # λ 0: the same inversion, sampled back with the empty prompt
+    for name in ("EMS text only", "EMS + CSDS"):  # α 0, no CSDS: the source prompt from the same noised latent
+        recon[name] = lambda m, s, src, p: _ems(w, m, src, p, p.replace("red", "blue"), "", 0.0, 0)
+    for name, _ in methods[-5:-2]:  # λ 0: the same inversion, sampled back with the empty prompt
         recon[name] = lambda m, s, src, p: caso_edit(caso_alone, scale=0.0)(w, m, src, p, p, s)
     rows += score_edits(w, methods, recon, batch)
     caso_measures(w, caso_alone, notes)
+    ems_measures(w, batch, notes, "U-Net world")
     doodl_evals = statistics.mean(next(r for r in rows if r.method.startswith("DOODL classifier")).evals)
     n_best = max(1, round(doodl_evals / int(EDIT["steps"] * SDEDIT_DENOISE)))  # one evaluation per step and sample
     row = Row("edit", f"SDEdit {SDEDIT_DENOISE} to the target prompt, best of {n_best}")
@@ -543,10 +616,14 @@ def flow_task(n_images: int, seeds: int, rows: list, notes: list) -> None:
     w = World(SD3_FILES["checkpoints"])
     batch = data.make_batch(n_images, SEED, colour=data.COLOURS.index("red"))
     methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap),
-               ("DOODL classifier (EDICT pair)", doodl_edit(lambda shape: w.loss()))]
+               ("DOODL classifier (EDICT pair)", doodl_edit(lambda shape: w.loss())),
+               ("EMS text only", ems_edit(0)), ("EMS + CSDS", ems_edit(EMS["iterations"]))]
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s)}
+    for name in ("EMS text only", "EMS + CSDS"):
+        recon[name] = lambda m, s, src, p: _ems(w, m, src, p, p.replace("red", "blue"), "", 0.0, 0)
     rows += score_edits(w, methods, recon, batch, " (SD3)")
+    ems_measures(w, batch, notes, "SD3 world")
     generation_task(w, "generate", "a circle", seeds, rows, " (SD3)")
     generation_task(w, "rare", "a red circle", seeds, rows, " (SD3)")
     notes.append("(SD3) rows: the SD3 shapes world (MMDiT, CLIP-L only, 16-channel TAESD), the same images, seeds, "
@@ -600,7 +677,8 @@ def grid(rows: list, sources: list, path: Path, task: str = "edit") -> None:
 
 QUICK = {"EDIT": {"steps": 10}, "HSPACE": {"steps": 10}, "DOODL": {"steps": 4, "iterations": 1},
          "GUIDANCE": {"steps": 4}, "P2P": {"steps": 4, "sd_inner": 2, "nt_inner": 2},
-         "CASO": {"train_images": 4, "steps": 2, "edit_steps": 10, "measure_images": 2}}
+         "CASO": {"train_images": 4, "steps": 2, "edit_steps": 10, "measure_images": 2},
+         "EMS": {"steps": 8, "iterations": 2, "sde_images": 1}}
 
 
 def run(n_images: int = 6, seeds: int = 6, out: Path | None = None, quick: bool = False):

@@ -88,12 +88,14 @@ class EMSEncodeEditPrompts(io.ComfyNode):
             category=SUBCATEGORY,
             description=("Encodes the source, target, attribute and negative prompts; source and target are padded "
                          "to one token length first, so that their difference is the edit direction."),
-            inputs=[io.Clip.Input("clip"),
-                    io.String.Input("source_prompt", multiline=True, default="a red circle"),
-                    io.String.Input("target_prompt", multiline=True, default="a blue circle"),
+            inputs=[io.Clip.Input("clip", tooltip="The model's text encoder (CLIPLoader / the checkpoint's)."),
+                    io.String.Input("source_prompt", multiline=True, default="a red circle",
+                                    tooltip="A caption of the image (EMS Prompt Triplet's source_prompt)."),
+                    io.String.Input("target_prompt", multiline=True, default="a blue circle",
+                                    tooltip="The caption with only the edited words changed."),
                     io.String.Input("attribute_prompt", default="blue",
                                     tooltip="The attribute alone, for CSDS; empty = the target prompt."),
-                    io.String.Input("negative_prompt", default="")],
+                    io.String.Input("negative_prompt", default="", tooltip="The negative prompt (usually empty).")],
             outputs=[io.Conditioning.Output(display_name="c_source"), io.Conditioning.Output(display_name="c_target"),
                      io.Conditioning.Output(display_name="c_attr"), io.Conditioning.Output(display_name="c_negative")],
         )
@@ -113,7 +115,8 @@ class EMSTextManipulate(io.ComfyNode):
                          "source, 1 the target, > 1 further, < 0 the other way). Chain through accumulate_onto for "
                          "several attributes: out = base + α·(target − source)."),
             inputs=[
-                io.Conditioning.Input("source"), io.Conditioning.Input("target"),
+                io.Conditioning.Input("source", tooltip="c_source from EMS Encode Edit Prompts."),
+                io.Conditioning.Input("target", tooltip="c_target from EMS Encode Edit Prompts (the same length)."),
                 io.Float.Input("alpha", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip=(
                     "The editing degree α; large |α| corrupts unrelated attributes.")),
                 io.Boolean.Input("edit_tokens", default=True, tooltip="Move the token embeddings."),
@@ -144,9 +147,9 @@ class EMSCSDSGuider(io.ComfyNode):
                          "constrained score distillation towards the attribute prompt, then samples with the "
                          "manipulated prompt. Use sigmas from the edit's start (BasicScheduler steps 50, denoise "
                          "0.75, or EMS Edit Sampler) and RandomNoise; the live loss chart shows the iterations."),
-            inputs=[io.Model.Input("model"),
+            inputs=[io.Model.Input("model", tooltip="SD3/Flux (flow) or SD1.x/SDXL; frozen."),
                     io.Conditioning.Input("positive", tooltip="c~ from EMS Text Manipulate."),
-                    io.Conditioning.Input("negative"),
+                    io.Conditioning.Input("negative", tooltip="The negative prompt (c_negative)."),
                     io.Conditioning.Input("attribute", tooltip="c_attr: the attribute-only prompt."),
                     io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
                                    tooltip="Guidance of the denoising (paper 7.5)."),
@@ -172,22 +175,26 @@ class EMSEditSampler(io.ComfyNode):
             description=("EMS in one node: noise the image latent to the edit's start (strength of the steps), "
                          "refine it with CSDS towards the attribute prompt (iterations 0: text only), and denoise "
                          "with the manipulated prompt."),
-            inputs=[io.Model.Input("model"),
+            inputs=[io.Model.Input("model", tooltip="SD3/Flux (flow) or SD1.x/SDXL; frozen."),
                     io.Conditioning.Input("positive", tooltip="c~ from EMS Text Manipulate."),
-                    io.Conditioning.Input("negative"),
+                    io.Conditioning.Input("negative", tooltip="The negative prompt (c_negative)."),
                     io.Conditioning.Input("attribute", tooltip="c_attr: the attribute-only prompt."),
                     io.Latent.Input("latent_image", tooltip="The image latent (VAE Encode)."),
-                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True),
-                    io.Int.Input("steps", default=50, min=1, max=1000),
+                    io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                                 tooltip="The forward noise (one draw, fixed through CSDS)."),
+                    io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Steps of the whole schedule (50)."),
                     io.Float.Input("strength", default=0.75, min=0.01, max=1.0, step=0.01, tooltip=(
                         "How far into the forward process the edit starts (paper 0.75).")),
                     io.Combo.Input("strength_mode", options=["diffusers", "comfy_denoise"], default="diffusers",
                                    tooltip=("diffusers: start at index int(steps − strength·steps) of the full "
                                             "schedule (the paper's); comfy_denoise: the last round(steps·strength) "
                                             "steps.")),
-                    io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01),
-                    io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="euler"),
-                    io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple"),
+                    io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                                   tooltip="Guidance of the denoising (paper 7.5)."),
+                    io.Combo.Input("sampler_name", options=comfy.samplers.SAMPLER_NAMES, default="euler",
+                                   tooltip="The denoising sampler (paper: flow Euler)."),
+                    io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple",
+                                   tooltip="The schedule (simple: ComfyUI's SD3 default, the model's shift)."),
                     *_csds_inputs()],
             outputs=[io.Latent.Output(display_name="latent"),
                      io.Latent.Output(display_name="refined_noisy_latent", tooltip="z'_t, for inspection."),
@@ -229,8 +236,10 @@ class EMSLatentLinearEdit(io.ComfyNode):
             category=SUBCATEGORY,
             description=("z0 + α·(z_ref − z0): the image-side direction from a reference image (the paper's Fig. 3b); "
                          "noised with the same seed it is z_t + α·(z~_t − z_t)."),
-            inputs=[io.Latent.Input("latent_source"), io.Latent.Input("latent_reference"),
-                    io.Float.Input("alpha", default=1.0, min=-10.0, max=10.0, step=0.01)],
+            inputs=[io.Latent.Input("latent_source", tooltip="The image to edit (VAE Encode)."),
+                    io.Latent.Input("latent_reference", tooltip="An image with the wanted attribute (same size)."),
+                    io.Float.Input("alpha", default=1.0, min=-10.0, max=10.0, step=0.01,
+                                   tooltip="The degree: 0 the source, 1 the reference.")],
             outputs=[io.Latent.Output()],
         )
 
@@ -251,9 +260,13 @@ class EMSSDEMetric(io.ComfyNode):
             description=("The Semantic Disentanglement mEtric (lower is better): d(x, same)/d(x, flipped) + d(x, "
                          "flipped), the reconstructions from one noised latent under the image's own attribute "
                          "prompt and the flipped one; batch mean."),
-            inputs=[io.Image.Input("original"), io.Image.Input("recon_same"), io.Image.Input("recon_flipped"),
-                    io.Combo.Input("distance", options=list(csds.DISTANCES), default="rmse"),
-                    io.Float.Input("eps", default=1e-8, min=0.0, max=1.0, step=1e-8)],
+            inputs=[io.Image.Input("original", tooltip="The image x."),
+                    io.Image.Input("recon_same", tooltip="Its reconstruction under its own attribute prompt."),
+                    io.Image.Input("recon_flipped", tooltip="The reconstruction under the flipped prompt, same noise."),
+                    io.Combo.Input("distance", options=list(csds.DISTANCES), default="rmse",
+                                   tooltip="rmse over [0, 1] pixels (default) or the L2 norm."),
+                    io.Float.Input("eps", default=1e-8, min=0.0, max=1.0, step=1e-8,
+                                   tooltip="Guards the ratio when the flipped reconstruction equals x.")],
             outputs=[io.Float.Output(display_name="sde"), io.Float.Output(display_name="ratio_term"),
                      io.Float.Output(display_name="preservation_term"), io.String.Output(display_name="report")],
         )

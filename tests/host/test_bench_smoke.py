@@ -2,8 +2,8 @@
 import os
 
 import pytest
-from bench import (bench_asyrp, bench_caso, bench_ddim, bench_doodl, bench_edict, bench_flow, bench_stylediffusion,
-                   eval_shapes)
+from bench import (bench_asyrp, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
+                   bench_stylediffusion, eval_shapes)
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
@@ -24,6 +24,12 @@ def test_bench_edict_prints_its_ratio_table(comfy, capsys):
         out = capsys.readouterr().out
         assert "ratio EDICT / DDIM, sampling" in out and "target <= 2.05" in out and "EDICT (float64 state)" in out
         assert ("SD3 MMDiT" in out) == (world == "sd3")
+
+
+def test_bench_csds_prints_its_ratio_table(comfy, capsys):
+    bench_csds.main(["--size", "64", "--steps", "4", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "ratio iteration / step" in out and "target <= 2.1" in out
 
 
 def test_bench_flow_prints_the_dit_vs_unet_ratio(comfy, capsys):
@@ -94,12 +100,13 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     by = {short(r): r for r in rows if not r.method.endswith("(SD3)")}
     sd3 = {short(r): r for r in rows if r.method.endswith("(SD3)")}
     assert set(sd3) == {("edit", "DDIM prompt swap"), ("edit", "EDICT prompt swap"), ("edit", "DOODL classifier"),
+                        ("edit", "EMS text only"), ("edit", "EMS + CSDS"),
                         *((t, m) for t in ("generate", "rare") for m in ("plain EDICT", "DOODL classifier"))}
     assert sd3["edit", "EDICT prompt swap"].recon_psnr[0] > sd3["edit", "DDIM prompt swap"].recon_psnr[0]
     edit = {m for t, m in by if t == "edit"}
     assert {"DDIM prompt swap", "EDICT prompt swap", "h-space", "DOODL classifier", "DOODL CLIP",
             "one-step guidance", "DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus", "CASO class alone",
-            "CASO class in a prompt"} <= edit
+            "CASO class in a prompt", "EMS text only", "EMS + CSDS"} <= edit
     assert any(m.startswith("SDEdit") for m in edit)
     assert {m for t, m in by if t == "generate"} == {m for t, m in by if t == "rare"} == {
         "plain EDICT", "one-step guidance", "DOODL classifier"}
@@ -115,6 +122,7 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     assert plain.shift_px == 0 and plain.background_psnr_db >= 100 and math.isfinite(plain.p_colour)
     assert (out / "edit_grid.png").stat().st_size > 0 and "| edit | EDICT prompt swap |" in text
     assert "CASO own class" in text and "CASO reverse edit" in text
+    assert "EMS degree sweep (SD3 world" in text and "SDE (U-Net world" in text
     import folder_paths  # the CASO row's file for the stock encoder is gone again
     assert not [f for r in folder_paths.get_folder_paths("embeddings") for f in os.listdir(r)
                 if f.startswith(scorecard.CASO_PREFIX)]
