@@ -257,6 +257,7 @@ class EMSSDEMetric(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id=node_id("EMSSDEMetric"), display_name=display("EMS SDE Metric"), category=SUBCATEGORY,
+            is_output_node=True,
             description=("The Semantic Disentanglement mEtric (lower is better): d(x, same)/d(x, flipped) + d(x, "
                          "flipped), the reconstructions from one noised latent under the image's own attribute "
                          "prompt and the flipped one; batch mean."),
