@@ -78,3 +78,26 @@ def test_edict_round_trip_on_flux_is_exact(comfy, flux, example_image_name):
     assert float(sig[0]) == 1.0 and pair["invedit_inversion"]["model_family"] == "Flux"
     assert float((pair["samples"] - src["samples"]).abs().max()) > 0.1
     assert torch.equal(x["samples"], src["samples"]) and torch.equal(y["samples"], src["samples"])
+
+
+def test_ems_edit_on_flux_gives_a_16_channel_latent_and_refuses_mixed_encoders(comfy, flux, example_image_name):
+    """EMS / CSDS through the same code path on Flux (guidance kept from the conditioning): shapes and errors."""
+    import nodes
+    C = nodes.NODE_CLASS_MAPPINGS
+    clip = nodes.CLIPLoader().load_clip("shapes_clip_l.safetensors", "stable_diffusion")[0]
+    src = source_latent(comfy, flux, example_image_name)
+    manip = dict(edit_tokens=True, edit_pooled=True, token_part="all", length_mismatch="error")
+    with torch.inference_mode():
+        c_s, c_t, c_a, c_n = C["InvEditEMSEncodeEditPrompts"].execute(clip, "a red circle", "a blue circle", "blue",
+                                                                      "").args
+        c = C["InvEditEMSTextManipulate"].execute(c_s, c_t, 1.0, **manip).args[0]
+        out = C["InvEditEMSEditSampler"].execute(
+            model=flux["model"], positive=c, negative=c_n, attribute=c_a, latent_image=src, seed=0, steps=STEPS,
+            strength=0.75, strength_mode="comfy_denoise", cfg=1.0, sampler_name="euler", scheduler="simple",
+            iterations=1, lr_start=0.1, lr_end=0.01, lr_schedule="geometric", lambda_=0.5, csds_cfg=1.0,
+            direction="toward_attribute", grad_mode="delta", step_space="auto")
+    assert out.args[0]["samples"].shape == (1, 16, 8, 8) and torch.isfinite(out.args[0]["samples"]).all()
+    assert "CSDS 1 iterations" in out.ui.as_dict()["text"][0]
+    long = [[torch.cat([c_t[0][0], c_t[0][0]], 1), dict(c_t[0][1])]]  # 154 tokens against 77
+    with torch.inference_mode(), pytest.raises(ValueError, match="the source has 77 tokens and the target 154"):
+        C["InvEditEMSTextManipulate"].execute(c_s, long, 1.0, **manip)
