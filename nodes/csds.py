@@ -45,8 +45,21 @@ def _csds_inputs() -> list:
     ]
 
 
-def _config(iterations, lr_start, lr_end, lr_schedule, lambda_, direction, grad_mode) -> csds.CSDSConfig:
-    return csds.CSDSConfig(iterations, lr_start, lr_end, lr_schedule, lambda_, direction, grad_mode)
+def _edit_inputs() -> list:
+    """The model and the three conditionings of an EMS edit (CSDS Guider, Edit Sampler)."""
+    return [io.Model.Input("model", tooltip="SD3/Flux (flow) or SD1.x/SDXL; frozen."),
+            io.Conditioning.Input("positive", tooltip="c~ from EMS Text Manipulate."),
+            io.Conditioning.Input("negative", tooltip="The negative prompt (c_negative)."),
+            io.Conditioning.Input("attribute", tooltip="c_attr: the attribute-only prompt.")]
+
+
+def _guider(model, positive, negative, attribute, cfg, live, iterations, lr_start, lr_end, lr_schedule, lambda_,
+            csds_cfg, direction, grad_mode, step_space) -> "ad.CSDSGuider":
+    config = csds.CSDSConfig(iterations, lr_start, lr_end, lr_schedule, lambda_, direction, grad_mode)
+    guider = ad.CSDSGuider(model, config, csds_cfg, step_space, live)
+    guider.set_conds(positive, negative, attribute)
+    guider.set_cfg(cfg)
+    return guider
 
 
 class EMSPromptTriplet(io.ComfyNode):
@@ -147,10 +160,7 @@ class EMSCSDSGuider(io.ComfyNode):
                          "constrained score distillation towards the attribute prompt, then samples with the "
                          "manipulated prompt. Use sigmas from the edit's start (BasicScheduler steps 50, denoise "
                          "0.75, or EMS Edit Sampler) and RandomNoise; the live loss chart shows the iterations."),
-            inputs=[io.Model.Input("model", tooltip="SD3/Flux (flow) or SD1.x/SDXL; frozen."),
-                    io.Conditioning.Input("positive", tooltip="c~ from EMS Text Manipulate."),
-                    io.Conditioning.Input("negative", tooltip="The negative prompt (c_negative)."),
-                    io.Conditioning.Input("attribute", tooltip="c_attr: the attribute-only prompt."),
+            inputs=[*_edit_inputs(),
                     io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
                                    tooltip="Guidance of the denoising (paper 7.5)."),
                     *_csds_inputs()],
@@ -160,11 +170,9 @@ class EMSCSDSGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, attribute, cfg, iterations, lr_start, lr_end, lr_schedule, lambda_,
                 csds_cfg, direction, grad_mode, step_space) -> io.NodeOutput:
-        guider = ad.CSDSGuider(model, _config(iterations, lr_start, lr_end, lr_schedule, lambda_, direction,
-                                              grad_mode), csds_cfg, step_space, LiveLoss("CSDS", "Eq. 2 loss"))
-        guider.set_conds(positive, negative, attribute)
-        guider.set_cfg(cfg)
-        return io.NodeOutput(guider)
+        return io.NodeOutput(_guider(model, positive, negative, attribute, cfg, LiveLoss("CSDS", "Eq. 2 loss"),
+                                     iterations, lr_start, lr_end, lr_schedule, lambda_, csds_cfg, direction,
+                                     grad_mode, step_space))
 
 
 class EMSEditSampler(io.ComfyNode):
@@ -175,10 +183,7 @@ class EMSEditSampler(io.ComfyNode):
             description=("EMS in one node: noise the image latent to the edit's start (strength of the steps), "
                          "refine it with CSDS towards the attribute prompt (iterations 0: text only), and denoise "
                          "with the manipulated prompt."),
-            inputs=[io.Model.Input("model", tooltip="SD3/Flux (flow) or SD1.x/SDXL; frozen."),
-                    io.Conditioning.Input("positive", tooltip="c~ from EMS Text Manipulate."),
-                    io.Conditioning.Input("negative", tooltip="The negative prompt (c_negative)."),
-                    io.Conditioning.Input("attribute", tooltip="c_attr: the attribute-only prompt."),
+            inputs=[*_edit_inputs(),
                     io.Latent.Input("latent_image", tooltip="The image latent (VAE Encode)."),
                     io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                                  tooltip="The forward noise (one draw, fixed through CSDS)."),
@@ -210,10 +215,8 @@ class EMSEditSampler(io.ComfyNode):
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
         sigmas = sigmas[ad.start_index(steps, strength, strength_mode):]
         live = LiveLoss("CSDS", "Eq. 2 loss")
-        guider = ad.CSDSGuider(model, _config(iterations, lr_start, lr_end, lr_schedule, lambda_, direction,
-                                              grad_mode), csds_cfg, step_space, live)
-        guider.set_conds(positive, negative, attribute)
-        guider.set_cfg(cfg)
+        guider = _guider(model, positive, negative, attribute, cfg, live, iterations, lr_start, lr_end, lr_schedule,
+                         lambda_, csds_cfg, direction, grad_mode, step_space)
         noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
         out = guider.sample(noise, samples, comfy.samplers.sampler_object(sampler_name), sigmas,
                             denoise_mask=latent_image.get("noise_mask"),
