@@ -23,6 +23,29 @@ def require_vp_model(model_sampling, family: str, who: str) -> None:
                          f"without a flow sampling patch.")
 
 
+def context_width(model_patcher):
+    """The token width a model's cross-attention / joint attention takes (U-Net ``context_dim``, Flux
+    ``context_in_dim``, SD3's context embedder), or None where the config does not say."""
+    uc = model_patcher.model.model_config.unet_config
+    width = uc.get("context_dim") or uc.get("context_in_dim")
+    if width is None:
+        width = (uc.get("context_embedder_config") or {}).get("params", {}).get("in_features")
+    return int(width) if width else None
+
+
+def require_conditioning_width(model_patcher, conditionings: dict, who: str) -> None:
+    """Refuse a CONDITIONING encoded for another model family: its token width differs from the model's."""
+    want = context_width(model_patcher)
+    if want is None:
+        return
+    for name, cond in conditionings.items():
+        for t, _ in cond or []:
+            if t.shape[-1] != want:
+                raise ValueError(f"{who}: the {name} conditioning has tokens of width {t.shape[-1]}, but "
+                                 f"{model_family(model_patcher.model)} takes {want}: it was encoded for another "
+                                 f"model family. Encode the prompts with this model's CLIP.")
+
+
 def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> None:
     want = model_patcher.model.latent_format.latent_channels
     if latent.ndim != 4 or latent.shape[1] != want:
