@@ -25,6 +25,7 @@ from ..optim import csds
 from ..samplers.steps import Step
 from .checks import is_flow, model_family, require_vp_or_flow_model
 from .progress import LiveLoss, check_interrupt
+from .run import grad_context, make_grad_safe
 
 WRAPPER_KEY = "ems_csds"
 CLIP_TOKENS_KEY = "invedit_clip_tokens"  # where Encode Edit Prompts records the CLIP block's length (SD3)
@@ -170,13 +171,13 @@ class CSDSGuider(comfy.samplers.CFGGuider):
             conds.append(guider.conds.get("negative"))
         # ε̂ = (x − A_x0·x̂0)/B_x0 for the model input x (x = A·x0 + B·ε with max_denoise False: the model's own
         # forward process at σ0, whatever the sampler's start convention)
-        a0, b0 = noise_coefficients(ms, sigma0, noise, False)
+        coef = [t.float() for t in noise_coefficients(ms, sigma0, noise, False)]
 
         def predict(z):
             out = comfy.samplers.calc_cond_batch(inner, conds, z.to(z_t.dtype), sigma0 * s_in, model_options)
             if use_neg:
                 out = [out[2] + self.csds_cfg * (o - out[2]) for o in out[:2]]
-            return tuple(csds.eps_from_x0(z.float(), o.float(), a0.float(), b0.float()) for o in out[:2])
+            return tuple(csds.eps_from_x0(z.float(), o.float(), *coef) for o in out[:2])
 
         pbar = comfy.utils.ProgressBar(self.config.iterations)
 
@@ -187,9 +188,14 @@ class CSDSGuider(comfy.samplers.CFGGuider):
                 self.live(step)
 
         mask = None if denoise_mask is None else denoise_mask.float()
-        flow = is_flow(ms)
-        self.result = csds.csds_refine(predict, z_t, self.config, csds.kappa(flow, float(sigma0), self.step_space),
-                                       mask=mask, on_step=on_step)
+        step = csds.kappa(is_flow(ms), float(sigma0), self.step_space)
+        if self.config.mode == "autograd":  # backward through the model: outside inference mode, grad-safe weights
+            with grad_context():
+                make_grad_safe(inner.diffusion_model)
+                coef[:] = [t.clone() for t in coef]  # normal tensors: autograd saves them
+                self.result = csds.csds_refine(predict, z_t.clone(), self.config, step, mask=mask, on_step=on_step)
+        else:
+            self.result = csds.csds_refine(predict, z_t, self.config, step, mask=mask, on_step=on_step)
         z_ref = self.result.z.to(z_t.dtype)
         self.z_refined = z_ref
         noise = noise + (z_ref - z_t) / b

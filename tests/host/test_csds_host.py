@@ -210,3 +210,31 @@ def test_ems_edit_honours_interrupt(world):
             edit_sampler(world["sd3"], 20)
     finally:
         mm.interrupt_current_processing(False)
+
+
+def test_the_constraint_holds_the_latent_closer_as_lambda_grows_and_autograd_mode_descends(world):
+    """On the SD3 world's MMDiT: ‖z'_t − z_t‖ non-increasing over λ 0.1, 0.3, 1, 3 (delta mode, a fixed seed); the
+    autograd mode backpropagates through the model and its literal Eq. 2 loss falls."""
+    from harness import host
+    ad, oc = host.pack_module("adapters.csds"), host.pack_module("optim.csds")
+    import comfy.sample
+    import comfy.samplers
+    w = world["sd3"]
+    ms = w["model"].get_model_object("model_sampling")
+    sig = comfy.samplers.calculate_sigmas(ms, "simple", 12).cpu()[3:4]  # the refinement only: one level
+    lat = w["latent"]["samples"]
+    moved, losses = [], None
+    for lam, mode in ((0.1, "delta"), (0.3, "delta"), (1.0, "delta"), (3.0, "delta"), (0.5, "autograd")):
+        g = ad.CSDSGuider(w["model"], oc.CSDSConfig(iterations=6, lr_start=0.5, lr_end=0.5, lr_schedule="constant",
+                                                    lam=lam, mode=mode))
+        g.set_conds(manip(w, 1.0), w["c_negative"], w["c_attr"])
+        g.set_cfg(5.0)
+        with torch.inference_mode():
+            g.sample(comfy.sample.prepare_noise(lat, 3), lat, comfy.samplers.sampler_object("euler"),
+                     torch.cat([sig, sig.new_zeros(1)]), disable_pbar=True, seed=3)
+        if mode == "delta":
+            moved.append(float((g.z_refined - g.z_t).norm()))
+        else:
+            losses = g.result.losses
+    assert moved[0] > 0 and all(b <= a for a, b in zip(moved, moved[1:])), moved
+    assert losses[-1] < losses[0], losses
