@@ -1,6 +1,6 @@
 """`python -m bench`: run every benchmark of the pack and print their tables."""
 from . import (bench_asyrp, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
-               bench_stylediffusion, eval_shapes, scorecard)
+               bench_stylediffusion, eval_shapes, realscale, scorecard)
 
 if __name__ == "__main__":
     scorecard.main([])
@@ -15,3 +15,4 @@ if __name__ == "__main__":
     bench_stylediffusion.main([])
     bench_caso.main([])
     bench_csds.main([])
+    realscale.main([])

@@ -3,7 +3,7 @@ import os
 
 import pytest
 from bench import (bench_asyrp, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
-                   bench_stylediffusion, eval_shapes)
+                   bench_stylediffusion, eval_shapes, realscale)
 
 
 def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
@@ -126,3 +126,12 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     import folder_paths  # the CASO row's file for the stock encoder is gone again
     assert not [f for r in folder_paths.get_folder_paths("embeddings") for f in os.listdir(r)
                 if f.startswith(scorecard.CASO_PREFIX)]
+
+
+def test_realscale_builds_a_full_size_sd15_and_prints_its_ratios(comfy, capsys, tmp_path):
+    import json
+    r = realscale.main(["--size", "64", "--steps", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert 859e6 < r["params"] < 861e6  # SD1.5's U-Net: 859.5 M
+    assert "ratio EDICT sampler / stock" in out and "target <= 2.05" in out and "target <= 1.05" in out
+    assert json.loads((tmp_path / "realscale.json").read_text())["ratios"].keys() == r["ratios"].keys()
