@@ -21,7 +21,7 @@ from .checks import checked_latent, model_family, require_vp_model
 from .edict import EDICTBase, EDICTOptions, check_edict_pair, default_sigmas, exact_pair, pair_latent
 from .latent import InversionInfo, to_vae_space
 from .progress import LiveLoss, check_interrupt, reporter
-from .run import decode_01, grad_context, load_for_grad
+from .run import block_checkpointing, decode_01, grad_context, load_for_grad
 
 
 class DOODLSampler(EDICTBase):
@@ -36,8 +36,9 @@ class DOODLSampler(EDICTBase):
     WHO = "DOODL"
 
     def __init__(self, vae, loss, config: DOODLConfig, options: EDICTOptions = EDICTOptions(), mode: str = "reversible",
-                 pair=None, seed: int = 0, on_iteration=None):
+                 pair=None, seed: int = 0, on_iteration=None, checkpointing: bool = False):
         super().__init__(options)
+        self.checkpointing = checkpointing
         self.vae, self.loss, self.config, self.mode, self.start_pair = vae, loss, config, mode, pair
         self.generator = torch.Generator().manual_seed(int(seed))
         self.on_iteration = on_iteration
@@ -80,8 +81,11 @@ class DOODLSampler(EDICTBase):
 
         spec = ChainSpec(run.denoiser, sigmas.to(run.device), self.options.p, self.options.leapfrog,
                          self.options.official_input_scaling, self.dtype, mdtype, self.mode, reporter(), run.coords)
-        res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
-                             on_iteration)
+        fsm = self.vae.first_stage_model
+        decoder = getattr(fsm, "decoder", None) or getattr(fsm, "taesd_decoder", None) or fsm
+        with block_checkpointing(inner.diffusion_model, decoder, enabled=self.checkpointing):
+            res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
+                                 on_iteration)
         self.result_pair = (res.x, res.y)
         self.keep((chosen["x"], chosen["y"]), end, latent_image)
         return self.result("x").to(latent_image.dtype)
@@ -96,6 +100,7 @@ class DOODLSettings:
     config: DOODLConfig = field(default_factory=DOODLConfig)
     backprop: str = "reversible"
     pair_steps: str = "shared"
+    checkpointing: bool = False  # the U-Net's and the VAE decoder's blocks recomputed in the backward passes
 
 
 @dataclass
@@ -140,7 +145,7 @@ def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSetting
     config = dataclasses.replace(s.config, tie=pair is None, renormalize=pair is None,
                                  shared_step=pair is not None and s.pair_steps == "shared")
     live = LiveLoss("DOODL", "loss", inclusive=True)
-    sampler = DOODLSampler(vae, loss, config, options, s.backprop, pair, s.seed, live)
+    sampler = DOODLSampler(vae, loss, config, options, s.backprop, pair, s.seed, live, s.checkpointing)
     noise = comfy.sample.prepare_noise(samples, s.seed) if pair is None else torch.zeros_like(samples)
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)

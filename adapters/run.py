@@ -6,6 +6,7 @@ import contextlib
 from typing import Optional
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 import comfy.model_management
@@ -56,20 +57,66 @@ def grad_context():
 
 def make_grad_safe(module: nn.Module) -> int:
     """Replace inference-mode parameters and buffers of ``module`` (what a loader node creates inside a prompt) by
-    ordinary copies with the same values, so that autograd can save them for backward. This changes the cached model
-    object in place, once (later calls find nothing to replace); values, devices and dtypes are unchanged. Returns how
-    many tensors were replaced. Call under ``torch.inference_mode(False)``."""
+    ordinary copies with the same values, so that autograd can save them for backward, and freeze the others
+    (requires_grad off: a model built outside a prompt would otherwise get a gradient for every weight, the model's
+    size again in memory and a weight-gradient pass in time). This changes the cached model object in place, once
+    (later calls find nothing to replace); values, devices and dtypes are unchanged. Returns how many tensors were
+    replaced. Call under ``torch.inference_mode(False)``."""
     n = 0
     for mod in module.modules():
         for name, p in list(mod._parameters.items()):
             if p is not None and p.is_inference():
                 mod._parameters[name] = nn.Parameter(p.detach().clone(), requires_grad=False)
                 n += 1
+            elif p is not None and p.requires_grad:
+                p.requires_grad_(False)
         for name, b in list(mod._buffers.items()):
             if b is not None and b.is_inference():
                 mod._buffers[name] = b.clone()
                 n += 1
     return n
+
+
+def checkpoint_blocks(module: nn.Module) -> list:
+    """The highest sub-modules of ``module`` with a forward of their own, looking through ModuleList / Sequential /
+    ModuleDict: a U-Net's ResBlocks, SpatialTransformers and samplers (TimestepEmbedSequential is a Sequential), an
+    MMDiT's joint blocks, a VAE decoder's mid and up levels. ComfyUI's LoRA training (comfy_extras/nodes_train.py)
+    checkpoints the same set."""
+    out = []
+    for child in module.children():
+        out += (checkpoint_blocks(child) if isinstance(child, (nn.ModuleList, nn.Sequential, nn.ModuleDict))
+                else [child])
+    return out
+
+
+@contextlib.contextmanager
+def block_checkpointing(*modules: Optional[nn.Module], enabled: bool = True):
+    """Gradient checkpointing per block inside this context: each of ``checkpoint_blocks(module)`` runs, while
+    gradients are on, as a non-reentrant ``torch.utils.checkpoint`` segment, so that the backward pass keeps only the
+    blocks' inputs and recomputes one block's activations at a time (the same values and gradients; about one more
+    forward in time). The blocks get their own forward back on exit. ``enabled`` False: nothing changes."""
+    blocks = [b for m in modules if enabled and m is not None for b in checkpoint_blocks(m)]
+
+    def wrap(block):
+        forward = block.forward
+
+        def checkpointed(*args, **kwargs):
+            if not torch.is_grad_enabled():
+                return forward(*args, **kwargs)
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return checkpointed
+
+    own = [b.__dict__.get("forward") for b in blocks]  # a forward already set on the instance is put back
+    for b in blocks:
+        b.forward = wrap(b)
+    try:
+        yield len(blocks)
+    finally:
+        for b, f in zip(blocks, own):
+            if f is None:
+                del b.forward
+            else:
+                b.forward = f
 
 
 def load_for_grad(model_wrap, vae) -> None:

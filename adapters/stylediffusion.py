@@ -35,7 +35,7 @@ from ..samplers.coords import vp_scale
 from ..samplers.steps import Step
 from .checks import model_family, require_unet, require_vp_model
 from .progress import reporter
-from .run import make_grad_safe
+from .run import block_checkpointing, make_grad_safe
 
 LENGTH = 77  # tokens of one CLIP chunk: the mapper's A, B and P2P's token maps
 
@@ -151,6 +151,7 @@ class InversionSettings:
     warm_start: bool = True
     attn_divisors: Optional[tuple] = None  # the map loss's layers (None: layer_divisors, latent/4)
     seed: int = 0
+    checkpointing: bool = False           # the U-Net's blocks recomputed in the backward pass (run.block_checkpointing)
 
 
 class ValueInversionSampler(comfy.samplers.Sampler):
@@ -251,8 +252,9 @@ class ValueInversionSampler(comfy.samplers.Sampler):
             if self.on_step is not None:
                 self.on_step(step)
 
-        self.result = sd.optimise_steps(pivots[0], pivots, sigmas, begin, predict, sched,
-                                        map_loss if self.s.method == "stylediffusion" else None, progress)
+        with block_checkpointing(inner.diffusion_model, enabled=self.s.checkpointing):
+            self.result = sd.optimise_steps(pivots[0], pivots, sigmas, begin, predict, sched,
+                                            map_loss if self.s.method == "stylediffusion" else None, progress)
         with torch.no_grad():
             if self.s.method == "stylediffusion":
                 ab = [m(tokens) for m in warm.trained]

@@ -15,34 +15,10 @@ from __future__ import annotations
 
 import time
 
-from .common import WORLDS, host, parser, shapes_world
+from .common import WORLDS, LiveBytes, host, parser, shapes_world
 
 MEMORY_TARGET, TIME_TARGET = 1.1, 4.0
 STEP_COUNTS = (10, 50)  # the memory comparison's T
-
-
-class LiveBytes:
-    """saved_tensors_hooks that track the bytes of saved tensors alive at once (their peak)."""
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    def pack(self, t):
-        outer = self
-
-        class Held:
-            def __init__(self, t):
-                self.t, self.n = t, t.numel() * t.element_size()
-                outer.live += self.n
-                outer.peak = max(outer.peak, outer.live)
-
-            def __del__(self):
-                outer.live -= self.n
-        return Held(t)
-
-    @staticmethod
-    def unpack(h):
-        return h.t
 
 
 def main(argv=None) -> None:

@@ -58,3 +58,54 @@ def print_times(title: str, med: dict, base: str | None = None) -> None:
     print(f"|{'-' * 36}|{'-' * 10}|" + ("-" * 10 + "|" if base else ""))
     for k, v in med.items():
         print(f"| {k:<34} | {v:8.4f} |" + (f" {v / med[base]:8.3f} |" if base else ""))
+
+
+class LiveBytes:
+    """saved_tensors_hooks that track the bytes of saved tensors alive at once (their peak). ``distinct``: each
+    storage counted once however many saved tensors view it, and the storages in ``exclude`` (the models' weights)
+    not at all, so that the figure is the activations autograd keeps."""
+
+    def __init__(self, distinct: bool = False, exclude: frozenset = frozenset()):
+        self.live = self.peak = 0
+        self.distinct, self.exclude = distinct, exclude
+        self.refs: dict = {}  # distinct: storage pointer -> [saved tensors holding it, its bytes]
+
+    def add(self, key, n: int) -> None:
+        if key is not None:
+            entry = self.refs.setdefault(key, [0, n])
+            entry[0] += 1
+            n = n if entry[0] == 1 else 0
+        self.live += n
+        self.peak = max(self.peak, self.live)
+
+    def drop(self, key, n: int) -> None:
+        if key is not None:
+            entry = self.refs[key]
+            entry[0] -= 1
+            if entry[0]:
+                return
+            del self.refs[key]
+        self.live -= n
+
+    def pack(self, t):
+        if not self.distinct:
+            return _Held(t, self, None, t.numel() * t.element_size())
+        key = t.untyped_storage().data_ptr()
+        return _Held(t, None if key in self.exclude else self, key, t.untyped_storage().nbytes())
+
+    @staticmethod
+    def unpack(h):
+        return h.t
+
+
+class _Held:
+    """A saved tensor, counted in its owner's live bytes while autograd holds it."""
+
+    def __init__(self, t, owner, key, n: int):
+        self.t, self.owner, self.key, self.n = t, owner, key, n
+        if owner is not None:
+            owner.add(key, n)
+
+    def __del__(self):
+        if self.owner is not None:
+            self.owner.drop(self.key, self.n)

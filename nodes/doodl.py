@@ -242,6 +242,10 @@ class DOODLOptimize(io.ComfyNode):
                 io.Combo.Input("pair_steps", options=["shared", "separate"], default="shared", tooltip=(
                     "EDICT pairs only: move x_T and y_T by the same step, keeping their inverted difference "
                     "(shared), or each by its own gradient (separate, the official code; fragile).")),
+                io.Boolean.Input("grad_checkpointing", default=False, optional=True, tooltip=(
+                    "Recompute the U-Net's and the VAE decoder's blocks in the backward passes instead of keeping "
+                    "their activations: the same result, more time, a fraction of the memory (see the help page's "
+                    "figures; for SDXL at 1024² on 24 GB).")),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="x_0 of the chosen iterate (VAE Decode it)."),
                      io.Latent.Output(display_name="pair", tooltip=(
@@ -252,11 +256,13 @@ class DOODLOptimize(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, vae, loss, latent, seed, steps, cfg, mix_p, iterations, lr,
-                grad_clip, momentum, perturb_std, keep, backprop, pair_steps="shared") -> io.NodeOutput:
+                grad_clip, momentum, perturb_std, keep, backprop, pair_steps="shared",
+                grad_checkpointing=False) -> io.NodeOutput:
         config = DOODLConfig(iterations=iterations, lr=lr, grad_clip=grad_clip, momentum=momentum,
                              perturb_std=perturb_std, keep=keep)
         run = optimize(model, positive, negative, vae, loss, latent,
-                       DOODLSettings(seed, steps, cfg, mix_p, config, backprop, pair_steps), display("DOODL Optimize"))
+                       DOODLSettings(seed, steps, cfg, mix_p, config, backprop, pair_steps, grad_checkpointing),
+                       display("DOODL Optimize"))
         return io.NodeOutput(run.latent, run.pair, run.live.history, ui=run.live.ui(run.summary()))
 
 

@@ -71,21 +71,27 @@ def same(a, b):
     return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0, 0.0, 0.0), b.nan_to_num(0.0, 0.0, 0.0))
 
 
+def training_inputs(w, n, seed):
+    """The latents of ``n`` shapes-world images and the colour classifier (its network and as a classifier)."""
+    from harness import host
+    from harness.paths import BASE
+    from harness.shapes import data
+    cl, ac = host.pack_module("losses.classifiers"), host.pack_module("artifacts.classifier")
+    with torch.inference_mode():
+        lat = w["vae"].encode(data.make_batch(n, seed).images.permute(0, 2, 3, 1))
+    with torch.inference_mode(False):
+        net, classes = ac.load_classifier(BASE / "models/invedit_classifiers/shapes_colour.safetensors", "small_cnn",
+                                          None, "test")
+    return lat, net, cl.ImageClassifier.network(net, classes)
+
+
 def test_training_lowers_the_class_loss_and_leaves_every_model_unchanged(w):
     """40 steps on 16 shapes-world images with the colour classifier (4 classes, λ 10, the official step): the class
     loss falls, the classifier labels more of the guided estimates as their class, and the U-Net, VAE, text encoder
     and classifier weights are bit-identical afterwards."""
     from harness import host
-    from harness.paths import BASE
-    from harness.shapes import data
     ad, oc = host.pack_module("adapters.caso"), host.pack_module("optim.caso")
-    cl, ac = host.pack_module("losses.classifiers"), host.pack_module("artifacts.classifier")
-    with torch.inference_mode():
-        lat = w["vae"].encode(data.make_batch(16, 77).images.permute(0, 2, 3, 1))
-    with torch.inference_mode(False):
-        net, classes = ac.load_classifier(BASE / "models/invedit_classifiers/shapes_colour.safetensors", "small_cnn",
-                                          None, "test")
-    clf = cl.ImageClassifier.network(net, classes)
+    lat, net, clf = training_inputs(w, 16, 77)
     modules = {"unet": w["model"].get_model_object("diffusion_model"), "vae": w["vae"].first_stage_model,
                "text": w["te"].cond_stage_model, "classifier": net}
     before = {k: {n: t.clone() for n, t in m.state_dict().items()} for k, m in modules.items()}
@@ -102,6 +108,30 @@ def test_training_lowers_the_class_loss_and_leaves_every_model_unchanged(w):
         assert not changed, (k, changed[:5])
     assert all(p.grad is None for m in modules.values() for p in m.parameters())
     assert ad.training_timestep(0.4, 50) == 401 and ad.training_timestep(0.3, 50) == 301
+
+
+def test_gradient_checkpointing_trains_the_same_embeddings_with_fewer_activations(w):
+    """grad_checkpointing recomputes the text encoder, the U-Net call, the decode and the classifier (and inside them
+    the U-Net's and the decoder's blocks) in the backward pass: the same losses and embeddings as without, every
+    forward put back, and a tenth of the tensors held for backward at once."""
+    from bench.common import LiveBytes
+    from harness import host
+    ad, oc = host.pack_module("adapters.caso"), host.pack_module("optim.caso")
+    lat, _, clf = training_inputs(w, 4, 78)
+    runs, peaks = {}, {}
+    for on in (False, True):
+        s = ad.CASOSettings(config=oc.TrainConfig(steps=3, batch_size=2, scale=10.0, seed=0, checkpointing=on))
+        counter = LiveBytes()
+        with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack), torch.inference_mode():
+            runs[on] = ad.train(w["model"], w["te"], w["vae"], clf, lat, s, "test")
+        peaks[on] = counter.peak
+    (plain, rp), (ckpt, rc) = runs[False], runs[True]
+    assert rc.losses == pytest.approx(rp.losses, rel=1e-5)
+    for a, b in zip(plain, ckpt):
+        assert torch.allclose(a.tokens["clip_l"], b.tokens["clip_l"], rtol=1e-5, atol=1e-6)
+    unet, vae = w["model"].get_model_object("diffusion_model"), w["vae"].first_stage_model
+    assert not any("forward" in m.__dict__ for m in (*unet.modules(), *vae.modules()))
+    assert peaks[True] < peaks[False] / 10, peaks
 
 
 @pytest.fixture(scope="module")

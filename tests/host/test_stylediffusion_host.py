@@ -354,3 +354,24 @@ def test_tokens_of_a_stock_clip_vision_are_its_last_hidden_state_after_post_laye
     assert cv.seen == (1, 64, 64, 3)  # the first image only
     with torch.no_grad():
         assert torch.equal(tokens, cv.model.vision_model.post_layernorm(hidden))
+
+
+def test_gradient_checkpointing_gives_the_same_embedding_and_keeps_fewer_activations(w, sd_run):
+    """grad_checkpointing recomputes the U-Net's blocks in each backward pass: the trained networks, the noise and the
+    reconstruction are those of the plain run (the recomputation repeats the same arithmetic), the blocks have their
+    own forward back afterwards, and the activations autograd holds for backward are fewer."""
+    from bench.common import LiveBytes
+    unet = w["model"].get_model_object("diffusion_model")
+    counters = {}
+    for on in (False, True):
+        counters[on] = LiveBytes(distinct=True, exclude=frozenset(
+            p.untyped_storage().data_ptr() for p in unet.parameters()))
+        with torch.autograd.graph.saved_tensors_hooks(counters[on].pack, counters[on].unpack):
+            out = sd_invert(w, grad_checkpointing=on)
+    a, b = sd_run[0].args, out.args
+    assert torch.allclose(a[0].scale, b[0].scale, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(a[0].shift, b[0].shift, rtol=1e-5, atol=1e-6)
+    assert torch.equal(a[0].x_T, b[0].x_T)  # the DDIM inversion runs before any gradient
+    assert torch.allclose(a[2]["samples"], b[2]["samples"], rtol=1e-5, atol=1e-5)
+    assert not any("forward" in m.__dict__ for m in unet.modules())
+    assert counters[True].peak < 0.7 * counters[False].peak, (counters[True].peak, counters[False].peak)
