@@ -103,6 +103,11 @@ def block_checkpointing(*modules: Optional[nn.Module], enabled: bool = True):
         def checkpointed(*args, **kwargs):
             if not torch.is_grad_enabled():
                 return forward(*args, **kwargs)
+            # ComfyUI's models hand transformer_options down as one dict that they change while they run (the block
+            # being run, its transformer index: the keys of the attention patches); each block gets a shallow copy
+            # of what it was given, so that its recomputation in the backward pass sees the same
+            args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
+            kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
             return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
         return checkpointed
 

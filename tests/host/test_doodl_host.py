@@ -270,3 +270,34 @@ def test_block_checkpointing_gives_the_plain_gradient_and_puts_every_forward_bac
     assert net[1].forward is own and "forward" not in inner[0].__dict__
     with run.block_checkpointing(net, enabled=False) as n:
         assert n == 0
+
+
+def test_block_checkpointing_recomputes_a_block_with_the_options_it_was_given():
+    """ComfyUI hands transformer_options down as one dict and changes it while the model runs (the block being run:
+    the key of its attention patches); a block recomputed in the backward pass must see what it saw in the forward
+    pass, not the dict's last state."""
+    from harness import host
+    run = host.pack_module("adapters.run")
+
+    class Gate(torch.nn.Module):  # its work depends on the options' current block, as a patch lookup does
+        def __init__(self, k):
+            super().__init__()
+            self.k, self.lin = k, torch.nn.Linear(4, 4)
+
+        def forward(self, x, options):
+            return self.lin(x).tanh() if options["block"] == self.k else x * 2
+
+    torch.manual_seed(0)
+    gates = torch.nn.ModuleList([Gate(0), Gate(1), Gate(2)])
+    x = torch.randn(2, 4, requires_grad=True)
+
+    def grad():
+        h, options = x, {}
+        for g in gates:
+            options["block"] = g.k
+            h = g(h, options)
+        return torch.autograd.grad(h.square().sum(), [x, *[g.lin.weight for g in gates]])
+    plain = grad()
+    with run.block_checkpointing(gates):
+        checkpointed = grad()
+    assert all(torch.equal(a, b) for a, b in zip(plain, checkpointed))
