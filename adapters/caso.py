@@ -136,7 +136,7 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
     import comfy.model_management
     from .checks import model_family, require_unet, require_vp_model
     from .clip import differentiable_text_encoder
-    from .run import block_checkpointing, decode_01, grad_context, make_grad_safe
+    from .run import block_checkpointing, decode_01, grad_context, make_grad_safe, vae_decoder
     require_unet(model, who)
     require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
     if s.init not in INITS:
@@ -175,12 +175,10 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
             def encode(e):
                 return clip.encode_from_tokens(class_tokens(clip, split_rows(e, widths), who), return_pooled=True,
                                                return_dict=True)
-            fsm = vae.first_stage_model
-            decoder = getattr(fsm, "decoder", None) or getattr(fsm, "taesd_decoder", None) or fsm
             # checkpointing: besides its segments (optim.caso.segment), the U-Net's and the decoder's blocks, so that a
             # segment's recomputation holds one block's activations at a time
             try:
-                with block_checkpointing(base.diffusion_model, decoder, enabled=s.config.checkpointing):
+                with block_checkpointing(base.diffusion_model, vae_decoder(vae), enabled=s.config.checkpointing):
                     result = caso.train_embeddings(init.to(device), latents, sigma, encode, denoise,
                                                    lambda z: decode_01(vae, base, z), classifier.logits, s.config,
                                                    on_step)

@@ -21,7 +21,7 @@ from .checks import checked_latent, model_family, require_vp_model
 from .edict import EDICTBase, EDICTOptions, check_edict_pair, default_sigmas, exact_pair, pair_latent
 from .latent import InversionInfo, to_vae_space
 from .progress import LiveLoss, check_interrupt, reporter
-from .run import block_checkpointing, decode_01, grad_context, load_for_grad
+from .run import block_checkpointing, decode_01, grad_context, load_for_grad, vae_decoder
 
 
 class DOODLSampler(EDICTBase):
@@ -81,9 +81,7 @@ class DOODLSampler(EDICTBase):
 
         spec = ChainSpec(run.denoiser, sigmas.to(run.device), self.options.p, self.options.leapfrog,
                          self.options.official_input_scaling, self.dtype, mdtype, self.mode, reporter(), run.coords)
-        fsm = self.vae.first_stage_model
-        decoder = getattr(fsm, "decoder", None) or getattr(fsm, "taesd_decoder", None) or fsm
-        with block_checkpointing(inner.diffusion_model, decoder, enabled=self.checkpointing):
+        with block_checkpointing(inner.diffusion_model, vae_decoder(self.vae), enabled=self.checkpointing):
             res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
                                  on_iteration)
         self.result_pair = (res.x, res.y)

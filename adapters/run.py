@@ -79,13 +79,15 @@ def make_grad_safe(module: nn.Module) -> int:
 
 def checkpoint_blocks(module: nn.Module) -> list:
     """The highest sub-modules of ``module`` with a forward of their own, looking through ModuleList / Sequential /
-    ModuleDict: a U-Net's ResBlocks, SpatialTransformers and samplers (TimestepEmbedSequential is a Sequential), an
-    MMDiT's joint blocks, a VAE decoder's mid and up levels. ComfyUI's LoRA training (comfy_extras/nodes_train.py)
-    checkpoints the same set."""
+    ModuleDict and through plain ``nn.Module()`` holders (no forward: their parent calls their children itself):
+    a U-Net's ResBlocks, SpatialTransformers and samplers (TimestepEmbedSequential is a Sequential), an MMDiT's joint
+    blocks, a VAE decoder's ResnetBlocks, attention and upsamplers (its ``mid`` and ``up[i]`` are holders).
+    ComfyUI's LoRA training (comfy_extras/nodes_train.py) checkpoints the same set but for the holders."""
     out = []
     for child in module.children():
-        out += (checkpoint_blocks(child) if isinstance(child, (nn.ModuleList, nn.Sequential, nn.ModuleDict))
-                else [child])
+        holder = (isinstance(child, (nn.ModuleList, nn.Sequential, nn.ModuleDict))
+                  or type(child).forward is nn.Module.forward)
+        out += checkpoint_blocks(child) if holder else [child]
     return out
 
 
@@ -122,6 +124,13 @@ def block_checkpointing(*modules: Optional[nn.Module], enabled: bool = True):
                 del b.forward
             else:
                 b.forward = f
+
+
+def vae_decoder(vae) -> nn.Module:
+    """The decoder of a stock VAE (AutoencoderKL's ``decoder``, TAESD's ``taesd_decoder``; else the whole model): what
+    block_checkpointing recomputes of a decode."""
+    fsm = vae.first_stage_model
+    return getattr(fsm, "decoder", None) or getattr(fsm, "taesd_decoder", None) or fsm
 
 
 def load_for_grad(model_wrap, vae) -> None:

@@ -177,9 +177,9 @@ class CASOTrain(io.ComfyNode):
                     "bf16: the U-Net, VAE and classifier calls under bf16 autocast (less memory on a GPU; the "
                     "embedding and optimiser stay fp32).")),
                 io.Boolean.Input("grad_checkpointing", default=False, optional=True, tooltip=(
-                    "Recompute the text encoder, the U-Net call, the decode and the classifier in the backward pass "
-                    "instead of keeping "
-                    "their activations (less memory, about one more forward of time; the same gradients).")),
+                    "Recompute the text encoder, the U-Net call, the decode and the classifier in the backward pass, "
+                    "one block of the U-Net and of the decoder at a time, instead of keeping their activations (less "
+                    "memory, about one more forward of time; the same gradients; the help page has the figures).")),
             ],
             outputs=[CASOEmbedding.Output(display_name="embeddings", tooltip="One per class of the classifier."),
                      LossHistory.Output(display_name="loss_history", tooltip="The class loss at every step.")],

@@ -128,10 +128,52 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
                 if f.startswith(scorecard.CASO_PREFIX)]
 
 
-def test_realscale_builds_a_full_size_sd15_and_prints_its_ratios(comfy, capsys, tmp_path):
+def test_realscale_builds_a_full_size_sd15_and_prints_its_table(comfy, capsys, tmp_path):
     import json
-    r = realscale.main(["--size", "64", "--steps", "1", "--out", str(tmp_path)])
+    r = realscale.main(["--models", "sd15", "--methods", "sampling,vae,csds", "--size", "64", "--steps", "2",
+                        "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert 859e6 < r["params"] < 861e6  # SD1.5's U-Net: 859.5 M
-    assert "ratio EDICT sampler / stock" in out and "target <= 2.05" in out and "target <= 1.05" in out
-    assert json.loads((tmp_path / "realscale.json").read_text())["ratios"].keys() == r["ratios"].keys()
+    m = r["models"]["sd15"]
+    assert 859e6 < m["params"] < 861e6  # SD1.5's U-Net: 859.5 M
+    rows = {row["what"]: row for row in m["rows"]}
+    for what in ("DDIM inversion step", "EDICT sampler step", "Asyrp step, shared encoder"):
+        assert rows[what]["to"] == "stock euler step" and rows[what]["ratio"] > 0.5 and what in out
+    assert rows["EDICT sampler step"]["ratio"] > 1.5  # two model evaluations a step, whatever the machine
+    assert "VAE decode" in rows and any(k.startswith("CSDS iteration") for k in rows)
+    assert all(row["memory"].get("rss_peak_gib", 0) > 3 for row in m["rows"])  # the CPU's memory column
+    assert json.loads((tmp_path / "realscale.json").read_text())["models"]["sd15"]["rows"] == json.loads(
+        json.dumps(m["rows"]))
+    assert "| EDICT sampler step" in (tmp_path / "realscale.md").read_text()
+
+
+@pytest.mark.slow
+def test_realscale_every_method_on_full_size_sd15(comfy, tmp_path):
+    """Every method on the full-size SD1.5 (64², 2 steps; ~4 minutes on 2 cores): DOODL's reversible backward holds
+    the same activations at T = 10 as at T = 2, and CASO's gradient checkpointing keeps fewer than its plain step."""
+    r = realscale.main(["--models", "sd15", "--size", "64", "--steps", "2"])
+    rows = {row["what"]: row for row in r["models"]["sd15"]["rows"]}
+    assert rows["DOODL memory, T = 10 (64²)"]["ratio"] <= 1.1
+    plain = rows["CASO training step, fp32 (batch 1)"]["memory"]["saved_peak_mib"]
+    assert rows["CASO training step, fp32, checkpointing (batch 1)"]["memory"].get("saved_peak_mib", 0) < plain / 10
+    assert rows["StyleDiffusion inner iteration"]["seconds"] > 0
+
+
+def test_live_bytes_counts_each_storage_once_and_leaves_the_weights_out():
+    import torch
+    from bench.common import LiveBytes
+    w = torch.randn(256, 256, requires_grad=True)
+    frozen = torch.randn(256, 256)
+    counter = LiveBytes(distinct=True, exclude=frozenset({frozen.untyped_storage().data_ptr()}))
+    x = torch.randn(8, 256, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        y = (x @ frozen) @ w   # saves x, frozen (excluded), x @ frozen and w
+        z = (x * x).sum()      # saves x twice more: the same storage
+    expected = 2 * 8 * 256 * 4 + 256 * 256 * 4  # x, x @ frozen, w
+    assert counter.peak == expected
+    (y.sum() + z).backward()
+    del y, z
+    assert counter.live == 0
+    naive = LiveBytes()
+    with torch.autograd.graph.saved_tensors_hooks(naive.pack, naive.unpack):
+        z = (x * x).sum()
+    assert naive.peak == 2 * 8 * 256 * 4  # the plain mode counts every saved tensor
