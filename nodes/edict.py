@@ -30,7 +30,7 @@ def _options_inputs(state_dtype: bool = True) -> list:
             "the authors' images). Inversion and regeneration must agree.")),
         io.Boolean.Input("official_input_scaling", default=True, tooltip=(
             "Feed the second sub-step's model input exactly as the reference code does. Both settings are exactly "
-            "invertible; keep it on unless you compare with another implementation.")),
+            "invertible, but only on reproduces the authors' chain (off gives other images); keep it on.")),
     ]
     if state_dtype:
         inputs.append(io.Combo.Input("state_dtype", options=list(edict.STATE_DTYPES), default="float64", tooltip=(

@@ -27,7 +27,8 @@ uses the parity of the *forward* index, so odd and even step counts both invert 
 Input scaling: x_inter is already at level σ' when the second sub-step feeds it to the model at σ. The official code
 gives the UNet the VP latent itself; in ComfyUI's σ-space that is the input z·sqrt(1+σ²) at σ
 (``official_input_scaling=True``). With False the input is z·sqrt(1+σ'²) (x_inter's own σ-space value). Either is
-exactly invertible; only bit-parity with the reference implementation differs.
+exactly invertible, but only True follows the reference implementation: False moves a 50-step chain by ~6e-2
+(sampling) / ~1e-1 (inversion) of its size on the parity test's toy model (tests/unit/parity/test_edict_parity.py).
 
 Precision: the state and all affine arithmetic run in ``state_dtype`` (float64 by default); the model is called in
 ``model_dtype`` (what ComfyUI gives latents, usually float32; the network itself may run in fp16/bf16). Generation
@@ -261,7 +262,10 @@ def official_timesteps(steps: int, train_timesteps: int = 1000, strength: float 
 
 def reference_code_timesteps(steps: int, train_timesteps: int = 1000) -> list[int]:
     """The timesteps the EDICT reference code itself runs: ``arange(0, T, T // steps)`` descending. These are
-    ``official_timesteps`` only when ``steps`` divides T; otherwise there is one more (30 steps: 31, from 990)."""
+    ``official_timesteps`` only when ``steps`` divides T; otherwise there is one more (30 steps: 31, from 990), and
+    each of its steps lands on ᾱ interpolated at the float t − T/steps (with swapped weights), ~0.67 timestep away
+    from where the next step starts. The pack keeps ``steps`` steps on the T // steps grid, each landing on the next
+    level (a deliberate difference: 1.6e-2 relative on the parity test's toy at 30 steps; none for divisors of T).
     return list(reversed(range(0, train_timesteps, train_timesteps // steps)))
 
 
