@@ -265,7 +265,7 @@ def reference_code_timesteps(steps: int, train_timesteps: int = 1000) -> list[in
     ``official_timesteps`` only when ``steps`` divides T; otherwise there is one more (30 steps: 31, from 990), and
     each of its steps lands on ᾱ interpolated at the float t − T/steps (with swapped weights), ~0.67 timestep away
     from where the next step starts. The pack keeps ``steps`` steps on the T // steps grid, each landing on the next
-    level (a deliberate difference: 1.6e-2 relative on the parity test's toy at 30 steps; none for divisors of T).
+    level (a deliberate difference: 1.6e-2 relative on the parity test's toy at 30 steps; none for divisors of T)."""
     return list(reversed(range(0, train_timesteps, train_timesteps // steps)))
 
 
