@@ -1,6 +1,6 @@
 """DOODL (``optim.doodl``) on a ComfyUI model: the optimiser runs as an EDICT ``Sampler`` through a stock CFGGuider
 (ComfyUI loads the model, prepares the conditioning and applies every patch); and the one-step guidance baseline as a
-SAMPLER."""
+SAMPLER (the official code's: the gradient through the unconditional prediction, fac·x̂0 + (1 − fac)·z decoded)."""
 from __future__ import annotations
 
 import dataclasses
@@ -162,9 +162,12 @@ def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSetting
 
 
 class OneStepGuidanceSampler(comfy.samplers.Sampler):
-    """The DOODL paper's baseline (``optim.doodl.one_step_guidance_sample``) as a SAMPLER: DDIM whose x0 estimate is
-    pushed down the gradient of a pixel loss of its decode at every step (one model call with gradients, one VAE
-    decode and one loss backward per step)."""
+    """The DOODL paper's baseline (``optim.doodl.one_step_guidance_sample``, the official code's one-step classifier
+    guidance) as a SAMPLER: DDIM whose step is pushed down the gradient of a pixel loss at every step. The gradient
+    goes through the guider's *negative* (unconditional) prediction only, evaluated once more with gradients
+    (``calc_cond_batch``, the uncond rows), and the decoded latent is fac·x̂0_u + (1 − fac)·z, fac = sqrt(1 − ᾱ); the
+    step itself uses the guider's CFG-combined prediction. A guider without a negative (BasicGuider) differentiates
+    its one prediction. Per step: the guided call, one uncond call with gradients, one VAE decode, one loss backward."""
 
     WHO = "one-step guidance"
 
@@ -178,6 +181,7 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
         if denoise_mask is not None:
             raise ValueError(f"{self.WHO}: latent noise masks are not supported.")
         generator = torch.Generator().manual_seed(self.seed)
+        negative = getattr(model_wrap, "conds", {}).get("negative")
         with grad_context():
             load_for_grad(model_wrap, self.vae)
             args = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in extra_args.items()}
@@ -188,8 +192,13 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
             def denoiser(xx, sigma):
                 return model_wrap(xx, sigma * s_in, **args)
 
-            def loss_of_x0(d):
-                return self.loss(decode_01(self.vae, inner, d).clamp(0, 1), generator)
+            def uncond(xx, sigma):  # index 1: the rows are marked uncond for the model's patches
+                return comfy.samplers.calc_cond_batch(inner, [None, negative], xx, sigma * s_in,
+                                                      args.get("model_options", {}))[1]
 
-            out = one_step_guidance_sample(denoiser, loss_of_x0, x, sigmas.clone(), self.scale, reporter(callback))
+            def loss_of_latent(z):
+                return self.loss(decode_01(self.vae, inner, z).clamp(0, 1), generator)
+
+            out = one_step_guidance_sample(denoiser, loss_of_latent, x, sigmas.clone(), self.scale,
+                                           reporter(callback), None if negative is None else uncond)
         return inner.model_sampling.inverse_noise_scaling(sigmas[-1], out.detach())

@@ -274,14 +274,18 @@ class DOODLGuidanceSampler(io.ComfyNode):
             display_name=display("One-Step Guidance Sampler"),
             category=SUBCATEGORY,
             description=(
-                "The baseline DOODL is compared with, as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: DDIM "
-                "whose one-step x0 estimate is pushed down the gradient of a DOODL loss at every step, "
-                "D̃ = D − scale·σ²·∇_x L (classifier guidance folded into ε with sqrt(1 − ᾱ))."),
+                "The baseline DOODL is compared with (the official code's one-step classifier guidance), as a SAMPLER "
+                "for SamplerCustom / SamplerCustomAdvanced: DDIM whose step is pushed down the gradient of a DOODL "
+                "loss at every step. The loss scores fac·x̂0_u + (1 − fac)·z, x̂0_u the one-step estimate of the "
+                "negative (unconditional) prediction, fac = sqrt(1 − ᾱ), and the gradient goes through that "
+                "prediction only; the guider's CFG prediction takes the step: D̃ = D − scale·σ²·∇_x L (ε̃ = ε̂ + "
+                "scale·sqrt(1 − ᾱ)·∇_z L). VP models (SD1.x/SD2.x/SDXL) only."),
             inputs=[
-                io.Vae.Input("vae", tooltip="Decodes the x0 estimate for the loss."),
+                io.Vae.Input("vae", tooltip="Decodes fac·x̂0_u + (1 − fac)·z for the loss."),
                 PixelLoss.Input("loss", tooltip="From a DOODL loss node."),
                 io.Float.Input("scale", default=30.0, min=0.0, max=10000.0, step=0.5, tooltip=(
-                    "λ (paper: 30 for CLIP, 5 for fine-grained classifiers); 0 = plain DDIM.")),
+                    "λ, the official grad_scale (paper: 30 for CLIP, 5 for fine-grained classifiers); 0 = plain "
+                    "DDIM.")),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip="The loss's random crops."),
             ],
             outputs=[io.Sampler.Output()],

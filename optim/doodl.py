@@ -252,25 +252,45 @@ def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, 
     return res
 
 
-def one_step_guidance_sample(denoiser: Callable[[Tensor, Tensor], Tensor], loss_of_x0: Callable[[Tensor], Tensor],
-                             x: Tensor, sigmas: Tensor, scale: float,
-                             on_step: Optional[Callback] = None) -> Tensor:
-    """The paper's baseline, one-step classifier guidance, in ComfyUI σ-space: at every step the loss of the one-step
-    x0 estimate D(x, σ) is differentiated with respect to x and folded into ε with the factor sqrt(1 − ᾱ):
+def one_step_guidance_sample(denoiser: Callable[[Tensor, Tensor], Tensor], loss_of_latent: Callable[[Tensor], Tensor],
+                             x: Tensor, sigmas: Tensor, scale: float, on_step: Optional[Callback] = None,
+                             uncond_denoiser: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> Tensor:
+    """The paper's baseline, one-step classifier guidance, as the official code computes it (salesforce/DOODL
+    ``doodl.py``: ``get_generic_cond_fn``'s ``cond_fn`` with ``one_step_baseline=True``, applied in
+    ``SteppingLayer.forward`` with ``single_variable=True``; the diffusers CLIP-guided pipeline's ``cond_fn``), in
+    ComfyUI σ-space. At every step, with z = x/sqrt(1+σ²) the VP latent and fac = sqrt(1 − ᾱ) = σ/sqrt(1+σ²):
 
-        ε̃ = ε̂ + λ·sqrt(1 − ᾱ)·∇_z L = ε̂ + λ·σ·∇_x L     (z = x/sqrt(1+σ²), sqrt(1 − ᾱ) = σ/sqrt(1+σ²))
-        D̃ = x − σ·ε̃ = D − λ·σ²·∇_x L,   then the DDIM (Euler) step x' = x + (σ' − σ)·(x − D̃)/σ
+        x̂0_u = D_u(x, σ)                 the one-step estimate of the *unconditional* prediction, (z − fac·ε_u)/sqrt(ᾱ)
+        s    = fac·x̂0_u + (1 − fac)·z     what is decoded and scored (not x̂0 itself)
+        ε̃   = ε̂ + λ·fac·∇_z L(s) = ε̂ + λ·σ·∇_x L(s)      (official: noise_pred − fac·(−∇_z λL))
+        D̃   = x − σ·ε̃ = D − λ·σ²·∇_x L(s),  then the DDIM (Euler) step x' = x + (σ' − σ)·(x − D̃)/σ
 
-    (λ = ``scale``; the paper uses λ = 30 for CLIP, 5 for fine-grained classifiers). One model call, one decode and one
-    loss backward per step."""
+    D, ε̂: ``denoiser``, the guider's CFG-combined prediction (no gradient); D_u: ``uncond_denoiser``, the negative
+    (the official null-prompt) prediction, the only one the gradient goes through; None (a guider without a negative)
+    uses D for both. λ = ``scale`` (the official ``grad_scale``, which multiplies the loss; the paper uses λ = 30 for
+    CLIP, 5 for fine-grained classifiers); no other normalisation of the gradient. ``loss_of_latent`` scores a
+    model-space latent (decode + loss). Per step: the guided model call, one model call with gradients, one decode
+    and one loss backward (λ = 0: the guided call only, plain DDIM)."""
     for i in range(sigmas.numel() - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
-        with torch.enable_grad():
-            xl = x.detach().requires_grad_(True)
-            d = denoiser(xl, s)
-            (g,) = torch.autograd.grad(loss_of_x0(d), xl) if scale else (torch.zeros_like(xl),)
+        x = x.detach()
+        g = torch.zeros_like(x)
+        if not scale:
+            with torch.no_grad():
+                d = denoiser(x, s)
+        else:
+            with torch.enable_grad():
+                xl = x.clone().requires_grad_(True)
+                if uncond_denoiser is None:
+                    d = du = denoiser(xl, s)
+                else:
+                    with torch.no_grad():
+                        d = denoiser(x, s)
+                    du = uncond_denoiser(xl, s)
+                fac, vp = s / (1 + s ** 2) ** 0.5, (1 + s ** 2) ** -0.5  # sqrt(1 − ᾱ); z = vp·x
+                (g,) = torch.autograd.grad(loss_of_latent(fac * du + (1 - fac) * (vp * xl)), xl)
         d_tilde = d.detach() - scale * s ** 2 * g
-        x = x.detach() + (s_next - s) * (x.detach() - d_tilde) / s
+        x = x + (s_next - s) * (x - d_tilde) / s
         if on_step is not None:
             on_step(Step(i, sigmas.numel() - 1, x, d_tilde, s, s_next))
     return x

@@ -199,7 +199,64 @@ def test_one_step_guidance_sampler_is_euler_at_zero_and_lowers_the_loss(w):
     # 3.9e-7 of max|x| after 8 steps (a few roundings of 6e-8 per step): bound 1e-5 relative to the latent's scale
     assert float((zero - plain).abs().max()) <= 1e-5 * float(plain.abs().max())
     lp, lg = (float(w["loss"](i, torch.Generator().manual_seed(0))) for i in imgs)
+    print(f"one-step guidance, 8 steps at cfg 3: loss {lp:.3f} plain, {lg:.3f} at scale 200")
     assert lg < lp, (lp, lg)
+
+
+def test_one_step_guidance_differentiates_the_negative_prediction_only(w):
+    """The official baseline (DOODL doodl.py, get_generic_cond_fn with one_step_baseline=True) takes the gradient
+    through the *unconditional* prediction: at cfg 1 one step's guidance displacement (scale 200 minus scale 0) is
+    the same for two positive prompts and changes with the negative. The old baseline differentiated the guider's
+    CFG prediction (at cfg 1 the positive's), so its displacement changed with the positive."""
+    import comfy.sample
+    import nodes
+    C = w["C"]
+    with torch.inference_mode():
+        lat = nodes.EmptyLatentImage().generate(64, 64, 1)[0]["samples"]
+        sig = C["BasicScheduler"].execute(w["model"], "ddim_uniform", 8, 1.0)[0][1:3]  # one step inside the chain
+        noise = comfy.sample.prepare_noise(lat, 4)
+
+        def run(scale, positive, negative=""):
+            sampler = C["InvEditDOODLGuidanceSampler"].execute(w["vae"], w["loss"], scale, 0)[0]
+            return comfy.sample.sample_custom(w["model"], noise, 1.0, sampler, sig, w["enc"][positive],
+                                              w["enc"][negative], lat, disable_pbar=True, seed=4)
+
+        def displacement(positive, negative=""):
+            return run(200.0, positive, negative) - run(0.0, positive, negative)
+        a, b = displacement("a circle"), displacement("a red circle")
+        other_negative = displacement("a circle", "a red circle")
+        plain_gap = float((run(0.0, "a circle") - run(0.0, "a red circle")).norm())
+    size = float(a.norm())
+    print(f"one-step guidance displacement {size:.3e}: other positive {float((a - b).norm()) / size:.1e}, other "
+          f"negative {float((a - other_negative).norm()) / size:.2e} (relative)")
+    assert size > 0 and plain_gap > 0
+    # the same uncond call and loss backward in both runs; float32 roundings of the step only (measured below 1e-6)
+    assert float((a - b).norm()) <= 1e-4 * size, (float((a - b).norm()), size)
+    assert float((a - other_negative).norm()) > 0.01 * size
+
+
+def test_one_step_guidance_under_a_guider_without_negative_differentiates_its_prediction(w):
+    """BasicGuider has no negative: the sampler differentiates the guider's own (positive) prediction instead of
+    failing, and still lowers the loss."""
+    import comfy.sample
+    import comfy.samplers
+    import nodes
+    from comfy_extras.nodes_custom_sampler import Guider_Basic
+    C = w["C"]
+    with torch.inference_mode():
+        lat = nodes.EmptyLatentImage().generate(64, 64, 1)[0]["samples"]
+        sig = C["BasicScheduler"].execute(w["model"], "ddim_uniform", 8, 1.0)[0]
+        noise = comfy.sample.prepare_noise(lat, 4)
+
+        def run(scale):
+            guider = Guider_Basic(w["model"])
+            guider.set_conds(w["enc"]["a circle"])
+            sampler = C["InvEditDOODLGuidanceSampler"].execute(w["vae"], w["loss"], scale, 0)[0]
+            return guider.sample(noise, lat, sampler, sig, disable_pbar=True, seed=4)
+        plain, guided = run(0.0), run(200.0)
+        lp, lg = (float(w["loss"](w["vae"].decode(v).movedim(-1, 1), torch.Generator().manual_seed(0)))
+                  for v in (plain, guided))
+    assert torch.isfinite(guided).all() and lg < lp, (lp, lg)
 
 
 def test_clip_loss_through_a_stock_clip_vision_with_inference_mode_weights(w, tmp_path):

@@ -234,11 +234,35 @@ def test_one_step_guidance_is_euler_at_scale_zero_and_follows_the_gradient():
         d = DEN(plain, sig[i])
         plain = plain + (sig[i + 1] - sig[i]) * (plain - d) / sig[i]
     assert torch.equal(one_step_guidance_sample(DEN, lambda d: d.sum(), x, sig, 0.0), plain)
-
-    def loss(d0):
-        return decode_classify(d0 / (1 + sig[-1] ** 2) ** 0.5)
-    guided = one_step_guidance_sample(DEN, loss, x, sig, 5.0)
+    uncond = sigma_denoiser(CFGEps(g=0.0))
+    guided = one_step_guidance_sample(DEN, decode_classify, x, sig, 5.0, uncond_denoiser=uncond)
     assert float(decode_classify(guided)) < float(decode_classify(plain))
+
+
+@pytest.mark.parametrize("with_uncond", [True, False])
+def test_one_step_guidance_differentiates_the_official_blend_of_the_uncond_prediction(with_uncond):
+    """The official baseline (DOODL doodl.py, get_generic_cond_fn, one_step_baseline=True): the loss scores
+    s = fac·x̂0_u + (1 − fac)·z (z = x/sqrt(1+σ²), fac = sqrt(1 − ᾱ) = σ/sqrt(1+σ²)), x̂0_u the *unconditional*
+    prediction, and the step's D is pushed by −λ·σ²·∇_x L. With a linear D_u(x) = a·x and a linear loss ⟨w, s⟩ the
+    gradient is (fac·a + (1 − fac)/sqrt(1+σ²))·w, whatever the guided (CFG) prediction; without an uncond prediction
+    (a guider with no negative) the guided one is differentiated. The old code differentiated ⟨w, D_cfg(x)⟩."""
+    from invedit.optim.doodl import one_step_guidance_sample
+    a, lam = 0.7, 3.0
+    w = rand(1, 4, 6, 6, seed=41)
+    x = rand(1, 4, 6, 6, seed=42) * 5.0
+    sig = torch.tensor([4.0, 2.5], dtype=F64)
+    s0, s1 = float(sig[0]), float(sig[1])
+
+    def linear(xx, sigma):
+        return a * xx
+    guided_model = DEN if with_uncond else linear
+    got = one_step_guidance_sample(guided_model, lambda z: (w * z).sum(), x, sig, lam,
+                                   uncond_denoiser=linear if with_uncond else None)
+    fac, vp = s0 / (1 + s0 ** 2) ** 0.5, (1 + s0 ** 2) ** -0.5
+    grad = (fac * a + (1 - fac) * vp) * w
+    d_tilde = guided_model(x, sig[0]) - lam * s0 ** 2 * grad
+    want = x + (s1 - s0) * (x - d_tilde) / s0
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
 
 
 def test_shared_steps_keep_an_untied_pairs_difference():
