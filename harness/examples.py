@@ -352,7 +352,7 @@ def ems_sde(g):
             c = g.node("InvEditEMSTextManipulate", source=enc.out(0), target=enc.out(1), alpha=alpha, **EMS_MANIP)
             recon.append(g.node("VAEDecode", samples=_ems_edit(g, ck, enc, c.out(0), src, 0).out(0), vae=ck.out(2)))
         g.node("InvEditEMSSDEMetric", original=img.out(0), recon_same=recon[0].out(0), recon_flipped=recon[1].out(0),
-               distance="rmse", eps=1e-8)
+               distance="l2", eps=1e-8)
         flipped.append(recon[1])
     g.node("SaveImage", images=_batch(g, [img, img, *flipped]).out(0), filename_prefix="InvEdit/ems_sde")
 

@@ -23,7 +23,8 @@ def _csds_inputs() -> list:
         io.Int.Input("iterations", default=50, min=0, max=1000, tooltip=(
             "CSDS iterations on the noised latent before sampling; 0 = text-only EMS (the plain guider).")),
         io.Float.Input("lr_start", default=0.1, min=0.0, max=10.0, step=0.001, tooltip=(
-            "Step size η of the first iteration (paper: 0.1, decaying to 0.01).")),
+            "Step size η of the first iteration, the paper's η: z′ ← z′ − η·∂CSDS with ∂CSDS the gradient of Eq. 2 "
+            "(paper: 0.1, decaying to 0.01). Since issue 24 a value gives twice the step of earlier versions.")),
         io.Float.Input("lr_end", default=0.01, min=0.0, max=10.0, step=0.001, tooltip="η of the last iteration."),
         io.Combo.Input("lr_schedule", options=list(csds.SCHEDULES), default="geometric", tooltip=(
             "How η falls from lr_start to lr_end (the paper says only 'adaptive, decaying').")),
@@ -37,8 +38,9 @@ def _csds_inputs() -> list:
             "toward_attribute: step towards the attribute prompt's prediction (the paper's intent); literal_order: "
             "the opposite sign (the equation's term order).")),
         io.Combo.Input("grad_mode", options=list(csds.MODES), default="delta", tooltip=(
-            "delta: the paper's residual update (no backward pass); autograd: descend the literal Eq. 2 through the "
-            "model (a backward pass per iteration, much more memory).")),
+            "delta: Eq. 2's gradient as the paper computes it, 2·(residuals) with the model's Jacobian taken as the "
+            "identity (no backward pass); autograd: Eq. 2's exact gradient through the model (a backward pass per "
+            "iteration, much more memory). The same η in both.")),
         io.Combo.Input("step_space", options=["auto", "raw"], default="auto", tooltip=(
             "auto: scale the step by sqrt(1+σ0²) on ε/v models (VE latents) so η means the same as on flow models; "
             "raw: no scaling.")),
@@ -262,14 +264,17 @@ class EMSSDEMetric(io.ComfyNode):
         return io.Schema(
             node_id=node_id("EMSSDEMetric"), display_name=display("EMS SDE Metric"), category=SUBCATEGORY,
             is_output_node=True,
-            description=("The Semantic Disentanglement mEtric (lower is better): d(x, same)/d(x, flipped) + d(x, "
-                         "flipped), the reconstructions from one noised latent under the image's own attribute "
-                         "prompt and the flipped one; batch mean."),
+            description=("The Semantic Disentanglement mEtric (Eq. 1, lower is better): d(x, same)/d(x, flipped) + "
+                         "d(x, flipped), the reconstructions from one noised latent under the image's own attribute "
+                         "prompt and the flipped one; batch mean. d is the paper's L2 norm by default; the report "
+                         "gives both the L2 and the per-pixel RMSE value."),
             inputs=[io.Image.Input("original", tooltip="The image x."),
                     io.Image.Input("recon_same", tooltip="Its reconstruction under its own attribute prompt."),
                     io.Image.Input("recon_flipped", tooltip="The reconstruction under the flipped prompt, same noise."),
-                    io.Combo.Input("distance", options=list(csds.DISTANCES), default="rmse",
-                                   tooltip="rmse over [0, 1] pixels (default) or the L2 norm."),
+                    io.Combo.Input("distance", options=list(csds.DISTANCES), default="l2", tooltip=(
+                        "The distance d of the outputs: l2, the L2 norm over all pixels (the paper's Eq. 1, default), "
+                        "or rmse, per pixel on [0, 1] (l2/sqrt(H·W·C); the default before issue 24). The report "
+                        "prints both.")),
                     io.Float.Input("eps", default=1e-8, min=0.0, max=1.0, step=1e-8,
                                    tooltip="Guards the ratio when the flipped reconstruction equals x.")],
             outputs=[io.Float.Output(display_name="sde"), io.Float.Output(display_name="ratio_term"),
@@ -278,9 +283,13 @@ class EMSSDEMetric(io.ComfyNode):
 
     @classmethod
     def execute(cls, original, recon_same, recon_flipped, distance, eps) -> io.NodeOutput:
-        total, ratio, keep = csds.sde(original, recon_same, recon_flipped, distance, eps)
-        text = (f"SDE {total:.4f} = ratio {ratio:.4f} + preservation {keep:.4f} ({distance}, {original.shape[0]} "
-                f"image{'s' if original.shape[0] != 1 else ''}; lower is better)")
+        values = {kind: csds.sde(original, recon_same, recon_flipped, kind, eps) for kind in csds.DISTANCES}
+        names = {"l2": "L2 norm, the paper's Eq. 1", "rmse": "per-pixel RMSE"}
+        n = original.shape[0]
+        text = "\n".join(
+            [f"SDE = ratio + preservation, {n} image{'s' if n != 1 else ''}; lower is better; outputs: {distance}"]
+            + [f"SDE ({names[k]}) {t:.4f} = ratio {r:.4f} + preservation {p:.4f}" for k, (t, r, p) in values.items()])
+        total, ratio, keep = values[distance]
         return io.NodeOutput(total, ratio, keep, text, ui=ui.PreviewText(text))
 
 

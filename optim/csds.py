@@ -7,28 +7,42 @@ Score Distillation, and the Semantic Disentanglement mEtric (SDE). Spec: ems_csd
     c~ = c0 + α·(c1 − c0)                         (α = 0: the source, 1: the target, > 1 extrapolates, < 0 reverses)
     c~ = c0 + Σ_k α_k·(c1^(k) − c0)               (several attributes: ``base`` accumulates)
 
-**Sample: CSDS** (§2.4, the paper's Eq. 2 made an update without backpropagation through the model, DDS-style).
-With z_t = the noised source latent at σ0, ε_c(z) the model's noise prediction at σ0 under c (ε̂ = (x − A·x̂0)/B from
-ComfyUI's x0 output: A = 1 − σ, B = σ for flow models, A = 1, B = σ for VE-scaled ε/v models), the attribute-only
-prompt's ε_attr and the fixed reference ε_ref = ε_c~(z_t):
+**Sample: CSDS** (§2.4; the paper's §3.2). The paper's objective (Eq. 2), with z' the variable and z_t its start,
 
-    g(z') = s_dir·(ε_attr(z') − ε_c~(z')) + λ·(ε_c~(z') − ε_ref)           (delta mode; every ε stop-gradient)
+    L(z') = ‖ε_c~(z') − ε_attr(z')‖² + λ·‖ε_c~(z') − ε_c~(z_t)‖²                                     (Eq. 2)
+
+and its update z'_t = z_t − η·∂CSDS, ∂CSDS the gradient of Eq. 2 (η the paper's step: 0.1 decaying to 0.01). Here
+z_t = the noised source latent at σ0, ε_c(z) the model's noise prediction at σ0 under c (ε̂ = (x − A·x̂0)/B from
+ComfyUI's x0 output: A = 1 − σ, B = σ for flow models, A = 1, B = σ for VE-scaled ε/v models), ε_attr the
+attribute-only prompt's and ε_ref = ε_c~(z_t) fixed. Both modes step with the gradient of Eq. 2 itself (its factor 2
+included), so ``lr_start`` / ``lr_end`` are the paper's η:
+
+    delta:    g(z') = 2·[s_dir·(ε_attr(z') − ε_c~(z')) + λ·(ε_c~(z') − ε_ref)]      (every ε stop-gradient)
+    autograd: g(z') = ∇_z' L(z')                                                     (through the model)
     z' ← z' − η_k·κ(σ0)·g(z'),   k = 0 … K−1,  η_k from lr_start to lr_end (``eta``)
 
-s_dir = +1 (``toward_attribute``, default: the step raises log p(z'|attr) − log p(z'|c~)) or −1 (``literal_order``).
+``delta`` is Eq. 2's gradient the way the paper computes it ("we do not require the gradient of the diffusion
+transformer", the SDS convention): the model's Jacobian ∂ε/∂z' replaced by the identity for the prediction that moves,
+the other one held fixed. With s_dir = −1 (``literal_order``: ε_c~ the prediction, ε_attr its target, the equation's
+term order) it is exactly ∇L of a model whose ∂ε_c~/∂z' = I with ε_attr held; s_dir = +1 (``toward_attribute``,
+default, ours) swaps the roles in the first term: the step raises log p(z'|attr) − log p(z'|c~), our reading of the
+paper's intent (Fig. 16; its wording, "the distance between the predicted noise ε_c~ and ε_attr", is literal_order). Until issue 24 g had no factor 2 (the DDS convention): the same lr_start gave half the paper's step.
 The λ term is a restoring force (∂ε/∂z ≈ I at high noise): for a linear model ε(z, c) = a·z + W·c̄ the fixed point is
-z* = z_t − s_dir·W·(c̄_attr − c̄~)/(λ·a), so the displacement falls as 1/λ and vanishes when c_attr = c~.
+z* = z_t − s_dir·W·(c̄_attr − c̄~)/(λ·a) (the factor 2 scales both terms alike), reached monotonically when
+0 < 2·η·κ·λ·a < 2; the displacement falls as 1/λ and vanishes when c_attr = c~.
 κ(σ0) = 1 on flow models and sqrt(1 + σ0²) on VE-scaled ones (ComfyUI's ε/v latents x = z0 + σ·ε), so that η means
-what it means in VP space (our addition, §2.4). ``autograd`` mode instead descends the literal loss
-
-    L(z') = ½·‖ε_c~(z') − ε_attr(z')‖² + ½·λ·‖ε_c~(z') − ε_ref‖²
-
-through the model, with the same η_k and κ (expensive; its loss really decreases, which delta mode does not promise).
+what it means in VP space (our addition, §2.4). ``autograd`` backpropagates through the model: expensive, and its
+Eq. 2 loss really decreases for a small η, which delta mode does not promise (in a model linear in z the exact gradient
+of the first term is 0).
 
 **SDE** (§2.6, Eq. 1; lower is better): with h_same / h_flip the reconstructions from the same noised latent under
 the image's own attribute prompt and the flipped one,
 
-    SDE = d(x, h_same)/d(x, h_flip) + d(x, h_flip),    d = RMSE over [0, 1] pixels (or the plain L2 norm)
+    SDE = d(x, h_same)/d(x, h_flip) + d(x, h_flip)                                                  (Eq. 1)
+
+d = the L2 norm ‖·‖_2 over the image's pixels (``l2``, the paper's Eq. 1, the default) or the per-pixel RMSE over
+[0, 1] pixels (``rmse`` = l2/sqrt(pixels·channels): the ratio term is the same, the second term is smaller; the
+default until issue 24, chosen because the paper's values 1.1–1.4 look per-pixel).
 
 Pure torch: the model comes in as a callable (the ComfyUI side is ``adapters.csds``).
 """
@@ -48,7 +62,7 @@ DIRECTIONS = {"toward_attribute": 1.0, "literal_order": -1.0}
 SCHEDULES = ("geometric", "linear", "cosine", "constant")
 MODES = ("delta", "autograd")
 LENGTH_POLICIES = ("zero_pad", "truncate", "error")
-DISTANCES = ("rmse", "l2")
+DISTANCES = ("l2", "rmse")
 
 
 class CSDSError(InvEditError):
@@ -162,7 +176,7 @@ class CSDSConfig:
     lr_schedule: str = "geometric"
     lam: float = 0.5                   # λ, the constraint's weight
     direction: str = "toward_attribute"
-    mode: str = "delta"                # or "autograd" (the literal Eq. 2 through the model)
+    mode: str = "delta"                # or "autograd" (Eq. 2's gradient through the model)
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
@@ -176,39 +190,46 @@ class CSDSConfig:
 
 @dataclass
 class CSDSResult:
-    z: Tensor                                      # z'_t after the iterations (float32)
+    z: Tensor                                      # z'_t after the iterations (float32; float64 for float64 z_t)
     residuals: list = field(default_factory=list)  # ‖ε_attr − ε_c~‖ RMS per iteration (the attribute gap)
-    losses: list = field(default_factory=list)     # the literal Eq. 2 loss per iteration (both modes; a diagnostic
-    #                                                in delta mode, which does not descend it)
+    losses: list = field(default_factory=list)     # the Eq. 2 loss per iteration (both modes; a diagnostic in delta
+    #                                                mode, which does not descend it)
+
+
+def eq2_loss(e_t: Tensor, e_a: Tensor, e_ref: Tensor, lam: float) -> Tensor:
+    """The paper's Eq. 2: ‖ε_c~(z') − ε_attr(z')‖² + λ·‖ε_c~(z') − ε_c~(z_t)‖² (sums over every element)."""
+    return ((e_t - e_a) ** 2).sum() + lam * ((e_t - e_ref) ** 2).sum()
 
 
 def csds_refine(predict: Predict, zt: Tensor, config: CSDSConfig, step_scale: float = 1.0,
                 mask: Optional[Tensor] = None, on_step: Optional[Callback] = None) -> CSDSResult:
     """K CSDS iterations from z_t (see the module docstring); ``step_scale`` = κ(σ0); ``mask`` (broadcast over z, 1
     where edits may act: a LATENT noise mask) multiplies the step. ``on_step`` gets Step(k, K, x=z', loss=L) after each
-    iteration. Computed in float32 whatever the model's dtype; a non-finite step stops with an error."""
-    z0 = zt.detach().float()
+    iteration, L the Eq. 2 loss at the z' it stepped from. Computed in float32 whatever the model's dtype (in float64
+    for a float64 z_t); a non-finite step stops with an error."""
+    dt = torch.promote_types(zt.dtype, torch.float32) if zt.is_floating_point() else torch.float32
+    z0 = zt.detach().to(dt)
     res = CSDSResult(z0.clone())
     if config.iterations == 0:
         return res
     s_dir = DIRECTIONS[config.direction]
     with torch.no_grad():
-        e_ref = predict(z0)[0].float()  # ε_c~(z_t), once
+        e_ref = predict(z0)[0].to(dt)  # ε_c~(z_t), once
     z = z0.clone()
     for k in range(config.iterations):
         step_size = eta(k, config.iterations, config.lr_start, config.lr_end, config.lr_schedule) * step_scale
         if config.mode == "autograd":
             with torch.enable_grad():
                 zl = z.detach().requires_grad_(True)
-                e_t, e_a = (e.float() for e in predict(zl))
-                loss = 0.5 * ((e_t - e_a) ** 2).sum() + 0.5 * config.lam * ((e_t - e_ref) ** 2).sum()
-                (g,) = torch.autograd.grad(loss, zl)
+                e_t, e_a = (e.to(dt) for e in predict(zl))
+                loss = eq2_loss(e_t, e_a, e_ref, config.lam)
+                (g,) = torch.autograd.grad(loss, zl)  # ∇ Eq. 2 through the model
             e_t, e_a, loss = e_t.detach(), e_a.detach(), loss.detach()
         else:
             with torch.no_grad():
-                e_t, e_a = (e.float() for e in predict(z))
-                g = s_dir * (e_a - e_t) + config.lam * (e_t - e_ref)
-                loss = 0.5 * ((e_t - e_a) ** 2).sum() + 0.5 * config.lam * ((e_t - e_ref) ** 2).sum()
+                e_t, e_a = (e.to(dt) for e in predict(z))
+                g = 2.0 * (s_dir * (e_a - e_t) + config.lam * (e_t - e_ref))  # Eq. 2's gradient, ∂ε/∂z' := I
+                loss = eq2_loss(e_t, e_a, e_ref, config.lam)
         if not torch.isfinite(g).all():
             raise CSDSError(f"CSDS: the step became NaN/inf at iteration {k}; lower lr_start or raise lambda (the "
                             f"model may overflow in half precision)")
@@ -225,17 +246,18 @@ def csds_refine(predict: Predict, zt: Tensor, config: CSDSConfig, step_scale: fl
 
 # ---- SDE ------------------------------------------------------------------------------------------------------------
 
-def distance(a: Tensor, b: Tensor, kind: str = "rmse") -> Tensor:
-    """Per image: RMSE over all pixels (``rmse``) or the Frobenius norm (``l2``) of a − b ([B, …] -> [B])."""
+def distance(a: Tensor, b: Tensor, kind: str = "l2") -> Tensor:
+    """Per image: the L2 norm ‖a − b‖_2 over all pixels (``l2``, the paper's Eq. 1) or the RMSE (``rmse``, the norm
+    divided by sqrt(pixels·channels)) ([B, …] -> [B])."""
     if kind not in DISTANCES:
         raise CSDSError(f"SDE: distance must be one of {DISTANCES}, got {kind!r}")
     d = (a.double() - b.double()).flatten(1)
     return d.pow(2).mean(1).sqrt() if kind == "rmse" else d.norm(dim=1)
 
 
-def sde(x: Tensor, same: Tensor, flipped: Tensor, kind: str = "rmse", eps: float = 1e-8):
-    """(SDE, ratio term, preservation term), each a batch mean: ratio = d(x, same)/max(d(x, flipped), eps),
-    preservation = d(x, flipped)."""
+def sde(x: Tensor, same: Tensor, flipped: Tensor, kind: str = "l2", eps: float = 1e-8):
+    """(SDE, ratio term, preservation term) of Eq. 1, each a batch mean: ratio = d(x, same)/max(d(x, flipped), eps),
+    preservation = d(x, flipped); d as in ``distance`` (default the paper's L2 norm)."""
     if not (x.shape == same.shape == flipped.shape):
         raise CSDSError(f"SDE: the images differ in shape: {tuple(x.shape)}, {tuple(same.shape)}, "
                         f"{tuple(flipped.shape)}")

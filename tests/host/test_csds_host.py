@@ -143,7 +143,12 @@ def test_sde_metric_and_latent_linear_edit(world):
     w = world["sd3"]
     x = torch.zeros(1, 8, 8, 3)
     out = node("EMSSDEMetric").execute(x, x + 0.1, x + 0.5, "rmse", 1e-8)
-    assert out.args[0] == pytest.approx(0.7) and "SDE 0.7000" in out.args[3]
+    l2 = 0.2 + 0.5 * (8 * 8 * 3) ** 0.5  # Eq. 1 with the L2 norm: the same ratio, the distance ×sqrt(H·W·C)
+    assert out.args[0] == pytest.approx(0.7) and "SDE (per-pixel RMSE) 0.7000" in out.args[3]
+    assert f"SDE (L2 norm, the paper's Eq. 1) {l2:.4f}" in out.args[3]  # the report names both (issue 24)
+    assert node("EMSSDEMetric").execute(x, x + 0.1, x + 0.5, "l2", 1e-8).args[0] == pytest.approx(l2)
+    default = next(i for i in node("EMSSDEMetric").define_schema().inputs if i.id == "distance").default
+    assert default == "l2"  # the paper's Eq. 1 (issue 24; was rmse)
     lat = w["latent"]
     ref = {"samples": lat["samples"] + 1.0}
     assert torch.equal(node("EMSLatentLinearEdit").execute(lat, ref, 0.0).args[0]["samples"], lat["samples"])
@@ -214,7 +219,8 @@ def test_ems_edit_honours_interrupt(world):
 
 def test_the_constraint_holds_the_latent_closer_as_lambda_grows_and_autograd_mode_descends(world):
     """On the SD3 world's MMDiT: ‖z'_t − z_t‖ non-increasing over λ 0.1, 0.3, 1, 3 (delta mode, a fixed seed); the
-    autograd mode backpropagates through the model and its literal Eq. 2 loss falls."""
+    autograd mode backpropagates through the model and its Eq. 2 loss falls. η 0.25: the steps η 0.5 took before
+    issue 24 made η the paper's (the full gradient of Eq. 2, twice the old step)."""
     from harness import host
     ad, oc = host.pack_module("adapters.csds"), host.pack_module("optim.csds")
     import comfy.sample
@@ -225,7 +231,7 @@ def test_the_constraint_holds_the_latent_closer_as_lambda_grows_and_autograd_mod
     lat = w["latent"]["samples"]
     moved, losses = [], None
     for lam, mode in ((0.1, "delta"), (0.3, "delta"), (1.0, "delta"), (3.0, "delta"), (0.5, "autograd")):
-        g = ad.CSDSGuider(w["model"], oc.CSDSConfig(iterations=6, lr_start=0.5, lr_end=0.5, lr_schedule="constant",
+        g = ad.CSDSGuider(w["model"], oc.CSDSConfig(iterations=6, lr_start=0.25, lr_end=0.25, lr_schedule="constant",
                                                     lam=lam, mode=mode))
         g.set_conds(manip(w, 1.0), w["c_negative"], w["c_attr"])
         g.set_cfg(5.0)

@@ -178,26 +178,64 @@ def test_the_constraint_is_non_increasing_in_lambda():
     assert moved[0] > 0 and all(b <= a for a, b in zip(moved, moved[1:])), moved
 
 
-def test_autograd_mode_descends_the_literal_loss_and_its_gradient_is_exact():
+def eq2(e_t, e_a, e_ref, lam):
+    """The paper's Eq. 2, written here: ‖ε_c~(z') − ε_attr(z')‖² + λ·‖ε_c~(z') − ε_c~(z_t)‖² (no ½)."""
+    return ((e_t - e_a) ** 2).sum() + lam * ((e_t - e_ref) ** 2).sum()
+
+
+def test_autograd_mode_descends_eq2_and_steps_by_its_exact_gradient():
     net = TinyNet()
-    res = csds.csds_refine(net, ZT, csds.CSDSConfig(iterations=15, lr_start=0.02, lr_end=0.02,
+    res = csds.csds_refine(net, ZT, csds.CSDSConfig(iterations=15, lr_start=0.01, lr_end=0.01,
                                                     lr_schedule="constant", mode="autograd"))
     assert all(b <= a for a, b in zip(res.losses, res.losses[1:])) and res.losses[-1] < res.losses[0], res.losses
-    # the gradient the mode steps with, against central finite differences in float64
-    net64 = TinyNet(F64)
+    # one step in float64 from z_t: z' = z_t − η·∇Eq.2(z_t), the gradient by central finite differences of Eq. 2
+    net64, lam, step = TinyNet(F64), 0.5, 0.01
     z = rand(1, 4, 3, 3, seed=16, dtype=F64)
     e_ref = net64(z)[0]
+    zs = z + 0.1 * rand(1, 4, 3, 3, seed=17, dtype=F64)  # a start off z_t: the constraint term's gradient is not 0
+    loss = lambda zz: float(eq2(*net64(zz), e_ref, lam))  # noqa: E731
 
-    def loss(zz):
-        e_t, e_a = net64(zz)
-        return 0.5 * ((e_t - e_a) ** 2).sum() + 0.5 * 0.5 * ((e_t - e_ref) ** 2).sum()
-    zl = (z + 0.1).requires_grad_(True)
-    (g,) = torch.autograd.grad(loss(zl), zl)
-    h, i = 1e-6, (0, 1, 2, 0)
-    d = torch.zeros_like(z)
-    d[i] = h
-    fd = (loss(z + 0.1 + d) - loss(z + 0.1 - d)) / (2 * h)
-    assert float(g[i]) == pytest.approx(float(fd), rel=1e-6)
+    class Shifted:  # the pack's ε_ref is ε_c~ at its start: start at z_t, then ask for the step from zs
+        def __init__(self):
+            self.first = True
+
+        def __call__(self, zz):
+            if self.first:
+                self.first = False
+                return net64(z)
+            return net64(zz + (zs - z))
+    out = csds.csds_refine(Shifted(), z, csds.CSDSConfig(iterations=1, lr_start=step, lr_end=step, lam=lam,
+                                                           mode="autograd")).z
+    g_pack = (z - out) / step
+    h = 1e-6
+    for i in ((0, 1, 2, 0), (0, 3, 0, 2), (0, 0, 1, 1)):
+        d = torch.zeros_like(z)
+        d[i] = h
+        fd = (loss(zs + d) - loss(zs - d)) / (2 * h)
+        assert float(g_pack[i]) == pytest.approx(fd, rel=1e-6), i  # the old ½·Eq. 2 gradient is off by 2×
+
+
+def test_delta_mode_steps_by_eq2s_gradient_with_the_identity_jacobian_the_same_step_as_autograd():
+    """Issue 24: η is the paper's η. On a model whose ∂ε_c~/∂z' is the identity and whose ε_attr is held fixed
+    (straight-through: the values of a nonlinear net, the Jacobian of the SDS convention), delta mode with
+    literal_order and autograd mode take the same step for the same η, and that step is η·∇Eq. 2 =
+    η·2·[(ε_c~ − ε_attr) + λ·(ε_c~ − ε_ref)]. Before the fix both stepped with half of it."""
+    net64, lam, step = TinyNet(F64), 0.7, 0.03
+
+    def straight_through(zz):
+        e_t, e_a = net64(zz.detach())
+        return zz + (e_t - zz).detach(), e_a.detach()
+    z = rand(1, 4, 5, 5, seed=18, dtype=F64)
+    run = lambda mode, k: csds.csds_refine(straight_through, z, csds.CSDSConfig(  # noqa: E731
+        iterations=k, lr_start=step, lr_end=step / 3, lam=lam, mode=mode, direction="literal_order")).z
+    for k in (1, 4):
+        delta, auto = run("delta", k), run("autograd", k)
+        torch.testing.assert_close(delta, auto, rtol=1e-13, atol=1e-13)
+    e_t, e_a = net64(z)
+    want = z - step * 2 * ((e_t - e_a) + lam * (e_t - e_t))  # the first step: ε_ref = ε_c~(z_t)
+    torch.testing.assert_close(run("delta", 1), want, rtol=1e-13, atol=1e-13)
+    half = z - step * ((e_t - e_a))  # the pre-issue-24 step
+    assert float((run("delta", 1) - half).norm()) > 0.4 * float((want - z).norm())
 
 
 def test_a_half_precision_model_gives_a_finite_float32_result():
@@ -226,15 +264,26 @@ def test_bad_settings_are_refused():
 def test_sde_closed_form_and_its_guards():
     x = torch.zeros(2, 3, 4, 4)
     same, flip = torch.full_like(x, 0.1), torch.full_like(x, 0.5)  # RMSE 0.1 and 0.5
-    total, ratio, keep = csds.sde(x, same, flip)
+    n = math.sqrt(x[0].numel())  # L2 = RMSE·sqrt(pixels·channels)
+    total, ratio, keep = csds.sde(x, same, flip, "rmse")
     assert ratio == pytest.approx(0.2) and keep == pytest.approx(0.5) and total == pytest.approx(0.7)
-    assert csds.sde(x, x, flip)[0] == pytest.approx(0.5)  # recon_same == x: SDE = d(x, flipped)
+    assert csds.sde(x, x, flip, "rmse")[0] == pytest.approx(0.5)  # recon_same == x: SDE = d(x, flipped)
     assert math.isfinite(csds.sde(x, same, x)[0])  # recon_flipped == x: guarded by eps
     l2 = csds.sde(x, same, flip, "l2")
-    n = math.sqrt(x[0].numel())
-    assert l2[1] == pytest.approx(0.2) and l2[2] == pytest.approx(0.5 * n)
+    assert l2[1] == pytest.approx(0.2) and l2[2] == pytest.approx(0.5 * n) and l2[0] == pytest.approx(0.2 + 0.5 * n)
     with pytest.raises(csds.CSDSError, match="differ in shape"):
         csds.sde(x, same[:1], flip)
+
+
+def test_sde_defaults_to_the_papers_l2_form_of_eq1():
+    """Issue 24: Eq. 1 is written with ‖·‖_2; the default is that norm (it was the per-pixel RMSE)."""
+    g = torch.Generator().manual_seed(21)
+    x, same, flip = (torch.rand(1, 8, 8, 3, generator=g) for _ in range(3))
+    l2 = lambda a, b: float((a.double() - b.double()).flatten().norm())  # noqa: E731
+    want = l2(x, same) / l2(x, flip) + l2(x, flip)
+    assert csds.sde(x, same, flip)[0] == pytest.approx(want, rel=1e-12)
+    assert csds.sde(x, same, flip, "rmse")[0] == pytest.approx(l2(x, same) / l2(x, flip) + l2(x, flip) / 8 / 3 ** .5,
+                                                               rel=1e-12)
 
 
 def test_prompt_triplet_replaces_whole_words_only():
