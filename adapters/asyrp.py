@@ -43,7 +43,8 @@ def with_shared_encoder(m):
 
 class AsyrpSampler(comfy.samplers.Sampler):
     """The Asyrp process (``samplers.asyrp``) as a SAMPLER: inside any asymmetric h-space window two predictions per
-    step (the model with the shift, P_edit, and without, P_orig), plain DDIM after it, DDIM η = 1 below t_boost.
+    step (the model with the shift, P_edit, and without, P_orig), plain DDIM after it, DDIM η = 1 below t_boost
+    (edit steps included when t_boost lies above the window's t_edit, as in the official code).
     Without an h-space patch it is deterministic DDIM (bit-identical to the stock ``euler``) until t_boost.
 
     With ``shared_encoder`` (default) and a model patched by h-space Apply, the unshifted pass keeps the U-Net's

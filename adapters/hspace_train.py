@@ -1,11 +1,18 @@
 """Training an implicit h-space direction (``optim.hspace``) on a ComfyUI model: the loop runs as a
 ``comfy.samplers.Sampler`` through a stock CFGGuider (the pattern of ComfyUI's ``comfy_extras/nodes_train.py``), so
 ComfyUI loads the model, prepares the conditioning and applies every patch; the shifted pass reuses the encoder
-(``hooks.unet_split``), so each loss graph spans the decoder, the VAE decode and CLIP only."""
+(``hooks.unet_split``), so each loss graph spans the decoder, the VAE decode and CLIP only.
+
+The official loss's CLIP source x0 (``optim.hspace``, loss "official") is the VAE decode of the training latent (init
+inverted: the node gets latents, the official code the image itself) or, for init random, of the plain DDIM sample of
+the same noise over the whole schedule (the official ``random_noise_pairs`` with saved samples; without them the
+official code compares with an all-zero image, a quirk not reproduced). Its CLIP embedding is computed once per
+start."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -18,7 +25,7 @@ from ..hooks.directions import DeltaNet, ImplicitDirection
 from ..hooks.hspace import HSpacePatch, sigma_to_t
 from ..hooks.passes import CACHE, EDIT, ORIG
 from ..losses.clip import LocalCLIP
-from ..losses.directional import directional_clip_loss
+from ..losses.directional import IMAGENET_TEMPLATES, directional_clip_loss
 from ..optim.hspace import TrainConfig, TrainingError, loss_summary, train_direction
 from .asyrp import hspace_patches, shared_encoders, with_shared_encoder
 from .checks import checked_latent, h_channels, log_sigmas, model_family, require_unet, t_to_sigma
@@ -32,14 +39,15 @@ class HSpaceTrainSampler(comfy.samplers.Sampler):
     """Trains the ``ImplicitDirection`` of the model's (last) h-space patch with ``optim.hspace.train_direction``
     along SIGMAS (the edit window of the training schedule). The starts are the LATENT's samples (DDIM-inverted noise
     latents, with zero added noise) or the seeded noise (with an empty LATENT), in chunks of ``batch_size``. The loss's
-    images are the VAE decodes of the predicted x0 (differentiable), seen by a local CLIP. Returns the input latent;
-    ``self.losses`` and ``self.direction`` hold the result; ``on_step`` (a ``Step`` callback) sees every step."""
+    images are the VAE decodes of the predicted x0 (differentiable), seen by a local CLIP; with the official loss
+    the CLIP source is x0, ``x0_latents`` (VAE-space, one per sample). Returns the input latent; ``self.losses`` and
+    ``self.direction`` hold the result; ``on_step`` (a ``Step`` callback) sees every step."""
 
     WHO = "h-space training"
 
     def __init__(self, clip: LocalCLIP, vae, text_direction: torch.Tensor, config: TrainConfig, batch_size: int = 1,
-                 on_step=None):
-        self.clip, self.vae, self.text_direction = clip, vae, text_direction
+                 on_step=None, x0_latents: Optional[torch.Tensor] = None):
+        self.clip, self.vae, self.text_direction, self.x0_latents = clip, vae, text_direction, x0_latents
         self.config, self.batch_size, self.on_step = config, max(1, int(batch_size)), on_step
         self.losses: list[float] = []
         self.direction = None
@@ -67,11 +75,14 @@ class HSpaceTrainSampler(comfy.samplers.Sampler):
                 p_orig = call(xx, sigma, CACHE)
             return p_orig, call(xx, sigma, EDIT)
 
-        def clip_loss(p_edit, p_src):
-            with torch.no_grad():
-                src = self.clip.image_features(decode_01(self.vae, inner, p_src.float()))
-            return directional_clip_loss(self.clip.image_features(decode_01(self.vae, inner, p_edit.float())), src,
-                                         text_dir)
+        def features(p):  # a model-space latent -> unit CLIP image embeddings of its VAE decode
+            return self.clip.image_features(decode_01(self.vae, inner, p.float()))
+
+        def clip_loss(p_edit, source):
+            if self.config.loss != "official":  # the paper's: the source is P_t^src of the same step
+                with torch.no_grad():
+                    source = features(source)
+            return directional_clip_loss(features(p_edit), source, text_dir)  # official: x0's embedding
 
         report = reporter(callback, lambda s: (s.denoised, s.denoised))
 
@@ -81,9 +92,14 @@ class HSpaceTrainSampler(comfy.samplers.Sampler):
                 self.on_step(step)
 
         starts = list(x.split(self.batch_size))
+        sources = None
+        if self.config.loss == "official":
+            with torch.no_grad():
+                sources = [features(inner.process_latent_in(z.to(x.device)))
+                           for z in self.x0_latents.split(self.batch_size)]
         try:
             self.losses = train_direction(net.parameters(), pair, lambda xx, s: call(xx, s, ORIG), clip_loss,
-                                          starts, sigmas, self.config, progress)
+                                          starts, sigmas, self.config, progress, sources)
         finally:
             net.eval().requires_grad_(False)
             for c in shared_encoders(base):
@@ -128,6 +144,8 @@ class TrainSettings:
     epochs: int = 1
     batch_size: int = 1
     seed: int = 0
+    loss: str = "paper"            # "paper" (eq. 4/7) or "official" (diffusion_latent.py): optim.hspace
+    prompt_templates: bool = True  # ΔT over the official 79 prompt templates (losses.directional)
 
 
 def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s: TrainSettings,
@@ -142,7 +160,9 @@ def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s:
                          f"or set init to random.")
     with grad_context():
         cos = clip.text_cosine(s.source_text, s.target_text)
-        config = TrainConfig(lambda_clip=s.lambda_clip, lambda_recon=s.recon_mult * cos, lr=s.lr, epochs=s.epochs)
+        config = TrainConfig(lambda_clip=s.lambda_clip, lambda_recon=s.recon_mult * cos, lr=s.lr, epochs=s.epochs,
+                             loss=s.loss)
+        templates = IMAGENET_TEMPLATES if s.prompt_templates else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
             net = DeltaNet(h_channels(unet))
@@ -150,7 +170,8 @@ def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s:
                 "train_dt": f"{win.train_dt:.6g}", "num_train_steps": str(s.steps), "t_edit": str(s.t_edit),
                 "src_text": s.source_text, "trg_text": s.target_text, "lambda_clip": str(s.lambda_clip),
                 "lambda_recon": f"{config.lambda_recon:.6g}", "lr": str(s.lr), "epochs": str(s.epochs),
-                "init": s.init, "samples": str(samples.shape[0]), "clip": clip_name}
+                "init": s.init, "samples": str(samples.shape[0]), "clip": clip_name, "loss": s.loss,
+                "prompt_templates": f"imagenet ({len(IMAGENET_TEMPLATES)})" if templates else "none"}
         direction = ImplicitDirection(net, meta)
         m = model.clone()
         m.set_model_output_block_patch(HSpacePatch(direction, 1.0, math.inf, win.sigma_lo, "asymmetric",
@@ -163,9 +184,16 @@ def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s:
             noise = torch.zeros_like(starts)
         else:
             starts, noise = torch.zeros_like(samples), comfy.sample.prepare_noise(samples, s.seed)
-        live = LiveLoss("h-space training", "L_dir + L1")
-        sampler = HSpaceTrainSampler(clip, vae, clip.text_direction(s.source_text, s.target_text), config,
-                                     s.batch_size, live)
+        x0 = None
+        if s.loss == "official":
+            x0 = samples
+            if s.init != "inverted":  # the plain DDIM sample of each noise: the official saved random-noise pairs
+                with torch.no_grad():
+                    x0 = run_with_cfg_guider(model, neutral, neutral, 1.0, comfy.samplers.sampler_object("euler"),
+                                             starts, ddim_sigmas(model, s.steps), noise=noise, seed=s.seed)
+        live = LiveLoss("h-space training", "-log((2 - L_dir)/2) + L1" if s.loss == "official" else "L_dir + L1")
+        sampler = HSpaceTrainSampler(clip, vae, clip.text_direction(s.source_text, s.target_text, templates), config,
+                                     s.batch_size, live, x0)
         guider = comfy.samplers.CFGGuider(m)
         guider.set_conds(neutral, neutral)
         guider.set_cfg(1.0)

@@ -161,7 +161,8 @@ def hspace_red_to_blue(seeds: int = 4, train_images: int = 8) -> dict:
             model=model, vae=vae, clip_name=Path(TOY_CLIP_DIR).name, neutral=enc[""],
             latent={"samples": vae.encode(red.permute(0, 2, 3, 1))}, source_text="a red circle",
             target_text="a blue circle", init="inverted", steps=10, t_edit=500, lambda_clip=0.8, recon_mult=3.0,
-            lr=0.003, epochs=1, batch_size=1, seed=0).args[0]
+            lr=0.003, epochs=1, batch_size=1, seed=0,
+            prompt_templates=False).args[0]  # the toy CLIP's 16 tokens cut the official templates
         sig = C("BasicScheduler").execute(model, "ddim_uniform", steps, 1.0)[0]
         sampler = C("InvEditSamplerAsyrp").execute(0, 1.0)[0]
 

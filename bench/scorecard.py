@@ -54,7 +54,8 @@ CASO = {"train_images": 128, "steps": 400, "batch": 2, "train_scale": 10.0, "gam
         "window": 0.4, "edit_steps": 50, "measure_images": 8, "measure_window": 0.6, "own_scale": 1.0}
 CASO_PREFIX = "scorecard_caso"
 # EMS (issue 16): the paper's sampling settings (50 steps, strength 0.75 in diffusers' convention, cfg 7.5, euler on
-# the simple schedule), α 1, CSDS with its defaults (50 iterations, η 0.1 → 0.01, λ 0.5, attribute prompt "blue")
+# the simple schedule), α 1, CSDS with its defaults (50 iterations, the paper's η 0.1 → 0.01 — since issue 24 the step
+# of Eq. 2's full gradient, twice the earlier step —, λ 0.5, attribute prompt "blue")
 EMS = {"steps": 50, "strength": 0.75, "cfg": 7.5, "alpha": 1.0, "iterations": 50, "lam": 0.5, "seed": 0,
        "degrees": (0.0, 0.5, 1.0, 1.5), "sde_images": 6}
 
@@ -282,6 +283,7 @@ def ems_measures(w, batch, notes: list, name: str) -> None:
     blue = data.COLOURS.index("blue")
     p_blue = {a: [] for a in EMS["degrees"]}
     sde = {"colour": [], "shape": []}
+    sde_rmse = {"colour": [], "shape": []}
     sde_fn = host.pack_module("optim.csds").sde
     for i in range(n):
         img, shape = batch.images[i:i + 1], shapes[i]
@@ -295,15 +297,17 @@ def ems_measures(w, batch, notes: list, name: str) -> None:
         for attr, flipped in (("colour", f"a blue {shape}"), ("shape", f"a red {other}")):
             same = w.decode(_ems(w, w.model, src, source, flipped, "", 0.0, 0))
             flip = w.decode(_ems(w, w.model, src, source, flipped, "", 1.0, 0))
-            sde[attr].append(sde_fn(img, same, flip)[0])
+            sde[attr].append(sde_fn(img, same, flip, "l2")[0])
+            sde_rmse[attr].append(sde_fn(img, same, flip, "rmse")[0])
     means = {a: statistics.mean(v) for a, v in p_blue.items()}
     rising = all(means[a] <= means[b] + 0.01 for a, b in zip(EMS["degrees"], EMS["degrees"][1:]))
     notes.append(f"EMS degree sweep ({name}, text only, {n} red objects -> 'a blue <shape>'): mean P(blue) "
                  + ", ".join(f"α {a:g}: {v:.2f}" for a, v in means.items())
                  + f" ({'non-decreasing' if rising else 'NOT monotone'} in α, to 0.01)")
-    notes.append(f"SDE ({name}, Eq. 1 with RMSE on [0, 1] pixels, text only, strength {EMS['strength']}, the same "
-                 f"noise; lower = better disentangled): colour {statistics.mean(sde['colour']):.3f}, shape "
-                 f"{statistics.mean(sde['shape']):.3f}")
+    notes.append(f"SDE ({name}, Eq. 1, text only, strength {EMS['strength']}, the same noise; lower = better "
+                 f"disentangled): with the L2 norm (the paper's Eq. 1) colour {statistics.mean(sde['colour']):.3f}, "
+                 f"shape {statistics.mean(sde['shape']):.3f}; with the per-pixel RMSE on [0, 1] pixels colour "
+                 f"{statistics.mean(sde_rmse['colour']):.3f}, shape {statistics.mean(sde_rmse['shape']):.3f}")
 
 
 def guidance_edit(w, m, src, source, target, shape):
@@ -482,16 +486,22 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
             "per_timestep").args[0]
     notes.append(f"h-space prompt direction: extracted once from 8 samples of 'a red circle' vs 'a blue circle' "
                  f"({time.perf_counter() - t:.1f} s), then used for every image")
-    t = time.perf_counter()
     train = data.make_batch(4, SEED + 1, colour=data.COLOURS.index("red"), shape=0)
-    with torch.inference_mode():
-        trained = w.C("InvEditHSpaceTrainDirection").execute(
-            model=w.model, vae=w.vae, clip_name="shapes-toy-clip", neutral=w.enc(""), latent=w.encode(train.images),
-            source_text="a red circle", target_text="a blue circle", init="inverted", steps=10,
-            t_edit=HSPACE["t_edit"], lambda_clip=0.8, recon_mult=3.0, lr=0.003, epochs=2, batch_size=1,
-            seed=0).args[0]
-    notes.append(f"h-space trained direction: f_t trained once on 4 other red circles with the toy CLIP, 10 steps, "
-                 f"2 epochs ({time.perf_counter() - t:.1f} s)")
+    trained, took = {}, {}
+    for loss in ("paper", "official"):  # issue 24: f_t under the paper's loss and the official code's, side by side
+        t = time.perf_counter()
+        with torch.inference_mode():
+            trained[loss] = w.C("InvEditHSpaceTrainDirection").execute(
+                model=w.model, vae=w.vae, clip_name="shapes-toy-clip", neutral=w.enc(""),
+                latent=w.encode(train.images), source_text="a red circle", target_text="a blue circle",
+                init="inverted", steps=10, t_edit=HSPACE["t_edit"], lambda_clip=0.8, recon_mult=3.0, lr=0.003,
+                epochs=2, batch_size=1, seed=0, loss=loss, prompt_templates=False).args[0]
+        took[loss] = time.perf_counter() - t
+    notes.append(f"h-space trained directions: f_t trained once per loss on 4 other red circles with the toy CLIP "
+                 f"('a red circle' -> 'a blue circle', prompt templates off: the toy CLIP's text context is 16 "
+                 f"tokens, which cuts most of the 79 templates), 10 steps, 2 epochs, lambda_clip 0.8, recon_mult 3, "
+                 f"Adam 0.003, the same seed; 'paper loss': lambda·L_dir from P_t^src ({took['paper']:.1f} s), "
+                 f"'official loss': lambda·-log((2 - L_dir)/2) from the real image x0 ({took['official']:.1f} s)")
     notes.append(f"P2P rows: {P2P['steps']} steps on the official grid at guidance {P2P['guidance']}, Replace "
                  f"'red' -> 'blue', tau_v {P2P['tau_v']}, tau_c {P2P['tau_c']}, tau_s {P2P['tau_s']}, tau_u "
                  f"{P2P['tau_u']} for P2Plus (0 for P2P), no LocalBlend; the per-image inversion is counted in evals "
@@ -512,11 +522,14 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                  f"γ 0 file through the stock CLIPTextEncode as '{caso_prompt}'; recon = λ 0")
     notes.append(f"EMS rows: text-only EMS (α {EMS['alpha']:g} from 'a red <shape>' to 'a blue <shape>', "
                  f"{EMS['steps']} steps, strength {EMS['strength']} (diffusers' start index), cfg {EMS['cfg']:g}, "
-                 f"euler / simple, seed {EMS['seed']}) and with CSDS ({EMS['iterations']} iterations, η 0.1 → 0.01, "
-                 f"λ {EMS['lam']:g}, attribute prompt 'blue'); recon = α 0 from the same noised latent")
+                 f"euler / simple, seed {EMS['seed']}) and with CSDS ({EMS['iterations']} iterations, the paper's η "
+                 f"0.1 → 0.01, λ {EMS['lam']:g}, attribute prompt 'blue'); recon = α 0 from the same noised latent")
     methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap),
                ("h-space, prompt direction", hspace_edit(prompts_dir, HSPACE["strength"], 0)),
-               ("h-space, trained direction", hspace_edit(trained, HSPACE["trained_strength"], HSPACE["t_edit"])),
+               ("h-space, trained direction (paper loss)",
+                hspace_edit(trained["paper"], HSPACE["trained_strength"], HSPACE["t_edit"])),
+               ("h-space, trained direction (official loss)",
+                hspace_edit(trained["official"], HSPACE["trained_strength"], HSPACE["t_edit"])),
                ("DOODL classifier (EDICT pair)", doodl_edit(lambda shape: w.loss())),
                ("DOODL CLIP (EDICT pair)", doodl_edit(lambda shape: w.clip_loss(f"a blue {shape}"))),
                ("one-step guidance (DDIM-inverted)", guidance_edit),
@@ -529,7 +542,10 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
              "h-space, prompt direction": lambda m, s, src, p: hspace_edit(prompts_dir, 0.0, 0)(w, m, src, p, p, s),
-             "h-space, trained direction": lambda m, s, src, p: hspace_edit(trained, 0.0, 500)(w, m, src, p, p, s),
+             "h-space, trained direction (paper loss)":
+                 lambda m, s, src, p: hspace_edit(trained["paper"], 0.0, 500)(w, m, src, p, p, s),
+             "h-space, trained direction (official loss)":
+                 lambda m, s, src, p: hspace_edit(trained["official"], 0.0, 500)(w, m, src, p, p, s),
              "one-step guidance (DDIM-inverted)": lambda m, s, src, p: _sample(
                  w, m, "ddim", _ddim_sigmas(w, GUIDANCE["steps"]),
                  p, _ddim_invert(w, m, src, p, _ddim_sigmas(w, GUIDANCE["steps"]), DOODL["cfg"]), DOODL["cfg"])}

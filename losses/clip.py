@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvEditError
+from .directional import IMAGENET_TEMPLATES, clip_text_direction
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -85,10 +87,13 @@ class LocalCLIP:
         """Unit-norm image embeddings of [B, 3, H, W] images in [0, 1] (differentiable in the images)."""
         return F.normalize(self.model.get_image_features(pixel_values=self.preprocess(images)).float(), dim=-1)
 
-    def text_direction(self, source: str, target: str) -> Tensor:
-        """ΔT = E_T(target) − E_T(source) [D] (of unit-norm embeddings)."""
-        src, trg = self.text_features([source, target])
-        return trg - src
+    def text_direction(self, source: str, target: str,
+                       templates: Optional[Sequence[str]] = IMAGENET_TEMPLATES) -> Tensor:
+        """ΔT [D] of the directional loss (``losses.directional.clip_text_direction``): by default the mean over the
+        official Asyrp code's 79 prompt templates of the normalised embeddings' differences, normalised; with
+        ``templates`` None or empty, E_T(target) − E_T(source) of the bare texts. (``text_features``, which DOODL's
+        and the classifiers' losses use, embeds the bare texts.)"""
+        return clip_text_direction(self.text_features, source, target, templates)
 
     def text_cosine(self, source: str, target: str) -> float:
         """cos(E_T(source), E_T(target)): Asyrp's λ_recon = recon_mult·cos (smaller L1 weight for bigger edits)."""

@@ -16,7 +16,7 @@ from ..adapters.hspace_train import TrainSettings, train
 from ..adapters.run import grad_context
 from ..hooks.directions import REDUCE, SPATIAL_POLICIES, HSpaceError, combine, from_tensors, to_tensors
 from ..hooks.hspace import APPLY_MODES, APPLY_TO
-from ..optim.hspace import loss_summary
+from ..optim.hspace import LOSSES, loss_summary
 from .common import CATEGORY, display, node_id
 from .folders import HSPACE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
 from .sockets import HSpaceDirection, LossHistory
@@ -84,7 +84,8 @@ class SamplerAsyrp(io.ComfyNode):
             inputs=[
                 io.Int.Input("t_boost", default=0, min=0, max=999, tooltip=(
                     "Below this timestep add fresh noise each step (η below); 0 = never (fully deterministic, needed "
-                    "to regenerate an inverted image exactly). Paper: ~200 of 1000.")),
+                    "to regenerate an inverted image exactly). Paper: ~200 of 1000. Above t_edit, the edit steps "
+                    "below t_boost get the noise too (the official code's rule).")),
                 io.Float.Input("eta_boost", default=1.0, min=0.0, max=1.0, step=0.05, tooltip=(
                     "Noise amount η in the boost interval (1.0 = the paper's).")),
             ],
@@ -170,7 +171,8 @@ class HSpaceTrainDirection(io.ComfyNode):
                 "Trains the paper's implicit direction f_t (Asyrp Sec. 3.4): a small network giving Δh_t from h_t "
                 "and t, learnt with the directional CLIP loss between the predicted x0 with and without the shift "
                 "(source text → target text) plus an L1 term that keeps the edit close, one Adam step per timestep "
-                "in [999, t_edit]. CLIP is a local transformers folder in models/invedit_clip/ (never downloaded). "
+                "in [999, t_edit]; loss picks the paper's form or the official code's. CLIP is a local "
+                "transformers folder in models/invedit_clip/ (never downloaded). "
                 "Apply the result with h-space Apply Direction and the Asyrp Sampler; save it with h-space Save "
                 "Direction. Note: the first run turns the loaded U-Net's and VAE's inference-mode weights into "
                 "ordinary tensors (same values) so that gradients can pass through them."),
@@ -186,8 +188,11 @@ class HSpaceTrainDirection(io.ComfyNode):
                 io.Latent.Input("latent", tooltip=(
                     "init inverted: training images (VAE Encode of a batch), DDIM-inverted first. init random: an "
                     "Empty Latent Image whose batch size is the number of noise samples.")),
-                io.String.Input("source_text", default="a photo of a face", tooltip="What the images are (for CLIP)."),
-                io.String.Input("target_text", default="a photo of a smiling face", tooltip="What they should become."),
+                io.String.Input("source_text", default="face", tooltip=(
+                    "What the images are (for CLIP). With prompt_templates give the bare words, as the official "
+                    "code's 'face': the templates wrap them ('a bad photo of a face.', …).")),
+                io.String.Input("target_text", default="smiling face", tooltip=(
+                    "What they should become ('smiling face').")),
                 io.Combo.Input("init", options=["inverted", "random"], default="inverted", tooltip=(
                     "Start trajectories from the inverted images (preserves them better) or from Gaussian noise "
                     "(the paper's choice for attributes the model has not seen; edits more).")),
@@ -206,6 +211,15 @@ class HSpaceTrainDirection(io.ComfyNode):
                 io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Samples per optimiser step."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Initialisation of f_t and, for init random, the noise."),
+                io.Combo.Input("loss", options=list(LOSSES), default="paper", optional=True, tooltip=(
+                    "paper (default): λ_clip·L_dir from the unedited prediction P_t^src to the edited P_t^edit, "
+                    "the paper's eq. 4/7 and the loss of earlier versions. official: the authors' code, "
+                    "λ_clip·−log((2 − L_dir)/2) with the real image x0 as CLIP's source (init random: the plain "
+                    "sample of the noise); its script uses lambda_clip 1, recon_mult 3. Both add "
+                    "recon_mult·cos·|P_t^edit − P_t^src|.")),
+                io.Boolean.Input("prompt_templates", default=True, optional=True, tooltip=(
+                    "The text direction averaged over the official code's 79 prompt templates ('a bad photo of a "
+                    "{}.', …; give bare words as the texts). Off: the bare texts' embeddings.")),
             ],
             outputs=[HSpaceDirection.Output(display_name="direction"),
                      LossHistory.Output(display_name="loss_history", tooltip=(
@@ -214,10 +228,11 @@ class HSpaceTrainDirection(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, clip_name, neutral, latent, source_text, target_text, init, steps, t_edit,
-                lambda_clip, recon_mult, lr, epochs, batch_size, seed) -> io.NodeOutput:
+                lambda_clip, recon_mult, lr, epochs, batch_size, seed, loss="paper",
+                prompt_templates=True) -> io.NodeOutput:
         who = display("h-space Train Direction (CLIP)")
         settings = TrainSettings(source_text, target_text, init, steps, t_edit, lambda_clip, recon_mult, lr, epochs,
-                                 batch_size, seed)
+                                 batch_size, seed, loss, bool(prompt_templates))
         with grad_context():
             clip = load_local_clip(clip_folder(clip_name, who), who)
         direction, live = train(model, vae, clip, clip_name, neutral, latent, settings, who)

@@ -12,7 +12,14 @@ step x' = P + σ'·(x − P)/σ, and the asymmetric step is
     σ ≥ σ_edit:           asymmetric step (η = 0)
     σ_edit > σ ≥ σ_boost:  plain DDIM (η = 0)
     σ < σ_boost:           DDIM with η = 1 ("quality boosting"): x' = P + σ_down·d + σ_up·z,
-                           σ_up = sqrt(σ'²(σ² − σ'²)/σ²), σ_down = sqrt(σ'² − σ_up²)  (k-diffusion's ancestral step)
+                           σ_up = sqrt(σ'²(σ² − σ'²)/σ²), σ_down = sqrt(σ'² − σ_up²)  (k-diffusion's ancestral step;
+                           for η ≤ 1 DDIM's c1 = η·sqrt((1 − ᾱ_t/ᾱ_{t−1})(1 − ᾱ_{t−1})/(1 − ᾱ_t)) and
+                           c2 = sqrt(1 − ᾱ_{t−1} − c1²), each divided by sqrt(ᾱ_{t−1}))
+
+When σ_boost lies above σ_edit (t_boost > t_edit) the two rules overlap; as in the official code
+(``diffusion_latent.py`` ``save_image``: ``eta = 1.0 if t < t_addnoise``, the shift whenever ``t >= t_edit``; and
+``utils/diffusion_utils.py`` ``denoising_step``: x0_t from the shifted ε, c2·ε and c1·z from the unshifted ε and fresh
+noise) such a step is both: x' = P_edit + σ_down·d_orig + σ_up·z (``asyrp_boost_step``).
 
 Pure torch; the denoiser callables come from the ComfyUI adapter.
 """
@@ -55,22 +62,33 @@ def boost_step(x: Tensor, sigma: Tensor, sigma_next: Tensor, p: Tensor, noise: T
     return p + down * (x - p) / sigma + up * noise
 
 
+def asyrp_boost_step(x: Tensor, sigma: Tensor, sigma_next: Tensor, p_orig: Tensor, p_edit: Tensor, noise: Tensor,
+                     eta: float = 1.0) -> Tensor:
+    """An edit step inside the boost interval: x' = P_edit + σ_down·(x − P_orig)/σ + σ_up·z (the official
+    ``denoising_step`` with ``index`` set and η > 0)."""
+    return boost_step(x, sigma, sigma_next, p_orig, noise, eta) + (p_edit - p_orig)
+
+
 def asyrp_sample(denoise: PairDenoiser, x: Tensor, sigmas: Tensor, edit_at: Callable[[float], bool],
                  sigma_boost: float = 0.0, eta_boost: float = 1.0,
                  noise: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
                  callback: Optional[Callback] = None) -> Tensor:
     """Run eq. 9 along descending ``sigmas``. ``edit_at(σ)`` says whether a step is in an edit window (two
-    predictions); below ``sigma_boost`` steps are stochastic with ``noise(σ, σ')`` (required then)."""
+    predictions); below ``sigma_boost`` steps are stochastic with ``noise(σ, σ')`` (required then), edit steps
+    included (the official rule where the intervals overlap; see the module docstring)."""
     for i in range(sigmas.numel() - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         edit = edit_at(float(s))
         p_orig, p_edit = denoise(x, s, edit)
-        if edit and p_edit is not None:
-            x = asyrp_step(x, s, s_next, p_orig, p_edit)
-        elif float(s) < sigma_boost and float(s_next) > 0 and eta_boost > 0:
+        edited = edit and p_edit is not None
+        if float(s) < sigma_boost and float(s_next) > 0 and eta_boost > 0:
             if noise is None:
                 raise ValueError("Asyrp: quality boosting needs a noise source (a seed).")
-            x = boost_step(x, s, s_next, p_orig, noise(s, s_next), eta_boost)
+            z = noise(s, s_next)
+            x = (asyrp_boost_step(x, s, s_next, p_orig, p_edit, z, eta_boost) if edited
+                 else boost_step(x, s, s_next, p_orig, z, eta_boost))
+        elif edited:
+            x = asyrp_step(x, s, s_next, p_orig, p_edit)
         else:
             x = symmetric_step(x, s, s_next, p_orig)
         if callback is not None:

@@ -1,5 +1,6 @@
 """The trained h-space direction on the real ComfyUI host: h-space Train Direction (CLIP) on the shapes world with the
 toy CLIP from models/invedit_clip/, through the stock loaders, the node API and the real executor."""
+import math
 import os
 import shutil
 
@@ -226,3 +227,58 @@ def test_training_pushes_every_step_to_the_live_chart(trained, monkeypatch):
     assert [m["value"] for m in msgs] == history.values and all(m["node"] == "17" for m in msgs)
     assert all(m["expected"] == n and m["prompt_id"] == "prompt-1" for m in msgs)
     assert out.ui.as_dict()["invedit_loss"][0]["values"] == history.values
+
+
+def test_the_official_loss_takes_the_real_image_as_clip_source(trained, monkeypatch):
+    """Issue 24, item 5: loss "official" (diffusion_latent.py): −log((2 − L_dir)/2) with x0, the training image, as
+    CLIP's source, embedded once per start (init inverted: the VAE decode of the latent; init random: of the plain
+    DDIM sample of the same noise); the paper's loss takes P_t^src of every step."""
+    from harness.paths import BASE
+    from harness import host
+    adapter = host.pack_module("adapters.hspace_train")
+    seen = []
+    real = adapter.directional_clip_loss
+
+    def spy(edit, source, text):
+        seen.append(source.detach().clone())
+        return real(edit, source, text)
+    monkeypatch.setattr(adapter, "directional_clip_loss", spy)
+    out = train_call(trained, loss="official", steps=4, t_edit=250)
+    d = out.args[0]
+    assert d.meta["loss"] == "official" and d.meta["prompt_templates"] == "imagenet (79)"
+    assert len(seen) == 4 * 3  # 4 images × 3 steps, one source embedding per image, the same at each of its steps
+    assert all(torch.equal(seen[3 * k], seen[3 * k + j]) for k in range(4) for j in (1, 2))
+    clip = host.pack_module("losses.clip").LocalCLIP(BASE / "models" / "invedit_clip" / CLIP)
+    with torch.no_grad():
+        x0 = trained["vae"].decode(trained["lat"]["samples"]).permute(0, 3, 1, 2)  # clamped to [0, 1]: ≈ decode_01
+        want = clip.image_features(x0)
+    for k in range(4):
+        assert float((seen[3 * k][0].cpu() - want[k].cpu()).abs().max()) < 2e-3
+    first = out.args[1].values[0]
+    assert 0.0 < first < 0.8 * 1.0 and first != pytest.approx(0.8)  # not L_dir = 1 at the identity: x0 ≠ P_t
+    seen.clear()
+    train_call(trained, steps=4, t_edit=250)  # the paper's: P_t^src, a new one at every step
+    assert len(seen) == 12 and not torch.equal(seen[0], seen[1])
+    seen.clear()
+    out = train_call(trained, loss="official", init="random", latent={"samples": torch.zeros(2, 4, 8, 8)}, steps=4,
+                     t_edit=250, seed=5)
+    assert len(seen) == 6 and torch.equal(seen[0], seen[2]) and not torch.equal(seen[0], seen[3])
+    assert out.args[0].meta["init"] == "random" and math.isfinite(out.args[1].values[-1])
+
+
+def test_the_text_direction_averages_the_prompt_templates_by_default(trained, monkeypatch):
+    """Issue 24, item 7: ΔT over the official 79 templates (losses.directional), or the bare texts when
+    prompt_templates is off; the node's file records which."""
+    from harness import host
+    lc = host.pack_module("losses.clip").LocalCLIP
+    calls = []
+    real = lc.text_direction
+
+    def spy(self, source, target, templates=host.pack_module("losses.directional").IMAGENET_TEMPLATES):
+        calls.append(templates)
+        return real(self, source, target, templates)
+    monkeypatch.setattr(lc, "text_direction", spy)
+    train_call(trained, steps=2, t_edit=500)
+    out = train_call(trained, steps=2, t_edit=500, prompt_templates=False)
+    assert len(calls) == 2 and len(calls[0]) == 79 and calls[1] is None
+    assert out.args[0].meta["prompt_templates"] == "none"

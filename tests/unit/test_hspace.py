@@ -158,6 +158,28 @@ def test_sampler_loop_edits_only_in_the_window_and_boosts_below_sigma_boost():
     assert noise == [1.0]  # boost below σ 1.5, but never on the final step to 0
 
 
+def test_where_t_boost_lies_above_t_edit_the_edit_steps_below_it_are_boosted_too():
+    """Issue 24, item 6: the official generative loop (diffusion_latent.py save_image) sets η = 1 at every step with
+    t < t_addnoise and shifts h at every step with t ≥ t_edit, so a step in both gets both: x' = P_edit +
+    σ_down·d_orig + σ_up·z. The pack gave the edit step priority (no noise) before."""
+    sigmas = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.0], dtype=torch.float64)
+    x0 = rand(1, 4, 2, 2, seed=20).double() * 8
+    z = rand(1, 4, 2, 2, seed=21).double()
+
+    def denoise(x, s, edit):
+        return x * 0.4, (x * 0.4 + 0.3 if edit else None)
+    seen = []
+    out = asyrp.asyrp_sample(denoise, x0, sigmas, lambda s: s >= 2.0, sigma_boost=5.0,
+                             noise=lambda s, sn: seen.append(float(s)) or z)
+    assert seen == [4.0, 2.0]  # the steps below σ_boost draw noise, edit steps included (none on the last, to 0)
+    x = asyrp.asyrp_step(x0, sigmas[0], sigmas[1], x0 * 0.4, x0 * 0.4 + 0.3)  # σ 8 is above σ_boost: no noise
+    for s, sn in ((4.0, 2.0), (2.0, 1.0)):
+        down, up = asyrp.ancestral_sigmas(torch.tensor(s).double(), torch.tensor(sn).double(), 1.0)
+        x = (x * 0.4 + 0.3) + down * (x - x * 0.4) / s + up * z
+    x = asyrp.symmetric_step(x, torch.tensor(1.0).double(), torch.tensor(0.0).double(), x * 0.4)
+    torch.testing.assert_close(out, x, rtol=1e-12, atol=1e-12)
+
+
 # --- files -----------------------------------------------------------------------------------------------------------
 
 def test_direction_files_round_trip(tmp_path):

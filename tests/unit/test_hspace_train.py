@@ -181,6 +181,36 @@ def test_training_lowers_the_loss_changes_only_f_and_keeps_each_graph_to_one_ste
     assert not any(w.calls)  # x̃_t never carries a gradient: each loss graph spans one prediction
 
 
+def test_the_official_loss_takes_x0_as_clip_source_and_the_log_form():
+    """Issue 24, item 5: loss "official" is diffusion_latent.py's −log((2 − L_dir)/2) with the real image x0 as CLIP's
+    source (L1 to P_src unchanged); at the identity (f ≡ 0) its first value is λ·−log((1 + cos(E x0 → E P, ΔT))/2),
+    the paper's is λ·1 (ΔI = 0)."""
+    w = LinearWorld()
+    start = rand(1, 4, 3, 3, seed=3) * 5
+    x0 = rand(1, 4, 3, 3, seed=4)
+    sig = torch.tensor([5.0, 3.0, 2.0])
+    src = torch.einsum("dk,bkij->bd", w.E, x0)
+
+    def clip_loss(p_edit, source):  # the adapter's: x0's features computed once, P_src's each step
+        feats = torch.einsum("dk,bkij->bd", w.E, p_edit)
+        if not torch.is_tensor(source) or source.ndim != 2:
+            source = torch.einsum("dk,bkij->bd", w.E, source)
+        return directional_clip_loss(feats, source, w.text)
+    cfg = TrainConfig(lambda_clip=0.8, lr=0.0, loss="official")
+    losses = train_direction(w.net.parameters(), w.pair, w.plain, clip_loss, [start], sig, cfg, clip_sources=[src])
+    p = w.plain(start, sig[0])
+    cos = torch.nn.functional.cosine_similarity(torch.einsum("dk,bkij->bd", w.E, p) - src, w.text[None], dim=-1)
+    assert losses[0] == pytest.approx(float(-0.8 * torch.log((1 + cos) / 2)), rel=1e-6)
+    assert losses[0] != pytest.approx(0.8)
+    paper = train_direction(w.net.parameters(), w.pair, w.plain, clip_loss, [start], sig,
+                            TrainConfig(lambda_clip=0.8, lr=0.0))
+    assert paper[0] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="real image x0 of every start"):
+        train_direction(w.net.parameters(), w.pair, w.plain, clip_loss, [start], sig, cfg)
+    with pytest.raises(ValueError, match="not one of"):
+        train_direction(w.net.parameters(), w.pair, w.plain, clip_loss, [start], sig, TrainConfig(loss="code"))
+
+
 def test_a_non_finite_loss_stops_training_with_a_clear_error():
     w = LinearWorld()
     with pytest.raises(TrainingError, match="lower the learning rate"):
