@@ -111,8 +111,9 @@ class CASOSettings:
 
 
 def training_timestep(level: float, ddim_steps: int) -> int:
-    """t_L of the paper's table: the DDIM step round(level·T) of ComfyUI's ddim_uniform grid, t = 1 + (1000/T)·k."""
-    return 1 + (1000 // ddim_steps) * round(level * ddim_steps)
+    """t_L: the DDIM step round(level·T) of ComfyUI's ddim_uniform grid, t = 1 + (1000/T)·k (``optim.caso.
+    grid_timestep``, the map the edit window uses too)."""
+    return caso.grid_timestep(level, ddim_steps)
 
 
 def encoder_widths(clip) -> dict:
@@ -130,9 +131,32 @@ def split_rows(e: torch.Tensor, widths: dict) -> dict:
     return out
 
 
-def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, who: str, on_step=None):
-    """Train one embedding per class of ``classifier`` on the images' latents ``samples`` (VAE space); returns
-    (list of ClassEmbedding, optim.caso.TrainResult)."""
+def mirror_latents(vae, images: torch.Tensor, samples: torch.Tensor, who: str, tolerance: float = 1e-2):
+    """The VAE latents of ``images`` [B, H, W, C] in [0, 1] mirrored left-right in pixel space (cropped first as VAE
+    Encode crops), for the official flip of an image before the encoder. ``samples`` (the training LATENT) must be
+    this VAE's encoding of these images: checked by encoding them too (relative difference within ``tolerance``),
+    so that a sample and its mirror are the same image."""
+    if images.ndim != 4 or images.shape[-1] < 3:
+        raise ValueError(f"{who}: images must be an IMAGE batch [B, H, W, 3], got {tuple(images.shape)}")
+    pixels = images[..., :3]
+    crop = getattr(vae, "vae_encode_crop_pixels", None)
+    if crop is not None:
+        pixels = crop(pixels)
+    with torch.inference_mode():
+        plain = vae.encode(pixels)
+        if plain.shape != samples.shape or float((plain.float().cpu() - samples.float().cpu()).norm()) > \
+                tolerance * float(samples.float().norm()):
+            raise ValueError(f"{who}: the latent {tuple(samples.shape)} is not this VAE's encoding of images "
+                             f"{tuple(images.shape)}; connect the images the latent was encoded from (VAE Encode "
+                             f"with this VAE), or disconnect images to mirror the latent instead")
+        return vae.encode(pixels.flip(2))
+
+
+def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, who: str, on_step=None,
+          mirrored: torch.Tensor = None):
+    """Train one embedding per class of ``classifier`` on the images' latents ``samples`` (VAE space); ``mirrored``:
+    the latents of the mirror images (``mirror_latents``; without them a flip mirrors the latent). Returns (list of
+    ClassEmbedding, optim.caso.TrainResult)."""
     import comfy.model_management
     from .checks import model_family, require_unet, require_vp_model
     from .clip import differentiable_text_encoder
@@ -159,6 +183,7 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
         make_grad_safe(base.diffusion_model)
         make_grad_safe(vae.first_stage_model)
         latents = base.process_latent_in(samples.clone().to(device, torch.float32))
+        mirror = None if mirrored is None else base.process_latent_in(mirrored.clone().to(device, torch.float32))
         with torch.no_grad():
             null = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True, return_dict=True)
 
@@ -181,7 +206,7 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
                 with block_checkpointing(base.diffusion_model, vae_decoder(vae), enabled=s.config.checkpointing):
                     result = caso.train_embeddings(init.to(device), latents, sigma, encode, denoise,
                                                    lambda z: decode_01(vae, base, z), classifier.logits, s.config,
-                                                   on_step)
+                                                   on_step, mirrored=mirror)
             except caso.CASOError as e:
                 raise ValueError(f"{who}: {e}") from None
     embeddings = result.embeddings.cpu()
@@ -191,23 +216,47 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
 
 # -- guidance and editing -----------------------------------------------------------------------------------------
 
-def window_sigmas(model, window_start: float, window_end: float) -> tuple[float, float]:
-    """(σ_start, σ_end) of a window given as fractions of the training timesteps (t = fraction·999: 0.3 → t 300)."""
+def window_sigmas(model, window_start: float, window_end: float, steps: int = 50) -> tuple[float, float]:
+    """(σ_start, σ_end) of a window given as fractions of the timesteps on the ``steps``-step DDIM grid, the map of the
+    training level (``optim.caso.window_timesteps``: 0.3 → t 301 at 50 steps)."""
     ms = model.get_model_object("model_sampling")
-    return (float(ms.sigma(torch.tensor(round(window_start * 999)))),
-            float(ms.sigma(torch.tensor(round(window_end * 999)))))
+    n = int(getattr(ms, "sigmas", torch.zeros(1000)).shape[0])
+    t_start, t_end = caso.window_timesteps(window_start, window_end, steps, n)
+    return float(ms.sigma(torch.tensor(t_start))), float(ms.sigma(torch.tensor(t_end)))
+
+
+GUIDANCE_FIX = ("set its steps to the sampler's step count and use the ddim_uniform scheduler, or widen the window "
+                "(window_start = window_end guides the one step of the steps-step grid at that timestep)")
+
+
+def check_window(sigmas, sigma_start: float, sigma_end: float, who: str, fix: str = GUIDANCE_FIX) -> int:
+    """The number of steps of a schedule (its σ's but the last, where the sampler evaluates the model) that lie in the
+    window; a ValueError naming ``who`` and the fix when none does (the guidance would silently do nothing)."""
+    steps = [float(x) for x in torch.as_tensor(sigmas).flatten()[:-1]]
+    count = sum(caso.in_window(x, sigma_start, sigma_end) for x in steps)
+    if not count:
+        where = f"σ {steps[0]:.4g} … {steps[-1]:.4g}, {len(steps)} steps" if steps else "no step"
+        raise ValueError(f"{who}: no step of the sampler's schedule ({where}) lies in the window σ "
+                         f"[{sigma_end:.4g}, {sigma_start:.4g}], so nothing would be guided; {fix}")
+    return count
 
 
 class WindowedGuidance:
     """A ``sampler_post_cfg_function``: D = D_u + λ·(D_c − D_u) while the step's σ is in [σ_end, σ_start], D_u
     outside (CASO's edit, ``optim.caso.guided``), for any λ (negative too, which the stock cfg widgets do not allow).
     It replaces the stock combination from the two predictions themselves (a ``sampler_cfg_function`` would return
-    x − D, and x − (x − D_u) is not D_u to the bit), so λ = 0 is the negative prompt's prediction exactly."""
+    x − D, and x − (x − D_u) is not D_u to the bit), so λ = 0 is the negative prompt's prediction exactly. A sampling
+    run whose schedule has no step in the window is refused at its first step (``check_window``), not run unguided."""
 
-    def __init__(self, scale: float, sigma_start: float, sigma_end: float):
-        self.scale, self.sigma_start, self.sigma_end = float(scale), sigma_start, sigma_end
+    def __init__(self, scale: float, sigma_start: float, sigma_end: float, who: str = "CASO Guidance"):
+        self.scale, self.sigma_start, self.sigma_end, self.who = float(scale), sigma_start, sigma_end, who
+        self._checked = None
 
     def __call__(self, args):
+        sigmas = args.get("model_options", {}).get("transformer_options", {}).get("sample_sigmas")
+        if sigmas is not None and sigmas is not self._checked:  # once per sampling run: a window no step falls in
+            check_window(sigmas, self.sigma_start, self.sigma_end, self.who)
+            self._checked = sigmas
         sigma = float(args["sigma"].flatten()[0])
         if not caso.in_window(sigma, self.sigma_start, self.sigma_end):
             return args["uncond_denoised"]
@@ -253,16 +302,16 @@ class UncondOutsideWindow:
         return torch.cat([out[keep.index(i)] if k == 1 else out[0] for i, k in enumerate(parts)])
 
 
-def guidance_patch(model, scale: float, window_start: float, window_end: float, who: str):
+def guidance_patch(model, scale: float, window_start: float, window_end: float, who: str, steps: int = 50):
     """A clone of ``model`` whose guidance is ``WindowedGuidance`` (the cfg widget of the sampler is then ignored;
     the uncond pass runs even at cfg 1) and whose steps outside the window evaluate the unconditional prediction
-    only (``UncondOutsideWindow``)."""
-    if not window_start >= window_end:
-        raise ValueError(f"{who}: window_start {window_start} must not be below window_end {window_end} (the window "
-                         f"runs from the noisier start down to its end)")
-    sigmas = window_sigmas(model, window_start, window_end)
+    only (``UncondOutsideWindow``). The window's fractions are steps of the ``steps``-step DDIM grid."""
+    try:
+        sigmas = window_sigmas(model, window_start, window_end, steps)
+    except ValueError as e:
+        raise ValueError(f"{who}: {e}") from None
     m = model.clone()
-    m.set_model_sampler_post_cfg_function(WindowedGuidance(scale, *sigmas), disable_cfg1_optimization=True)
+    m.set_model_sampler_post_cfg_function(WindowedGuidance(scale, *sigmas, who), disable_cfg1_optimization=True)
     m.set_model_unet_function_wrapper(UncondOutsideWindow(*sigmas, m.model_options.get("model_function_wrapper")))
     return m
 
@@ -276,11 +325,15 @@ def edit(model, positive, negative, samples: torch.Tensor, steps: int, scale: fl
     from .ddim import DDIMInversionSampler
     from .run import run_with_cfg_guider
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps).cpu()
-    sigma_start, _ = window_sigmas(model, window_start, window_end)
+    try:
+        sigma_start, sigma_end = window_sigmas(model, window_start, window_end, steps)
+    except ValueError as e:
+        raise ValueError(f"{who}: {e}") from None
     i0 = int((sigmas[:-1] > sigma_start * (1 + 1e-6)).sum())
     part = sigmas[i0:]
     if part.numel() < 2:
         raise ValueError(f"{who}: the window starts below the last step; raise window_start")
+    check_window(part, sigma_start, sigma_end, who, "widen the window (its ends both lie above the grid's first step)")
     if inversion == "ddim":
         with torch.inference_mode():
             start = run_with_cfg_guider(model, negative, negative, 1.0, DDIMInversionSampler(), samples, part)
@@ -289,7 +342,7 @@ def edit(model, positive, negative, samples: torch.Tensor, steps: int, scale: fl
         start = model.model.process_latent_out(model.model.process_latent_in(samples) + float(part[0]) * noise)
     else:
         raise ValueError(f"{who}: inversion must be ddim or noise, got {inversion!r}")
-    guided_model = guidance_patch(model, scale, window_start, window_end, who)
+    guided_model = guidance_patch(model, scale, window_start, window_end, who, steps)
     out = run_with_cfg_guider(guided_model, positive, negative, 1.0, comfy.samplers.sampler_object("euler"), start,
                               part)
     return out, start

@@ -143,7 +143,9 @@ class CASOTrain(io.ComfyNode):
                 "Learns one embedding per class of the classifier (CASO, Chang et al. 2025): an image's latent is "
                 "noised to one level L, one guided model call with the class embedding as the positive prompt (the "
                 "empty prompt as negative) gives the clean estimate, the VAE decodes it and the classifier's loss "
-                "to the class is minimised over the embedding only (AdamW). The images need no labels. Save the "
+                "to the class is minimised over the drawn class's embedding only (AdamW, one state per class: a "
+                "class not drawn does not move, as the official trainer). The images need no labels; connect them "
+                "beside their latent for the official flip of the pixels before the VAE. Save the "
                 "result to use a class as embedding:<name> in any prompt. Note: the first run turns the loaded "
                 "U-Net's, VAE's and text encoder's inference-mode weights into ordinary tensors (same values)."),
             inputs=[
@@ -151,7 +153,9 @@ class CASOTrain(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="Its text encoder (frozen; the embedding lives in its token space)."),
                 io.Vae.Input("vae", tooltip="Decodes the estimate for the classifier (with gradients)."),
                 ImageClassifier.Input("classifier", tooltip="Image Classifier or CLIP Zero-shot Classifier."),
-                io.Latent.Input("latent", tooltip="VAE Encode of the unlabeled training images (a batch)."),
+                io.Latent.Input("latent", tooltip=(
+                    "VAE Encode of the unlabeled training images (a batch). Connect the images too for the official "
+                    "flip (of the pixels before the VAE); without them hflip mirrors the latent.")),
                 io.String.Input("attribute", default="colour", tooltip="What the classes are of (file names, metadata)."),
                 io.Int.Input("steps", default=200, min=1, max=100000, tooltip=(
                     "Optimiser steps (official: about 2000, 20 epochs of 200 images at batch 2).")),
@@ -162,13 +166,16 @@ class CASOTrain(io.ComfyNode):
                     "L as a fraction of the 50 DDIM steps (0.4: t 401, official; 0.3 for faces).")),
                 io.Float.Input("lr", default=0.02, min=1e-5, max=1.0, step=0.001, tooltip=(
                     "AdamW learning rate (0.02 on the vector = the official 0.01 on its two-Linear form).")),
-                io.Float.Input("weight_decay", default=0.005, min=0.0, max=1.0, step=0.001, tooltip="Official 0.005."),
+                io.Float.Input("weight_decay", default=0.005, min=0.0, max=1.0, step=0.001, tooltip=(
+                    "AdamW weight decay (0.005 on the vector = the official 0.01 on its two-Linear form).")),
                 io.Float.Input("gamma", default=0.0, min=0.0, max=1000.0, step=0.1, tooltip=(
                     "Weight of the latent reconstruction term (official 0).")),
                 io.Int.Input("n_tokens", default=1, min=1, max=8, tooltip="Tokens per class (official 1)."),
                 io.Combo.Input("init", options=list(adapter.INITS), default="repo_uniform", tooltip=(
                     "repo_uniform: the official W·1 + b with U(−1, 1) entries; zeros.")),
-                io.Boolean.Input("hflip", default=True, tooltip="Flip images at random (official)."),
+                io.Boolean.Input("hflip", default=True, tooltip=(
+                    "Flip each drawn image left-right with p 0.5 (official): its pixels before the VAE when images "
+                    "is connected (as the official code), else its latent.")),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip=(
                     "Every draw: classes, images, flips, noise, initialisation.")),
                 io.Combo.Input("classifier_aug", options=list(caso.CLASSIFIER_AUGS), default="none", optional=True,
@@ -180,6 +187,9 @@ class CASOTrain(io.ComfyNode):
                     "Recompute the text encoder, the U-Net call, the decode and the classifier in the backward pass, "
                     "one block of the U-Net and of the decoder at a time, instead of keeping their activations (less "
                     "memory, about one more forward of time; the same gradients; the help page has the figures).")),
+                io.Image.Input("images", optional=True, tooltip=(
+                    "The images the latent was encoded from: the node encodes their mirror images with the VAE once, "
+                    "and a sample hflip flips takes its mirror's latent (the official flip of the pixels).")),
             ],
             outputs=[CASOEmbedding.Output(display_name="embeddings", tooltip="One per class of the classifier."),
                      LossHistory.Output(display_name="loss_history", tooltip="The class loss at every step.")],
@@ -188,22 +198,24 @@ class CASOTrain(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, classifier, latent, attribute, steps, batch_size, scale, level, lr,
                 weight_decay, gamma, n_tokens, init, hflip, seed, classifier_aug="none", dtype="fp32",
-                grad_checkpointing=False) -> io.NodeOutput:
+                grad_checkpointing=False, images=None) -> io.NodeOutput:
         who = display("CASO Train Embeddings")
         samples = checked_latent(model, latent, who)
         refuse_noise_mask(latent, who)
+        mirrored = adapter.mirror_latents(vae, images, samples, who) if images is not None and hflip else None
         config = caso.TrainConfig(steps=steps, batch_size=batch_size, scale=scale, lr=lr, weight_decay=weight_decay,
                                   gamma=gamma, hflip=hflip, seed=seed, dtype=dtype, checkpointing=grad_checkpointing,
                                   classifier_aug=classifier_aug)
         settings = adapter.CASOSettings(n_tokens=n_tokens, init=init, level=level, config=config)
         live = LiveLoss("CASO training", "class loss")
-        embs, res = adapter.train(model, clip, vae, classifier, samples, settings, who, live)
+        embs, res = adapter.train(model, clip, vae, classifier, samples, settings, who, live, mirrored=mirrored)
         meta = {"attribute": attribute, "class_names": json.dumps(classifier.class_names),
                 "classifier": classifier.description, "family": type(model.model.model_config).__name__,
                 "train": json.dumps({"steps": steps, "batch_size": batch_size, "scale": scale, "level": level,
                                      "t": adapter.training_timestep(level, 50), "lr": lr,
                                      "weight_decay": weight_decay, "gamma": gamma, "n_tokens": n_tokens,
-                                     "init": init, "hflip": hflip, "seed": seed, "images": int(samples.shape[0]),
+                                     "init": init, "hflip": hflip, "flip": "pixels" if mirrored is not None else
+                                     "latent", "seed": seed, "images": int(samples.shape[0]),
                                      "classifier_aug": classifier_aug, "dtype": dtype}),
                 **adapter.fingerprints(clip)}
         for e in embs:
@@ -321,20 +333,28 @@ class CASOGuidance(io.ComfyNode):
             category=SUBCATEGORY,
             description=(
                 "A MODEL patch for any stock sampler: guidance D_u + λ·(D_c − D_u) only while the step's noise level "
-                "is inside the window (fractions of the timesteps, 0.3 = t 300), the negative prompt's prediction "
-                "outside. λ may be negative (reverses the edit), which the samplers' cfg widgets do not allow; their "
+                "is inside the window, the negative prompt's prediction outside. The window's ends are fractions of "
+                "the timesteps on the steps-step DDIM grid, both included (0.3 = t 301 at 50 steps, as CASO Train's "
+                "level; window_start = window_end guides one step); a sampling run with no step in the window is "
+                "refused. λ may be negative (reverses the edit), which the samplers' cfg widgets do not allow; their "
                 "cfg is ignored."),
             inputs=[io.Model.Input("model", tooltip="The model to guide (SD1.x/SDXL)."),
                     io.Float.Input("scale", default=10.0, min=-30.0, max=30.0, step=0.1, tooltip="λ (0 = the negative)."),
                     io.Float.Input("window_start", default=0.3, min=0.0, max=1.0, step=0.01, tooltip=(
                         "Guidance from this fraction of the timesteps (subtle attributes 0.1–0.3, coarse 0.8–0.9).")),
-                    io.Float.Input("window_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="… down to this.")],
+                    io.Float.Input("window_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
+                        "… down to this, included (equal to window_start: that one step).")),
+                    io.Int.Input("steps", default=50, min=1, max=1000, optional=True, tooltip=(
+                        "The DDIM grid the fractions name steps of: fraction f is t 1 + (1000/steps)·round(f·steps) "
+                        "(paper 50). Set the sampler's step count with the ddim_uniform scheduler to guide exactly "
+                        "those steps."))],
             outputs=[io.Model.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, model, scale, window_start, window_end) -> io.NodeOutput:
-        return io.NodeOutput(adapter.guidance_patch(model, scale, window_start, window_end, display("CASO Guidance")))
+    def execute(cls, model, scale, window_start, window_end, steps=50) -> io.NodeOutput:
+        return io.NodeOutput(adapter.guidance_patch(model, scale, window_start, window_end, display("CASO Guidance"),
+                                                    steps))
 
 
 class CASOEdit(io.ComfyNode):
@@ -353,8 +373,10 @@ class CASOEdit(io.ComfyNode):
                     io.Int.Input("steps", default=50, min=2, max=1000, tooltip="ddim_uniform steps (paper 50)."),
                     io.Float.Input("scale", default=10.0, min=-30.0, max=30.0, step=0.1, tooltip="λ."),
                     io.Float.Input("window_start", default=0.3, min=0.0, max=1.0, step=0.01, tooltip=(
-                        "Where the edit starts (fraction of the timesteps).")),
-                    io.Float.Input("window_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Where it ends."),
+                        "Where the edit starts: a fraction of the timesteps on the steps grid (0.3 = t 301 at 50 "
+                        "steps, 16 guided steps down to t 1).")),
+                    io.Float.Input("window_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
+                        "Where it ends, included (equal to window_start: one guided step).")),
                     io.Combo.Input("inversion", options=["ddim", "noise"], default="ddim", tooltip=(
                         "ddim: invert with the empty prompt (keeps the image); noise: forward noise with the seed.")),
                     io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip="For inversion noise.")],

@@ -148,41 +148,75 @@ def trained(w):
     return out.args[0], clf
 
 
-def stock_sample(w, model, positive, negative, latent, cfg=3.0, steps=10):
+def stock_sample(w, model, positive, negative, latent, cfg=3.0, steps=10, on_step=None):
+    """The stock euler over the ddim_uniform grid's t 501, 401, …, 1; ``on_step`` gets each step's denoised."""
     import comfy.sample
     import comfy.samplers
     sig = comfy.samplers.calculate_sigmas(w["model"].get_model_object("model_sampling"), "ddim_uniform", steps)
+    callback = None if on_step is None else lambda i, x0, x, total: on_step(x0.clone())
     with torch.inference_mode():
         return comfy.sample.sample_custom(model, torch.zeros_like(latent), cfg, comfy.samplers.sampler_object("euler"),
-                                          sig[4:], positive, negative, latent, disable_pbar=True, seed=0)
+                                          sig[4:], positive, negative, latent, disable_pbar=True, seed=0,
+                                          callback=callback)
 
 
-def test_the_guidance_patch_at_zero_scale_or_an_empty_window_is_the_negative_prompt_bit_for_bit(w, trained):
-    """λ 0 = the stock sampler at cfg 0 (D_u, cond and uncond batched alike); an empty window = the stock sampler at
-    cfg 1 with the negative prompt as its positive, taking that prediction as it is (D_u evaluated alone: outside
-    the window the conditional prediction is not computed; the stock cfg-1 step itself computes u + (c − u)·1, which
-    is not c to the bit); the full window at λ 3 = the stock cfg 3."""
+def test_the_guidance_patch_at_zero_scale_or_outside_its_window_is_the_negative_prompt_bit_for_bit(w, trained):
+    """λ 0 = the stock sampler at cfg 0 (D_u, cond and uncond batched alike); the steps outside a window = the stock
+    sampler at cfg 1 with the negative prompt as its positive, taking that prediction as it is (D_u evaluated alone:
+    outside the window the conditional prediction is not computed; the stock cfg-1 step itself computes
+    u + (c − u)·1, which is not c to the bit); the full window at λ 3 = the stock cfg 3. A window that no step of the
+    sampler's schedule falls in is refused with the node's name and the fix (it used to run unguided, silently)."""
     C = w["C"]
     embs, _ = trained
     pos, neg = C["InvEditCASOEncode"].execute(w["te"], embs, "blue").args
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
     m0 = C["InvEditCASOGuidance"].execute(w["model"], 0.0, 1.0, 0.0).args[0]
     assert torch.equal(stock_sample(w, m0, pos, neg, x, cfg=7.0), stock_sample(w, w["model"], pos, neg, x, cfg=0.0))
-    empty = C["InvEditCASOGuidance"].execute(w["model"], 10.0, 0.05, 0.05).args[0]  # a window no step falls in
+    last = C["InvEditCASOGuidance"].execute(w["model"], 10.0, 0.0, 0.0, 10).args[0]  # only the last step, t 1
     alone = w["model"].clone()
     alone.set_model_sampler_post_cfg_function(lambda args: args["cond_denoised"])
-    assert torch.equal(stock_sample(w, empty, pos, neg, x, cfg=7.0), stock_sample(w, alone, neg, neg, x, cfg=1.0))
+    seen = {"last": [], "alone": []}
+    stock_sample(w, last, pos, neg, x, cfg=7.0, on_step=seen["last"].append)
+    stock_sample(w, alone, neg, neg, x, cfg=1.0, on_step=seen["alone"].append)
+    assert len(seen["last"]) == 6 and all(torch.equal(a, b) for a, b in zip(seen["last"][:5], seen["alone"][:5]))
+    assert not torch.equal(seen["last"][5], seen["alone"][5])  # the one step in the window is guided
     m3 = C["InvEditCASOGuidance"].execute(w["model"], 3.0, 1.0, 0.0).args[0]  # a full window: the stock cfg 3
     torch.testing.assert_close(stock_sample(w, m3, pos, neg, x, cfg=7.0), stock_sample(w, w["model"], pos, neg, x),
                                rtol=0, atol=1e-5)
+    off_grid = C["InvEditCASOGuidance"].execute(w["model"], 10.0, 0.05, 0.05).args[0]  # t 41: not on a 10-step grid
+    with pytest.raises(ValueError, match=r"CASO Guidance.*no step of the sampler's schedule .*set its steps"):
+        stock_sample(w, off_grid, pos, neg, x, cfg=7.0)
     with pytest.raises(ValueError, match="must not be below window_end"):
         C["InvEditCASOGuidance"].execute(w["model"], 1.0, 0.2, 0.5)
 
 
-def test_a_single_step_window_computes_the_conditional_prediction_once_through_a_wrapper_already_there(w, trained):
-    """The spec's §8.5: a window holding one step of the grid makes one conditional call; a model_function_wrapper
-    already on the model (here a call counter) still sees every call."""
+def test_window_fractions_are_steps_of_the_grid_as_the_training_level(w):
+    """Issue 24, item 2: a fraction names a step of the DDIM grid as the training level does (0.3 → t 301 at 50
+    steps, as training_timestep), so on the 50-step ddim_uniform grid 0.3 … 0 guides 16 steps from t 301,
+    [0.8, 0.9] and [0, 0.1] 6 each, and window_start = window_end one (the old t = round(f·999) gave 15, 5, 5, 0)."""
     import comfy.samplers
+    from harness import host
+    ad, oc = host.pack_module("adapters.caso"), host.pack_module("optim.caso")
+    ms = w["model"].get_model_object("model_sampling")
+    grid = comfy.samplers.calculate_sigmas(ms, "ddim_uniform", 50)[:-1]
+
+    def guided(start, end):
+        s0, s1 = ad.window_sigmas(w["model"], start, end, 50)
+        on = [i for i, s in enumerate(grid) if oc.in_window(float(s), s0, s1)]
+        return len(on), round(float(ms.timestep(grid[on[0]]))) if on else None
+    assert guided(0.3, 0.0) == (16, 301)
+    assert guided(0.9, 0.8) == (6, 901) and guided(0.1, 0.0) == (6, 101)
+    assert guided(0.3, 0.3) == (1, 301) and guided(0.0, 0.0) == (1, 1)
+    assert guided(1.0, 0.0) == (50, 981)
+    assert ad.window_sigmas(w["model"], 0.3, 0.0, 50)[0] == float(ms.sigma(torch.tensor(ad.training_timestep(0.3, 50))))
+    assert ad.check_window(grid.tolist() + [0.0], *ad.window_sigmas(w["model"], 0.3, 0.0, 50), "test") == 16
+
+
+def test_a_single_step_window_computes_the_conditional_prediction_once_through_a_wrapper_already_there(w, trained):
+    """The spec's §8.5: a window holding one step of the grid (window_start = window_end) makes one conditional
+    call, in CASO Guidance with any sampler on that grid and in CASO Edit; a model_function_wrapper already on the
+    model (here a call counter) still sees every call."""
+    from harness.shapes import data
     C = w["C"]
     embs, _ = trained
     pos, neg = C["InvEditCASOEncode"].execute(w["te"], embs, "blue").args
@@ -193,13 +227,46 @@ def test_a_single_step_window_computes_the_conditional_prediction_once_through_a
         return apply_model(args["input"], args["timestep"], **args["c"])
     counted = w["model"].clone()
     counted.set_model_unet_function_wrapper(counter)
-    sig = comfy.samplers.calculate_sigmas(w["model"].get_model_object("model_sampling"), "ddim_uniform", 10)[4:]
-    ms = w["model"].get_model_object("model_sampling")
-    t_one = float(ms.timestep(sig[1]))  # the window [t, t] around the second step of the grid
-    m = C["InvEditCASOGuidance"].execute(counted, 3.0, t_one / 999, t_one / 999).args[0]
+    m = C["InvEditCASOGuidance"].execute(counted, 3.0, 0.4, 0.4, 10).args[0]  # t 401, the second step sampled
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
     stock_sample(w, m, pos, neg, x, cfg=7.0)
-    assert len(calls) == sig.numel() - 1 and sum(0 in c for c in calls) == 1, calls
+    assert len(calls) == 6 and sum(0 in c for c in calls) == 1 and 0 in calls[1], calls
+    calls.clear()
+    with torch.inference_mode():
+        lat = {"samples": w["vae"].encode(data.make_batch(1, 5).images.permute(0, 2, 3, 1))}
+        C["InvEditCASOEdit"].execute(counted, pos, neg, lat, 10, 3.0, 0.4, 0.4, "ddim", 0)
+    guided = [c for c in calls if 0 in c and 1 in c]  # the inversion's calls are the negative prompt's alone
+    assert len(guided) == 1, calls
+
+
+def test_images_are_flipped_before_the_vae_as_the_official_code_and_a_latent_alone_is_mirrored(w, capsys):
+    """Issue 24, item 9: CASO Train given the images beside their latent encodes their mirror images once; a sample
+    drawn flipped takes its mirror's latent E(flip(x)) (the official flip, before the VAE). Given the latent alone it
+    mirrors the latent, flip(E(x)), which on the shapes world's VAE differs from E(flip(x)) by the help page's
+    figure. Images that are not the latent's are refused."""
+    from harness import host
+    from harness.shapes import data
+    ad, oc = host.pack_module("adapters.caso"), host.pack_module("optim.caso")
+    C = w["C"]
+    images = data.make_batch(4, 79).images.permute(0, 2, 3, 1)
+    _, _, clf = training_inputs(w, 1, 79)
+    kw = dict(model=w["model"], clip=w["te"], vae=w["vae"], classifier=clf, attribute="colour", steps=3,
+              batch_size=2, scale=10.0, level=0.4, lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1,
+              init="repo_uniform", hflip=True, seed=0)
+    with torch.inference_mode():
+        lat, mirror = w["vae"].encode(images), w["vae"].encode(images.flip(2))
+        node = C["InvEditCASOTrain"].execute(latent={"samples": lat}, images=images, **kw).args[0]
+        s = ad.CASOSettings(config=oc.TrainConfig(steps=3, batch_size=2, scale=10.0, seed=0))
+        direct, _ = ad.train(w["model"], w["te"], w["vae"], clf, lat, s, "test", mirrored=mirror)
+        latent_flip = C["InvEditCASOTrain"].execute(latent={"samples": lat}, **kw).args[0]
+    assert all(torch.equal(a.tokens["clip_l"], b.tokens["clip_l"]) for a, b in zip(node, direct))
+    assert not all(torch.equal(a.tokens["clip_l"], b.tokens["clip_l"]) for a, b in zip(node, latent_flip))
+    gap = float((lat.flip(-1) - mirror).norm() / mirror.norm())
+    with capsys.disabled():
+        print(f"\nshapes VAE: |flip(E(x)) − E(flip(x))| / |E(flip(x))| = {gap:.3f}")
+    assert 0.3 < gap < 0.6, gap  # 0.42 (the help page)
+    with pytest.raises(ValueError, match="is not this VAE's encoding of images .*; connect the images the latent"):
+        C["InvEditCASOTrain"].execute(latent={"samples": lat}, images=images.flip(1), **kw)
 
 
 def test_the_trained_class_edits_towards_it_and_a_negative_scale_away(w, trained):

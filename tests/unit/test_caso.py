@@ -220,3 +220,62 @@ def test_checkpointing_recomputes_the_same_gradients_and_bf16_and_augmentation_s
         assert res.embeddings.dtype == torch.float32
     with pytest.raises(ValueError, match="dtype must be one of"):
         train(Toy(), caso.TrainConfig(steps=1, dtype="fp8"))
+
+
+def ddim_uniform_timesteps(steps, n=1000):
+    """ComfyUI's ddim_uniform grid for an SD model: t = 1, 1 + n//steps, … below n, sampled from the top."""
+    return list(range(1, n, max(n // steps, 1)))[::-1]
+
+
+def test_window_fractions_are_steps_of_the_grid_and_both_ends_belong_to_it():
+    """Issue 24, item 2: a fraction names step round(f·T) of the T-step grid (0.3 → t 301 at 50, the training
+    level's map), so 0.3 … 0 guides the 16 steps t 301 … 1, [0.8, 0.9] and [0, 0.1] 6 each, window_start =
+    window_end exactly one (the old round(f·999) gave t 300: 15, 5, 5 and 0 steps)."""
+    def guided(start, end, steps=50):
+        t0, t1 = caso.window_timesteps(start, end, steps)
+        return [t for t in ddim_uniform_timesteps(steps) if t1 <= t <= t0]
+    assert caso.grid_timestep(0.3, 50) == 301 and caso.grid_timestep(0.4, 50) == 401
+    on = guided(0.3, 0.0)
+    assert len(on) == 16 and on[0] == 301 and on[-1] == 1
+    assert len(guided(0.9, 0.8)) == 6 and len(guided(0.1, 0.0)) == 6
+    for f in (0.0, 0.1, 0.3, 0.42, 0.98):
+        assert len(guided(f, f)) == 1
+    assert len(guided(1.0, 0.0)) == 50 and caso.grid_timestep(1.0, 50) == 999  # the top: every step
+    assert len(guided(0.3, 0.0, 30)) == 10 and len(guided(0.3, 0.3, 30)) == 1   # any grid: its own steps
+    with pytest.raises(ValueError, match="must not be below window_end"):
+        caso.window_timesteps(0.2, 0.5, 50)
+
+
+def test_a_class_not_drawn_in_a_step_does_not_move():
+    """Issue 24, item 1: every class is its own AdamW parameter with gradients set to None, as the official
+    trainer's separate Linear(1, D) modules: after one step only the drawn class has moved (the old shared tensor
+    decayed every class every step), bit for bit."""
+    toy = Toy()
+    init = torch.randn(3, 1, toy.d, generator=torch.Generator().manual_seed(0), dtype=F64)
+    res = train(toy, caso.TrainConfig(steps=1, scale=3.0, lr=0.05, weight_decay=0.1, seed=0), init)
+    a = res.classes[0]
+    assert not torch.equal(res.embeddings[a], init[a])
+    assert all(torch.equal(res.embeddings[b], init[b]) for b in range(3) if b != a)
+    res = train(toy, caso.TrainConfig(steps=30, scale=3.0, lr=0.05, weight_decay=0.1, seed=0), init)
+    assert set(res.classes) == {0, 1, 2}
+
+
+def test_mirror_latents_stand_in_for_flipped_samples():
+    """Issue 24, item 9: with ``mirrored`` (the latents of the mirror images) a sample drawn flipped takes its
+    mirror's latent; given the flipped latents as the mirrors the run is the latent-flip run bit for bit, given
+    other mirrors it is not, and without flips the mirrors are never used."""
+    toy = Toy()
+    z = toy.latents()
+    cfg = caso.TrainConfig(steps=12, scale=3.0, lr=0.05, seed=3)
+
+    def run(mirrored, config=cfg):
+        return caso.train_embeddings(torch.zeros(3, 1, toy.d, dtype=F64), z, 0.8, toy.encode, toy.denoise,
+                                     toy.decode, toy.classify, config, mirrored=mirrored)
+    plain = run(None)
+    assert torch.equal(run(z.flip(-1)).embeddings, plain.embeddings)
+    other = z.flip(-1) + 0.3
+    assert not torch.equal(run(other).embeddings, plain.embeddings)
+    off = caso.TrainConfig(**{**cfg.__dict__, "hflip": False})
+    assert torch.equal(run(other, off).embeddings, run(None, off).embeddings)
+    with pytest.raises(ValueError, match="one mirror per image"):
+        run(z[:2])
