@@ -187,19 +187,16 @@ class ValueInversionSampler(comfy.samplers.Sampler):
         report = reporter(callback)
 
         # 1. DDIM inversion at guidance 1, cond branch, recording the maps at each source latent
-        x = latent_image * vp_scale(sigmas[-1])
-        pivots = [None] * (steps + 1)
-        pivots[steps] = x
         capture.detach = True
         capture.clear()
+
+        def inversion_eps(x_in, s_up, j):
+            state["step"] = j  # the maps of this step are recorded under j (sd.map_target)
+            return eps(x_in, s_up, A.COND)
+
         with torch.no_grad():
-            for j in range(steps, 0, -1):
-                s, s_up = sigmas[j], sigmas[j - 1]
-                state["step"] = j
-                x_in = x * (vp_scale(s_up) / vp_scale(s))
-                x = x + (s_up - s) * eps(x_in, s_up, A.COND)
-                pivots[j - 1] = x
-                report(Step(steps - j, total, x, None, s, s_up))
+            pivots = sd.ddim_pivots(latent_image * vp_scale(sigmas[-1]), sigmas, inversion_eps,
+                                    lambda j, x: report(Step(steps - j, total, x, None, sigmas[j], sigmas[j - 1])))
         targets = {j: maps for j, maps in capture.maps.items()}
         self.x_T = pivots[0]
 
@@ -245,7 +242,7 @@ class ValueInversionSampler(comfy.samplers.Sampler):
             return e_u + sched.guidance * (e_c - e_u), capture.maps.get(i, [])
 
         def map_loss(maps, i):
-            return A.map_loss(maps, targets[max(i, 1)])
+            return A.map_loss(maps, targets[sd.map_target(i)])
 
         def progress(step):
             report(dataclasses.replace(step, i=steps + step.i, total=total))  # after the inversion's steps
@@ -351,7 +348,8 @@ def value_patch(emb: sd.ValueEmbedding, strength: float = 1.0, tau_v: float = 1.
     T = emb.steps
     if emb.method == "stylediffusion":
         labels = (A.COND,) if apply_to == "cond" else (A.COND, A.UNCOND)
-        gate = rows or (lambda i, row: i < math.ceil(tau_v * T - 1e-9))
+        n = sd.value_steps(T, tau_v)  # the official i < T·τ_v
+        gate = rows or (lambda i, row: i < n)
         return A.value_film(A.baked(emb.scale, emb.shift), step, strength, labels, gate)
     return A.context_rows(A.per_step(emb.null), step)
 
@@ -384,26 +382,23 @@ def prompt_tokens(clip, text: str, who: str) -> A.PromptTokens:
         raise ValueError(f"{who}: {text!r} is longer than one {LENGTH}-token chunk ({len(chunks)} chunks); "
                          f"prompt-to-prompt needs each prompt within {LENGTH - 2} tokens, shorten it")
     words = text.split()
-    spans, pos, seen = [], 1, []
+    spans, pos, seen, ids = [], 1, [], []
     for w in words:
         toks = text_tokens(w)[1]
         spans.append(tuple(range(pos, pos + len(toks))))
         pos += len(toks)
         seen += toks
+        ids += [t if isinstance(t, int) else (w, k) for k, t in enumerate(toks)]  # an embedding's vectors: by word
     if seen != whole or not words:
         raise ValueError(f"{who}: {text!r} does not split into words the tokenizer keeps apart; write the prompt as "
                          f"plain words (no weights, embeddings or punctuation glued to words)")
-    return A.PromptTokens(tuple(words), tuple(spans), pos)
+    return A.PromptTokens(tuple(words), tuple(spans), pos, tuple(ids))
 
 
 def word_tokens(prompt: A.PromptTokens, words: str) -> list[int]:
-    """The token positions of the (space-separated) ``words`` in a prompt; a word it lacks is an error."""
-    out = []
-    for w in words.split():
-        if w not in prompt.words:
-            raise ValueError(f"LocalBlend word {w!r} is not a word of {' '.join(prompt.words)!r}")
-        out += list(prompt.spans[prompt.words.index(w)])
-    return out
+    """The token positions of every occurrence of the (space-separated) ``words`` in a prompt (as the official
+    ``get_word_inds``); a word it lacks is an error."""
+    return A.word_positions(prompt, words.split())
 
 
 @dataclass
@@ -417,16 +412,17 @@ class EditSettings:
     blend_source: str = ""         # LocalBlend words of each prompt ("" on both: off)
     blend_target: str = ""
     blend_threshold: float = 0.3
-    blend_start: float = 0.2       # from step int(blend_start·T)
+    blend_start: float = 0.2       # from step int(blend_start·T), with the maps summed since step 0
     reweight_words: str = ""
     reweight_factor: float = 1.0
     self_min_divisor: Optional[int] = None  # self-attention swapped where the grid is this coarse (None: auto)
 
 
 class P2PSampler(comfy.samplers.Sampler):
-    """DDIM η = 0 (the σ-space Euler step) on rows [source, target] with LocalBlend after each step from
-    ``blend_start``; the attention edits are the model's patches, which read ``state['step']`` set here. Returns the
-    rows; ``self.mask`` is the last blend mask [1, 1, h, w] (None without LocalBlend)."""
+    """DDIM η = 0 (the σ-space Euler step) on rows [source, target] with LocalBlend after each step
+    (``hooks.attention.LocalBlend``: the running sum of the blend layers' maps since step 0, blending from
+    ``blend_start``); the attention edits are the model's patches, which read ``state['step']`` set here. Returns
+    the rows; ``self.mask`` is the last blend mask [1, 1, h, w] (None without LocalBlend)."""
 
     WHO = "P2P edit"
 
@@ -441,17 +437,17 @@ class P2PSampler(comfy.samplers.Sampler):
         steps = sigmas.numel() - 1
         report = reporter(callback)
         capture: A.CaptureMaps = self.state["capture"]
-        start = int(self.s.blend_start * steps)
+        blend = (A.LocalBlend(self.blend_tokens, int(self.s.blend_start * steps), self.s.blend_threshold)
+                 if self.blend_tokens is not None else None)
         for i in range(steps):
             s, s_next = sigmas[i], sigmas[i + 1]
             self.state["step"] = i
-            capture.clear()
+            capture.clear()  # the step's maps only: LocalBlend keeps the running sum
             d = model_wrap(x, s * ones, **extra_args)
             x = d if s_next == 0 else x + (s_next - s) * (x - d) / s
-            if self.blend_tokens is not None and i >= start:
-                self.mask = A.blend_mask(capture.maps.get(i, []), self.blend_tokens, tuple(x.shape[-2:]),
-                                         self.s.blend_threshold)[:1]
-                x = A.local_blend(x, self.mask)
+            if blend is not None:
+                x = blend(i, capture.maps.get(i, []), x)
+                self.mask = blend.mask
             report(Step(i, steps, x, d, s, s_next))
         capture.clear()
         return x
@@ -486,7 +482,7 @@ def edit(model, clip, source: str, target: str, negative, x_T: torch.Tensor, sig
     if emb is not None:
         check_embedding(emb, model, who, negative, s.guidance)
         if emb.method == "stylediffusion":
-            gate = math.ceil(s.tau_v * steps - 1e-9)
+            gate = sd.value_steps(steps, s.tau_v)  # the official i < T·τ_v
             attn2.append(A.value_film(A.baked(emb.scale, emb.shift), step,
                                       active=lambda i, row: row == 0 or i < gate))
         else:

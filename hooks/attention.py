@@ -105,15 +105,20 @@ def _heads(x: Tensor, heads: int) -> Tensor:
     return x.view(b, n, heads, hd // heads).transpose(1, 2)
 
 
+def _wide(x: Tensor) -> Tensor:
+    """fp32, or the tensor's own dtype when it is wider (float64 stays float64: the parity tests)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def attention_probs(q: Tensor, k: Tensor, heads: int) -> Tensor:
-    """softmax(q·kᵀ/√d) in fp32: [B, heads, N, M] from q [B, N, h·d], k [B, M, h·d]."""
-    qh, kh = _heads(q.float(), heads), _heads(k.float(), heads)
+    """softmax(q·kᵀ/√d) in fp32 (float64 for float64 inputs): [B, heads, N, M] from q [B, N, h·d], k [B, M, h·d]."""
+    qh, kh = _heads(_wide(q), heads), _heads(_wide(k), heads)
     return torch.softmax(qh @ kh.transpose(-1, -2) * qh.shape[-1] ** -0.5, dim=-1)
 
 
 def attend(probs: Tensor, v: Tensor, heads: int) -> Tensor:
     """probs [B, heads, N, M] · v [B, M, h·d] -> [B, N, h·d] in v's dtype."""
-    out = probs @ _heads(v.float(), heads)
+    out = probs @ _heads(v.to(probs.dtype), heads)
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d).to(v.dtype)
 
@@ -227,13 +232,27 @@ def map_loss(maps: list, targets: list) -> Tensor:
 
 # -- prompt-to-prompt ---------------------------------------------------------------------------------------------
 
+BOS, EOS = ("<start of text>",), ("<end of text>",)  # the start and end tokens in an aligned sequence
+
+
 @dataclass(frozen=True)
 class PromptTokens:
     """Where a prompt's words sit in its token sequence: ``spans[k]`` = the token positions of word k (BOS at 0),
-    ``eos`` = the position of the end token; ``words`` for messages and alignment."""
+    ``eos`` = the position of the end token; ``words`` for messages; ``ids`` the tokens of the words in order (the
+    tokenizer's ids, for Refine's alignment; empty: each token is known by its word and its place in the word)."""
     words: tuple
     spans: tuple
     eos: int
+    ids: tuple = ()
+
+    def sequence(self) -> list:
+        """The token sequence BOS, the words' tokens, EOS, as the official code aligns it (``tokenizer.encode``):
+        element k is the token at position k."""
+        ids = list(self.ids) if self.ids else [(w, k) for w, span in zip(self.words, self.spans)
+                                                for k in range(len(span))]
+        if len(ids) != self.eos - 1:
+            raise ValueError(f"{len(ids)} token ids for the {self.eos - 1} tokens of {' '.join(self.words)!r}")
+        return [BOS, *ids, EOS]
 
 
 def _word_weights(src_span: Sequence[int], tgt_span: Sequence[int], w: Tensor) -> None:
@@ -258,7 +277,13 @@ def _tail(src: PromptTokens, tgt: PromptTokens, w: Tensor) -> None:
 
 def replace_mapper(src: PromptTokens, tgt: PromptTokens, length: int) -> Tensor:
     """P2P Replace (a word swap): W [length, length] with target maps = source maps · W. The prompts must have the
-    same number of words."""
+    same number of words. Where each swapped word has as many tokens as the source word, W is the official
+    ``seq_aligner.get_replacement_mapper`` (token for token; BOS, the other words, the end token and the padding
+    in place). Deliberately not where the counts differ: here every token of the target word takes the mean of the
+    source word's tokens' maps and everything after it stays aligned (the end token to the end token); the
+    official code gives each target token the sum of the source word's maps divided by the target word's token
+    count, and maps every position after the last swapped word to the same position j -> j, which puts the words
+    after it off by the count difference (tests/unit/parity/test_p2p_parity.py measures the difference)."""
     if len(src.words) != len(tgt.words):
         raise ValueError(f"Replace swaps words one for one: the source has {len(src.words)} words "
                          f"({' '.join(src.words)}), the target {len(tgt.words)} ({' '.join(tgt.words)}); use Refine "
@@ -270,39 +295,55 @@ def replace_mapper(src: PromptTokens, tgt: PromptTokens, length: int) -> Tensor:
     return w
 
 
-def align_words(a: Sequence[str], b: Sequence[str]) -> list[Optional[int]]:
-    """For every word of ``b``, the index of the word of ``a`` it is aligned with (a longest common subsequence of
-    equal words), or None for an inserted word."""
+def align_words(a: Sequence, b: Sequence) -> list[Optional[int]]:
+    """For every element of ``b``, the index of the element of ``a`` aligned with it, or None (inserted in ``b``): the
+    official global alignment (prompt-to-prompt ``seq_aligner.global_align`` / ``get_aligned_sequences``): scores
+    S[i][j] = max(S[i][j−1] + 0, S[i−1][j] + 0, S[i−1][j−1] ± 1) (gap 0, match +1, mismatch −1), and a traceback
+    from the end that, among equal scores, takes an insertion in ``b`` first, then a deletion from ``a``, then the
+    diagonal. Where words repeat or are dropped this decides which copy a word is aligned with ('cat cat on on the'
+    -> 'dog cat on': cat and on from the first copies)."""
     n, m = len(a), len(b)
-    best = [[0] * (m + 1) for _ in range(n + 1)]
-    for i in range(n - 1, -1, -1):
-        for j in range(m - 1, -1, -1):
-            best[i][j] = best[i + 1][j + 1] + 1 if a[i] == b[j] else max(best[i + 1][j], best[i][j + 1])
+    left, up, diag = 1, 2, 3
+    score = [[0] * (m + 1) for _ in range(n + 1)]
+    move = [[left] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        move[i][0] = up
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            options = (score[i][j - 1], score[i - 1][j], score[i - 1][j - 1] + (1 if a[i - 1] == b[j - 1] else -1))
+            best = max(options)
+            score[i][j] = best
+            move[i][j] = left if best == options[0] else up if best == options[1] else diag
     out: list[Optional[int]] = [None] * m
-    i = j = 0
-    while i < n and j < m:
-        if a[i] == b[j]:
+    i, j = n, m
+    while i > 0 or j > 0:
+        step = move[i][j]
+        if step == diag:
+            i, j = i - 1, j - 1
             out[j] = i
-            i, j = i + 1, j + 1
-        elif best[i + 1][j] >= best[i][j + 1]:
-            i += 1
+        elif step == left:
+            j -= 1
         else:
-            j += 1
+            i -= 1
     return out
 
 
 def refine_mapper(src: PromptTokens, tgt: PromptTokens, length: int) -> tuple[Tensor, Tensor]:
-    """P2P Refine (words added to the source): (W, alpha): target maps = alpha·(source maps · W) + (1 − alpha)·own
-    maps, alpha 1 on tokens aligned with the source (and BOS, end, padding), 0 on inserted words."""
+    """P2P Refine (words added to the source), the official ``seq_aligner.get_refinement_mapper``: (W, alpha) with
+    target maps = alpha·(source maps · W) + (1 − alpha)·own maps. The token sequences (BOS, tokens, EOS) are aligned
+    (``align_words``): an aligned target token takes its source token's map (alpha 1), an inserted one keeps its own
+    (alpha 0); the padding after the target's end token maps position j to position j (alpha 1), whatever the
+    source holds there."""
     w = torch.zeros(length, length)
     alpha = torch.zeros(length)
-    _tail(src, tgt, w)
-    alpha[0] = 1.0
-    alpha[tgt.eos:] = 1.0
-    for j, i in enumerate(align_words(src.words, tgt.words)):
+    b = tgt.sequence()
+    for j, i in enumerate(align_words(src.sequence(), b)):
         if i is not None:
-            _word_weights(src.spans[i], tgt.spans[j], w)
-            alpha[list(tgt.spans[j])] = 1.0
+            w[i, j] = 1.0
+            alpha[j] = 1.0
+    for j in range(len(b), length):
+        w[j, j] = 1.0
+        alpha[j] = 1.0
     return w, alpha
 
 
@@ -345,7 +386,9 @@ class P2PEdit(Controller):
     """Prompt-to-prompt on rows [source, target, …] of each chunk: in the cond chunk the targets' cross-attention
     maps become the source's through ``mapper`` (W [L, L], with ``alpha`` [L] for Refine; times ``reweight`` [L]) and
     their self-attention maps the source's; in the uncond chunk (P2Plus, τ_u) the self-attention maps. Row 0 is never
-    changed."""
+    changed. The official combination (``AttentionReweight`` around ``AttentionReplace`` / ``AttentionRefine``, on
+    the schedules of ``P2PSchedule``): target ← (source·W) · c for Replace, (alpha·(source·W) + (1 − alpha)·own) · c
+    for Refine, while the cross-attention is injected; own maps afterwards."""
     schedule: P2PSchedule
     mapper: Tensor
     alpha: Optional[Tensor] = None
@@ -396,21 +439,35 @@ class P2PEdit(Controller):
 
 # -- LocalBlend ---------------------------------------------------------------------------------------------------
 
+def word_positions(prompt: PromptTokens, words: Sequence[str]) -> list[int]:
+    """The token positions of every occurrence of ``words`` in a prompt (the official ``get_word_inds`` of a word
+    given as text); a word the prompt lacks is an error."""
+    out = []
+    for w in words:
+        if w not in prompt.words:
+            raise ValueError(f"LocalBlend word {w!r} is not a word of {' '.join(prompt.words)!r}")
+    for k, w in enumerate(prompt.words):
+        if w in words:
+            out += list(prompt.spans[k])
+    return sorted(out)
+
+
 def blend_mask(maps: list, tokens: Sequence[Sequence[int]], latent_hw: tuple, threshold: float = 0.3) -> Tensor:
-    """P2P's LocalBlend mask [rows, 1, H, W] from the cond cross-attention maps of a step (``maps``: (layer, probs
-    [rows, heads, N, L]) of equal N): per row, the maps of that row's blend ``tokens`` summed over layers, heads and
-    tokens, 3×3 max-pooled, upsampled to the latent, divided by their max and thresholded; the rows' masks are
-    joined (one mask for all rows, as the official union of source and target)."""
+    """P2P's LocalBlend mask [rows, 1, H, W] from cond cross-attention maps (``maps``: (layer, probs [rows, heads,
+    N, L]) of equal N; LocalBlend hands the running sum since step 0): per row, the maps of that row's blend
+    ``tokens`` summed over layers, heads and tokens, 3×3 max-pooled, upsampled to the latent (nearest), divided by
+    their max and thresholded (> ``threshold``); the rows' masks are joined (one mask for all rows, as the official
+    union of source and target)."""
     if not maps:
         raise ValueError("LocalBlend has no attention maps for this step")
-    acc = sum(p.float().sum(1) for _, p in maps)                       # [rows, N, L]
+    acc = sum(_wide(p).sum(1) for _, p in maps)                       # [rows, N, L]
     rows, n, _ = acc.shape
     side = int(round(math.sqrt(n * latent_hw[1] / latent_hw[0])))
     grid = (n // side, side)
     per_row = []
     for r in range(rows):
         idx = list(tokens[r]) if r < len(tokens) else []
-        m = acc[r][:, idx].sum(-1) if idx else torch.zeros(n, device=acc.device)
+        m = acc[r][:, idx].sum(-1) if idx else acc.new_zeros(n)
         per_row.append(m.view(1, 1, *grid))
     m = torch.nn.functional.max_pool2d(torch.cat(per_row), 3, stride=1, padding=1)
     m = torch.nn.functional.interpolate(m, size=latent_hw, mode="nearest")
@@ -425,6 +482,41 @@ def local_blend(x: Tensor, mask: Tensor, source_row: int = 0) -> Tensor:
     src = x[source_row: source_row + 1]
     m = mask.to(x)
     return x * m + src * (1 - m)
+
+
+def add_maps(total: Optional[list], maps: list) -> list:
+    """The official ``AttentionStore.between_steps``: the running sum since step 0, layer by layer (in call order),
+    of each step's maps; heads are summed on the way (LocalBlend sums them anyway), so the sum holds one
+    [rows, 1, N, L] tensor per layer, whatever the number of steps."""
+    step = [(layer, _wide(p).sum(1, keepdim=True)) for layer, p in maps]
+    if total is None:
+        return step
+    if [layer for layer, _ in total] != [layer for layer, _ in step]:
+        raise ValueError("LocalBlend: this step's attention layers differ from the earlier steps'")
+    return [(layer, t + p) for (layer, t), (_, p) in zip(total, step)]
+
+
+class LocalBlend:
+    """P2P's LocalBlend as the official code runs it (``AttentionControlEdit.step_callback`` calls
+    ``LocalBlend(x_t, self.attention_store)`` after every step): the step's cond cross-attention maps of the blend
+    layers are added to the running sum since step 0 (``add_maps``), and from step ``start`` on (the official
+    ``counter > int(start_blend·T)``) the mask of that sum (``blend_mask``) keeps the source outside it
+    (``local_blend``). ``mask`` is the last mask [1, 1, H, W] (None before ``start``)."""
+
+    def __init__(self, tokens: Sequence[Sequence[int]], start: int, threshold: float = 0.3):
+        self.tokens, self.start, self.threshold = [list(t) for t in tokens], int(start), float(threshold)
+        self.total: Optional[list] = None
+        self.mask: Optional[Tensor] = None
+
+    def __call__(self, i: int, maps: list, x: Tensor) -> Tensor:
+        """After step ``i``, with that step's maps (``CaptureMaps.maps[i]``): the blended rows."""
+        if not maps:
+            raise ValueError(f"LocalBlend has no attention maps for step {i}")
+        self.total = add_maps(self.total, maps)
+        if i < self.start:
+            return x
+        self.mask = blend_mask(self.total, self.tokens, tuple(x.shape[-2:]), self.threshold)[:1]
+        return local_blend(x, self.mask)
 
 
 # -- what goes into cross-attention -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ VISION = "clip_vision input"
 def _inner_inputs(inner: int, decay: float, lr: float):
     return [
         io.Int.Input("inner_steps", default=inner, min=1, max=1000, tooltip=(
-            "K: optimiser iterations at the first step; step i runs ceil(K·e^(−decay·i)).")),
+            "K: optimiser iterations at the first step; step i runs ceil(K·e^(−decay·i)) (the official expression).")),
         io.Float.Input("inner_decay", default=decay, min=0.0, max=2.0, step=0.01, tooltip=(
             "decay of the iterations per step (official 0.1: 1015 in all for 30 steps; 0 = K every step).")),
         io.Float.Input("lr", default=lr, min=1e-6, max=1.0, step=0.001, tooltip=(
@@ -237,7 +237,8 @@ class ValueApply(io.ComfyNode):
                     io.Float.Input("strength", default=1.0, min=0.0, max=2.0, step=0.05, tooltip=(
                         "StyleDiffusion: scale 1 + s·(A − 1), shift s·B (0 = the plain model).")),
                     io.Float.Input("tau_v", default=1.0, min=0.0, max=1.0, step=0.05, tooltip=(
-                        "StyleDiffusion: the fraction of steps (from the noisiest) that use the learned values.")),
+                        "StyleDiffusion: the fraction of steps (from the noisiest) that use the learned values: "
+                        "the steps i < T·τ_v, compared in floats as the official code (T 50, τ_v 0.14: 8 steps).")),
                     io.Combo.Input("apply_to", options=["cond", "cond+uncond"], default="cond", tooltip=(
                         "StyleDiffusion: which branch gets the values (the official code: cond).")),
                     io.Combo.Input("step_match", options=list(STEP_MATCH), default="nearest", tooltip=(
@@ -262,9 +263,10 @@ class P2PEdit(io.ComfyNode):
             description=(
                 "Prompt-to-prompt editing (Hertz et al.) with StyleDiffusion's P2Plus: samples the source and the "
                 "target prompt side by side from the same noise; the target row takes the source's cross-attention "
-                "maps (Replace: a word swap; Refine: words added) for the first τ_c of the steps, its "
-                "self-attention for τ_s, and, in the unconditional branch, its self-attention for τ_u (P2Plus); "
-                "LocalBlend keeps the source outside the blend words' attention. From a value embedding "
+                "maps (Replace: a word swap; Refine: words added, aligned as the official code) for the first τ_c "
+                "of the steps, its self-attention for τ_s, and, in the unconditional branch, its self-attention for "
+                "τ_u (P2Plus); LocalBlend keeps the source outside the blend words' attention (summed over the steps "
+                "so far, as the official code). From a value embedding "
                 "(StyleDiffusion or null-text: the target keeps the learned values for τ_v) or from any noise "
                 "latent and SIGMAS (e.g. DDIM Invert: 'DDIM + P2P')."),
             inputs=[
@@ -275,7 +277,8 @@ class P2PEdit(io.ComfyNode):
                 io.String.Input("target_prompt", default="a blue circle", tooltip=(
                     "What it should show (Replace: same number of words).")),
                 io.Combo.Input("edit", options=["replace", "refine"], default="replace", tooltip=(
-                    "replace: swap words one for one; refine: the target adds words to the source.")),
+                    "replace: swap words one for one; refine: the target adds (or drops) words, its tokens aligned "
+                    "with the source's by the official global alignment.")),
                 io.Float.Input("guidance", default=7.5, min=1.0, max=30.0, step=0.1, round=0.01, tooltip=(
                     "CFG scale (with a value embedding: its own).")),
                 io.Float.Input("tau_v", default=0.5, min=0.0, max=1.0, step=0.05, tooltip=(
@@ -289,11 +292,12 @@ class P2PEdit(io.ComfyNode):
                     "P2Plus: self-attention of the unconditional branch injected for the first τ_u (0 = plain "
                     "P2P; 0.5 for larger structural edits).")),
                 io.String.Input("blend_source", default="", tooltip=(
-                    "LocalBlend words of the source (empty on both: off), e.g. 'circle'.")),
+                    "LocalBlend words of the source (empty on both: off), e.g. 'circle'; every occurrence counts.")),
                 io.String.Input("blend_target", default="", tooltip="LocalBlend words of the target."),
                 io.Float.Input("blend_threshold", default=0.3, min=0.0, max=1.0, step=0.05, tooltip="Official 0.3."),
                 io.Float.Input("blend_start", default=0.2, min=0.0, max=1.0, step=0.05, tooltip=(
-                    "LocalBlend from this fraction of the steps (official 0.2).")),
+                    "LocalBlend from this fraction of the steps (official 0.2); its mask comes from the attention "
+                    "summed since the first step.")),
                 io.String.Input("reweight_words", default="", tooltip="Target words whose attention is scaled."),
                 io.Float.Input("reweight_factor", default=1.0, min=0.0, max=20.0, step=0.5, tooltip=(
                     "Their factor while the maps are injected (official examples 2 to 8).")),

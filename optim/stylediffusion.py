@@ -25,6 +25,11 @@ recomputed with the final parameters and starts step i + 1.
   duplicated (the official pairing).
 - Null-text: the parameters are ∅_i, the uncond embedding of step i (keys and values), warm-started from ∅_{i−1}
   (∅_0 = the null prompt's); ε_c has no gradient; λ_att = 0 (10 iterations a step, 50 steps in the paper).
+- Playback under τ_v (StyleDiffusion): the steps i < T·τ_v use (A_i, B_i), compared in floats as the official code
+  (``value_steps``).
+
+Parity: tests/unit/parity/test_stylediffusion_parity.py and test_nulltext_parity.py run float64 transcriptions of the
+official loops (sen-mao/StyleDiffusion, google/prompt-to-prompt's null-text inversion) against these functions.
 
 Pure torch: the model comes in as callables (the ComfyUI adapter is ``adapters.stylediffusion``).
 """
@@ -81,7 +86,10 @@ class Schedule:
     attn_weight: float = 1.0
 
     def iterations(self, i: int) -> int:
-        return max(1, math.ceil(self.inner * math.exp(-self.inner_decay * i) - 1e-9))
+        """K_i = ⌈K·e^{−decay·i}⌉ in float64, the official expression ``np.ceil(num_inner_steps * np.exp(-.1 * x))``
+        (stylediffusion.py, VaeInversion.optimization; x = i); at least 1 (that bound only binds where e^{−decay·i}
+        underflows to 0, decay·i > 745, beyond the nodes' ranges)."""
+        return max(1, math.ceil(self.inner * math.exp(-self.inner_decay * i)))
 
     def lr_at(self, i: int) -> float:
         return self.lr * max(0.0, 1.0 - self.lr_decay * i)
@@ -91,6 +99,24 @@ class Schedule:
 
 
 NULL_TEXT = Schedule(inner=10, inner_decay=0.0, attn_weight=0.0)  # Mokady et al.: 10 iterations a step
+
+
+def map_target(i: int) -> int:
+    """The inversion step whose cross-attention maps are step i's L_att target: the maps recorded at the same latent
+    ẑ_i (the inversion step ẑ_i → ẑ_{i−1}, keyed i), and for i = 0 those of step 1 (the official
+    ``self.ddim_inv_attn[NUM_DDIM_STEPS - i]`` with the last inversion step's maps appended twice)."""
+    return max(int(i), 1)
+
+
+def value_steps(steps: int, tau_v: float) -> int:
+    """How many steps (from the noisiest) play the learned values back under τ_v: the steps i = 0 … T − 1 with
+    i < T·τ_v, compared in Python floats as the official code does (stylediffusion.py, text2image_ldm_stable:
+    ``trainer.i = i if i < NUM_DDIM_STEPS * trainer.v_replace_steps else None``). So T = 50, τ_v = 0.14 gives 8 steps
+    (50 × 0.14 = 7.000000000000001 in floats), not 7. The callers gate step i with i < value_steps(T, τ_v): for an
+    integer i that is the official comparison exactly; a fractional position between two grid steps (playback with
+    ``interpolate``) is on while it lies before the first ungated step."""
+    bound = steps * tau_v
+    return sum(1 for i in range(steps) if i < bound)
 
 
 # -- the value mapper ---------------------------------------------------------------------------------------------
@@ -130,6 +156,24 @@ class ValueMapper(nn.Module):
 
 
 # -- the loop -----------------------------------------------------------------------------------------------------
+
+def ddim_pivots(x_0: Tensor, sigmas: Tensor, eps: Callable[[Tensor, Tensor, int], Tensor],
+                progress: Optional[Callable[[int, Tensor], None]] = None) -> list:
+    """The pivots [code: VaeInversion.ddim_loop / next_step]: DDIM inversion at guidance 1 from the clean latent
+    ``x_0`` (σ-space at sigmas[-1]) along ``sigmas`` [T + 1]: for j = T … 1, ε = eps(x_j·√(1+σ_{j−1}²)/√(1+σ_j²),
+    σ_{j−1}, j) (the model at the next noisier level on the current latent z_j) and x_{j−1} = x_j + (σ_{j−1} − σ_j)·ε.
+    Returns pivots[0 … T] (pivots[T] = x_0, pivots[0] the noise latent); ``progress(j, x_{j−1})`` after each step."""
+    steps = sigmas.numel() - 1
+    pivots = [None] * (steps + 1)
+    x = pivots[steps] = x_0
+    for j in range(steps, 0, -1):
+        s, s_up = sigmas[j], sigmas[j - 1]
+        x = x + (s_up - s) * eps(x * (vp_scale(s_up) / vp_scale(s)), s_up, j)
+        pivots[j - 1] = x
+        if progress is not None:
+            progress(j, x)
+    return pivots
+
 
 # begin(i, x) -> parameters of step i (the caller warm-starts them and caches the no-grad branch at x)
 BeginFn = Callable[[int, Tensor], list]

@@ -375,3 +375,72 @@ def test_gradient_checkpointing_gives_the_same_embedding_and_keeps_fewer_activat
     assert torch.allclose(a[2]["samples"], b[2]["samples"], rtol=1e-5, atol=1e-5)
     assert not any("forward" in m.__dict__ for m in unet.modules())
     assert counters[True].peak < 0.7 * counters[False].peak, (counters[True].peak, counters[False].peak)
+
+
+def test_tau_v_gates_the_steps_as_the_official_float_comparison(w):
+    """Issue 24, item 13: Value Embedding Apply and P2P Edit use the learned values for the steps i < T·τ_v compared
+    in floats (the official ``i < NUM_DDIM_STEPS * trainer.v_replace_steps``): T 25, τ_v 0.28 (25 × 0.28 =
+    7.000000000000001) is 8 steps, as τ_v 0.2801, not 7 as τ_v 0.2799 (the pack's ⌈τ_v·T − 1e-9⌉ gave 7). A
+    synthetic embedding on the shapes world's model: no inversion needed."""
+    from harness import host
+    sd = host.pack_module("optim.stylediffusion")
+    steps = 25
+    grid = w["C"]["InvEditValueSigmas"].execute(w["model"], steps, 1.0).args[0].double()
+    g = torch.Generator().manual_seed(3)
+    ctx = w["enc"]["a red circle"][0][0]
+    scale = 1 + 0.5 * torch.randn(steps, *ctx.shape[1:], generator=g)
+    emb = sd.ValueEmbedding("stylediffusion", grid, torch.randn(1, 4, 8, 8, generator=g) * float(grid[0]),
+                            scale=scale, shift=0.5 * torch.randn(steps, *ctx.shape[1:], generator=g),
+                            meta={"guidance": "3.0"})
+    apply = w["C"]["InvEditValueApply"].execute
+    played = {tau: euler_from(w, apply(w["model"], emb, 1.0, tau, "cond").args[0], emb, 3.0)
+              for tau in (0.28, 0.2801, 0.2799)}
+    edited = {tau: edit(w, emb, tau_v=tau)[0]["samples"] for tau in (0.28, 0.2801, 0.2799)}
+    for out in (played, edited):
+        assert torch.equal(out[0.28], out[0.2801]) and not torch.equal(out[0.28], out[0.2799])
+
+
+def test_local_blend_masks_the_running_sum_of_the_maps_since_step_0(w, sd_run, monkeypatch):
+    """Issue 24, item 10: P2P Edit's LocalBlend gets, after step i, the sum of the blend layers' cond maps of steps
+    0..i (the official AttentionStore.between_steps feeding LocalBlend), not step i's maps alone."""
+    from harness import host
+    A = host.pack_module("hooks.attention")
+    recorded, handed = {}, []
+    capture_edit, blend_mask = A.CaptureMaps.edit, A.blend_mask
+
+    def capture(self, probs, call):
+        out = capture_edit(self, probs, call)
+        recorded.setdefault(call.step, []).append(self.maps[call.step][-1][1].double().sum(1, keepdim=True))
+        return out
+
+    def spy(maps, tokens, latent_hw, threshold=0.3):
+        handed.append([p.double().sum(1, keepdim=True) for _, p in maps])
+        return blend_mask(maps, tokens, latent_hw, threshold)
+    monkeypatch.setattr(A.CaptureMaps, "edit", capture)
+    monkeypatch.setattr(A, "blend_mask", spy)
+    _, _, mask = edit(w, sd_run[0].args[0], blend_source="circle", blend_target="circle")
+    start = int(0.2 * T)
+    assert len(handed) == T - start and sorted(recorded) == list(range(T))
+    for k, maps in enumerate(handed):
+        i = start + k
+        want = [sum(recorded[s][layer] for s in range(i + 1)) for layer in range(len(recorded[i]))]
+        assert len(maps) == len(want) > 0
+        for got, total in zip(maps, want):
+            torch.testing.assert_close(got, total, rtol=1e-6, atol=1e-6)
+    assert mask.shape == (1, 64, 64)
+
+
+def test_refine_aligns_the_clip_tokens_as_the_official_code(w):
+    """Issue 24, items 11 and 12 through the CLIP's tokenizer: the prompts' token ids reach the alignment; 'cat cat on
+    on the' -> 'dog cat on' takes cat and on from the first copies, and the padding maps to itself."""
+    from harness import host
+    ad = host.pack_module("adapters.stylediffusion")
+    A = host.pack_module("hooks.attention")
+    src = ad.prompt_tokens(w["te"], "cat cat on on the", "test")
+    tgt = ad.prompt_tokens(w["te"], "dog cat on", "test")
+    assert len(src.ids) == src.eos - 1 and src.ids[0] == src.ids[1] != tgt.ids[0]
+    wm, alpha = A.refine_mapper(src, tgt, ad.LENGTH)
+    firsts = [src.spans[0][0], src.spans[2][0]]
+    assert [int(wm[:, j].argmax()) if alpha[j] else None for j in (1, 2, 3)] == [None, *firsts]
+    assert all(wm[j, j] == 1 and alpha[j] == 1 for j in range(tgt.eos + 1, ad.LENGTH))
+    assert wm[src.eos, tgt.eos] == 1

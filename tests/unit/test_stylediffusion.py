@@ -180,3 +180,29 @@ def test_a_nan_loss_stops_the_loop_with_a_clear_error_and_mismatched_pivots_are_
         sd.optimise_steps(pivots[0], pivots, grid, begin, predict, sd.Schedule())
     with pytest.raises(ValueError, match="pivots"):
         sd.optimise_steps(pivots[0], pivots[:-1], grid, begin, predict, sd.Schedule())
+
+
+def test_tau_v_gates_the_steps_i_below_t_times_tau_v_in_floats():
+    """Issue 24, item 13: the steps that use the learned values are i < T·τ_v compared in floats, as the official
+    ``trainer.i = i if i < NUM_DDIM_STEPS * trainer.v_replace_steps else None``; the pack's ⌈τ_v·T − 1e-9⌉ gave one
+    step fewer where T·τ_v lands just above an integer (tests/unit/parity/test_stylediffusion_parity.py checks all
+    10 100 pairs of T ≤ 100, τ_v = k/100)."""
+    assert 50 * 0.14 == 7.000000000000001 and sd.value_steps(50, 0.14) == 8
+    assert 25 * 0.28 > 7 and sd.value_steps(25, 0.28) == 8
+    assert sd.value_steps(30, 0.5) == 15 and sd.value_steps(30, 0.51) == 16  # 15.3: steps 0 … 15
+    assert sd.value_steps(30, 0.0) == 0 and sd.value_steps(30, 1.0) == 30 and sd.value_steps(1, 0.01) == 1
+
+
+def test_the_map_targets_and_the_pivots_follow_the_official_pairing():
+    """â_i = the maps recorded at the same latent (inversion step i), â_0 = â_1; ddim_pivots is the DDIM inversion
+    at guidance 1 with the model at the next noisier level on the current latent."""
+    assert [sd.map_target(i) for i in range(4)] == [1, 1, 2, 3]
+    model, grid, x0, pivots = setup()
+    seen = []
+
+    def eps(x_in, s_up, j):
+        seen.append(j)
+        return model.eps(x_in, s_up, model.text)
+    got = sd.ddim_pivots(x0, grid, eps)
+    assert seen == list(range(len(grid) - 1, 0, -1)) and got[-1] is x0
+    assert all(torch.allclose(a, b, rtol=1e-14, atol=1e-14) for a, b in zip(got, pivots))
