@@ -370,14 +370,16 @@ def sdedit_best_of(n):
 
 def caso_train(w, gamma: float):
     """The 4 colour classes from the colour classifier on CASO["train_images"] shapes images of every colour and shape
-    (their labels are never read)."""
-    lat = w.encode(data.make_batch(CASO["train_images"], SEED + 2).images)
+    (their labels are never read); the images go in too, so that a flip mirrors the pixels before the VAE (the
+    official augmentation)."""
+    images = data.make_batch(CASO["train_images"], SEED + 2).images
+    lat = w.encode(images)
     with w.torch.inference_mode():
         clf = w.C("InvEditClassifierLoad").execute(CLASSIFIERS[0], "small_cnn", 0, "none").args[0]
         return w.C("InvEditCASOTrain").execute(
             model=w.model, clip=w.te, vae=w.vae, classifier=clf, latent=lat, attribute="colour", steps=CASO["steps"],
             batch_size=CASO["batch"], scale=CASO["train_scale"], level=0.4, lr=0.02, weight_decay=0.005, gamma=gamma,
-            n_tokens=1, init="repo_uniform", hflip=True, seed=0).args[0]
+            n_tokens=1, init="repo_uniform", hflip=True, seed=0, images=images.permute(0, 2, 3, 1)).args[0]
 
 
 def caso_edit(embeddings, prompt: str | None = None, scale: float | None = None, cls: str = "blue",
@@ -515,7 +517,8 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
     w.C("InvEditCASOSave").execute(caso_alone, CASO_PREFIX)  # for the stock CLIPTextEncode's embedding:<name>
     caso_prompt = f"a embedding:{CASO_PREFIX}_blue {{shape}}"
     notes.append(f"CASO rows: the 4 colour classes trained once from the colour classifier on {CASO['train_images']} "
-                 f"unlabeled images of every colour and shape, {CASO['steps']} steps × batch {CASO['batch']} "
+                 f"unlabeled images of every colour and shape (flips of the pixels before the VAE, one optimiser state "
+                 f"per class), {CASO['steps']} steps × batch {CASO['batch']} "
                  f"(λ {CASO['train_scale']:g} at t 401; {caso_time:.1f} s per training, one with γ 0 and one with γ "
                  f"{CASO['gamma']:g}), then per image DDIM inversion with the empty prompt to {CASO['window']} of the "
                  f"timesteps and λ {CASO['scale']:g} below it ({CASO['edit_steps']}-step grid); 'in a prompt' is the "

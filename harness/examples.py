@@ -436,8 +436,12 @@ def caso_edit(g):
                                                               batch_size=16).out(0), denoise=1.0)
     clf = g.node("InvEditClassifierLoad", classifier="shapes_colour.safetensors", architecture="small_cnn",
                  num_classes=0, normalisation="none")
+    # the images and their VAE encoding both go in, so that a flip mirrors the pixels before the VAE (the official
+    # augmentation; a latent alone is mirrored in latent space)
+    pixels = g.node("VAEDecode", samples=circles.out(0), vae=ck.out(2))
+    lat = g.node("VAEEncode", pixels=pixels.out(0), vae=ck.out(2))
     train = g.node("InvEditCASOTrain", model=ck.out(0), clip=ck.out(1), vae=ck.out(2), classifier=clf.out(0),
-                   latent=circles.out(0), attribute="colour", steps=60, batch_size=2, scale=10.0, level=0.4,
+                   latent=lat.out(0), images=pixels.out(0), attribute="colour", steps=60, batch_size=2, scale=10.0, level=0.4,
                    lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1, init="repo_uniform", hflip=True, seed=0)
     _loss_chart(g, train)
     g.node("InvEditCASOSave", embeddings=train.out(0), filename_prefix=CASO_PREFIX)
