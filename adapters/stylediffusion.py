@@ -480,13 +480,17 @@ def edit(model, clip, source: str, target: str, negative, x_T: torch.Tensor, sig
                     reweight)
     attn2 = []
     if emb is not None:
-        check_embedding(emb, model, who, negative, s.guidance)
+        check_embedding(emb, model, who, negative, s.guidance, sigmas)
+        # SIGMAS may be the end of the embedding's grid (a partial run): step i of this run is step i + offset of
+        # the grid, whose values A_i, B_i / ∅_i it plays and whose index τ_v gates (over the grid's T)
+        offset = emb.steps - steps
+        grid_step = lambda eo: None if state["step"] is None else state["step"] + offset  # noqa: E731
         if emb.method == "stylediffusion":
-            gate = sd.value_steps(steps, s.tau_v)  # the official i < T·τ_v
-            attn2.append(A.value_film(A.baked(emb.scale, emb.shift), step,
+            gate = sd.value_steps(emb.steps, s.tau_v)  # the official i < T·τ_v
+            attn2.append(A.value_film(A.baked(emb.scale, emb.shift), grid_step,
                                       active=lambda i, row: row == 0 or i < gate))
         else:
-            attn2.append(A.context_rows(A.per_step(emb.null), step))
+            attn2.append(A.context_rows(A.per_step(emb.null), grid_step))
     cross = [ctl] + ([capture] if blend is not None else [])
     m = install(model, step, cross=cross, self_=[ctl], attn2=attn2)
     pair = pair_conditioning(clip, source, target)

@@ -328,6 +328,10 @@ class P2PEdit(io.ComfyNode):
             if samples.shape[0] != 1:
                 raise ValueError(f"{who}: one noise latent at a time (got a batch of {samples.shape[0]})")
             x_T = model.model.process_latent_in(samples.float())
+        elif sigmas.numel() < value_embed.sigmas.numel():
+            raise ValueError(f"{who}: the SIGMAS are the last {sigmas.numel() - 1} of the embedding's "
+                             f"{value_embed.steps} steps, and its noise latent is at the first; connect the latent at "
+                             f"σ {float(sigmas[0]):.4g} (where the partial run starts), or use the embedding's whole grid")
         else:
             x_T = value_embed.x_T
         if sigmas.numel() < 2:

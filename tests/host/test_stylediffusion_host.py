@@ -444,3 +444,39 @@ def test_refine_aligns_the_clip_tokens_as_the_official_code(w):
     assert [int(wm[:, j].argmax()) if alpha[j] else None for j in (1, 2, 3)] == [None, *firsts]
     assert all(wm[j, j] == 1 and alpha[j] == 1 for j in range(tgt.eos + 1, ad.LENGTH))
     assert wm[src.eos, tgt.eos] == 1
+
+
+def test_a_partial_run_plays_the_grid_steps_it_is_at(w):
+    """P2P Edit on the end of an embedding's grid (SIGMAS = its last steps, the latent at their first level) plays
+    the values of the grid's steps (A_i, B_i of step i + offset), as Value Embedding Apply does on a stock sampler by
+    matching σ; before, step i of the partial run took the grid's step i. Without the latent a partial run is refused
+    (the embedding's noise is at the grid's first level). A synthetic embedding with values that differ per step."""
+    import comfy.sample
+    import comfy.samplers
+    from harness import host
+    sd = host.pack_module("optim.stylediffusion")
+    steps, k = 6, 3
+    grid = w["C"]["InvEditValueSigmas"].execute(w["model"], steps, 1.0).args[0].double()
+    g = torch.Generator().manual_seed(5)
+    ctx = w["enc"]["a red circle"][0][0]
+    emb = sd.ValueEmbedding("stylediffusion", grid, torch.randn(1, 4, 8, 8, generator=g) * float(grid[0]),
+                            scale=1 + 0.8 * torch.randn(steps, *ctx.shape[1:], generator=g),
+                            shift=0.8 * torch.randn(steps, *ctx.shape[1:], generator=g), meta={"guidance": "3.0"})
+    played = w["C"]["InvEditValueApply"].execute(w["model"], emb, 1.0, 1.0, "cond").args[0]
+
+    def stock(sigmas, start):
+        with torch.inference_mode():
+            return comfy.sample.sample_custom(played, torch.zeros_like(start), 3.0,
+                                              comfy.samplers.sampler_object("euler"), sigmas.float(),
+                                              w["enc"]["a red circle"], w["enc"][""], start, disable_pbar=True, seed=0)
+    mid = stock(grid[:k + 1], host_noise(w, emb))
+    want = stock(grid[k:], mid)
+    full = edit(w, emb, target="a red circle", tau_v=1.0)[1]["samples"]
+    part = edit(w, emb, target="a red circle", tau_v=1.0, latent={"samples": mid}, sigmas=grid[k:].float())[1]["samples"]
+    # the P2P sampler's DDIM step and the stock euler step agree to float rounding on the whole grid...
+    scale = float(want.abs().max())
+    assert float((full - stock(grid, host_noise(w, emb))).abs().max()) < 1e-4 * scale
+    # ...and on its end, where the grid's step i + 3 (not step i) is played
+    assert float((part - want).abs().max()) < 1e-4 * scale, float((part - want).abs().max()) / scale
+    with pytest.raises(ValueError, match="connect the latent"):
+        edit(w, emb, target="a red circle", sigmas=grid[k:].float())
