@@ -57,19 +57,11 @@ import torch.nn.functional as F
 
 from invedit.samplers import ddim
 
+from parity_toys import AB, EpsToyUNet, comfy_denoiser, rand
+
 F64 = torch.float64
 TOL = 1e-12  # relative, float64
 CAUGHT = 1000 * TOL
-
-
-def scaled_linear_alphas_cumprod() -> torch.Tensor:
-    """β = linspace(sqrt(0.00085), sqrt(0.012), 1000)², ᾱ = cumprod(1 − β) (SD's scheduler config), in float64."""
-    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
-    return torch.from_numpy(np.cumprod(1.0 - betas, axis=0))
-
-
-AB = scaled_linear_alphas_cumprod()
-SIGMA_TABLE = ((1 - AB) / AB) ** 0.5
 
 
 @dataclass(frozen=True)
@@ -211,27 +203,7 @@ def edict_baseline(eps_fn, z, steps, strength, reverse, mut=NONE):
 
 # --- the toy U-Net and ComfyUI's view of it ------------------------------------------------------------------------
 
-class ToyUNet:
-    """unet(z, t, c) = sqrt(1 − ᾱ_t)·z + 0.3·conv3×3(tanh(conv3×3(z) + W_t·[sin, cos](t·f) + e_c)): the ideal ε of
-    unit-Gaussian data plus a seeded non-linear timestep- and prompt-dependent part; float64. c = 0 null, 1 prompt."""
-
-    def __init__(self, seed=0, ch=4, hidden=16, n_cond=2):
-        g = torch.Generator().manual_seed(seed)
-
-        def r(*shape, scale=1.0):
-            return torch.randn(*shape, generator=g, dtype=F64) * scale
-        self.w1, self.w2 = r(hidden, ch, 3, 3, scale=0.25), r(ch, hidden, 3, 3, scale=0.25)
-        self.wt, self.e = r(hidden, 8, scale=0.5), r(n_cond, hidden, scale=0.5)
-        self.freqs = torch.exp(-math.log(1000.0) * torch.arange(4, dtype=F64) / 4)
-
-    def __call__(self, z, t, c):
-        tf = float(t) * self.freqs
-        emb = self.wt @ torch.cat([tf.sin(), tf.cos()]) + self.e[c]
-        h = F.conv2d(z, self.w1, padding=1) + emb[None, :, None, None]
-        return (1 - AB[int(t)]) ** 0.5 * z + 0.3 * F.conv2d(torch.tanh(h), self.w2, padding=1)
-
-
-UNET = ToyUNet(1)
+UNET = EpsToyUNet(1)  # parity_toys' toy ε-model: c = 0 null, 1 prompt
 
 
 def cfg_eps(guidance):
@@ -240,24 +212,6 @@ def cfg_eps(guidance):
         e_u, e_c = UNET(z, t, 0), UNET(z, t, 1)
         return e_u + guidance * (e_c - e_u)
     return eps
-
-
-def comfy_denoiser(guidance):
-    """ComfyUI's EPS model under CFG: D = D_u + (D_c − D_u)·g, D_k = x − σ·ε_k(x/sqrt(σ²+1), t(σ))."""
-    log_sigmas = SIGMA_TABLE.log()
-
-    def D(x, sigma):
-        sigma = torch.as_tensor(sigma, dtype=F64)
-        t = int((sigma.log() - log_sigmas).abs().argmin())
-        assert abs(float(SIGMA_TABLE[t] - sigma)) <= 1e-12 * float(sigma), "σ off the model's table"
-        z = x / (sigma ** 2 + 1) ** 0.5
-        d_u, d_c = x - UNET(z, t, 0) * sigma, x - UNET(z, t, 1) * sigma
-        return d_u + (d_c - d_u) * guidance
-    return D
-
-
-def rand(seed, shape=(1, 4, 8, 8)):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
 def rel_traj(ours: list, ref: list) -> float:
@@ -317,7 +271,7 @@ def test_sampling_matches_diffusers_ddim_scheduler(steps, strength, one, g):
     z = rand(1)
     ref = diffusers_sample(cfg_eps(g), z, steps, strength, one)
     assert float((ref[-1] - z).abs().max()) > 0.3  # the chain really moved
-    assert rel_traj(pack_sample_traj(comfy_denoiser(g), z, levels), ref) <= TOL
+    assert rel_traj(pack_sample_traj(comfy_denoiser(UNET, g), z, levels), ref) <= TOL
 
 
 @pytest.mark.parametrize("steps,strength,one,g", DDIM_CASES)
@@ -326,7 +280,7 @@ def test_inversion_matches_diffusers_ddim_inverse_scheduler(steps, strength, one
     z0 = 0.8 * rand(2)
     ref = diffusers_invert(cfg_eps(g), z0, steps, strength, one)
     assert float((ref[-1] - z0).abs().max()) > 0.3
-    assert rel_traj(pack_invert_traj(comfy_denoiser(g), z0, levels), ref) <= TOL
+    assert rel_traj(pack_invert_traj(comfy_denoiser(UNET, g), z0, levels), ref) <= TOL
 
 
 EDICT_BASELINE_CASES = [(50, 1.0, 3.0), (50, 0.8, 3.0), (20, 0.75, 7.0)]
@@ -341,10 +295,10 @@ def test_inversion_and_sampling_match_the_edict_repositorys_ddim_baseline(steps,
     z0 = 0.8 * rand(3)
     ref_inv = edict_baseline(cfg_eps(g), z0, steps, strength, reverse=True)
     assert float((ref_inv[1] - z0).abs().max()) <= 1e-15  # the identity step
-    ours_inv = pack_invert_traj(comfy_denoiser(g), z0, levels)
+    ours_inv = pack_invert_traj(comfy_denoiser(UNET, g), z0, levels)
     assert rel_traj(ours_inv, [ref_inv[0]] + ref_inv[2:]) <= TOL
     ref_gen = edict_baseline(cfg_eps(g), ref_inv[-1], steps, strength, reverse=False)
-    ours_gen = pack_sample_traj(comfy_denoiser(g), ref_inv[-1], levels[::-1])
+    ours_gen = pack_sample_traj(comfy_denoiser(UNET, g), ref_inv[-1], levels[::-1])
     assert rel_traj(ours_gen, ref_gen[:-1]) <= TOL
     assert float((ref_gen[-1] - ref_gen[-2]).abs().max()) <= 1e-14 * float(ref_gen[-2].abs().max())
 
@@ -355,13 +309,13 @@ def test_planted_mutations_are_caught(name):
     inversion far beyond TOL from the pack."""
     mut, g = MUTATIONS[name], 7.5
     z, z0 = rand(1), 0.8 * rand(2)
-    d_sample = rel_traj(pack_sample_traj(comfy_denoiser(g), z, ddim_levels(50, 1.0, False, ascending=False)),
+    d_sample = rel_traj(pack_sample_traj(comfy_denoiser(UNET, g), z, ddim_levels(50, 1.0, False, ascending=False)),
                         diffusers_sample(cfg_eps(g), z, 50, 1.0, False, mut))
-    d_invert = rel_traj(pack_invert_traj(comfy_denoiser(g), z0, ddim_levels(50, 1.0, False, ascending=True)),
+    d_invert = rel_traj(pack_invert_traj(comfy_denoiser(UNET, g), z0, ddim_levels(50, 1.0, False, ascending=True)),
                         diffusers_invert(cfg_eps(g), z0, 50, 1.0, False, mut))
     levels = [AB[t] for t in range(0, 1000, 20)]
     ref_b = edict_baseline(cfg_eps(g), z0, 50, 1.0, True, mut)
-    d_baseline = rel_traj(pack_invert_traj(comfy_denoiser(g), z0, levels), [ref_b[0]] + ref_b[2:])
+    d_baseline = rel_traj(pack_invert_traj(comfy_denoiser(UNET, g), z0, levels), [ref_b[0]] + ref_b[2:])
     assert max(d_sample, d_invert, d_baseline) > CAUGHT, (name, d_sample, d_invert, d_baseline)
 
 

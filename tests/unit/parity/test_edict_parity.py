@@ -54,31 +54,22 @@ tests/unit/test_edict_flow.py. Here only its building block is checked: one sub-
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from invedit.samplers import edict
+
+from parity_toys import AB, SIGMA_TABLE, EpsToyUNet, comfy_denoiser, rand
 
 F64 = torch.float64
 TOL = 1e-12  # relative, float64 (measured worst 6.5e-15)
 CAUGHT = 1000 * TOL
 
 
-# --- the official schedule (my_diffusers DDIMScheduler, numpy float64 as in the authors' fork) -------------------
-
-def official_alphas_cumprod() -> torch.Tensor:
-    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
-    return torch.from_numpy(np.cumprod(1.0 - betas, axis=0))
-
-
-AB = official_alphas_cumprod()
-SIGMA_TABLE = ((1 - AB) / AB) ** 0.5  # ComfyUI ModelSamplingDiscrete._register_schedule, kept in float64
-
+# --- the official schedule (my_diffusers DDIMScheduler; ᾱ: parity_toys.AB, numpy float64 as in the authors' fork) ---
 
 class OfficialDDIM:
     """The parts of my_diffusers' DDIMScheduler(set_alpha_to_one=False) that edict_functions.py reads."""
@@ -216,46 +207,7 @@ def official_coupled(unet, guidance, cond, latent_pair, steps, strength, mix_wei
 
 # --- the toy U-Net and ComfyUI's view of it ----------------------------------------------------------------------
 
-class ToyUNet:
-    """unet(z, t, c) = sqrt(1 − ᾱ_t)·z + 0.3·conv3×3(tanh(conv3×3(z) + W_t·[sin, cos](t·f) + e_c)): the ideal ε of
-    unit-Gaussian data plus a seeded non-linear, timestep- and prompt-dependent part (keeps latents at the scale of a
-    real model's, |z| ~ 1–4); float64. c = 0 is the null prompt, 1 the base prompt, 2 an edit prompt."""
-
-    def __init__(self, seed=0, ch=4, hidden=16, n_cond=3):
-        g = torch.Generator().manual_seed(seed)
-
-        def r(*shape, scale=1.0):
-            return torch.randn(*shape, generator=g, dtype=F64) * scale
-        self.w1, self.w2 = r(hidden, ch, 3, 3, scale=0.25), r(ch, hidden, 3, 3, scale=0.25)
-        self.wt, self.e = r(hidden, 8, scale=0.5), r(n_cond, hidden, scale=0.5)
-        self.freqs = torch.exp(-math.log(1000.0) * torch.arange(4, dtype=F64) / 4)
-
-    def __call__(self, z, t, c):
-        tf = float(t) * self.freqs
-        emb = self.wt @ torch.cat([tf.sin(), tf.cos()]) + self.e[c]
-        h = F.conv2d(z, self.w1, padding=1) + emb[None, :, None, None]
-        return (1 - AB[int(t)]) ** 0.5 * z + 0.3 * F.conv2d(torch.tanh(h), self.w2, padding=1)
-
-
-UNET = ToyUNet(0)
-
-
-def comfy_denoiser(unet, guidance, cond, sigma_table=SIGMA_TABLE):
-    """A ComfyUI ε-model under CFG as the pack's samplers see it: D(x, σ) = D_u + (D_c − D_u)·g, D_k = x − σ·ε_k."""
-    log_sigmas = sigma_table.log()
-
-    def D(x, sigma):
-        sigma = torch.as_tensor(sigma, dtype=F64)
-        t = int((sigma.log() - log_sigmas).abs().argmin())
-        assert abs(float(sigma_table[t] - sigma)) <= 1e-12 * float(sigma), "σ off the model's table"
-        z = x / (sigma ** 2 + 1) ** 0.5
-        d_u, d_c = x - unet(z, t, 0) * sigma, x - unet(z, t, cond) * sigma
-        return d_u + (d_c - d_u) * guidance
-    return D
-
-
-def rand(seed, shape=(1, 4, 8, 8)):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+UNET = EpsToyUNet(0, n_cond=3)  # parity_toys' toy ε-model: c = 0 the null prompt, 1 the base prompt, 2 an edit prompt
 
 
 def rel(pack_pair, ref_pair) -> float:

@@ -36,8 +36,6 @@ Deliberate differences: none in the loop. The learning rate is lr·(1 − lr_dec
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -47,6 +45,7 @@ from invedit.hooks import attention as A
 from invedit.optim import stylediffusion as sd
 from invedit.samplers.coords import vp_scale
 
+from parity_toys import AttnToyUNet, rel
 from tinynets import sd15_alphas_cumprod, sd15_sigmas
 
 F64 = torch.float64
@@ -56,52 +55,13 @@ L, D = 6, 8
 AB = sd15_alphas_cumprod()
 
 
-def rel(a, b) -> float:
-    a, b = torch.as_tensor(a, dtype=F64), torch.as_tensor(b, dtype=F64)
-    return float((a - b).abs().max() / b.abs().max())
-
-
-class ToyUNet:
-    """ε(z, t; context, value): conv → tanh (+ timestep) → cross-attention at full resolution → two at half resolution
-    → conv. ``value`` (default: context) feeds the value projections (the keys-only mutation); ``patch`` is an attn2
-    patch called as ComfyUI calls it, (n, context, value, extra_options) -> (n, context, value)."""
-
-    def __init__(self, seed=0, c=4, f=8, heads=2):
-        g = torch.Generator().manual_seed(seed)
-        r = lambda *s, k=1.0: torch.randn(*s, generator=g, dtype=F64) * k  # noqa: E731
-        self.heads = heads
-        # scales: losses of 1e-5 … 1e-3, so that the official early stop 1e-5 + 2e-5·i acts
-        self.w_in, self.t_emb, self.w_out = r(f, c, 3, 3, k=0.05), r(f, k=0.03), r(c, f, 3, 3, k=0.009)
-        self.layers = [dict(q=r(f, f, k=0.6), k=r(D, f, k=0.6), v=r(D, f, k=0.5), o=r(f, f, k=0.05))
-                       for _ in range(3)]
-
-    def attend(self, h, layer, context, value, patch, extra):
-        b, f, hh, ww = h.shape
-        n = h.flatten(2).transpose(1, 2)
-        if patch is not None:
-            _, context, value = patch(n, context, value, extra)
-        q, k, v = n @ layer["q"], context @ layer["k"], value @ layer["v"]
-        split = lambda x: x.view(b, x.shape[1], self.heads, f // self.heads).transpose(1, 2)  # noqa: E731
-        p = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(f // self.heads), dim=-1)
-        o = (p @ split(v)).transpose(1, 2).reshape(b, -1, f) @ layer["o"]
-        return h + o.transpose(1, 2).view(b, f, hh, ww)
-
-    def __call__(self, z, t, context, value=None, patch=None, extra=None):
-        value = context if value is None else value
-        h = torch.tanh(F.conv2d(z, self.w_in, padding=1) + (float(t) / 1000.0 * self.t_emb)[None, :, None, None])
-        h = self.attend(h, self.layers[0], context, value, patch, extra)
-        p = p0 = F.avg_pool2d(h, 2)
-        for layer in self.layers[1:]:
-            p = self.attend(p, layer, context, value, patch, extra)
-        h = h + F.interpolate(p - p0, scale_factor=2, mode="nearest")
-        return F.conv2d(torch.tanh(h), self.w_out, padding=1)
-
-
 def world(seed=0):
     g = torch.Generator().manual_seed(200 + seed)
     rnd = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
     cond = rnd(1, L, D)
-    return dict(unet=ToyUNet(seed), z0=rnd(1, 4, 8, 8), cond=cond, null=cond + 0.3 * rnd(1, L, D))
+    # scales: losses of 1e-5 … 1e-3, so that the official early stop 1e-5 + 2e-5·i acts
+    unet = AttnToyUNet(seed, d=D, in_scale=0.05, attn_out_scale=0.05)
+    return dict(unet=unet, z0=rnd(1, 4, 8, 8), cond=cond, null=cond + 0.3 * rnd(1, L, D))
 
 
 # --- the official code, transcribed --------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ from invedit.hooks import attention as A
 from invedit.optim import stylediffusion as sd
 from invedit.samplers.coords import vp_scale
 
+from parity_toys import AttnToyUNet, rel
 from tinynets import sd15_alphas_cumprod, sd15_sigmas
 
 F64 = torch.float64
@@ -74,59 +75,15 @@ L, D, N_IMG = 6, 8, 5  # text tokens, context width (= the image tokens' width: 
 AB = sd15_alphas_cumprod()
 
 
-def rel(a, b) -> float:
-    a, b = torch.as_tensor(a, dtype=F64), torch.as_tensor(b, dtype=F64)
-    return float((a - b).abs().max() / b.abs().max())
-
-
-# --- the toy U-Net -------------------------------------------------------------------------------------------------
-
-class ToyUNet:
-    """ε(z, t; context, value): conv → tanh (+ timestep) → cross-attention at full resolution → two cross-attentions
-    at half resolution (their maps: the map loss's layers) → conv. ``value`` (default: context) is what the value
-    projections read (StyleDiffusion's FiLM); ``patch`` is an attn2 patch called as ComfyUI calls it, (n, context,
-    value, extra_options) -> (n, context, value). Returns (ε, [half-resolution probabilities [B, heads, N, L]])."""
-
-    def __init__(self, seed=0, c=4, f=8, heads=2):
-        g = torch.Generator().manual_seed(seed)
-        r = lambda *s, k=1.0: torch.randn(*s, generator=g, dtype=F64) * k  # noqa: E731
-        self.heads = heads
-        # scales: losses of 1e-5 … 2e-4 (the official early stop 1e-5 + 2e-5·i then acts), values that matter
-        self.w_in, self.t_emb, self.w_out = r(f, c, 3, 3, k=0.01), r(f, k=0.03), r(c, f, 3, 3, k=0.009)
-        self.layers = [dict(q=r(f, f, k=0.6), k=r(D, f, k=0.6), v=r(D, f, k=0.5), o=r(f, f, k=0.02))
-                       for _ in range(3)]
-
-    def attend(self, h, layer, context, value, patch, extra):
-        b, f, hh, ww = h.shape
-        n = h.flatten(2).transpose(1, 2)
-        if patch is not None:
-            _, context, value = patch(n, context, value, extra)
-        q, k, v = n @ layer["q"], context @ layer["k"], value @ layer["v"]
-        split = lambda x: x.view(b, x.shape[1], self.heads, f // self.heads).transpose(1, 2)  # noqa: E731
-        p = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(f // self.heads), dim=-1)
-        o = (p @ split(v)).transpose(1, 2).reshape(b, -1, f) @ layer["o"]
-        return h + o.transpose(1, 2).view(b, f, hh, ww), p
-
-    def __call__(self, z, t, context, value=None, patch=None, extra=None):
-        value = context if value is None else value
-        h = torch.tanh(F.conv2d(z, self.w_in, padding=1) + (float(t) / 1000.0 * self.t_emb)[None, :, None, None])
-        h, _ = self.attend(h, self.layers[0], context, value, patch, extra)
-        p = F.avg_pool2d(h, 2)
-        maps = []
-        for layer in self.layers[1:]:
-            p2, m = self.attend(p, layer, context, value, patch, extra)
-            maps.append(m)
-            p = p2
-        h = h + F.interpolate(p - F.avg_pool2d(h, 2), scale_factor=2, mode="nearest")
-        return F.conv2d(torch.tanh(h), self.w_out, padding=1), maps
-
-
 def world(seed=0):
     """The toy, a clean latent z_0, the caption's and the null prompt's embeddings, the image's tokens."""
     g = torch.Generator().manual_seed(100 + seed)
     rnd = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
     z0, cond = rnd(1, 4, 8, 8), rnd(1, L, D)
-    return dict(unet=ToyUNet(seed), z0=z0, cond=cond, uncond=cond + 0.01 * rnd(1, L, D), tokens=rnd(1, N_IMG, D))
+    # the toy returns (ε, the maps of its two half-resolution layers: the map loss's "16²" layers); scales: losses of
+    # 1e-5 … 2e-4 (the official early stop 1e-5 + 2e-5·i then acts), values that matter
+    unet = AttnToyUNet(seed, d=D, in_scale=0.01, attn_out_scale=0.02, maps=True, pool_twice=True)
+    return dict(unet=unet, z0=z0, cond=cond, uncond=cond + 0.01 * rnd(1, L, D), tokens=rnd(1, N_IMG, D))
 
 
 # --- the official code, transcribed --------------------------------------------------------------------------------
