@@ -121,7 +121,9 @@ def main(argv=None) -> None:
     print_times("Seconds per inner iteration vs one U-Net forward + backward (the inversion's DDIM pass, baking "
                 "and setup included in the iteration)", med, base="U-Net forward + backward")
 
-    long_grid, short_grid = grid, C("InvEditValueSigmas").execute(model, max(2, a.steps // 3), 1.0).args[0]
+    # the short run is the end of the embedding's grid (a partial run: P2P Edit plays the grid's steps it is at)
+    long_grid = grid
+    short_grid = long_grid[len(long_grid) - 1 - max(2, a.steps // 3):]
     latent2 = {"samples": noise["samples"].repeat(2, 1, 1, 1)}
 
     def plain_two_rows(g):

@@ -460,13 +460,15 @@ def caso_from_prompt(g):
 
 
 def caso_negative(g):
-    """A negative scale reverses the edit: the 'blue' class at λ +3 turns the red circle blue, at λ −3 it pushes that
-    blue circle away from blue again."""
+    """A negative scale reverses the edit: the 'blue' class at λ +3 turns the red circle blue, at λ −6 from 0.8 of the
+    timesteps it pushes that blue circle away from blue again."""
     ck, neg, img, src = _caso_common(g)
     blue = g.node("InvEditCASOEncode", clip=ck.out(1), class_name="",
                   embeddings=g.node("InvEditCASOLoad", name=f"{CASO_PREFIX}_blue.safetensors").out(0))
     there = _caso_edit(g, ck, blue, neg, src.out(0), 3.0)
-    back = _caso_edit(g, ck, blue, neg, there.out(0), -3.0)
+    # λ −3 from 0.6 barely moves a blue image on the toy world (measured: 44–47 dB from it, blue or green by a hair);
+    # λ −6 from 0.8 gives the red object back
+    back = _caso_edit(g, ck, blue, neg, there.out(0), -6.0, window=0.8)
     _save_pair(g, ck, g.node("VAEDecode", samples=there.out(0), vae=ck.out(2)).out(0), back.out(0), "caso_negative")
 
 
@@ -493,8 +495,8 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
                   "ImageBatch": "Compare: source | edit"},
     "caso_from_prompt": {"SaveImage": "Save: source | 'a embedding:caso_colour_blue circle' (λ 3: a blue circle)",
                          "ImageBatch": "Compare: source | edit"},
-    "caso_negative": {"SaveImage": "Save: 'blue' at λ 3 | then at λ −3 (away from blue)",
-                      "ImageBatch": "Compare: λ 3 | λ −3"},
+    "caso_negative": {"SaveImage": "Save: 'blue' at λ 3 | then at λ −6 (away from blue)",
+                      "ImageBatch": "Compare: λ 3 | λ −6"},
     "stylediffusion_edit": {"SaveImage": "Save: source | StyleDiffusion + P2Plus (a blue circle)",
                             "ImageBatch": "Compare: source | edit"},
     "nulltext_edit": {"SaveImage": "Save: source | null-text + P2P (a blue circle)",
@@ -647,9 +649,9 @@ NOTES = {  # what each workflow shows and which settings matter (a Note node at 
                         "blue' is bit for bit what CASO Encode gives). The word keeps the shape that the class alone "
                         "lets go (the scorecard's 'CASO class in a prompt' row); the window starts at 0.4 of the "
                         "timesteps. Run caso_edit first.",
-    "caso_negative": "A negative scale reverses the edit: 'blue' at λ 3 turns the circle blue, at λ −3 (which the "
-                     "stock cfg widgets do not allow; CASO Edit and CASO Guidance do) it pushes the blue circle away "
-                     "from blue. Run caso_edit first.",
+    "caso_negative": "A negative scale reverses the edit: 'blue' at λ 3 turns the circle blue, at λ −6 from 0.8 of "
+                     "the timesteps (a negative scale, which the stock cfg widgets do not allow; CASO Edit and CASO "
+                     "Guidance do) it pushes the blue circle away from blue. Run caso_edit first.",
     "stylediffusion_edit": "StyleDiffusion: invert the image once (DDIM at guidance 1, then per-step value "
                            "embeddings from its CLIP tokens that make sampling at guidance 3 retrace the inversion; "
                            "the node draws its loss live), then edit it with words: P2P Edit keeps the source's "
