@@ -246,7 +246,9 @@ class WindowedGuidance:
     outside (CASO's edit, ``optim.caso.guided``), for any λ (negative too, which the stock cfg widgets do not allow).
     It replaces the stock combination from the two predictions themselves (a ``sampler_cfg_function`` would return
     x − D, and x − (x − D_u) is not D_u to the bit), so λ = 0 is the negative prompt's prediction exactly. A sampling
-    run whose schedule has no step in the window is refused at its first step (``check_window``), not run unguided."""
+    run whose schedule has no step in the window gets a warning naming the node and the fix at its first step
+    (``check_window``): not an error, since one pass of a split sampling (KSamplerAdvanced's start/end steps) may
+    rightly lie outside the window. CASO Edit, which runs the whole schedule, refuses such a window."""
 
     def __init__(self, scale: float, sigma_start: float, sigma_end: float, who: str = "CASO Guidance"):
         self.scale, self.sigma_start, self.sigma_end, self.who = float(scale), sigma_start, sigma_end, who
@@ -255,8 +257,13 @@ class WindowedGuidance:
     def __call__(self, args):
         sigmas = args.get("model_options", {}).get("transformer_options", {}).get("sample_sigmas")
         if sigmas is not None and sigmas is not self._checked:  # once per sampling run: a window no step falls in
-            check_window(sigmas, self.sigma_start, self.sigma_end, self.who)
             self._checked = sigmas
+            try:
+                check_window(sigmas, self.sigma_start, self.sigma_end, self.who)
+            except ValueError as e:  # a warning, not an error: one pass of a split sampling may lie outside it
+                import logging
+                logging.warning("%s (this run is the negative prompt's sampling; fine for one pass of a split "
+                                "sampling, e.g. KSamplerAdvanced's steps before the window)", e)
         sigma = float(args["sigma"].flatten()[0])
         if not caso.in_window(sigma, self.sigma_start, self.sigma_end):
             return args["uncond_denoised"]
