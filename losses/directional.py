@@ -115,7 +115,7 @@ def compose_text_with_templates(text: str, templates: Sequence[str] = IMAGENET_T
 
 
 def clip_text_direction(encode: TextEncoder, source: str, target: str,
-                   templates: Optional[Sequence[str]] = IMAGENET_TEMPLATES) -> Tensor:
+                        templates: Optional[Sequence[str]] = IMAGENET_TEMPLATES) -> Tensor:
     """ΔT [D]. With ``templates`` (default: the official 79): normalise(mean_k(E_T(template_k(target)) −
     E_T(template_k(source)))), ``encode`` giving unit-norm embeddings (official ``compute_text_direction``). With
     ``templates`` None or empty: E_T(target) − E_T(source) of the bare texts (unnormalised; L_dir is a cosine, so

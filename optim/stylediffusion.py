@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from . import descend
 from ..errors import InvEditError
 from ..samplers.coords import vp_scale
+from ..samplers.ddim import ddim_step
 from ..samplers.steps import Callback, Step
 
 
@@ -168,7 +169,7 @@ def ddim_pivots(x_0: Tensor, sigmas: Tensor, eps: Callable[[Tensor, Tensor, int]
     x = pivots[steps] = x_0
     for j in range(steps, 0, -1):
         s, s_up = sigmas[j], sigmas[j - 1]
-        x = x + (s_up - s) * eps(x * (vp_scale(s_up) / vp_scale(s)), s_up, j)
+        x = ddim_step(x, eps(x * (vp_scale(s_up) / vp_scale(s)), s_up, j), s, s_up)
         pivots[j - 1] = x
         if progress is not None:
             progress(j, x)
@@ -212,7 +213,7 @@ def optimise_steps(x_T: Tensor, pivots: list, sigmas: Tensor, begin: BeginFn, pr
         loss_v, n = float("nan"), 0
         for _ in range(schedule.iterations(i) if params else 0):
             eps, maps = predict(x, i)
-            x_next = x + (s_next - s) * eps
+            x_next = ddim_step(x, eps, s, s_next)
             loss = torch.nn.functional.mse_loss(x_next / vp_scale(s_next), target)
             if schedule.attn_weight and map_loss is not None and maps:
                 loss = loss + schedule.attn_weight * map_loss(maps, i)
@@ -227,7 +228,7 @@ def optimise_steps(x_T: Tensor, pivots: list, sigmas: Tensor, begin: BeginFn, pr
                 break
         with torch.no_grad():
             eps, _ = predict(x, i)
-            x = (x + (s_next - s) * eps).detach()
+            x = ddim_step(x, eps, s, s_next).detach()
         latents.append(x)
         step_losses.append(loss_v)
         iters.append(n)
