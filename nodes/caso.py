@@ -335,8 +335,8 @@ class CASOGuidance(io.ComfyNode):
                 "A MODEL patch for any stock sampler: guidance D_u + λ·(D_c − D_u) only while the step's noise level "
                 "is inside the window, the negative prompt's prediction outside. The window's ends are fractions of "
                 "the timesteps on the steps-step DDIM grid, both included (0.3 = t 301 at 50 steps, as CASO Train's "
-                "level; window_start = window_end guides one step); a sampling run with no step in the window is "
-                "refused. λ may be negative (reverses the edit), which the samplers' cfg widgets do not allow; their "
+                "level; window_start = window_end guides one step); a sampling run with no step in the window runs "
+                "unguided with a warning. λ may be negative (reverses the edit), which the samplers' cfg widgets do not allow; their "
                 "cfg is ignored."),
             inputs=[io.Model.Input("model", tooltip="The model to guide (SD1.x/SDXL)."),
                     io.Float.Input("scale", default=10.0, min=-30.0, max=30.0, step=0.1, tooltip="λ (0 = the negative)."),

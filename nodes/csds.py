@@ -24,7 +24,7 @@ def _csds_inputs() -> list:
             "CSDS iterations on the noised latent before sampling; 0 = text-only EMS (the plain guider).")),
         io.Float.Input("lr_start", default=0.1, min=0.0, max=10.0, step=0.001, tooltip=(
             "Step size η of the first iteration, the paper's η: z′ ← z′ − η·∂CSDS with ∂CSDS the gradient of Eq. 2 "
-            "(paper: 0.1, decaying to 0.01). Since issue 24 a value gives twice the step of earlier versions.")),
+            "(paper: 0.1, decaying to 0.01). Since pack 0.2 a value gives twice the step of 0.1.")),
         io.Float.Input("lr_end", default=0.01, min=0.0, max=10.0, step=0.001, tooltip="η of the last iteration."),
         io.Combo.Input("lr_schedule", options=list(csds.SCHEDULES), default="geometric", tooltip=(
             "How η falls from lr_start to lr_end (the paper says only 'adaptive, decaying').")),
@@ -273,7 +273,7 @@ class EMSSDEMetric(io.ComfyNode):
                     io.Image.Input("recon_flipped", tooltip="The reconstruction under the flipped prompt, same noise."),
                     io.Combo.Input("distance", options=list(csds.DISTANCES), default="l2", tooltip=(
                         "The distance d of the outputs: l2, the L2 norm over all pixels (the paper's Eq. 1, default), "
-                        "or rmse, per pixel on [0, 1] (l2/sqrt(H·W·C); the default before issue 24). The report "
+                        "or rmse, per pixel on [0, 1] (l2/sqrt(H·W·C); the default in pack 0.1). The report "
                         "prints both.")),
                     io.Float.Input("eps", default=1e-8, min=0.0, max=1.0, step=1e-8,
                                    tooltip="Guards the ratio when the flipped reconstruction equals x.")],
