@@ -149,7 +149,9 @@ def run_prompt(prompt: dict, prompt_id: str | None = None) -> dict:
     if not valid[0]:
         raise PromptError(f"prompt invalid: {valid[1]}", valid[3])
     server = _ServerStub()
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+    # "ram_inactive": read by newer hosts (0.33); 0.3.75 ignores it
+    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
+                                        cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
     executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=valid[2])
     if not executor.success:
         errors = [d for e, d in executor.status_messages if e == "execution_error"]
