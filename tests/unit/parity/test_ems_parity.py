@@ -338,7 +338,9 @@ def test_sde_default_is_eq1_with_the_l2_norm():
     assert abs(rmse - ref_sde(x, same, flipped, mutant="rmse")) / rmse < TOL
 
 
-def test_print_the_measured_table():
-    """Not a check: the figures of the parity table (run with -s to see them)."""
+@pytest.fixture(scope="module", autouse=True)
+def print_the_measured_table():
+    """The figures of the parity table, printed after the module's tests (run with -s to see them)."""
+    yield
     for k, v in MEASURED.items():
         print(f"EMS parity | {k} | {v:.3e}")

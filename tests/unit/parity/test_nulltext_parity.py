@@ -190,9 +190,11 @@ def test_null_text_inversion_matches_the_official_loop(run50):
     assert rel(pack["losses"], ref["losses"]) < TOL
     assert distance(pack, ref) < TOL
     # each ∅_i is its own step's: they differ from each other, but for the last step, the identity (σ(0) → σ(0),
-    # ᾱ_0 → ᾱ_0 officially), where the loss has no gradient and ∅_{T−1} stays ∅_{T−2}, in both
+    # ᾱ_0 → ᾱ_0 officially), where the loss has no gradient and ∅_{T−1} stays ∅_{T−2}, in both: bit for bit in the
+    # pack (its step is 0·ε); to rounding in the reference, whose gradient g·c − ((g·√ᾱ0)/√ᾱ0)·c is exactly 0 only
+    # where that round trip is exact (on some inputs and CPUs ~1e-21, which Adam turns into a ~1e-17 move)
     assert all(not torch.equal(a, b) for a, b in zip(pack["null"][:-2], pack["null"][1:-1]))
-    assert torch.equal(pack["null"][-1], pack["null"][-2]) and torch.equal(ref["null"][-1], ref["null"][-2])
+    assert torch.equal(pack["null"][-1], pack["null"][-2]) and rel(ref["null"][-1], ref["null"][-2]) < TOL
 
 
 @pytest.fixture(scope="module")
