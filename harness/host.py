@@ -1,5 +1,6 @@
-"""The real ComfyUI 0.3.75, in this process: boot it on the isolated base directory, load the pack as a custom node
-from custom_nodes/, and run API-format prompts through ComfyUI's own validator and executor.
+"""The real ComfyUI (the test host of harness/paths.py: 0.3.75, or 0.33.0 with COMFY_HOST=0.33), in this process:
+boot it on the isolated base directory, load the pack as a custom node from custom_nodes/, and run API-format
+prompts through ComfyUI's own validator and executor.
 
     from harness import host
     host.boot()                       # idempotent
@@ -94,7 +95,10 @@ def boot() -> None:
 
 def _boot() -> None:
     from comfy.cli_args import args
-    args.cpu = True
+    # the CPU unless INVEDIT_DEVICE=cuda (bench/realscale.py --gpu, make gpu-check): ComfyUI's default device then.
+    # In process, a newer host's dynamic VRAM (set up by its main.py) stays off; the server runs of make gpu-check
+    # exercise it.
+    args.cpu = os.environ.get("INVEDIT_DEVICE", "cpu") != "cuda"
     args.base_directory = str(BASE)
     args.disable_api_nodes = True
     import utils.extra_config  # noqa: F401  (before `nodes`, or `utils` resolves to comfy/utils.py)

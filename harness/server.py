@@ -21,7 +21,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .paths import BASE, COMFY, HOST, VENV
+from .paths import BASE, COMFY, HOST, VENV, frontend_root
 
 
 class ServerError(RuntimeError):
@@ -52,7 +52,14 @@ def free_port() -> int:
 
 class ComfyServer:
     def __init__(self, port: int | None = None, output_dir: Path | None = None, log_path: Path | None = None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), *, cpu: bool = True, python: Path | None = None,
+                 comfy: Path | None = None, base: Path | None = None):
+        """The test host of harness/paths.py on the CPU by default; ``cpu`` False, ``python``, ``comfy`` and ``base``
+        start another ComfyUI tree with another interpreter on its default device (bench/gpu_check.py)."""
+        self.cpu = cpu
+        self.python = Path(python) if python else VENV / "bin" / "python"
+        self.comfy = Path(comfy) if comfy else COMFY
+        self.base = Path(base) if base else BASE
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output_dir = Path(output_dir) if output_dir else None
@@ -64,9 +71,14 @@ class ComfyServer:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> "ComfyServer":
-        cmd = [str(VENV / "bin" / "python"), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--disable-auto-launch", "--database-url", "sqlite:///:memory:", "--base-directory", str(BASE),
-               "--disable-api-nodes", *self.extra_args]
+        cmd = [str(self.python), "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1",
+               "--port", str(self.port), "--disable-auto-launch", "--database-url", "sqlite:///:memory:",
+               "--base-directory", str(self.base), "--disable-api-nodes", *self.extra_args]
+        fe = frontend_root()
+        if fe is not None and "--front-end-root" not in self.extra_args:
+            if not (fe / "index.html").exists():
+                raise RuntimeError(f"COMFY_FRONTEND: {fe} is missing; run `python3 harness/setup_host.py`")
+            cmd += ["--front-end-root", str(fe)]
         if self.output_dir:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             cmd += ["--output-directory", str(self.output_dir)]
@@ -74,7 +86,7 @@ class ComfyServer:
         self._log = open(self.log_path, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 2))
-        self.proc = subprocess.Popen(cmd, cwd=COMFY, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(cmd, cwd=self.comfy, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

