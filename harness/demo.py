@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import pack_node_ids
 from .frontend import Frontend
-from .paths import EXAMPLES, ROOT
+from .paths import COMFY_VERSION, EXAMPLES, ROOT, frontend_version
 from .server import ComfyServer
 
 
@@ -128,8 +128,9 @@ def main() -> int:
                 print(f"    {line}", flush=True)
     lines = [f"# InvEdit demo, {datetime.now():%Y-%m-%d %H:%M}", "",
              "Every workflow in example_workflows/ was loaded into the real ComfyUI frontend, converted and queued "
-             "by it, and run by ComfyUI 0.3.75 on the CPU with the embedded shapes-world model (a tiny SD1.5-detectable "
-             "UNet, TAESD VAE and CLIP-L-shaped text encoder; docs/shapes_world.md). Each workflow's images are "
+             f"by it (frontend {frontend_version()}), and run by ComfyUI {COMFY_VERSION} on the CPU with the embedded "
+             "shapes-world model (a tiny SD1.5-detectable UNet, TAESD VAE and CLIP-L-shaped text encoder; "
+             "docs/shapes_world.md). Each workflow's images are "
              "in one labelled grid, gallery_<workflow>.png; the workflows' own outputs are beside it.", ""]
     kept = broken = 0
     for name, status, secs, images, texts, judged in rows:
