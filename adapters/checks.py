@@ -13,8 +13,26 @@ def model_family(base_model) -> str:
     return type(base_model.model_config).__name__
 
 
+# Image-to-image sampling kinds: IMG_TO_IMG (0.3.75 too; an EPS subclass, through X0 on 0.33) and 0.33's
+# IMG_TO_IMG_FLOW (a CONST subclass) map an image to an image without added noise, so there is no noise trajectory
+# to invert or edit along: refused by name before the EPS / CONST checks would let them through. X0 itself is a VP
+# model whose denoised output the pack reads like any other's (no model type uses it alone in 0.33).
+IMAGE_TO_IMAGE_SAMPLING = ("IMG_TO_IMG", "IMG_TO_IMG_FLOW")
+
+
+def refuse_image_to_image(model_sampling, family: str, who: str) -> None:
+    """Refuse the image-to-image sampling kinds of newer hosts (``IMAGE_TO_IMAGE_SAMPLING``) by name."""
+    kinds = [getattr(comfy.model_sampling, n, None) for n in IMAGE_TO_IMAGE_SAMPLING]
+    hit = next((k for k in kinds if k is not None and isinstance(model_sampling, k)), None)
+    if hit is not None:
+        raise ValueError(f"{who}: {family} is sampled with {hit.__name__}, an image-to-image model that adds no "
+                         f"noise, so there is no diffusion trajectory to invert or edit; use a text-to-image "
+                         f"checkpoint (SD1.x/SDXL, SD3/Flux) with this node")
+
+
 def require_vp_model(model_sampling, family: str, who: str) -> None:
     """Refuse flow-matching models for a capability defined on ε/v-prediction (VP) coordinates only."""
+    refuse_image_to_image(model_sampling, family, who)
     if isinstance(model_sampling, comfy.model_sampling.CONST):
         raise ValueError(f"{who}: this is a flow-matching model ({family} sampled with "
                          f"{type(model_sampling).__name__}, as SD3/Flux or a ModelSamplingSD3/Flux patch make it), "
@@ -59,7 +77,8 @@ def is_flow(model_sampling) -> bool:
 
 
 def require_vp_or_flow_model(model_sampling, family: str, who: str) -> None:
-    """Accept ε/v-prediction (VP) and flow-matching (CONST) models; refuse the other kinds by name."""
+    """Accept ε/v-prediction (VP; X0 too) and flow-matching (CONST) models; refuse the other kinds by name."""
+    refuse_image_to_image(model_sampling, family, who)
     if not isinstance(model_sampling, (comfy.model_sampling.EPS, comfy.model_sampling.CONST)):
         raise ValueError(f"{who}: {family} is sampled with {type(model_sampling).__name__}, which is neither an "
                          f"ε/v-prediction nor a flow-matching model; use an SD1.x/SDXL or SD3/Flux checkpoint")
