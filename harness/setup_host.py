@@ -254,7 +254,8 @@ def ensure_models() -> None:
         log("shapes-world model files up to date")
         return
     t = time.time()
-    run([venv_python(), str(gen), "--comfy", str(COMFY), "--models", str(BASE / "models")])
+    run([venv_python(), str(gen), "--comfy", str(COMFY), "--models", str(BASE / "models"),
+         *(["--any-torch"] if NO_VENV else [])])
     stamp.write_text(want)
     log(f"shapes-world model files assembled in {time.time() - t:.1f} s")
 
