@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HARNESS_EXTENSION = "invedit.harness.frontend"
 
-# Console errors that every page load of frontend 1.32.9 produces here; each entry: all substrings must occur.
+# Console errors that page loads of the frontends (1.32.9, 1.49.6, 1.58.1) produce here; each entry: all substrings must occur.
 BENIGN_ERRORS: tuple[tuple[str, ...], ...] = (
     ("status of 404", "/user.css"),                      # optional user stylesheet
     ("status of 404", "/favicon.ico"),
@@ -47,6 +49,8 @@ BENIGN_ERRORS: tuple[tuple[str, ...], ...] = (
     ("Content Security Policy", "https://api.comfy.org"),  # registry look-ups, blocked by the page's CSP
     ("Cannot read properties of undefined (reading 'id')", "at onChange"),  # settingStore.set of an
     # unregistered setting during GraphView start-up (frontend bug, harmless)
+    ("ComfyApp graph accessed before initialization", "settingStore"),  # 1.49.6 start-up, also with no setting
+    # overridden (app.rootGraph read by the frontend's own settings code before the graph exists)
 )
 
 
@@ -135,7 +139,8 @@ _JS_LOAD_API = """async ({prompt, control}) => {
   const reg = window.LiteGraph.registered_node_types;
   const missing = [...new Set(Object.values(prompt).map((n) => n.class_type).filter((t) => !reg[t]))];
   if (missing.length) return {missing};
-  a.loadApiJson(prompt, 'invedit-api-import');   // synchronous; already calls app.graph.arrange()
+  // synchronous in 1.32.9, a promise from 1.4x on; it already calls app.graph.arrange()
+  await a.loadApiJson(prompt, 'invedit-api-import');
   const g = a.graph;
   const ids = Object.keys(prompt).map(String);
   const have = new Set(g.nodes.map((n) => String(n.id)));
@@ -161,11 +166,17 @@ class Frontend:
 
     ``errors``: console errors and uncaught page errors seen so far (strings, in order).
     ``timeout``: seconds allowed for start-up and for each frontend call.
+    ``settings``: user settings this page sees instead of the server's (e.g. ``{"Comfy.VueNodes.Enabled": True}``
+    for "Nodes 2.0"). They are applied in the browser (GET /api/settings answered with them merged in; their POSTs
+    answered without reaching the server), so the host's comfy.settings.json, which every server on this host
+    shares, is never changed.
     """
 
     def __init__(self, server_url: str, *, timeout: float = 60.0, executable_path: str = CHROMIUM,
-                 require_nodes: tuple[str, ...] = ("KSampler",), extra_args: tuple[str, ...] = ()):
+                 require_nodes: tuple[str, ...] = ("KSampler",), extra_args: tuple[str, ...] = (),
+                 settings: dict[str, Any] | None = None):
         self.server_url = server_url.rstrip("/")
+        self.settings = dict(settings or {})
         self.timeout = float(timeout)
         self.executable_path = executable_path
         self.require_nodes = tuple(require_nodes)
@@ -190,6 +201,8 @@ class Frontend:
             self.page.set_default_timeout(self.timeout * 1000)
             self.page.on("console", self._on_console)
             self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+            if self.settings:
+                self.page.route(re.compile(r"^[^?]*/api/settings(/[^/?]*)?/?(\?.*)?$"), self._route_settings)
             self.timings["launch"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             self.page.goto(self.server_url + "/", wait_until="domcontentloaded", timeout=self.timeout * 1000)
@@ -226,6 +239,40 @@ class Frontend:
         self.close()
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    def _route_settings(self, route) -> None:
+        """Serve ``self.settings`` over the server's user settings (GET /api/settings[/<id>]) and keep their writes
+        in the page (POST /api/settings/<id>; a bulk POST /api/settings is forwarded without them)."""
+        req = route.request
+        path = req.url.split("?")[0].rstrip("/")
+        tail = path.rsplit("/settings", 1)[-1].lstrip("/")
+        key = urllib.parse.unquote(tail) if tail else None
+        if req.method == "GET" and key is None:
+            resp = route.fetch()
+            try:
+                body = resp.json()
+            except Exception:  # noqa: BLE001 - leave anything unexpected alone
+                return route.fulfill(response=resp)
+            return route.fulfill(response=resp, json={**(body if isinstance(body, dict) else {}), **self.settings})
+        if key in self.settings:
+            if req.method == "GET":
+                return route.fulfill(status=200, json=self.settings[key])
+            if req.method == "POST":
+                try:
+                    self.settings[key] = json.loads(req.post_data or "null")
+                except ValueError:
+                    pass
+                return route.fulfill(status=200, body="")
+        if req.method == "POST" and key is None:
+            try:
+                body = json.loads(req.post_data or "{}")
+            except ValueError:
+                return route.continue_()
+            if isinstance(body, dict) and any(k in self.settings for k in body):
+                for k in [k for k in body if k in self.settings]:
+                    self.settings[k] = body.pop(k)
+                return route.continue_(post_data=json.dumps(body))
+        return route.continue_()
+
     def _on_console(self, msg) -> None:
         if msg.type == "error":
             loc = msg.location or {}
@@ -282,6 +329,11 @@ class Frontend:
         Returns the prompt_id from the server's answer to the frontend's POST /prompt; raises
         PromptRejectedError (with the server's error text) if the server refused it."""
         self.load_workflow(workflow)
+        return self.queue()
+
+    def queue(self) -> str:
+        """Queue the graph the page holds now like the Queue/Run button (``app.queuePrompt(0, 1)``); as
+        ``queue_workflow`` without loading anything first."""
         mark = len(self.errors)
         t0 = time.perf_counter()
 

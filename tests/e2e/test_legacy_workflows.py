@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.frontend  # run again on frontend 1.58.1 by make test
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "v0_1"
 
 

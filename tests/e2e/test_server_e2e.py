@@ -93,6 +93,7 @@ def _valid_prompt():
     return api_prompt("ddim_inversion")
 
 
+@pytest.mark.frontend
 def test_broken_prompt_gets_a_validation_error_and_the_server_keeps_serving(server, frontend):
     with pytest.raises(ServerError) as e:
         server.queue(_broken_prompt())
