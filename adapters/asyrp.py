@@ -9,6 +9,7 @@ import comfy.samplers
 
 from ..hooks.hspace import HSpacePatch
 from ..hooks.passes import CACHE, EDIT, ORIG
+from ..hooks.run_state import RUN_KEY, RunState, install as install_run_state, run_state
 from ..hooks.unet_split import SharedEncoder
 from ..samplers import asyrp
 from .checks import model_family, require_unet, require_vp_model
@@ -16,12 +17,25 @@ from .progress import reporter
 from .run import pass_options
 
 SHARED_ENCODER_KEY = "invedit_hspace_shared_encoder"
+PATCH_LISTS = ("middle_block_after_patch", "output_block_patch")  # where an h-space patch may sit, new hosts first
+
+
+def set_hspace_patch(m, patch: HSpacePatch):
+    """Put an h-space patch on a clone: ``set_model_middle_block_after_patch`` where the host has it (ComfyUI ≥ 0.20:
+    it receives h_t itself), else ``output_block_patch`` (acting at ("output", 0)); plus the per-run state
+    (``hooks.run_state``) its counts and warning live in."""
+    if hasattr(m, "set_model_middle_block_after_patch"):
+        m.set_model_middle_block_after_patch(patch)
+    else:
+        m.set_model_output_block_patch(patch)
+    install_run_state(m.model_options)
+    return m
 
 
 def hspace_patches(model_options: dict) -> list:
-    """The h-space patches (hooks.hspace.HSpacePatch) a model carries."""
-    patches = model_options.get("transformer_options", {}).get("patches", {}).get("output_block_patch", [])
-    return [p for p in patches if isinstance(p, HSpacePatch)]
+    """The h-space patches (hooks.hspace.HSpacePatch) a model carries, in either place."""
+    patches = model_options.get("transformer_options", {}).get("patches", {})
+    return [p for where in PATCH_LISTS for p in patches.get(where, []) if isinstance(p, HSpacePatch)]
 
 
 def shared_encoders(model_options: dict) -> list:
@@ -32,12 +46,13 @@ def shared_encoders(model_options: dict) -> list:
 
 
 def with_shared_encoder(m):
-    """Add the SharedEncoder wrapper (hooks.unet_split) to a patched clone, once."""
+    """Add the SharedEncoder wrapper (hooks.unet_split) and the per-run state it caches in to a patched clone, once."""
     kind = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
     if not comfy.patcher_extension.get_wrappers_with_key(kind, SHARED_ENCODER_KEY, m.model_options,
                                                          is_model_options=True):
         comfy.patcher_extension.add_wrapper_with_key(kind, SHARED_ENCODER_KEY, SharedEncoder(), m.model_options,
                                                      is_model_options=True)
+    install_run_state(m.model_options)
     return m
 
 
@@ -48,12 +63,14 @@ class AsyrpSampler(comfy.samplers.Sampler):
     Without an h-space patch it is deterministic DDIM (bit-identical to the stock ``euler``) until t_boost.
 
     With ``shared_encoder`` (default) and a model patched by h-space Apply, the unshifted pass keeps the U-Net's
-    encoder state and the shifted pass runs only the decoder (hooks.unet_split); otherwise two full passes."""
+    encoder state and the shifted pass runs only the decoder (hooks.unet_split); otherwise two full passes.
+    ``last_run``: the ``hooks.run_state.RunState`` of the latest run (shifts added, encoder hits / misses)."""
 
     WHO = "Asyrp sampler"
 
     def __init__(self, t_boost: int = 0, eta_boost: float = 1.0, shared_encoder: bool = True):
         self.t_boost, self.eta_boost, self.shared_encoder = int(t_boost), float(eta_boost), bool(shared_encoder)
+        self.last_run = None
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
@@ -68,8 +85,13 @@ class AsyrpSampler(comfy.samplers.Sampler):
         s_in = x.new_ones([x.shape[0]])
         base = extra_args["model_options"]
         patches = hspace_patches(base)
-        caches = shared_encoders(base) if self.shared_encoder else []
+        caches = bool(shared_encoders(base)) and self.shared_encoder
+        # this run's state (made by the model's NewRunState wrapper; here when the model has none): every pass sees it
+        run = run_state(base.get("transformer_options")) or RunState()
+        self.last_run = run
         opts = pass_options(base)
+        for o in opts.values():
+            o["transformer_options"][RUN_KEY] = run
         args = {k: v for k, v in extra_args.items() if k != "model_options"}
         sigma_boost = float(ms.sigma(torch.tensor(self.t_boost))) if self.t_boost > 0 else 0.0
 
@@ -79,8 +101,7 @@ class AsyrpSampler(comfy.samplers.Sampler):
         def denoise(xx, sigma, edit):
             if not edit:
                 return model_wrap(xx, sigma * s_in, model_options=opts[ORIG], **args), None
-            for c in caches:
-                c.clear()
+            run.clear_cache()
             p_orig = model_wrap(xx, sigma * s_in, model_options=opts[CACHE if caches else ORIG], **args)
             return p_orig, model_wrap(xx, sigma * s_in, model_options=opts[EDIT], **args)
 
@@ -89,6 +110,5 @@ class AsyrpSampler(comfy.samplers.Sampler):
             out = asyrp.asyrp_sample(denoise, x, sigmas, edit_at, sigma_boost, self.eta_boost, noise_sampler,
                                      reporter(callback))
         finally:
-            for c in caches:
-                c.clear()
+            run.clear_cache()  # the counts stay readable on ``last_run``; the encoder states go
         return ms.inverse_noise_scaling(sigmas[-1], out)

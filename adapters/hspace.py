@@ -12,7 +12,7 @@ from ..hooks.directions import Direction, HSpaceError, reduce_levels
 from ..hooks.hspace import HSpacePatch, HSpaceRecorder
 from ..samplers.asyrp import estimate_intervals
 from ..samplers.coords import x_to_vp
-from .asyrp import with_shared_encoder
+from .asyrp import set_hspace_patch, with_shared_encoder
 from .checks import (checked_latent, h_channels, log_sigmas, model_family, require_latent_channels, require_unet,
                      t_to_sigma)
 from .ddim import DDIMInversionSampler
@@ -26,8 +26,9 @@ def ddim_sigmas(model, steps: int) -> torch.Tensor:
 
 def apply_direction(model, direction, strength: float, t_start: int, t_edit: int, mode: str, apply_to: str,
                     spatial: str, step_scaling: bool, who: str):
-    """A clone of ``model`` that adds strength·Δh in [t_edit, t_start] (``hooks.hspace.HSpacePatch``); asymmetric
-    mode also gets the shared encoder."""
+    """A clone of ``model`` that adds strength·Δh in [t_edit, t_start] (``hooks.hspace.HSpacePatch``, at
+    ``middle_block_after_patch`` where the host has it: ``adapters.asyrp.set_hspace_patch``); asymmetric mode also
+    gets the shared encoder."""
     unet = require_unet(model, who)
     if t_edit > t_start:
         raise ValueError(f"{who}: t_edit ({t_edit}) is above t_start ({t_start}); the window is t_start ≥ t ≥ "
@@ -45,8 +46,7 @@ def apply_direction(model, direction, strength: float, t_start: int, t_edit: int
                             apply_to, spatial, table, step_scaling)
     except HSpaceError as e:
         raise ValueError(f"{who}: {e}") from None
-    m = model.clone()
-    m.set_model_output_block_patch(patch)
+    m = set_hspace_patch(model.clone(), patch)
     return with_shared_encoder(m) if mode == "asymmetric" else m
 
 

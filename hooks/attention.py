@@ -202,7 +202,12 @@ def replace_patch(kind: str, controllers: Sequence[Controller], step: Callable[[
 class CaptureMaps(Controller):
     """Records the cross-attention probabilities of the cond rows in the layers with ``divisor`` (StyleDiffusion's
     map loss: 4, the 16×16 layers at 512 px; LocalBlend likewise). ``maps[step]`` lists (layer, probs [rows, heads,
-    N, M]) in call order. ``detach`` for targets (the inversion's maps); off keeps the graph (the trained maps)."""
+    N, M]) in call order. ``detach`` for targets (the inversion's maps); off keeps the graph (the trained maps).
+
+    It is the channel between one node's sampler and its model, not configuration: the pack makes one per node run and
+    installs it on a clone that node keeps to itself (``adapters.stylediffusion``: invert, P2P edit), so the
+    sharing of patch objects between clones (ComfyUI ≥ 0.14) never lets two runs write into one; the patches on
+    MODELs the pack hands out (value playback) hold no state."""
 
     def __init__(self, divisors: Sequence[int] = (4,), detach: bool = True, label: int = COND):
         self.divisors, self.detach, self.label = tuple(divisors), detach, label

@@ -10,6 +10,11 @@ only to the pass the Asyrp sampler marks as the edit pass (``hooks.passes``), so
 the shifted h and the direction term D_t from the unshifted one (paper eq. 6); in ``symmetric`` mode it is applied to
 every pass (any sampler; an approximation, ~(1 − σ'/σ) times as strong per step).
 
+The patch sits at ``middle_block_after_patch`` where the host has it (ComfyUI ≥ 0.20; it receives exactly h_t) and at
+``output_block_patch`` ("output", 0) on older hosts; ``HSpacePatch`` takes either call. It is immutable configuration
+(since ComfyUI 0.14 a clone shares it with its parent): the run's count of shifts and its "warned once" are kept in the
+sampling run's ``hooks.run_state.RunState``.
+
 Pure torch over tensors and ComfyUI's ``transformer_options`` dict; nothing here imports ComfyUI.
 """
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import Tensor
 
 from .directions import SPATIAL_POLICIES, HSpaceError, Where
 from .passes import EDIT, chunk_mask, pass_of
+from .run_state import run_state
 
 log = logging.getLogger(__name__)
 APPLY_TO = ("both", "cond", "uncond")
@@ -46,10 +52,13 @@ def sigma_to_t(log_sigmas: Tensor, sigma: float) -> float:
 
 
 class HSpacePatch:
-    """``output_block_patch`` adding strength·Δh(σ) to h at ("output", 0) inside [sigma_lo, sigma_hi].
+    """Adds strength·Δh(σ) to h at the U-Net bottleneck inside [sigma_lo, sigma_hi]: a ``middle_block_after_patch``
+    (called with ComfyUI's dict, returns {"h": …}) or an ``output_block_patch`` acting at ("output", 0) (called with
+    h, hsp, transformer_options).
 
     ``log_sigmas`` (the model's discrete noise table) lets trained directions see their timestep t and, with
-    ``step_scaling``, the spacing Δt_gen of the current step in ``transformer_options["sample_sigmas"]``."""
+    ``step_scaling``, the spacing Δt_gen of the current step in ``transformer_options["sample_sigmas"]``. Nothing in
+    it changes after construction (clones share it); ``RunState.calls`` counts the shifts added in a run."""
 
     def __init__(self, direction, strength: float, sigma_hi: float, sigma_lo: float,
                  mode: str = "asymmetric", apply_to: str = "both", spatial: str = "resize",
@@ -58,12 +67,10 @@ class HSpacePatch:
             raise HSpaceError(f"bad option: mode {mode!r}, apply_to {apply_to!r}, spatial {spatial!r}")
         if not math.isfinite(float(strength)):
             raise HSpaceError(f"the strength is {strength}; give a finite number (0 leaves the model unchanged)")
-        self.warned = False
         self.direction, self.strength = direction, float(strength)
         self.sigma_hi, self.sigma_lo = float(sigma_hi), float(sigma_lo)
         self.mode, self.apply_to, self.spatial = mode, apply_to, spatial
         self.log_sigmas, self.step_scaling = log_sigmas, bool(step_scaling)
-        self.calls = 0  # how many times a shift was added (tests, diagnostics)
 
     def active(self, sigma: float) -> bool:
         return self.strength != 0.0 and self.sigma_lo <= sigma <= self.sigma_hi
@@ -89,23 +96,33 @@ class HSpacePatch:
         d = self.direction.delta_for(h, self.where(sigma, transformer_options or {}))
         return (self.strength * d).to(h.device, h.dtype)
 
-    def __call__(self, h: Tensor, hsp: Tensor, transformer_options: dict):
+    def __call__(self, h, hsp=None, transformer_options: Optional[dict] = None):
+        if isinstance(h, dict):  # middle_block_after_patch: {"h", "x", "emb", ..., "transformer_options"} -> {"h"}
+            return {"h": self.shift(h["h"], h["transformer_options"])}
         if transformer_options.get("block") != ("output", 0):
             return h, hsp
+        return self.shift(h, transformer_options), hsp
+
+    def shift(self, h: Tensor, transformer_options: dict) -> Tensor:
+        """h at the bottleneck -> h + strength·Δh where this call is in the window (and on the edit pass in
+        asymmetric mode); h itself otherwise."""
         sigma = float(transformer_options["sigmas"].flatten()[0])
         if not self.active(sigma):
-            return h, hsp
+            return h
         if self.mode == "asymmetric" and pass_of(transformer_options) != EDIT:
-            if pass_of(transformer_options) is None and not self.warned:  # a stock sampler: no pass is ever the edit
-                self.warned = True
+            # a stock sampler marks no pass: the edit never happens; say so once per sampling run
+            if pass_of(transformer_options) is None and run_state(transformer_options, create=True).first(
+                    ("hspace-no-edit-pass", id(self))):
                 log.warning("h-space Apply Direction (asymmetric) is sampled without the Asyrp Sampler, so the "
                             "direction is not applied: use the Asyrp Sampler, or set mode to symmetric for any "
                             "sampler.")
-            return h, hsp
+            return h
         delta = self.delta_for(h, sigma, transformer_options)
         mask = chunk_mask(transformer_options.get("cond_or_uncond", []), h.shape[0], self.apply_to, h.device, h.dtype)
-        self.calls += 1
-        return (h + delta if mask is None else h + mask * delta), hsp
+        run = run_state(transformer_options)
+        if run is not None:
+            run.calls += 1
+        return h + delta if mask is None else h + mask * delta
 
 
 class HSpaceRecorder:

@@ -64,12 +64,13 @@ def test_without_a_shift_everything_is_bit_identical_to_stock_euler(world):
 def test_the_shift_acts_only_inside_the_window(world):
     import comfy.model_sampling  # noqa: F401
     m = apply(world, 2.0, t_start=999, t_edit=600)
-    patch = m.model_options["transformer_options"]["patches"]["output_block_patch"][-1]
     sig = world["C"]["BasicScheduler"].execute(world["model"], "ddim_uniform", 12, 1.0)[0]
     lo = float(world["model"].get_model_object("model_sampling").sigma(torch.tensor(600)))
     in_window = int((sig[:-1] >= lo).sum())
-    generate(world, m, asyrp_sampler(world), batch=1)
-    assert 0 < in_window < 12 and patch.calls == in_window  # one edit pass (cond+uncond batched) per in-window step
+    sampler = asyrp_sampler(world)
+    generate(world, m, sampler, batch=1)
+    # one edit pass (cond+uncond batched) per in-window step, counted in the run's state
+    assert 0 < in_window < 12 and sampler.last_run.calls == in_window
 
 
 def blue_margin(world, latents):
@@ -186,6 +187,7 @@ def test_split_forward_equals_comfyuis_forward_bit_for_bit(world, family):
         ref = unet._forward(x, t, context=context, y=y, transformer_options={})
         state = split.encode(unet, x, t, context, y, None, {})
         out = split.decode(unet, state, context, None, {})
+    assert split.split_variant(unet) is not None  # this host's forward is one the split knows
     assert torch.equal(out, ref)
 
 
@@ -196,8 +198,9 @@ def test_shared_encoder_step_equals_two_full_passes(world):
     enc = split_module().SharedEncoder
     wrappers = [w for ws in m.model_options["transformer_options"]["wrappers"].values() for v in ws.values()
                 for w in v if isinstance(w, enc)]
-    shared = generate(world, m, asyrp_sampler(world), batch=2)
-    assert len(wrappers) == 1 and wrappers[0].hits > 0 and wrappers[0].misses == 0
+    sampler = asyrp_sampler(world)
+    shared = generate(world, m, sampler, batch=2)
+    assert len(wrappers) == 1 and sampler.last_run.hits > 0 and sampler.last_run.misses == 0
     naive = generate(world, m, world["C"]["InvEditSamplerAsyrp"].execute(0, 1.0)[0].__class__(0, 1.0, False),
                      batch=2)
     assert torch.equal(shared, naive)  # the decoder sees the very encoder state a full pass computes
