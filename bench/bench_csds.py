@@ -5,23 +5,25 @@ batched model call over [c~, c_attr] (csds_cfg 1), one sampler step one batched 
 
 per iteration = (time with K iterations − time with 0) / K;  per step = time with 0 iterations / its steps
 
-    python -m bench.bench_csds [--size 256] [--steps 20] [--cfg 7.5] [--rounds 3] [--world sd3|unet]
+Each round times both runs back to back (order reversed every other round) and gives one ratio; min / median / max
+over the rounds, the target judged on the median. (10 steps a run, 8 of them run on SD3 at strength 0.75, since 7
+rounds replaced 3 of 20: both sides are per unit.)
+
+    python -m bench.bench_csds [--size 256] [--steps 10] [--cfg 7.5] [--rounds 7] [--world sd3|unet] [--json PATH]
 """
 from __future__ import annotations
 
-import statistics
-import time
-
-from .common import WORLDS, host, parser, print_times, shapes_world
+from .common import WORLDS, Report, host, interleaved, parser, per_round, shapes_world
 
 TARGET = 2.1
 ITERATIONS = 10
 
 
-def main(argv=None) -> None:
-    ap = parser(__doc__, steps=20, cfg=7.5, worlds=True)
+def main(argv=None) -> Report:
+    ap = parser(__doc__, steps=10, cfg=7.5, worlds=True)
     ap.set_defaults(world="sd3")
     a = ap.parse_args(argv)
+    rep = Report(f"csds ({a.world})", a)
     model, clip, _, _ = shapes_world(a.world)
     import torch
     C = host.node_class
@@ -42,23 +44,16 @@ def main(argv=None) -> None:
                 lr_schedule="geometric", lambda_=0.5, csds_cfg=1.0, direction="toward_attribute", grad_mode="delta",
                 step_space="auto")
 
-    def timed(iterations):
-        t = time.perf_counter()
-        run(iterations)
-        return time.perf_counter() - t
-    run(0), run(ITERATIONS)  # warm-up
     steps_run = a.steps - int(a.steps - (1.0 if a.world == "unet" else 0.75) * a.steps)
-    per_step, per_it = [], []
-    for _ in range(a.rounds):
-        t0, tk = timed(0), timed(ITERATIONS)
-        per_step.append(t0 / steps_run)
-        per_it.append((tk - t0) / ITERATIONS)
-    s, i = statistics.median(per_step), statistics.median(per_it)
-    print_times(f"CSDS iteration vs sampler step — {WORLDS[a.world][1]}, {a.size}x{a.size} px, cfg {a.cfg}, "
-                f"{steps_run} steps, {ITERATIONS} iterations, median of {a.rounds} interleaved rounds, "
-                f"{torch.get_num_threads()} threads",
-                {"sampler step (euler, CFG)": s, "CSDS iteration (delta)": i, "ratio iteration / step": i / s})
-    print(f"target <= {TARGET}: {'met' if i / s <= TARGET else 'NOT met'}")
+    whole = interleaved({"0": lambda: run(0), "k": lambda: run(ITERATIONS)}, a.rounds)  # seconds per run
+    per_step = [t0 / steps_run for t0 in whole["0"]]
+    per_it = [(tk - t0) / ITERATIONS for t0, tk in zip(whole["0"], whole["k"])]
+    rep.time_table(f"CSDS iteration vs sampler step — {WORLDS[a.world][1]}, {a.size}x{a.size} px, cfg {a.cfg}, "
+                   f"{steps_run} steps, {ITERATIONS} iterations, {a.rounds} interleaved rounds, "
+                   f"{torch.get_num_threads()} threads",
+                   {"sampler step (euler, CFG)": per_step, "CSDS iteration (delta)": per_it})
+    rep.ratio("CSDS iteration / sampler step", per_round(per_it, per_step), TARGET)
+    return rep.finish(f"CSDS iteration / sampler step — {WORLDS[a.world][1]}")
 
 
 if __name__ == "__main__":

@@ -5,24 +5,26 @@
    through ``torch.autograd.graph.saved_tensors_hooks``), and on CUDA also ``torch.cuda.max_memory_allocated``.
    Target: reversible T=50 / T=10 <= 1.1 (naive grows about 5×);
 2. seconds per DOODL iteration / seconds per EDICT generation with the same steps (target <= 4): per iteration =
-   (time of 3 iterations − time of 1) / 2, so the final evaluation and set-up cancel.
+   (time of 3 iterations − time of 1) / 2, so the final evaluation and set-up cancel. Each round times the three
+   runs back to back (order reversed every other round) and gives one ratio: min / median / max over the rounds,
+   the target judged on the median. ``--steps`` (5 since 7 rounds replaced 3 of 10 steps: both sides of the
+   ratio grow with the steps alike) is the timing's; the memory comparison's T are ``STEP_COUNTS``.
 
 ``--world sd3``: the same through the flow EDICT chain of the SD3 shapes world (a flow-matching MMDiT).
 
-    python -m bench.bench_doodl [--size 128] [--steps 10] [--cfg 3] [--rounds 3] [--world unet|sd3]
+    python -m bench.bench_doodl [--size 128] [--steps 5] [--cfg 3] [--rounds 7] [--world unet|sd3] [--json PATH]
 """
 from __future__ import annotations
 
-import time
-
-from .common import WORLDS, LiveBytes, host, parser, shapes_world
+from .common import WORLDS, LiveBytes, Report, host, interleaved, parser, per_round, shapes_world
 
 MEMORY_TARGET, TIME_TARGET = 1.1, 4.0
 STEP_COUNTS = (10, 50)  # the memory comparison's T
 
 
-def main(argv=None) -> None:
-    a = parser(__doc__, steps=10, cfg=3.0, size=128, worlds=True).parse_args(argv)
+def main(argv=None) -> Report:
+    a = parser(__doc__, steps=5, cfg=3.0, size=128, worlds=True).parse_args(argv)
+    rep = Report(f"doodl ({a.world})", a, memory_steps=list(STEP_COUNTS))
     model, _, vae, encode = shapes_world(a.world)
     import torch
     import comfy.sample
@@ -67,7 +69,7 @@ def main(argv=None) -> None:
         print(line)
     r = rows["reversible", hi][1 if cuda else 0] / rows["reversible", lo][1 if cuda else 0]
     print(f"target <= {MEMORY_TARGET} for reversible T={hi} / T={lo} ({'CUDA peak' if cuda else 'saved bytes'}): "
-          f"{'met' if r <= MEMORY_TARGET else 'NOT met'}")
+          f"{'met' if r <= MEMORY_TARGET else 'NOT met'} (a count, the same every run)")
 
     with torch.inference_mode():
         sigmas = C("InvEditEDICTSigmas").execute(model, a.steps, "official_980_0", 1.0)[0]
@@ -79,25 +81,18 @@ def main(argv=None) -> None:
             comfy.sample.sample_custom(model, noise, a.cfg, sampler, sigmas, pos, neg, latent["samples"],
                                        disable_pbar=True, seed=0)
 
-    def timed(fn):
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
-    generation(), doodl(a.steps, 1)  # warm-up
-    gen, per_it = [], []
-    for _ in range(a.rounds):
-        gen.append(timed(generation))
-        one, three = timed(lambda: doodl(a.steps, 1)), timed(lambda: doodl(a.steps, 3))
-        per_it.append((three - one) / 2)
-    gen_s, it_s = sorted(gen)[len(gen) // 2], sorted(per_it)[len(per_it) // 2]
-    print(f"\nDOODL iteration vs EDICT generation — {a.steps} steps, {a.size}x{a.size} px, median of {a.rounds} "
-          f"rounds, {torch.get_num_threads()} threads")
-    print(f"| {'what':<34} | {'seconds':>8} | {'/ base':>8} |")
-    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|")
-    print(f"| {'EDICT generation':<34} | {gen_s:8.3f} | {1:8.3f} |")
-    print(f"| {'DOODL iteration (reversible)':<34} | {it_s:8.3f} | {it_s / gen_s:8.3f} |")
-    print(f"target <= {TIME_TARGET} for DOODL iteration / EDICT generation: "
-          f"{'met' if it_s / gen_s <= TIME_TARGET else 'NOT met'}")
+    generation(), doodl(a.steps, 1)  # warm-up (doodl(3) is the same code)
+    whole = interleaved({"EDICT generation": generation, "DOODL, 1 iteration": lambda: doodl(a.steps, 1),
+                         "DOODL, 3 iterations": lambda: doodl(a.steps, 3)}, a.rounds, warmup=False)  # s per run
+    per_it = [(three - one) / 2 for one, three in zip(whole["DOODL, 1 iteration"], whole["DOODL, 3 iterations"])]
+    rep.time_table(f"DOODL iteration vs EDICT generation — {a.steps} steps, {a.size}x{a.size} px, {a.rounds} "
+                   f"interleaved rounds, {torch.get_num_threads()} threads", {
+                       "EDICT generation": whole["EDICT generation"], "DOODL iteration (reversible)": per_it},
+                   unit="seconds", base="EDICT generation")
+    rep.ratio("memory reversible T=%d / T=%d" % (hi, lo), [r], MEMORY_TARGET,
+              f"{'CUDA peak' if cuda else 'saved bytes'}: a count, one value")
+    rep.ratio("DOODL iteration / EDICT generation", per_round(per_it, whole["EDICT generation"]), TIME_TARGET)
+    return rep.finish(f"DOODL — {WORLDS[a.world][1]}")
 
 
 if __name__ == "__main__":

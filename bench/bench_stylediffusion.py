@@ -8,24 +8,27 @@ process.
    that reaches the official schedule's reconstruction (target: ≤ 340 iterations in all, official 1015).
 2. Speed, interleaved: seconds per inner iteration / seconds per U-Net forward + backward (the floor of one
    iteration), and seconds per P2Plus edit step / a plain 2-row CFG step (stock euler; target ≤ 1.2: explicit
-   attention only where maps are needed).
+   attention only where maps are needed). Each round times the runs back to back (order reversed every other round)
+   and gives one value of each ratio: min / median / max over the rounds, the target judged on the median.
 
-    python -m bench.bench_stylediffusion [--size 64] [--steps 30] [--cfg 7.5] [--rounds 3] [--sweep 10,20,30,50]
+    python -m bench.bench_stylediffusion [--size 64] [--steps 30] [--cfg 7.5] [--rounds 7] [--sweep 10,20,30,50]
+                                         [--json PATH]
 """
 from __future__ import annotations
 
 import time
 
-from .common import host, interleaved, parser, print_times, shapes_world
+from .common import Report, host, interleaved, parser, per_round, shapes_world
 
 ITERATION_TARGET, EDIT_TARGET = 340, 1.2
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> Report:
     ap = parser(__doc__, steps=30, cfg=7.5, size=64)
     ap.add_argument("--sweep", default="10,20,30,50", help="inner_steps K of our schedule to try")
     ap.add_argument("--official", type=int, default=100, help="the official schedule's K (100)")
     a = ap.parse_args(argv)
+    rep = Report("stylediffusion", a)
     model, clip, vae, encode = shapes_world()
     import torch
     import comfy.sample
@@ -88,6 +91,7 @@ def main(argv=None) -> None:
     print(f"|{'-' * 52}|{'-' * 10}|{'-' * 12}|{'-' * 10}|")
     for name, p, n, s in rows:
         print(f"| {name:<50} | {p:8.2f} | {n:10d} | {s:8.1f} |")
+    rep.settings["reconstruction"] = [dict(method=m, psnr_db=p, iterations=n, seconds=t) for m, p, n, t in rows]
     if reached:
         print(f"ours reaches the official schedule's {official_psnr:.2f} dB (within 0.1 dB) with K = {reached[0]}: "
               f"{reached[1]} iterations (target <= {ITERATION_TARGET}; official {off[0].meta['iterations']}): "
@@ -115,11 +119,14 @@ def main(argv=None) -> None:
                 image=img, clip_name="shapes-toy-clip", inner_steps=fixed_k, inner_decay=0.0, attn_weight=1.0,
                 init="identity", warm_start=True, seed=0, **dict(common, steps=4, early_stop=0.0))
 
-    med = interleaved({"U-Net forward + backward": forward_backward, "inner iteration (StyleDiffusion)": inversion},
-                      a.rounds, 1)
-    med["inner iteration (StyleDiffusion)"] /= 4 * fixed_k  # 4 steps x K iterations a run (inversion included)
-    print_times("Seconds per inner iteration vs one U-Net forward + backward (the inversion's DDIM pass, baking "
-                "and setup included in the iteration)", med, base="U-Net forward + backward")
+    fb = interleaved({"U-Net forward + backward": forward_backward, "inner iteration (StyleDiffusion)": inversion},
+                     a.rounds, {"U-Net forward + backward": 1,
+                                "inner iteration (StyleDiffusion)": 4 * fixed_k})  # 4 steps x K iterations a run
+    rep.time_table(f"Seconds per inner iteration vs one U-Net forward + backward (the inversion's DDIM pass, baking "
+                   f"and setup included in the iteration), {a.rounds} interleaved rounds", fb, unit="seconds",
+                   base="U-Net forward + backward")
+    rep.ratio("inner iteration / U-Net forward + backward",
+              per_round(fb["inner iteration (StyleDiffusion)"], fb["U-Net forward + backward"]), note="no target")
 
     # the short run is the end of the embedding's grid (a partial run: P2P Edit plays the grid's steps it is at)
     long_grid = grid
@@ -147,17 +154,18 @@ def main(argv=None) -> None:
             for g in (long_grid, short_grid)}
     whole = interleaved(runs, a.rounds, 1)
     n = (len(long_grid) - len(short_grid))
-    med = {"plain 2-row CFG step (stock euler)": (whole[f"plain ({len(long_grid) - 1} steps)"]
-                                                  - whole[f"plain ({len(short_grid) - 1} steps)"]) / n,
-           "P2Plus edit step": (whole[f"P2Plus ({len(long_grid) - 1} steps)"]
-                                - whole[f"P2Plus ({len(short_grid) - 1} steps)"]) / n}
-    steps = f"{len(long_grid) - 1} and {len(short_grid) - 1}"
-    print_times(f"P2Plus edit step (tau_c = tau_s = tau_u = 1: every step edits) vs a plain 2-row CFG step, "
-                f"{a.size}x{a.size} px, the marginal seconds per step between runs of {steps} steps, median of "
-                f"{a.rounds} interleaved rounds, "
-                f"{torch.get_num_threads()} threads", med, base="plain 2-row CFG step (stock euler)")
-    ratio = med["P2Plus edit step"] / med["plain 2-row CFG step (stock euler)"]
-    print(f"target <= {EDIT_TARGET}: {'met' if ratio <= EDIT_TARGET else 'NOT met'}")
+    lo, hi = len(short_grid) - 1, len(long_grid) - 1
+    marginal = {"plain 2-row CFG step (stock euler)": [(b - c) / n for b, c in zip(whole[f"plain ({hi} steps)"],
+                                                                                     whole[f"plain ({lo} steps)"])],
+                "P2Plus edit step": [(b - c) / n for b, c in zip(whole[f"P2Plus ({hi} steps)"],
+                                                                  whole[f"P2Plus ({lo} steps)"])]}
+    rep.time_table(f"P2Plus edit step (tau_c = tau_s = tau_u = 1: every step edits) vs a plain 2-row CFG step, "
+                   f"{a.size}x{a.size} px, the marginal seconds per step between runs of {hi} and {lo} steps, "
+                   f"{a.rounds} interleaved rounds, {torch.get_num_threads()} threads", marginal,
+                   base="plain 2-row CFG step (stock euler)")
+    rep.ratio("P2Plus edit step / plain 2-row CFG step",
+              per_round(marginal["P2Plus edit step"], marginal["plain 2-row CFG step (stock euler)"]), EDIT_TARGET)
+    return rep.finish("StyleDiffusion speed")
 
 
 if __name__ == "__main__":

@@ -6,48 +6,82 @@ from bench import (bench_asyrp, bench_caso, bench_csds, bench_ddim, bench_doodl,
                    bench_stylediffusion, eval_shapes, realscale)
 
 
-def test_bench_ddim_prints_its_ratio_table(comfy, capsys):
-    bench_ddim.main(["--size", "64", "--steps", "2", "--rounds", "1"])
+def ratio_row(out: str, what: str) -> list:
+    """The cells of a ratio table's row: what, rounds, min, median, max, target, verdict."""
+    line = next(line for line in out.splitlines() if line.startswith(f"| {what} "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert len(cells) == 7 and float(cells[2]) <= float(cells[3]) <= float(cells[4]), cells
+    assert cells[6] == "-" if cells[5] == "-" else cells[6] in ("PASS", "FAIL"), cells
+    return cells
+
+
+def test_bench_ddim_prints_its_ratio_table(comfy, capsys, tmp_path):
+    import json
+    rep = bench_ddim.main(["--size", "64", "--steps", "2", "--rounds", "2", "--json", str(tmp_path / "d.json")])
     out = capsys.readouterr().out
-    assert "ratio invert / KSampler" in out and "target <= 1.05" in out
+    cells = ratio_row(out, "invert / KSampler")
+    assert cells[1] == "2" and cells[5] == "<= 1.05" and cells[6] == rep.ratios[0].verdict
+    doc = json.loads((tmp_path / "d.json").read_text())
+    assert doc["host"]["comfyui"] and doc["machine"]["cores"] >= 1
+    assert len(doc["runs"][0]["times"]["InvEditDDIMInvert"]) == 2 and doc["runs"][0]["ratios"][0]["target"] == 1.05
+
+
+def test_python_m_bench_gathers_the_ratios_with_the_host_and_machine(comfy, capsys, tmp_path):
+    import importlib
+    import json
+    main = importlib.import_module("bench.__main__")
+    assert main.main(["--only", "ddim,flow", "--rounds", "2", "--bench-args", "--size 64 --steps 2",
+                      "--json", str(tmp_path / "all.json"), "--md", str(tmp_path / "all.md")]) == 0
+    out = capsys.readouterr().out
+    table = (tmp_path / "all.md").read_text()
+    assert table in out and "host ComfyUI 0.3" in table and " cores" in table
+    assert "| ddim " in table and "| invert / KSampler " in table and "| flow " in table
+    doc = json.loads((tmp_path / "all.json").read_text())
+    assert [r["bench"] for r in doc["runs"]] == ["ddim", "flow"] and set(doc["wall_s"]) == {"ddim", "flow"}
+    assert doc["host"]["comfyui"].startswith("0.3") and doc["failed"] == []
 
 
 def test_bench_caso_prints_its_ratio_table(comfy, capsys):
     bench_caso.main(["--steps", "4", "--rounds", "1"])
     out = capsys.readouterr().out
-    assert "CASO training step" in out and "ratio training step / gradient floor with the text encoder" in out and "MiB plain" in out
+    assert "CASO training step" in out and "MiB plain" in out
+    assert ratio_row(out, "training step / gradient floor + text encoder")[5] == "<= 1.25"
 
 
 def test_bench_edict_prints_its_ratio_table(comfy, capsys):
     for world in ("unet", "sd3"):
         bench_edict.main(["--size", "64", "--steps", "2", "--rounds", "1", "--world", world])
         out = capsys.readouterr().out
-        assert "ratio EDICT / DDIM, sampling" in out and "target <= 2.05" in out and "EDICT (float64 state)" in out
+        assert ratio_row(out, "EDICT / DDIM, sampling")[5] == ratio_row(out, "EDICT / DDIM, inversion")[5] == "<= 2.05"
+        assert "EDICT (float64 state)" in out
         assert ("SD3 MMDiT" in out) == (world == "sd3")
 
 
 def test_bench_csds_prints_its_ratio_table(comfy, capsys):
     bench_csds.main(["--size", "64", "--steps", "4", "--rounds", "1"])
     out = capsys.readouterr().out
-    assert "ratio iteration / step" in out and "target <= 2.1" in out
+    assert ratio_row(out, "CSDS iteration / sampler step")[5] == "<= 2.1"
 
 
 def test_bench_flow_prints_the_dit_vs_unet_ratio(comfy, capsys):
     bench_flow.main(["--steps", "2", "--rounds", "1"])
-    assert "ratio SD3 world / U-Net world" in capsys.readouterr().out
+    assert ratio_row(capsys.readouterr().out, "SD3 world / U-Net world, per image")[5:] == ["-", "-"]
 
 
 def test_bench_asyrp_prints_its_ratio_table(comfy, capsys):
     bench_asyrp.main(["--size", "64", "--steps", "2", "--rounds", "1"])
     out = capsys.readouterr().out
-    assert "Asyrp step, shared encoder" in out and "target <= 1.6" in out
+    assert ratio_row(out, "Asyrp step, shared encoder / plain step")[5] == "<= 1.6"
+    assert ratio_row(out, "Asyrp step, two full passes / plain step")[5] == "-"
 
 
 def test_bench_stylediffusion_prints_its_tables(comfy, capsys):
     bench_stylediffusion.main(["--steps", "3", "--rounds", "1", "--sweep", "2", "--official", "3"])
     out = capsys.readouterr().out
     assert "StyleDiffusion, official (K 3, official init)" in out and "null-text (10 a step)" in out
-    assert "/ base" in out and "P2Plus edit step" in out and "inner iteration (StyleDiffusion)" in out
+    assert "/ base" in out and "inner iteration (StyleDiffusion)" in out
+    assert ratio_row(out, "P2Plus edit step / plain 2-row CFG step")[5] == "<= 1.2"
+    assert ratio_row(out, "inner iteration / U-Net forward + backward")[5] == "-"
 
 
 def test_eval_shapes_reports_every_measure(comfy, capsys):
@@ -78,6 +112,8 @@ def test_bench_doodl_prints_its_tables(comfy, capsys, monkeypatch, world):
     bench_doodl.main(["--size", "64", "--steps", "2", "--rounds", "1", "--world", world])
     out = capsys.readouterr().out
     assert "target <= 1.1 for reversible T=4 / T=2" in out and "DOODL iteration (reversible)" in out and "| naive" in out
+    assert ratio_row(out, "DOODL iteration / EDICT generation")[5] == "<= 4"
+    assert ratio_row(out, "memory reversible T=4 / T=2")[1] == "1"
 
 
 def test_eval_shapes_reports_doodl_vs_guidance(comfy, capsys, monkeypatch):
