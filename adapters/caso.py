@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..hooks.run_state import run_state
 from ..optim import caso
 
 ENCODER_OF = {"l": "clip_l", "g": "clip_g"}  # ComfyUI tokenizer key -> the embedding file's tensor key
@@ -160,7 +161,7 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
     import comfy.model_management
     from .checks import model_family, require_unet, require_vp_model
     from .clip import differentiable_text_encoder
-    from .run import block_checkpointing, decode_01, grad_context, make_grad_safe, vae_decoder
+    from .run import block_checkpointing, decode_01, private_for_grad, vae_decoder
     require_unet(model, who)
     require_vp_model(model.get_model_object("model_sampling"), model_family(model.model), who)
     if s.init not in INITS:
@@ -176,16 +177,15 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
     shape = (k, s.n_tokens, sum(widths.values()))
     init = (torch.rand(shape, generator=gen) * 2 - 1 + torch.rand(shape, generator=gen) * 2 - 1
             if s.init == "repo_uniform" else torch.zeros(shape))
-    with grad_context():
-        comfy.model_management.load_models_gpu([model, vae.patcher], force_full_load=True)
-        base = model.model
+    # private copies of the U-Net, the VAE and the CLIP (a CLIP_VISION inside the classifier gets one on first use),
+    # loaded whole, released after training; the shared models are not changed
+    with private_for_grad(who, model, vae=vae, clip=clip) as private:
+        base, vae = private.model.model, private.vae
         device = comfy.model_management.get_torch_device()
-        make_grad_safe(base.diffusion_model)
-        make_grad_safe(vae.first_stage_model)
         latents = base.process_latent_in(samples.clone().to(device, torch.float32))
         mirror = None if mirrored is None else base.process_latent_in(mirrored.clone().to(device, torch.float32))
         with torch.no_grad():
-            null = clip.encode_from_tokens(clip.tokenize(""), return_pooled=True, return_dict=True)
+            null = private.clip.encode_from_tokens(clip.tokenize(""), return_pooled=True, return_dict=True)
 
         def conds(cond: dict, x):
             c = base.extra_conds(cross_attn=cond["cond"].to(device), pooled_output=cond.get("pooled_output"),
@@ -194,11 +194,13 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
 
         def denoise(x, cond):
             s_in = x.new_full((x.shape[0],), sigma)
-            return base.apply_model(x.to(base.get_dtype()), s_in, **conds(null if cond is None else cond, x)).float()
+            # x as it is (float32): apply_model casts the model input to the compute dtype itself; the storage dtype
+            # (get_dtype(): fp8 on a quantized checkpoint) would round the latent
+            return base.apply_model(x, s_in, **conds(null if cond is None else cond, x)).float()
 
-        with differentiable_text_encoder(clip):
+        with differentiable_text_encoder(clip, who) as text:  # private.clip, its layers out of place
             def encode(e):
-                return clip.encode_from_tokens(class_tokens(clip, split_rows(e, widths), who), return_pooled=True,
+                return text.encode_from_tokens(class_tokens(text, split_rows(e, widths), who), return_pooled=True,
                                                return_dict=True)
             # checkpointing: besides its segments (optim.caso.segment), the U-Net's and the decoder's blocks, so that a
             # segment's recomputation holds one block's activations at a time
@@ -252,12 +254,12 @@ class WindowedGuidance:
 
     def __init__(self, scale: float, sigma_start: float, sigma_end: float, who: str = "CASO Guidance"):
         self.scale, self.sigma_start, self.sigma_end, self.who = float(scale), sigma_start, sigma_end, who
-        self._checked = None
 
     def __call__(self, args):
-        sigmas = args.get("model_options", {}).get("transformer_options", {}).get("sample_sigmas")
-        if sigmas is not None and sigmas is not self._checked:  # once per sampling run: a window no step falls in
-            self._checked = sigmas
+        # immutable (clones share it since ComfyUI 0.14): "checked once" is the sampling run's (hooks.run_state)
+        opts = args.get("model_options", {}).get("transformer_options")
+        sigmas = None if opts is None else opts.get("sample_sigmas")
+        if sigmas is not None and run_state(opts, create=True).first(("caso-window", id(self))):
             try:
                 check_window(sigmas, self.sigma_start, self.sigma_end, self.who)
             except ValueError as e:  # a warning, not an error: one pass of a split sampling may lie outside it
@@ -275,7 +277,7 @@ class UncondOutsideWindow:
     chunks and gives the conditional ones a copy of them: ``WindowedGuidance`` returns D_u there, so the conditional
     prediction would be computed for nothing (a single-step window makes one conditional call in all). Inside the
     window, or with a ControlNet attached, the call is the stock one. A wrapper already on the model runs inside
-    this one."""
+    this one. Immutable (clones share it): no state besides the window and the wrapper it wraps."""
 
     def __init__(self, sigma_start: float, sigma_end: float, inner=None):
         self.sigma_start, self.sigma_end, self.inner = sigma_start, sigma_end, inner

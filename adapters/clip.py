@@ -14,7 +14,7 @@ from comfy.ldm.modules.attention import optimized_attention_for_device
 
 from .. import artifacts
 from ..losses.clip import CLIPLoadError, LocalCLIP, clip_preprocess
-from .run import make_grad_safe
+from .run import current_copies, private_for_grad, private_patcher
 
 
 def load_local_clip(folder: Path, who: str) -> LocalCLIP:
@@ -34,8 +34,10 @@ def load_local_clip(folder: Path, who: str) -> LocalCLIP:
 class ComfyCLIPVision:
     """A stock CLIP_VISION (CLIPVisionLoader) as a differentiable image encoder for ``losses.pixel.CLIPLoss``: the
     crops go through ``clip_preprocess`` (differentiable; ComfyUI's own rounds to 8 bits) with the model's size, mean
-    and std, then the vision tower; the projected embedding (``image_embeds``) is L2-normalised. The model is made
-    grad-safe (its weights were created in inference mode by the loader) and loaded on every call.
+    and std, then the vision tower; the projected embedding (``image_embeds``) is L2-normalised. The tower is
+    that of the running gradient node's private copy (``adapters.run.private_for_grad``: made on first use, loaded
+    whole, released with the node) inside a gradient node; elsewhere (no gradient: a judge, the probe's features) the
+    shared model, loaded on every call.
 
     The tower runs through ``forward``, ComfyUI 0.3.75's ``CLIPVision`` forward (comfy/clip_model.py) with the
     residual additions out of place: its layers add in place (``x += …``), which autograd refuses. A test checks the
@@ -51,14 +53,31 @@ class ComfyCLIPVision:
         self.mean = torch.tensor(clip_vision.image_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(clip_vision.image_std).view(1, 3, 1, 1)
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+    def tower(self, images: torch.Tensor):
+        """The CLIP vision model to run: the running gradient node's private copy; outside one, the shared model, or
+        when gradients are asked for a private copy for this call (the shared weights are inference tensors, which
+        autograd cannot save)."""
+        copies = current_copies()
+        if copies is not None:
+            cv = copies.of(self.cv)
+            copies.load([cv.patcher])
+            return cv.model
+        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():  # outside a gradient node: a copy
+            # for this call only (a loader's parameters may ask for gradients: an inference tensor autograd refuses)
+            with torch.inference_mode(False):
+                solo = private_patcher(self.cv.patcher, "CLIP vision")
+                solo.patch_model(device_to=solo.load_device)
+            return solo.model
         comfy.model_management.load_model_gpu(self.cv.patcher)
-        make_grad_safe(self.cv.model)
-        x = clip_preprocess(images.to(self.device, torch.float32), self.size, self.mean, self.std)
-        return torch.nn.functional.normalize(self.forward(x).float(), dim=-1)
+        return self.cv.model
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        model = self.cv.model
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        model = self.tower(images)
+        x = clip_preprocess(images.to(self.device, torch.float32), self.size, self.mean, self.std)
+        return torch.nn.functional.normalize(self.forward(x, model).float(), dim=-1)
+
+    def forward(self, pixel_values: torch.Tensor, model=None) -> torch.Tensor:
+        model = self.cv.model if model is None else model
         vm = model.vision_model
         x = vm.pre_layrnorm(vm.embeddings(pixel_values))
         attention = optimized_attention_for_device(x.device, mask=False, small_input=True)
@@ -75,21 +94,18 @@ def _residual_forward(layer, x, mask=None, optimized_attention=None):
 
 
 @contextlib.contextmanager
-def differentiable_text_encoder(clip):
-    """Within this context a stock CLIP's text encoder(s) can be differentiated with respect to the embeddings in its
-    token list (a textual-inversion vector, CASO's class embedding): ComfyUI's CLIP layers add their residuals in
-    place (``x += …``), which autograd refuses, so each layer's forward is swapped for an out-of-place one with the
-    same arithmetic (a host test checks the encodings are bit-identical), and the weights are made grad-safe. The
-    layers get their own forward back on exit. Call with gradients allowed."""
+def differentiable_text_encoder(clip, who: str = "differentiable text encoder"):
+    """Yields a private copy of a stock CLIP (the running gradient node's, ``adapters.run.private_for_grad``; its own
+    context when none runs) whose text encoder(s) can be differentiated with respect to the embeddings in its token
+    list (a textual-inversion vector, CASO's class embedding): ComfyUI's CLIP layers add their residuals in place
+    (``x += …``), which autograd refuses, so each of the copy's layers runs an out-of-place forward with the same
+    arithmetic (a host test checks the encodings are bit-identical). Encode with the yielded CLIP; ``clip`` itself is
+    not changed."""
     from comfy.clip_model import CLIPLayer
-    model = clip.cond_stage_model
-    clip.load_model()
-    make_grad_safe(model)
-    layers = [m for m in model.modules() if isinstance(m, CLIPLayer)]
-    for layer in layers:
-        layer.forward = types.MethodType(_residual_forward, layer)
-    try:
-        yield clip
-    finally:
-        for layer in layers:
-            del layer.forward
+    with contextlib.ExitStack() as stack:
+        copies = current_copies() or stack.enter_context(private_for_grad(who))
+        private = copies.of(clip)
+        copies.load([private.patcher])
+        for layer in (m for m in private.cond_stage_model.modules() if isinstance(m, CLIPLayer)):
+            layer.forward = types.MethodType(_residual_forward, layer)
+        yield private

@@ -25,7 +25,7 @@ from ..optim import csds
 from ..samplers.steps import Step
 from .checks import is_flow, model_family, require_vp_or_flow_model
 from .progress import LiveLoss, check_interrupt
-from .run import grad_context, make_grad_safe
+from .run import private_sampling
 
 WRAPPER_KEY = "ems_csds"
 CLIP_TOKENS_KEY = "invedit_clip_tokens"  # where Encode Edit Prompts records the CLIP block's length (SD3)
@@ -173,8 +173,9 @@ class CSDSGuider(comfy.samplers.CFGGuider):
         # forward process at σ0, whatever the sampler's start convention)
         coef = [t.float() for t in noise_coefficients(ms, sigma0, noise, False)]
 
-        def predict(z):
-            out = comfy.samplers.calc_cond_batch(inner, conds, z.to(z_t.dtype), sigma0 * s_in, model_options)
+        def predict(z):  # guider.inner_model: the private copy while autograd runs (private_sampling)
+            out = comfy.samplers.calc_cond_batch(guider.inner_model, conds, z.to(z_t.dtype), sigma0 * s_in,
+                                                 model_options)
             if use_neg:
                 out = [out[2] + self.csds_cfg * (o - out[2]) for o in out[:2]]
             return tuple(csds.eps_from_x0(z.float(), o.float(), *coef) for o in out[:2])
@@ -189,9 +190,8 @@ class CSDSGuider(comfy.samplers.CFGGuider):
 
         mask = None if denoise_mask is None else denoise_mask.float()
         step = csds.kappa(is_flow(ms), float(sigma0), self.step_space)
-        if self.config.mode == "autograd":  # backward through the model: outside inference mode, grad-safe weights
-            with grad_context():
-                make_grad_safe(inner.diffusion_model)
+        if self.config.mode == "autograd":  # backward through the model: a private copy, outside inference mode
+            with private_sampling(guider, self.WHO):  # guider.inner_model is the private one inside
                 coef[:] = [t.clone() for t in coef]  # normal tensors: autograd saves them
                 self.result = csds.csds_refine(predict, z_t.clone(), self.config, step, mask=mask, on_step=on_step)
         else:

@@ -21,7 +21,7 @@ from .checks import checked_latent, model_family, require_vp_model
 from .edict import EDICTBase, EDICTOptions, check_edict_pair, default_sigmas, exact_pair, pair_latent
 from .latent import InversionInfo, to_vae_space
 from .progress import LiveLoss, check_interrupt, reporter
-from .run import block_checkpointing, decode_01, grad_context, load_for_grad, vae_decoder
+from .run import block_checkpointing, decode_01, load_for_grad, private_for_grad, private_sampling, vae_decoder
 
 
 class DOODLSampler(EDICTBase):
@@ -143,13 +143,13 @@ def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSetting
     config = dataclasses.replace(s.config, tie=pair is None, renormalize=pair is None,
                                  shared_step=pair is not None and s.pair_steps == "shared")
     live = LiveLoss("DOODL", "loss", inclusive=True)
-    sampler = DOODLSampler(vae, loss, config, options, s.backprop, pair, s.seed, live, s.checkpointing)
     noise = comfy.sample.prepare_noise(samples, s.seed) if pair is None else torch.zeros_like(samples)
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(s.cfg)
     callback = latent_preview.prepare_callback(model, config.iterations + 1, {})
-    with grad_context():
+    with private_for_grad(who, model, vae=vae) as private:  # the loop runs on private copies of the U-Net and VAE
+        sampler = DOODLSampler(private.vae, loss, config, options, s.backprop, pair, s.seed, live, s.checkpointing)
+        guider = comfy.samplers.CFGGuider(private.model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(s.cfg)
         start = samples.clone() if pair is None else torch.zeros_like(samples)
         guider.sample(noise.clone(), start, sampler, sigmas.float(), callback=callback,
                       disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s.seed)
@@ -182,10 +182,11 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
             raise ValueError(f"{self.WHO}: latent noise masks are not supported.")
         generator = torch.Generator().manual_seed(self.seed)
         negative = getattr(model_wrap, "conds", {}).get("negative")
-        with grad_context():
-            load_for_grad(model_wrap, self.vae)
+        # the guider's U-Net and the VAE as private copies while the loop runs (the guider is the stock node's)
+        with private_sampling(model_wrap, self.WHO, vae=self.vae) as private:
+            net, vae = model_wrap.inner_model, private.vae  # the private BaseModel
             args = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in extra_args.items()}
-            x = inner.model_sampling.noise_scaling(sigmas[0], noise.clone(), latent_image.clone(),
+            x = net.model_sampling.noise_scaling(sigmas[0], noise.clone(), latent_image.clone(),
                                                    self.max_denoise(model_wrap, sigmas))
             s_in = x.new_ones([x.shape[0]])
 
@@ -193,11 +194,11 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
                 return model_wrap(xx, sigma * s_in, **args)
 
             def uncond(xx, sigma):  # index 1: the rows are marked uncond for the model's patches
-                return comfy.samplers.calc_cond_batch(inner, [None, negative], xx, sigma * s_in,
+                return comfy.samplers.calc_cond_batch(net, [None, negative], xx, sigma * s_in,
                                                       args.get("model_options", {}))[1]
 
             def loss_of_latent(z):
-                return self.loss(decode_01(self.vae, inner, z).clamp(0, 1), generator)
+                return self.loss(decode_01(vae, net, z).clamp(0, 1), generator)
 
             out = one_step_guidance_sample(denoiser, loss_of_latent, x, sigmas.clone(), self.scale,
                                            reporter(callback), None if negative is None else uncond)

@@ -32,7 +32,7 @@ from .checks import checked_latent, h_channels, log_sigmas, model_family, requir
 from .ddim import DDIMInversionSampler
 from .hspace import ddim_sigmas
 from .progress import LiveLoss, reporter
-from .run import decode_01, grad_context, load_for_grad, pass_options, run_with_cfg_guider
+from .run import decode_01, grad_context, load_for_grad, pass_options, private_for_grad, run_with_cfg_guider
 
 
 class HSpaceTrainSampler(comfy.samplers.Sampler):
@@ -192,18 +192,19 @@ def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s:
                     x0 = run_with_cfg_guider(model, neutral, neutral, 1.0, comfy.samplers.sampler_object("euler"),
                                              starts, ddim_sigmas(model, s.steps), noise=noise, seed=s.seed)
         live = LiveLoss("h-space training", "-log((2 - L_dir)/2) + L1" if s.loss == "official" else "L_dir + L1")
-        sampler = HSpaceTrainSampler(clip, vae, clip.text_direction(s.source_text, s.target_text, templates), config,
-                                     s.batch_size, live, x0)
-        guider = comfy.samplers.CFGGuider(m)
-        guider.set_conds(neutral, neutral)
-        guider.set_cfg(1.0)
+        text_direction = clip.text_direction(s.source_text, s.target_text, templates)
         total = s.epochs * math.ceil(samples.shape[0] / max(1, s.batch_size)) * win.n
-        try:
-            guider.sample(noise, starts, sampler, win.sigmas, seed=s.seed,
-                          callback=latent_preview.prepare_callback(m, total, {}),
-                          disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
-        except TrainingError as e:
-            raise ValueError(f"{who}: {e}") from None
+        with private_for_grad(who, m, vae=vae) as private:  # the loop runs on private copies of the U-Net and VAE
+            sampler = HSpaceTrainSampler(clip, private.vae, text_direction, config, s.batch_size, live, x0)
+            guider = comfy.samplers.CFGGuider(private.model)
+            guider.set_conds(neutral, neutral)
+            guider.set_cfg(1.0)
+            try:
+                guider.sample(noise, starts, sampler, win.sigmas, seed=s.seed,
+                              callback=latent_preview.prepare_callback(m, total, {}),
+                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
+            except TrainingError as e:
+                raise ValueError(f"{who}: {e}") from None
     trained = sampler.direction
     trained.net.cpu()
     first, last, k = loss_summary(sampler.losses)

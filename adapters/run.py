@@ -3,6 +3,8 @@ loading, patches, wrappers, previews), with marked passes, and with gradients th
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
 from typing import Optional
 
 import torch
@@ -55,26 +57,253 @@ def grad_context():
         yield
 
 
-def make_grad_safe(module: nn.Module) -> int:
-    """Replace inference-mode parameters and buffers of ``module`` (what a loader node creates inside a prompt) by
-    ordinary copies with the same values, so that autograd can save them for backward, and freeze the others
-    (requires_grad off: a model built outside a prompt would otherwise get a gradient for every weight, the model's
-    size again in memory and a weight-gradient pass in time). This changes the cached model object in place, once
-    (later calls find nothing to replace); values, devices and dtypes are unchanged. Returns how many tensors were
-    replaced. Call under ``torch.inference_mode(False)``."""
-    n = 0
-    for mod in module.modules():
-        for name, p in list(mod._parameters.items()):
-            if p is not None and p.is_inference():
-                mod._parameters[name] = nn.Parameter(p.detach().clone(), requires_grad=False)
-                n += 1
-            elif p is not None and p.requires_grad:
-                p.requires_grad_(False)
-        for name, b in list(mod._buffers.items()):
-            if b is not None and b.is_inference():
-                mod._buffers[name] = b.clone()
-                n += 1
+# -- private copies for gradient work -------------------------------------------------------------------------------
+# ComfyUI's loaders build their models inside the prompt's inference mode, and one model object is shared by every
+# ModelPatcher cloned from it (every node of every cached workflow). Gradient work never touches it: it runs on a
+# private copy made outside inference mode, loaded whole on the compute device and released after the node — the way
+# ComfyUI's own trainer does it on newer hosts (comfy_extras/nodes_train.py: ``with torch.inference_mode(False):
+# mp = model.clone(force_deepcopy=True)``).
+
+MULTIGPU_FIX = ("remove the MultiGPU node from this model's path (gradients through ComfyUI's MultiGPU model calls "
+                "are dropped: it evaluates the other GPUs' copies under no_grad), or run this node on a single GPU")
+DYNAMIC_FIX = ("start ComfyUI with --disable-dynamic-vram (or --highvram) so that gradient nodes get a fully loaded "
+               "model, or free memory / use a smaller model")
+
+_SESSIONS: list = []  # the GradCopies of the gradient nodes running now, innermost last
+
+
+def refuse_multigpu(patcher, who: str) -> None:
+    """A ValueError naming ``who`` and the fix for a MODEL carrying MultiGPU copies (ComfyUI ≥ 0.33: additional models
+    under the key "multigpu", or ``model_options["multigpu_clones"]`` set by a sampling run): ComfyUI evaluates them in
+    ``_calc_cond_batch_multigpu`` under ``torch.no_grad()``, so a gradient loop would silently get no gradient."""
+    opts = getattr(patcher, "model_options", None) or {}
+    extra = getattr(patcher, "additional_models", None) or {}
+    if "multigpu_clones" in opts or any("multigpu" in str(k).lower() and v for k, v in extra.items()):
+        raise ValueError(f"{who}: this MODEL is split over several GPUs by a MultiGPU node; gradient nodes cannot "
+                         f"use it. Fix: {MULTIGPU_FIX}.")
+
+
+def _is_dynamic(patcher) -> bool:
+    return bool(getattr(patcher, "is_dynamic", lambda: False)())
+
+
+_LOAD_STATE = {"model_loaded_weight_memory": 0, "lowvram_patch_counter": 0, "model_lowvram": False,
+               "current_weight_patches_uuid": None, "model_offload_buffer_memory": 0, "current_patcher": None}
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """An ordinary tensor (not an inference tensor, whatever ``t`` is) over ``t``'s storage: the same memory, no copy.
+    Call outside inference mode."""
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), t.storage_offset(), t.size(),
+                                                               t.stride())
+
+
+def _copy_module(module: nn.Module, patcher=None) -> nn.Module:
+    """A deep copy of ``module`` made outside inference mode: every parameter and buffer a new ordinary tensor object
+    (requires_grad off) with the *unpatched* value (a weight a loaded patcher has patched — a LoRA — is taken from the
+    patcher's backup, which every clone of a model shares), the object patches undone, and none of the load state
+    (lowvram casts, patched flags) of the shared module; nothing of ``module`` is changed. The new tensors alias the
+    shared storages (``_alias``): no second copy of the weights in memory while they stay on the device they are on
+    (what a lowvram CPU run or a model already resident on the GPU would otherwise pay); a load onto another device,
+    or the private patcher's own weight patches, replace the private module's tensors, never write into the shared
+    storages (ComfyUI patches and moves parameters out of place; nothing here updates a weight: requires_grad off)."""
+    originals = {k: getattr(b, "weight", b) for k, b in (getattr(patcher, "backup", None) or {}).items()}
+    originals.update({k: getattr(b, "weight", b) for k, b in (getattr(patcher, "backup_buffers", None) or {}).items()})
+    memo = {id(getattr(module, "current_patcher", None)): None}
+    for name, t in list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers()):
+        if t is None or id(t) in memo:
+            continue
+        new = _alias(originals.get(name, t))
+        memo[id(t)] = nn.Parameter(new, requires_grad=False) if isinstance(t, nn.Parameter) else new
+    private = copy.deepcopy(module, memo)
+    for key, old in (getattr(patcher, "object_patches_backup", None) or {}).items():
+        comfy.utils.set_attr(private, key, copy.deepcopy(old))
+    for attr, value in _LOAD_STATE.items():
+        if attr in vars(private):
+            setattr(private, attr, value)
+    for m in private.modules():
+        d = vars(m)
+        if "prev_comfy_cast_weights" in d:
+            m.comfy_cast_weights = d.pop("prev_comfy_cast_weights")
+        for attr in ("weight_function", "bias_function"):
+            if attr in d:
+                setattr(m, attr, [])
+        d.pop("comfy_patched_weights", None)
+    return private
+
+
+def private_patcher(patcher, who: str):
+    """A private ModelPatcher of ``patcher``'s model for gradient work: the same patches (weight patches such as a
+    LoRA, applied when it is loaded), object patches, model options (attention patches, wrappers, callbacks), on a
+    copy of the model made outside inference mode (requires_grad off everywhere). On hosts whose ``clone`` takes
+    ``force_deepcopy`` (ComfyUI ≥ 0.25) and a model a core loader made (``cached_patcher_init``), the copy is loaded
+    afresh, non-dynamic, as ComfyUI's trainer does; otherwise the model is deep-copied (``_copy_module``). The shared
+    patcher and its model are not changed. Call under ``torch.inference_mode(False)``."""
+    refuse_multigpu(patcher, who)
+    params = inspect.signature(patcher.clone).parameters
+    n = None
+    if "force_deepcopy" in params and getattr(patcher, "cached_patcher_init", None) is not None:
+        n = patcher.clone(disable_dynamic=True, force_deepcopy=True)
+    elif "model_override" in params:
+        empty = tuple(type(x)() for x in patcher.get_clone_model_override()[1])
+        n = patcher.clone(disable_dynamic=True, model_override=(_copy_module(patcher.model, patcher), empty))
+    else:  # ComfyUI 0.3.x: clone() shares the model and its backups
+        n = patcher.clone()
+        n.model = _copy_module(patcher.model, patcher)
+        n.backup, n.object_patches_backup, n.pinned = {}, {}, set()
+    # the same patch objects as the shared patcher (ComfyUI ≥ 0.14 copies only the dicts and lists; 0.3.x deep-copies
+    # them, which would leave a loop's patches — their state, a trained direction — apart from the ones it reads)
+    n.model_options = comfy.model_patcher.create_model_options_clone(patcher.model_options)
+    n.parent = None  # ComfyUI's load list would otherwise hand this copy's load state to the shared patcher
+    if _is_dynamic(n):
+        raise ValueError(f"{who}: ComfyUI gave the gradient copy of this model a dynamic-VRAM patcher, which "
+                         f"gradients cannot go through. Fix: {DYNAMIC_FIX}.")
+    n.model.requires_grad_(False)
+    for t in list(n.model.parameters()) + list(n.model.buffers()):
+        if t.is_inference():  # not expected (made outside inference mode); a loader that forced it
+            raise ValueError(f"{who}: the private copy of this model still holds inference tensors")
     return n
+
+
+class GradCopies:
+    """The private copies one gradient node works on (``private_for_grad``): ``of(obj)`` gives the copy of a MODEL
+    (ModelPatcher), VAE, CLIP or CLIP_VISION, made on first use and kept until the node ends; ``load()`` loads them
+    all whole on the compute device; ``release()`` unloads them and drops them."""
+
+    def __init__(self, who: str):
+        self.who = who
+        self._copies: dict = {}   # id(shared object) -> (shared object, private object, private patcher)
+
+    def of(self, obj):
+        if obj is None:
+            return None
+        hit = self._copies.get(id(obj))
+        if hit is not None:
+            return hit[1]
+        if any(obj is c[1] for c in self._copies.values()):  # already one of the copies
+            return obj
+        with torch.inference_mode(False):
+            if isinstance(obj, comfy.model_patcher.ModelPatcher):
+                private = patcher = private_patcher(obj, self.who)
+            else:
+                attr = next((a for a in ("first_stage_model", "cond_stage_model", "model") if hasattr(obj, a)), None)
+                if attr is None or getattr(obj, "patcher", None) is None:
+                    raise TypeError(f"{self.who}: cannot make a private copy of a {type(obj).__name__}")
+                patcher = private_patcher(obj.patcher, self.who)
+                private = copy.copy(obj)  # the VAE / CLIP / CLIP vision object, its module and patcher private
+                setattr(private, attr, patcher.model)
+                private.patcher = patcher
+        self._copies[id(obj)] = (obj, private, patcher)
+        return private
+
+    @contextlib.contextmanager
+    def active(self):
+        """These copies are ``current_copies()`` inside this context (what ``private_for_grad`` does, without
+        making, loading or releasing anything)."""
+        _SESSIONS.append(self)
+        try:
+            yield self
+        finally:
+            _SESSIONS.remove(self)
+
+    def patchers(self) -> list:
+        return [p for _, _, p in self._copies.values()]
+
+    def load(self, patchers=None) -> None:
+        """Load ``patchers`` (default: every copy's) whole on the compute device; a ValueError naming the node and
+        the fix when one could only be loaded in part (gradients through offloaded weights are not supported)."""
+        patchers = self.patchers() if patchers is None else list(patchers)
+        with torch.inference_mode(False):
+            comfy.model_management.load_models_gpu(patchers, force_full_load=True)
+        for p in patchers:
+            if _is_dynamic(p) or getattr(p.model, "model_lowvram", False) or (
+                    p.model_size() > 0 and p.loaded_size() < p.model_size()):
+                raise ValueError(f"{self.who}: the model could not be loaded whole on {p.load_device} (gradients "
+                                 f"need every weight resident). Fix: {DYNAMIC_FIX}.")
+
+    def release(self) -> None:
+        release(self.patchers())
+        self._copies.clear()
+
+
+def release(patchers) -> None:
+    """Unload private patchers (``private_patcher``) and take them off ComfyUI's list of loaded models."""
+    loaded = comfy.model_management.current_loaded_models
+    for i in reversed(range(len(loaded))):
+        if any(loaded[i].model is p for p in patchers):
+            lm = loaded.pop(i)
+            try:
+                if lm.model_finalizer is not None:
+                    lm.model_unload()
+            except Exception:  # a half-loaded copy: it is dropped anyway
+                pass
+    comfy.model_management.soft_empty_cache()
+
+
+def current_copies() -> Optional[GradCopies]:
+    """The GradCopies of the innermost gradient node running now (``private_for_grad``), or None."""
+    return _SESSIONS[-1] if _SESSIONS else None
+
+
+class WeightStorages:
+    """``storage pointer in WeightStorages(shared)``: whether it is one of ``shared`` or a weight storage of the
+    private copies of the gradient node running now (found once per set of copies) — what a measure of the tensors
+    autograd saves leaves out to count activations only (``bench.common.LiveBytes``'s ``exclude``)."""
+
+    def __init__(self, shared=frozenset()):
+        self.shared, self._state, self._private = frozenset(shared), None, frozenset()
+
+    def __contains__(self, key) -> bool:
+        if key in self.shared:
+            return True
+        copies = current_copies()
+        if copies is None:
+            return False
+        state = (id(copies), len(copies.patchers()))
+        if state != self._state:
+            self._state = state
+            self._private = frozenset(t.untyped_storage().data_ptr() for p in copies.patchers()
+                                      for t in (*p.model.parameters(), *p.model.buffers()))
+        return key in self._private
+
+
+@contextlib.contextmanager
+def private_for_grad(who: str, model=None, vae=None, clip=None, clip_vision=None):
+    """The one path of every gradient node: inside this context gradients are on and ``model`` (a ModelPatcher),
+    ``vae``, ``clip`` and ``clip_vision`` have private copies (``GradCopies.of``: made outside inference mode, the
+    same patches and options, requires_grad off), loaded whole on the compute device; yields the GradCopies with
+    ``.model``, ``.vae``, ``.clip``, ``.clip_vision`` set to them. Other ComfyUI models the loop reaches (a CLIP_VISION
+    inside a loss) get theirs from ``current_copies()``. On exit, exceptions and interrupts included, every copy is
+    unloaded and dropped; the shared objects are never changed."""
+    copies = GradCopies(who)
+    try:
+        with copies.active(), grad_context():
+            copies.model, copies.vae = copies.of(model), copies.of(vae)
+            copies.clip, copies.clip_vision = copies.of(clip), copies.of(clip_vision)
+            copies.load()
+            yield copies
+    finally:
+        copies.release()
+
+
+@contextlib.contextmanager
+def private_sampling(model_wrap, who: str, vae=None):
+    """For a loop running inside a guider it did not build (a SAMPLER given to a stock sampler node, a guider's
+    wrapper): ``private_for_grad`` of the guider's ModelPatcher (and ``vae``), with the guider's ``inner_model``
+    pointed at the private model while the context runs (its hooks state prepared, ``pre_run``), then the guider's
+    own model back, loaded again for the sampling that may follow. Yields the GradCopies."""
+    refuse_multigpu(model_wrap, who)  # the guider's options carry the MultiGPU copies while it samples (≥ 0.33)
+    shared = model_wrap.model_patcher
+    inner = model_wrap.inner_model
+    with private_for_grad(who, shared, vae=vae) as p:
+        p.model.pre_run()
+        model_wrap.inner_model = p.model.model
+        try:
+            yield p
+        finally:
+            model_wrap.inner_model = inner
+            p.model.cleanup()
+    comfy.model_management.load_models_gpu([shared])
 
 
 def checkpoint_blocks(module: nn.Module) -> list:
@@ -134,12 +363,14 @@ def vae_decoder(vae) -> nn.Module:
 
 
 def load_for_grad(model_wrap, vae) -> None:
-    """Load the guider's U-Net beside the VAE and make both grad-safe (``make_grad_safe``), for a loop that
-    differentiates through them."""
-    patcher = getattr(model_wrap, "model_patcher", None)
-    comfy.model_management.load_models_gpu([vae.patcher] + ([patcher] if patcher is not None else []))
-    make_grad_safe(model_wrap.inner_model.diffusion_model)
-    make_grad_safe(vae.first_stage_model)
+    """Load the guider's U-Net beside the VAE whole on the compute device, for a loop that differentiates through
+    them; both must be private copies of the running gradient node (``private_for_grad``)."""
+    copies = current_copies()
+    mine = copies.patchers() if copies is not None else []
+    patchers = [vae.patcher, getattr(model_wrap, "model_patcher", None)]
+    if copies is None or not all(any(p is q for q in mine) for p in patchers):
+        raise RuntimeError("load_for_grad: the loop must run on the private copies of private_for_grad")
+    copies.load(patchers)
 
 
 def decode_01(vae, base_model, x: torch.Tensor) -> torch.Tensor:

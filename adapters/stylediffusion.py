@@ -35,7 +35,7 @@ from ..samplers.coords import vp_scale
 from ..samplers.steps import Step
 from .checks import model_family, require_unet, require_vp_model
 from .progress import reporter
-from .run import block_checkpointing, make_grad_safe
+from .run import block_checkpointing, private_for_grad
 
 LENGTH = 77  # tokens of one CLIP chunk: the mapper's A, B and P2P's token maps
 
@@ -208,7 +208,6 @@ class ValueInversionSampler(comfy.samplers.Sampler):
 
     def optimise(self, inner, eps, sigmas, pivots, targets, capture, device, steps, total, report):
         state = self.state
-        make_grad_safe(inner.diffusion_model)
         capture.detach = False
         sched = self.s.schedule
         cache = {}
@@ -288,8 +287,9 @@ def invert(model, positive, negative, samples: torch.Tensor, grid: torch.Tensor,
     m, state = inversion_patches(model, settings.method, settings.attn_divisors or (layer_divisors(model)[0],))
     sampler = ValueInversionSampler(settings, state, tokens, null, on_step)
     total = grid.numel() - 1 + sum(settings.schedule.iterations(i) for i in range(grid.numel() - 1))
-    recon = run_with_cfg_guider(m, positive, negative, settings.schedule.guidance, sampler, samples, grid,
-                                preview_steps=total, seed=settings.seed)
+    with private_for_grad(who, m) as private:  # the loop runs on a private copy of the U-Net
+        recon = run_with_cfg_guider(private.model, positive, negative, settings.schedule.guidance, sampler, samples,
+                                    grid, preview_steps=total, seed=settings.seed)
     meta = {"family": family, "ctx_dim": str(src.shape[-1]), "steps": str(grid.numel() - 1),
             "guidance": repr(float(settings.schedule.guidance)), "cond_hash": tensor_hash(src),
             "null_hash": tensor_hash(null), "inner": str(settings.schedule.inner),

@@ -19,22 +19,28 @@ for backward, the models' parameter storages excluded, per-call weight casts inc
 so the same figure on any device), with and without gradient checkpointing (text encoder, U-Net call, decode and
 classifier each one segment), and the step time with it.
 
-    python -m bench.bench_caso [--size 64] [--steps 12] [--rounds 3] [--batch 2]
+Each round times a training run (the median of its steps after the first), one with checkpointing and ``--steps``
+calls of each floor back to back (order reversed every other round) and gives one value of each ratio: min / median
+/ max over the rounds, the target judged on the median. (6 steps a run since 7 rounds replaced 3 of 12: a
+round's training step is the median of its last 4 steps.)
+
+    python -m bench.bench_caso [--size 64] [--steps 6] [--rounds 7] [--batch 2] [--json PATH]
 """
 from __future__ import annotations
 
 import statistics
 import time
 
-from .common import host, parser, print_times, shapes_world
+from .common import Report, host, parser, per_round, round_order, shapes_world
 
 OVERHEAD_TARGET = 1.25
 
 
-def main(argv=None) -> None:
-    ap = parser(__doc__, steps=12, cfg=10.0, size=64)
+def main(argv=None) -> Report:
+    ap = parser(__doc__, steps=6, cfg=10.0, size=64)
     ap.add_argument("--batch", type=int, default=2)
     a = ap.parse_args(argv)
+    rep = Report("caso", a)
     model, clip, vae, encode = shapes_world()
     import torch
     from harness.paths import BASE
@@ -66,11 +72,18 @@ def main(argv=None) -> None:
         """The largest per-step total of distinct non-weight tensors saved for backward."""
         weights = {t.untyped_storage().data_ptr() for m in (base.diffusion_model, vae.first_stage_model, net,
                                                             clip.cond_stage_model) for t in m.parameters()}
-        seen, totals = set(), [0]
+        seen, totals, private = set(), [0], {}
+
+        def is_weight(ptr) -> bool:  # the shared models' or the private copies' the training works on
+            copies = run.current_copies()
+            if copies is not None and id(copies) not in private:
+                private[id(copies)] = {t.untyped_storage().data_ptr() for q in copies.patchers()
+                                       for t in q.model.parameters()}
+            return ptr in weights or (copies is not None and ptr in private[id(copies)])
 
         def pack(t):
             ptr = t.untyped_storage().data_ptr()
-            if ptr not in weights and ptr not in seen:
+            if not is_weight(ptr) and ptr not in seen:
                 seen.add(ptr)
                 totals[-1] += t.untyped_storage().nbytes()
             return t
@@ -93,8 +106,14 @@ def main(argv=None) -> None:
     clip_ad = host.pack_module("adapters.clip")
     e0 = torch.randn(1, 768, generator=torch.Generator().manual_seed(0))
 
+    with torch.inference_mode(False):  # private copies for the floors, made once (the training makes its own)
+        copies = run.GradCopies("bench")
+        base, vae_p = copies.of(model).model, copies.of(vae)
+        copies.of(clip)
+
     def pieces(grad: bool, text: bool = False):
-        with run.grad_context(), clip_ad.differentiable_text_encoder(clip):
+        with run.grad_context(), copies.active(), clip_ad.differentiable_text_encoder(clip) as text_clip:
+            copies.load()
             x = base.process_latent_in(lat[:a.batch].clone()) + sigma * torch.randn(lat[:a.batch].shape)
             s_in = x.new_full((a.batch,), sigma)
             with torch.no_grad():
@@ -102,12 +121,12 @@ def main(argv=None) -> None:
             with torch.set_grad_enabled(grad):
                 if text:
                     e = e0.clone().requires_grad_(True)
-                    c = ad.class_cond_tensor(clip, {"clip_l": e}, "bench").expand(a.batch, -1, -1)
+                    c = ad.class_cond_tensor(text_clip, {"clip_l": e}, "bench").expand(a.batch, -1, -1)
                 else:
                     c = cond.expand(a.batch, -1, -1).clone().requires_grad_(grad)
                 d_c = base.apply_model(x, s_in, c_crossattn=c) if grad else None
                 z = oc.guided(d_u, d_c, a.cfg) if grad else d_u
-                pixels = run.decode_01(vae, base, z)
+                pixels = run.decode_01(vae_p, base, z)
             pixels = pixels if grad else pixels.detach().requires_grad_(True)
             loss = oc.class_loss(clf.logits(pixels), 2, "auto")
             loss.backward()
@@ -121,35 +140,42 @@ def main(argv=None) -> None:
     def with_text():
         pieces(grad=True, text=True)
 
-    train_step_times()  # loads the models, makes them grad-safe
+    train_step_times()  # warms up: loads the models
     ckpt = ad.CASOSettings(config=oc.TrainConfig(steps=a.steps, batch_size=a.batch, scale=a.cfg, seed=0,
                                                  checkpointing=True))
-    steps: list = []
-    ckpt_steps: list = []
-    floors: dict = {"floor": [], "gradient floor": [], "text": []}
-    for _ in range(a.rounds):  # interleaved round by round
-        steps += train_step_times()
-        ckpt_steps += train_step_times(ckpt)
-        for k, fn in (("floor", floor), ("gradient floor", gradient_floor), ("text", with_text)):
+    def floor_time(fn):
+        def timed():
             t = time.perf_counter()
             for _ in range(a.steps):
                 fn()
-            floors[k].append((time.perf_counter() - t) / a.steps)
-    times = {"CASO training step": statistics.median(steps),
-             "CASO step, gradient checkpointing": statistics.median(ckpt_steps),
-             "floor: U-Net fwd + decode + clf f/b": statistics.median(floors["floor"]),
-             "gradient floor (no text encoder)": statistics.median(floors["gradient floor"]),
-             "gradient floor + text encoder f/b": statistics.median(floors["text"])}
-    print_times(f"CASO training, {a.size}px, batch {a.batch}, λ {a.cfg:g} (s/step, medians)", times,
-                base="floor: U-Net fwd + decode + clf f/b")
-    ratio = times["CASO training step"] / times["gradient floor + text encoder f/b"]
-    print(f"\nratio training step / gradient floor with the text encoder: {ratio:.3f} (target ≤ {OVERHEAD_TARGET}: "
-          f"{'met' if ratio <= OVERHEAD_TARGET else 'NOT met'}); / floor: "
-          f"{times['CASO training step'] / times['floor: U-Net fwd + decode + clf f/b']:.2f}")
+            return (time.perf_counter() - t) / a.steps
+        return timed
+
+    arms = {"CASO training step": lambda: statistics.median(train_step_times()),
+            "CASO step, gradient checkpointing": lambda: statistics.median(train_step_times(ckpt)),
+            "floor: U-Net fwd + decode + clf f/b": floor_time(floor),
+            "gradient floor (no text encoder)": floor_time(gradient_floor),
+            "gradient floor + text encoder f/b": floor_time(with_text)}
+    floor(), gradient_floor(), with_text()  # warm-up (the training step's is above)
+    times: dict = {k: [] for k in arms}
+    for i in range(a.rounds):  # interleaved round by round, the order reversed every other round
+        for k in round_order(arms, i):
+            times[k].append(arms[k]())
+    rep.time_table(f"CASO training, {a.size}px, batch {a.batch}, λ {a.cfg:g}, {a.rounds} interleaved rounds "
+                   f"(a training run's median step a round)", times, base="floor: U-Net fwd + decode + clf f/b")
+    step = times["CASO training step"]
+    rep.ratio("training step / gradient floor + text encoder",
+              per_round(step, times["gradient floor + text encoder f/b"]), OVERHEAD_TARGET,
+              "the pack's overhead: token building, extra_conds, AdamW, bookkeeping")
+    rep.ratio("training step / floor (issue 14)", per_round(step, times["floor: U-Net fwd + decode + clf f/b"]))
+    rep.ratio("checkpointing step / training step", per_round(times["CASO step, gradient checkpointing"], step))
     plain_b, ckpt_b = kept_bytes(False), kept_bytes(True)
     print(f"tensors kept between forward and backward per step: {plain_b / 2 ** 20:.2f} MiB plain, "
           f"{ckpt_b / 2 ** 20:.2f} MiB with gradient checkpointing (× {ckpt_b / max(plain_b, 1):.3f}; the segments' "
           f"inputs, kept by the checkpoints themselves, are not counted: latents, the conditioning, the estimate)")
+    rep.settings["kept_mib"] = {"plain": plain_b / 2 ** 20, "checkpointing": ckpt_b / 2 ** 20}
+    copies.release()
+    return rep.finish("CASO training step / its floors")
 
 
 if __name__ == "__main__":

@@ -146,10 +146,6 @@ class World:
         with torch.inference_mode():  # flow: "simple" from just below σ = 1 (the inversion cannot end at pure noise)
             self.sigmas = (C("BasicScheduler").execute(self.model, "normal", self.steps, 1.0)[0] if self.spec.unet else
                            C("BasicScheduler").execute(self.model, "simple", self.steps + 1, 1.0)[0][1:])
-        run = host.pack_module("adapters.run")
-        with torch.inference_mode(False):  # what the gradient methods do at their first run, done here once so that
-            for m in self.modules():       # the weights' storages are known before any measure (``weights``)
-                run.make_grad_safe(m)
 
     def latent_of(self, size: int) -> dict:
         import torch
@@ -159,13 +155,15 @@ class World:
 
     def modules(self) -> list:
         return [m for m in (self.model.model, getattr(self.vae, "first_stage_model", None),
-                            getattr(self.clip, "cond_stage_model", None), getattr(self.clip_vision, "model", None))
+                            getattr(self.clip, "cond_stage_model", None), getattr(self.clip_vision, "model", None),
+                            getattr(self, "grad_copy", None))
                 if m is not None]
 
-    def weights(self) -> frozenset:
-        """The storages of every model's parameters and buffers (not counted as saved activations)."""
-        return frozenset(t.untyped_storage().data_ptr() for m in self.modules()
-                         for t in (*m.parameters(), *m.buffers()))
+    def weights(self):
+        """The storages of every model's parameters and buffers (not counted as saved activations), the private
+        copies a gradient node works on (``adapters.run.private_for_grad``) included while it runs."""
+        return host.pack_module("adapters.run").WeightStorages(
+            t.untyped_storage().data_ptr() for m in self.modules() for t in (*m.parameters(), *m.buffers()))
 
     def timed(self, fn: Callable) -> tuple[float, dict]:
         """(seconds, memory) of one call."""
@@ -304,7 +302,6 @@ def stylediffusion_rows(w: World, rounds: int, once: bool = False) -> list[Row]:
     import comfy.model_management
     C = host.node_class
     image = torch.rand(1, w.size, w.size, 3, generator=torch.Generator().manual_seed(5))
-    base = w.model.model
     x = (torch.randn(w.latent["samples"].shape) * 3)
     steps = 2
 
@@ -320,10 +317,13 @@ def stylediffusion_rows(w: World, rounds: int, once: bool = False) -> list[Row]:
 
     run = host.pack_module("adapters.run")
 
+    with torch.inference_mode(False):  # the private copy the inversion works on, made once for the floor
+        private = run.private_patcher(w.model, "bench")
+    base = w.grad_copy = private.model
+
     def forward_backward():
         with run.grad_context():
-            comfy.model_management.load_models_gpu([w.model])
-            run.make_grad_safe(base.diffusion_model)  # as the inversion does (the weights get no gradient)
+            comfy.model_management.load_models_gpu([private], force_full_load=True)
             dev = next(base.diffusion_model.parameters()).device
             c = w.positive[0][0].to(dev).clone().requires_grad_(True)
             extra = {}
@@ -335,6 +335,8 @@ def stylediffusion_rows(w: World, rounds: int, once: bool = False) -> list[Row]:
             out = base.apply_model(x.to(dev), torch.full((1,), 3.0, device=dev), c_crossattn=c, **extra)
             out.float().sum().backward()
     fb = w.timed(forward_backward) if once else interleaved(w, {"fb": forward_backward}, rounds, {})["fb"]
+    run.release([private])
+    del w.grad_copy
     one, m1 = w.timed(invert(1))
     one_ck, m1_ck = w.timed(invert(1, True))
     floor = Row("U-Net forward + backward", fb[0], "call", memory=fb[1])
@@ -514,6 +516,8 @@ def main(argv=None) -> dict:
             ap.error(f"--methods: {m!r} is not one of {list(METHODS)}")
     if not a.gpu:
         unpooled_heap()
+    else:
+        os.environ["INVEDIT_DEVICE"] = "cuda"  # harness.host boots ComfyUI on its default device, not --cpu
     host.boot()
     import torch
     import comfy.utils

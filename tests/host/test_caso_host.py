@@ -56,9 +56,9 @@ def test_the_text_encoder_is_differentiable_in_the_embedding_with_the_same_value
     e = torch.randn(1, 768, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         plain = ad.encode_class(w["te"], {"clip_l": e}, "test")[0][0]
-    with torch.inference_mode(False), torch.enable_grad(), clip_ad.differentiable_text_encoder(w["te"]):
+    with torch.inference_mode(False), torch.enable_grad(), clip_ad.differentiable_text_encoder(w["te"]) as te:
         p = torch.nn.Parameter(e.clone())
-        cond = ad.class_cond_tensor(w["te"], {"clip_l": p}, "test")
+        cond = ad.class_cond_tensor(te, {"clip_l": p}, "test")  # a private copy of the CLIP
         (cond ** 2).sum().backward()
     assert torch.equal(cond.detach(), plain)
     assert p.grad is not None and float(p.grad.abs().sum()) > 0

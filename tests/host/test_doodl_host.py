@@ -291,9 +291,10 @@ def test_gradient_checkpointing_gives_the_same_result_and_keeps_fewer_activation
     iterates as without (the same arithmetic again), the blocks' forwards restored, fewer activations held."""
     from bench.common import LiveBytes
     unet = w["model"].get_model_object("diffusion_model")
-    optimize(w, iterations=0)  # the first run makes the weights grad-safe (new storages)
-    weights = frozenset(p.untyped_storage().data_ptr() for m in (unet, w["vae"].first_stage_model)
-                        for p in m.parameters())
+    from harness import host
+    # the weights: the shared models' and those of the private copies each run works on (adapters.run)
+    weights = host.pack_module("adapters.run").WeightStorages(
+        p.untyped_storage().data_ptr() for m in (unet, w["vae"].first_stage_model) for p in m.parameters())
     outs, peaks = {}, {}
     for on in (False, True):
         counter = LiveBytes(distinct=True, exclude=weights)
