@@ -48,7 +48,8 @@ def add_input_validation(cls):
     """Give a V3 node a ``validate_inputs`` that refuses, with a message naming the node, the input, the value and
     what to give instead:
 
-    - a Combo value outside its list (ComfyUI 0.3.75 checks V3 combos for no node);
+    - a Combo value outside its list (ComfyUI 0.3.75 checks V3 combos for no node; 0.33 does, except for inputs
+      named in validate_inputs, which this check covers);
     - a Float at NaN or ±inf (ComfyUI's min/max comparisons are False for NaN, so NaN reached the math and gave
       black images) or outside its min/max.
 

@@ -45,7 +45,7 @@ def test_generation_lowers_the_classifier_loss_and_the_model_still_samples_norma
     assert len(losses) == 5 and all(map(lambda v: v == v, losses))  # 4 updates + the final evaluation, no NaN
     assert losses[-1] < losses[0], losses  # measured: 9.340 -> 9.267
     assert out.args[0]["samples"].shape == (1, 4, 8, 8) and torch.isfinite(out.args[0]["samples"]).all()
-    assert torch.equal(stock_sample(w), before)  # the grad-safe weights sample bit-identically
+    assert torch.equal(stock_sample(w), before)  # the shared model samples bit-identically after the node
     assert "loss" in out.ui.as_dict()["text"][0]
 
 
