@@ -159,7 +159,9 @@ def test_only_the_mapping_networks_learn(w, sd_run):
     unet = w["model"].get_model_object("diffusion_model")
     after = unet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert not any(p.requires_grad for p in unet.parameters())
+    # the loop ran on a private copy (requires_grad off there): the shared U-Net got no gradient and kept its flags
+    # as the loader made them (the pack no longer freezes the shared model in place)
+    assert all(p.grad is None for p in unet.parameters())
 
 
 def test_the_inversion_is_deterministic(w, sd_run):
