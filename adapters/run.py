@@ -110,6 +110,9 @@ def _copy_module(module: nn.Module, patcher=None) -> nn.Module:
     originals = {k: getattr(b, "weight", b) for k, b in (getattr(patcher, "backup", None) or {}).items()}
     originals.update({k: getattr(b, "weight", b) for k, b in (getattr(patcher, "backup_buffers", None) or {}).items()})
     memo = {id(getattr(module, "current_patcher", None)): None}
+    config = getattr(module, "model_config", None)
+    if config is not None:  # shared, read-only (0.33's model configs do not deep-copy: a model built outside a loader)
+        memo[id(config)] = config
     for name, t in list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers()):
         if t is None or id(t) in memo:
             continue

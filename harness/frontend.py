@@ -41,7 +41,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HARNESS_EXTENSION = "invedit.harness.frontend"
 
-# Console errors that page loads of the frontends (1.32.9, 1.49.6, 1.58.1) produce here; each entry: all substrings must occur.
+# Console errors that page loads of the frontends (1.32.9, 1.49.6, 1.58.1) produce here; each entry: all substrings
+# must occur.
 BENIGN_ERRORS: tuple[tuple[str, ...], ...] = (
     ("status of 404", "/user.css"),                      # optional user stylesheet
     ("status of 404", "/favicon.ico"),

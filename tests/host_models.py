@@ -85,7 +85,11 @@ def write_random_flux(path, seed=0):
     import comfy.ldm.flux.model
     import comfy.ops
     from safetensors.torch import save_file
-    meta = comfy.ldm.flux.model.Flux(device="meta", operations=comfy.ops.disable_weight_init, **FLUX_SMALLEST)
+    import dataclasses
+    config = dict(FLUX_SMALLEST)
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
+        config["txt_ids_dims"] = []  # newer hosts (0.33): what their detection sets for Flux-dev (no text ids dims)
+    meta = comfy.ldm.flux.model.Flux(device="meta", operations=comfy.ops.disable_weight_init, **config)
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for k, v in meta.state_dict().items():

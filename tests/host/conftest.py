@@ -90,3 +90,17 @@ def load_world(comfy):
             enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in prompts}
         return {"model": model, "vae": vae, "te": te, "enc": enc, "C": nodes.NODE_CLASS_MAPPINGS}
     return load
+
+
+@pytest.fixture(scope="module")
+def hspace_world(load_world):
+    """The shapes world with the prompts "a red circle", "a blue circle" and "", and ``dir``: the red → blue h-space
+    direction from those prompts (10 steps, two 64² latents, per timestep)."""
+    import torch
+    import nodes
+    w = load_world("a red circle", "a blue circle", "")
+    with torch.inference_mode():
+        w["dir"] = w["C"]["InvEditHSpaceFromPrompts"].execute(
+            w["model"], w["enc"]["a red circle"], w["enc"]["a blue circle"],
+            nodes.EmptyLatentImage().generate(64, 64, 2)[0], 10, 0, "per_timestep")[0]
+    return w

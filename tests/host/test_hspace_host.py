@@ -5,14 +5,8 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def world(load_world):
-    import nodes
-    w = load_world("a red circle", "a blue circle", "")
-    with torch.inference_mode():
-        w["dir"] = w["C"]["InvEditHSpaceFromPrompts"].execute(
-            w["model"], w["enc"]["a red circle"], w["enc"]["a blue circle"],
-            nodes.EmptyLatentImage().generate(64, 64, 2)[0], 10, 0, "per_timestep")[0]
-    return w
+def world(hspace_world):
+    return hspace_world
 
 
 def generate(w, model, sampler, seed=5, batch=4, steps=12, cfg=3.0, prompt="a red circle"):

@@ -12,13 +12,9 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def world(load_world):
-    import nodes
-    w = load_world("a red circle", "a blue circle", "")
+def world(hspace_world):
+    w = hspace_world
     with torch.inference_mode():
-        w["dir"] = w["C"]["InvEditHSpaceFromPrompts"].execute(
-            w["model"], w["enc"]["a red circle"], w["enc"]["a blue circle"],
-            nodes.EmptyLatentImage().generate(64, 64, 2)[0], 10, 0, "per_timestep")[0]
         w["sigmas"] = w["C"]["BasicScheduler"].execute(w["model"], "ddim_uniform", 10, 1.0)[0]
     return w
 
