@@ -27,7 +27,7 @@ from ..hooks.passes import CACHE, EDIT, ORIG
 from ..losses.clip import LocalCLIP
 from ..losses.directional import IMAGENET_TEMPLATES, directional_clip_loss
 from ..optim.hspace import TrainConfig, TrainingError, loss_summary, train_direction
-from .asyrp import hspace_patches, shared_encoders, with_shared_encoder
+from .asyrp import hspace_patches, with_shared_encoder
 from .checks import checked_latent, h_channels, log_sigmas, model_family, require_unet, t_to_sigma
 from .ddim import DDIMInversionSampler
 from .hspace import ddim_sigmas
@@ -101,9 +101,7 @@ class HSpaceTrainSampler(comfy.samplers.Sampler):
             self.losses = train_direction(net.parameters(), pair, lambda xx, s: call(xx, s, ORIG), clip_loss,
                                           starts, sigmas, self.config, progress, sources)
         finally:
-            net.eval().requires_grad_(False)
-            for c in shared_encoders(base):
-                c.clear()
+            net.eval().requires_grad_(False)  # the shared encoder's cache is this run's (hooks.run_state): gone with it
         self.direction = direction
         return latent_image
 

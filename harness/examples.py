@@ -556,14 +556,19 @@ EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": 
                     "ems_degrees": ems_degrees, "ems_two_attributes": ems_two_attributes, "ems_sde": ems_sde}
 
 
-def api_prompt(name: str) -> dict:
+def build(builder) -> dict:
+    """The API-format prompt ``builder(g)`` makes with ComfyUI's GraphBuilder (node ids 1, 2, …)."""
     from .paths import COMFY
     if str(COMFY) not in sys.path:
         sys.path.append(str(COMFY))
     from comfy_execution.graph_utils import GraphBuilder  # pure python, no torch
     g = GraphBuilder(prefix="")
-    EXAMPLE_BUILDERS[name](g)
-    prompt = g.finalize()
+    builder(g)
+    return g.finalize()
+
+
+def api_prompt(name: str) -> dict:
+    prompt = build(EXAMPLE_BUILDERS[name])
     titles = {**TITLES, **EXAMPLE_TITLES.get(name, {})}
     for node in prompt.values():  # titles the frontend shows (and the demo gallery uses as labels)
         if node["class_type"] in titles:

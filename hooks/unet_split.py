@@ -181,9 +181,6 @@ class SharedEncoder:
     ``hooks.run_state.RunState`` (``encoder_cache``, ``hits``, ``misses``), so clones sharing this object share
     nothing. Without a run state (a call outside a wrapped sampling run) both passes run full forwards."""
 
-    def clear(self):
-        """Nothing to clear here (the cache is the run's); kept for callers of the former per-object cache."""
-
     def __call__(self, executor, x, timesteps=None, context=None, y=None, control=None, transformer_options=None,
                  **kwargs):
         transformer_options = {} if transformer_options is None else transformer_options

@@ -1,8 +1,10 @@
-"""The real ComfyUI 0.3.75 in this process (harness/host.py), with one test-only node that hands tensors back."""
+"""The real ComfyUI of the test host in this process (harness/host.py: 0.3.75, or 0.33 with COMFY_HOST=0.33), with
+one test-only node that hands tensors back."""
 import pytest
 
 from harness import host
 from harness.inputs import EXAMPLE_IMAGES
+from host_helpers import must_be_interrupted
 
 CAPTURED: dict = {}
 
@@ -63,15 +65,13 @@ def assert_interrupts(comfy):
         import nodes
         model, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint("v1-5-pruned-emaonly-fp16.safetensors")
         cond = nodes.CLIPTextEncode().encode(clip, "x")[0]
-        mm.interrupt_current_processing(True)
-        try:
-            with torch.inference_mode(), pytest.raises(mm.InterruptProcessingException):
-                nodes.NODE_CLASS_MAPPINGS[node_id].execute(
-                    model=model, positive=cond, negative=cond, latent={"samples": torch.randn(1, 4, 8, 8)},
-                    sigmas=torch.tensor([14.6, 1.0, 0.0]), **inputs)
-        finally:
-            mm.interrupt_current_processing(False)
+        with torch.inference_mode(), must_be_interrupted():
+            nodes.NODE_CLASS_MAPPINGS[node_id].execute(
+                model=model, positive=cond, negative=cond, latent={"samples": torch.randn(1, 4, 8, 8)},
+                sigmas=torch.tensor([14.6, 1.0, 0.0]), **inputs)
     return check
+
+
 
 
 @pytest.fixture(scope="session")

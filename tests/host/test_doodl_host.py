@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from host_helpers import stock_ksampler
+
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 FAST = dict(seed=1, steps=6, cfg=3.0, mix_p=0.93, iterations=3, lr=300.0, grad_clip=0.02, momentum=0.9,
             perturb_std=1e-4, keep="last", backprop="reversible", pair_steps="shared")
@@ -31,11 +33,7 @@ def optimize(w, latent=None, prompt="a circle", **kw):
 
 
 def stock_sample(w):
-    import nodes
-    with torch.inference_mode():
-        lat = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
-        return nodes.KSampler().sample(w["model"], 3, 6, 3.0, "euler", "normal", w["enc"]["a circle"],
-                                       w["enc"][""], lat)[0]["samples"]
+    return stock_ksampler(w, 6)
 
 
 def test_generation_lowers_the_classifier_loss_and_the_model_still_samples_normally(w):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from harness.shapes import data
+from host_helpers import must_be_interrupted, stock_ksampler
 
 FAST_DOODL = dict(seed=1, steps=4, cfg=3.0, mix_p=0.93, iterations=1, lr=300.0, grad_clip=0.02, momentum=0.9,
                   perturb_std=1e-4, keep="last", backprop="reversible", pair_steps="shared")
@@ -27,11 +28,7 @@ def w(load_world):
 
 
 def stock(w):
-    import nodes
-    with torch.inference_mode():
-        lat = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
-        return nodes.KSampler().sample(w["model"], 3, 4, 3.0, "euler", "normal", w["enc"]["a circle"],
-                                       w["enc"][""], lat)[0]["samples"]
+    return stock_ksampler(w, 4)
 
 
 def shared_state(w):
@@ -138,15 +135,10 @@ def test_a_gradient_node_leaves_the_shared_models_alone(w, name):
 
 
 def test_a_failing_gradient_node_releases_its_copies_and_leaves_the_model_alone(w):
-    import comfy.model_management as mm
     before = stock(w)
     state = shared_state(w)
-    mm.interrupt_current_processing(True)
-    try:
-        with pytest.raises(mm.InterruptProcessingException):
-            doodl_optimize(w)
-    finally:
-        mm.interrupt_current_processing(False)
+    with must_be_interrupted():
+        doodl_optimize(w)
     from harness import host
     assert host.pack_module("adapters.run").current_copies() is None
     assert_untouched(w, before, state)
