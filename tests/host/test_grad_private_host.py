@@ -126,11 +126,26 @@ NODES = {"DOODL Optimize": doodl_optimize, "One-Step Guidance Sampler": doodl_gu
          "h-space Train Direction": hspace_train, "EMS CSDS autograd": csds_autograd}
 
 
+def dead_entries() -> list:
+    """ComfyUI's loaded-model entries whose patcher is gone while their module lives (``LoadedModel.is_dead``): each
+    makes every later ``load_models_gpu`` log a memory leak and run a full ``gc.collect()``."""
+    import comfy.model_management as mm
+    return [type(lm.real_model()).__name__ for lm in mm.current_loaded_models
+            if lm.real_model is not None and lm.real_model() is not None and lm.model is None]
+
+
 @pytest.mark.parametrize("name", list(NODES))
-def test_a_gradient_node_leaves_the_shared_models_alone(w, name):
+def test_a_gradient_node_leaves_the_shared_models_alone(w, name, monkeypatch):
+    """… and, while it runs, ComfyUI's list of loaded models holds no dead entry. On 0.33 the copies come from
+    ``clone(force_deepcopy=True)``, which loads a CLIP's fresh patcher and drops it (``adapters/run``
+    ``_forget_loader_patchers``); 0.3.75 deep-copies the module and has no such entry either way."""
+    import comfy.model_management as mm
+    seen, cleanup = [], mm.cleanup_models_gc
+    monkeypatch.setattr(mm, "cleanup_models_gc", lambda: (seen.extend(dead_entries()), cleanup())[1])
     before = stock(w)
     state = shared_state(w)
     NODES[name](w)
+    assert not seen, f"{name}: dead loaded-model entries during the node: {sorted(set(seen))}"
     assert_untouched(w, before, state)
 
 
