@@ -4,6 +4,10 @@ one process: each round times the three back to back (order reversed every other
 ratio; min / median / max over the rounds. Every step is in the edit window. Targets: shared median <= 1.5 (encoder
 and middle block once, the decoder twice: 1.5 when the two halves cost the same); naive is about 2.
 
+The same rounds also time the U-Net's two halves alone (``hooks.unet_split.encode`` / ``decode``, the batch of a
+cfg step) and print the floor of a shared-encoder step on this model, (E + 2D) / (E + D): what the ratio would be
+with no cost but the network's, so that a reading near 1.5 can be told apart from overhead.
+
     python -m bench.bench_asyrp [--size 256] [--steps 10] [--cfg 3] [--rounds 7] [--json PATH]
 """
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from .common import Report, host, interleaved, parser, per_round, shapes_world
 
 TARGET = 1.5
+ENC = "U-Net encoder + middle block (E)"
+DEC = "U-Net decoder (D)"
 
 
 def main(argv=None) -> Report:
@@ -38,9 +44,22 @@ def main(argv=None) -> Report:
             return lambda: comfy.sample.sample_custom(m, noise, a.cfg, sampler, sigmas, red, empty, latent,
                                                       disable_pbar=True, seed=0)
 
+        split, unet = host.pack_module("hooks.unet_split"), model.model.diffusion_model
+        xb, ts = torch.randn(2, 4, side, side), torch.full((2,), 500.0)
+        ctx = torch.cat([red[0][0], empty[0][0]])
+        state = split.encode(unet, xb, ts, ctx, None, None, {})
+
+        def half(fn):
+            def go():
+                for _ in range(a.steps):
+                    fn()
+            return go
+
         times = interleaved({"plain step (stock euler)": run(model, comfy.samplers.sampler_object("euler")),
                              "Asyrp step, shared encoder": run(edited, shared),
-                             "Asyrp step, two full passes": run(edited, naive)}, a.rounds, a.steps)
+                             "Asyrp step, two full passes": run(edited, naive),
+                             ENC: half(lambda: split.encode(unet, xb, ts, ctx, None, None, {})),
+                             DEC: half(lambda: split.decode(unet, state, ctx, None, {}))}, a.rounds, a.steps)
     plain = times["plain step (stock euler)"]
     rep.time_table(f"Asyrp edit step vs plain step — shapes-world SD1.5 UNet, {a.size}x{a.size} px, cfg {a.cfg}, "
                    f"{a.steps} steps all in the edit window, {a.rounds} interleaved rounds, "
@@ -48,6 +67,8 @@ def main(argv=None) -> Report:
     rep.ratio("Asyrp step, shared encoder / plain step", per_round(times["Asyrp step, shared encoder"], plain), TARGET)
     rep.ratio("Asyrp step, two full passes / plain step", per_round(times["Asyrp step, two full passes"], plain),
               note="no target: about 2")
+    rep.ratio("floor (E + 2D) / (E + D) of this U-Net", [(e + 2 * d) / (e + d) for e, d in zip(times[ENC], times[DEC])],
+              note="no target: the shared-encoder ratio with no cost but the network's halves")
     return rep.finish("Asyrp edit step / plain step")
 
 

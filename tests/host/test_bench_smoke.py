@@ -73,6 +73,8 @@ def test_bench_asyrp_prints_its_ratio_table(comfy, capsys):
     out = capsys.readouterr().out
     assert ratio_row(out, "Asyrp step, shared encoder / plain step")[5] == "<= 1.5"
     assert ratio_row(out, "Asyrp step, two full passes / plain step")[5] == "-"
+    floor = ratio_row(out, "floor (E + 2D) / (E + D) of this U-Net")  # both halves timed: strictly between 1 and 2
+    assert 1.0 < float(floor[3]) < 2.0 and floor[5] == "-"
 
 
 def test_bench_stylediffusion_prints_its_tables(comfy, capsys):
