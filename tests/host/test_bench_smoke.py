@@ -128,8 +128,10 @@ def test_eval_shapes_reports_doodl_vs_guidance(comfy, capsys, monkeypatch):
     assert r["doodl"]["DOODL"]["evals"] == 2 * 2 * 3 + 1 * 2 * 3 and all(0 <= v["blue"] <= 1 for v in r["doodl"].values())
 
 
+@pytest.mark.slow
 def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
-    """One row per method and task, each judged on the same image(s); the counters see what each method spends."""
+    """One row per method and task, each judged on the same image(s); the counters see what each method spends.
+    Slow (about 90 s on 2 cores): `make test-slow`, and every `make bench` runs the scorecard in full."""
     import math
     from bench import scorecard
     text, out, rows = scorecard.run(n_images=1, seeds=1, out=tmp_path, quick=True)
@@ -166,7 +168,9 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
                 if f.startswith(scorecard.CASO_PREFIX)]
 
 
+@pytest.mark.slow
 def test_realscale_builds_a_full_size_sd15_and_prints_its_table(comfy, capsys, tmp_path):
+    """Slow (about 80 s on 2 cores, most of it building the 860 M-parameter U-Net): `make test-slow`."""
     import json
     r = realscale.main(["--models", "sd15", "--methods", "sampling,vae,csds", "--size", "64", "--steps", "2",
                         "--out", str(tmp_path)])
