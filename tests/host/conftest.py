@@ -72,8 +72,6 @@ def assert_interrupts(comfy):
     return check
 
 
-
-
 @pytest.fixture(scope="session")
 def load_world(comfy):
     """load_world(*prompts) -> {"model", "vae", "te", "enc", "C"}: the shapes-world SD1.5 checkpoint through the stock
