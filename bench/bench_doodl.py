@@ -5,14 +5,17 @@
    through ``torch.autograd.graph.saved_tensors_hooks``), and on CUDA also ``torch.cuda.max_memory_allocated``.
    Target: reversible T=50 / T=10 <= 1.1 (naive grows about 5×);
 2. seconds per DOODL iteration / seconds per EDICT generation with the same steps (target <= 4): per iteration =
-   (time of 3 iterations − time of 1) / 2, so the final evaluation and set-up cancel. Each round times the three
+   (time of N iterations − time of 1) / (N − 1), so the final evaluation and set-up cancel; N (``--iterations``) is 3
+   on the U-Net world and 7 on the SD3 one, whose iteration (about 1 s) is too short for a difference of two runs
+   of 1 and 3 to resolve 10 % (2.6 … 4.9 over 7 rounds). Each round times the three
    runs back to back (order reversed every other round) and gives one ratio: min / median / max over the rounds,
    the target judged on the median. ``--steps`` (5 since 7 rounds replaced 3 of 10 steps: both sides of the
    ratio grow with the steps alike) is the timing's; the memory comparison's T are ``STEP_COUNTS``.
 
 ``--world sd3``: the same through the flow EDICT chain of the SD3 shapes world (a flow-matching MMDiT).
 
-    python -m bench.bench_doodl [--size 128] [--steps 5] [--cfg 3] [--rounds 7] [--world unet|sd3] [--json PATH]
+    python -m bench.bench_doodl [--size 128] [--steps 5] [--cfg 3] [--rounds 7] [--world unet|sd3] [--iterations N]
+                                [--json PATH]
 """
 from __future__ import annotations
 
@@ -20,10 +23,17 @@ from .common import WORLDS, LiveBytes, Report, host, interleaved, parser, per_ro
 
 MEMORY_TARGET, TIME_TARGET = 1.1, 4.0
 STEP_COUNTS = (10, 50)  # the memory comparison's T
+ITERATIONS = {"unet": 3, "sd3": 7}  # the longer timed run's iterations, per world
 
 
 def main(argv=None) -> Report:
-    a = parser(__doc__, steps=5, cfg=3.0, size=128, worlds=True).parse_args(argv)
+    ap = parser(__doc__, steps=5, cfg=3.0, size=128, worlds=True)
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="iterations of the longer timed run (default 3 on the U-Net world, 7 on the SD3 one)")
+    a = ap.parse_args(argv)
+    n = a.iterations = a.iterations or ITERATIONS[a.world]
+    if n < 2:
+        ap.error("--iterations must be at least 2 (the time per iteration is a difference of runs of N and 1)")
     rep = Report(f"doodl ({a.world})", a, memory_steps=list(STEP_COUNTS))
     model, _, vae, encode = shapes_world(a.world)
     import torch
@@ -81,12 +91,13 @@ def main(argv=None) -> Report:
             comfy.sample.sample_custom(model, noise, a.cfg, sampler, sigmas, pos, neg, latent["samples"],
                                        disable_pbar=True, seed=0)
 
-    generation(), doodl(a.steps, 1)  # warm-up (doodl(3) is the same code)
+    generation(), doodl(a.steps, 1)  # warm-up (doodl(n) is the same code)
+    longer = f"DOODL, {n} iterations"
     whole = interleaved({"EDICT generation": generation, "DOODL, 1 iteration": lambda: doodl(a.steps, 1),
-                         "DOODL, 3 iterations": lambda: doodl(a.steps, 3)}, a.rounds, warmup=False)  # s per run
-    per_it = [(three - one) / 2 for one, three in zip(whole["DOODL, 1 iteration"], whole["DOODL, 3 iterations"])]
-    rep.time_table(f"DOODL iteration vs EDICT generation — {a.steps} steps, {a.size}x{a.size} px, {a.rounds} "
-                   f"interleaved rounds, {torch.get_num_threads()} threads", {
+                         longer: lambda: doodl(a.steps, n)}, a.rounds, warmup=False)  # s per run
+    per_it = [(many - one) / (n - 1) for one, many in zip(whole["DOODL, 1 iteration"], whole[longer])]
+    rep.time_table(f"DOODL iteration vs EDICT generation — {a.steps} steps, {a.size}x{a.size} px, per iteration "
+                   f"(t({n}) − t(1)) / {n - 1}, {a.rounds} interleaved rounds, {torch.get_num_threads()} threads", {
                        "EDICT generation": whole["EDICT generation"], "DOODL iteration (reversible)": per_it},
                    unit="seconds", base="EDICT generation")
     rep.ratio("memory reversible T=%d / T=%d" % (hi, lo), [r], MEMORY_TARGET,

@@ -7,9 +7,11 @@ process.
    with ours (identity init, warm start, early stop) for a sweep of K: the iterations each needed, and the smallest K
    that reaches the official schedule's reconstruction (target: ≤ 340 iterations in all, official 1015).
 2. Speed, interleaved: seconds per inner iteration / seconds per U-Net forward + backward (the floor of one
-   iteration), and seconds per P2Plus edit step / a plain 2-row CFG step (stock euler; target ≤ 1.2: explicit
-   attention only where maps are needed). Each round times the runs back to back (order reversed every other round)
-   and gives one value of each ratio: min / median / max over the rounds, the target judged on the median.
+   iteration, on a private copy of the model like the inversion's: gradients to the conditioning only, none to the
+   weights, on every host), and seconds per P2Plus edit step / a plain 2-row CFG step (stock euler; target ≤ 1.2:
+   explicit attention only where maps are needed). Each round times the runs back to back (order reversed every
+   other round) and gives one value of each ratio: min / median / max over the rounds, the target judged on the
+   median.
 
     python -m bench.bench_stylediffusion [--size 64] [--steps 30] [--cfg 7.5] [--rounds 7] [--sweep 10,20,30,50]
                                          [--json PATH]
@@ -31,6 +33,7 @@ def main(argv=None) -> Report:
     rep = Report("stylediffusion", a)
     model, clip, vae, encode = shapes_world()
     import torch
+    import comfy.model_management
     import comfy.sample
     import comfy.samplers
     from harness.shapes import data
@@ -105,10 +108,15 @@ def main(argv=None) -> Report:
     sigma = emb.sigmas[2:3].float()
     ctx = pos[0][0]
 
+    run = host.pack_module("adapters.run")
+    with torch.inference_mode(False):  # the floor runs on what the inner iteration runs on: a private copy
+        private = run.private_patcher(model, "bench")  # (requires_grad off: no weight gradients, on every host)
+
     def forward_backward():
-        with torch.inference_mode(False), torch.enable_grad():
+        with run.grad_context():
+            comfy.model_management.load_models_gpu([private], force_full_load=True)
             c = ctx.clone().requires_grad_(True)
-            out = model.model.apply_model(x.clone(), sigma, c_crossattn=c)
+            out = private.model.apply_model(x.clone(), sigma, c_crossattn=c)
             out.sum().backward()
 
     fixed_k = 4
@@ -122,6 +130,7 @@ def main(argv=None) -> Report:
     fb = interleaved({"U-Net forward + backward": forward_backward, "inner iteration (StyleDiffusion)": inversion},
                      a.rounds, {"U-Net forward + backward": 1,
                                 "inner iteration (StyleDiffusion)": 4 * fixed_k})  # 4 steps x K iterations a run
+    run.release([private])
     rep.time_table(f"Seconds per inner iteration vs one U-Net forward + backward (the inversion's DDIM pass, baking "
                    f"and setup included in the iteration), {a.rounds} interleaved rounds", fb, unit="seconds",
                    base="U-Net forward + backward")

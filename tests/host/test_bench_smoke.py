@@ -111,8 +111,9 @@ def test_eval_shapes_reports_the_hspace_scores(comfy, capsys, monkeypatch):
 @pytest.mark.parametrize("world", ["unet", "sd3"])
 def test_bench_doodl_prints_its_tables(comfy, capsys, monkeypatch, world):
     monkeypatch.setattr(bench_doodl, "STEP_COUNTS", (2, 4))
-    bench_doodl.main(["--size", "64", "--steps", "2", "--rounds", "1", "--world", world])
+    bench_doodl.main(["--size", "64", "--steps", "2", "--rounds", "1", "--world", world, "--iterations", "2"])
     out = capsys.readouterr().out
+    assert "per iteration (t(2) − t(1)) / 1" in out
     assert "target <= 1.1 for reversible T=4 / T=2" in out and "DOODL iteration (reversible)" in out and "| naive" in out
     assert ratio_row(out, "DOODL iteration / EDICT generation")[5] == "<= 4"
     assert ratio_row(out, "memory reversible T=4 / T=2")[1] == "1"
