@@ -95,8 +95,8 @@ def write_random_flux(path, seed=0):
     for k, v in meta.state_dict().items():
         fan_in = v.shape[1] if v.ndim > 1 else 1
         t = torch.randn(v.shape, generator=g) * (0.5 / fan_in ** 0.5) if v.ndim > 1 else torch.zeros(v.shape)
-        if k.endswith(".scale"):  # RMSNorm scales
-            t = torch.ones(v.shape)
+        if v.ndim == 1 and "norm" in k and k.endswith((".scale", ".weight")):  # the q / k RMSNorm scales (named
+            t = torch.ones(v.shape)  # .scale on 0.3.75, .weight on 0.33): zeros would make every attention uniform
         sd[k] = t.to(torch.float16)
     save_file(sd, str(path))
     return sum(v.numel() for v in sd.values())

@@ -44,6 +44,9 @@ def test_the_stock_loader_detects_flux(flux):
     m = flux["model"]
     assert type(m.model.model_config).__name__ == "Flux" and flux["params"] > 390e6  # 393.7 M
     assert isinstance(m.get_model_object("model_sampling"), comfy.model_sampling.CONST)
+    # the q / k RMSNorm scales loaded as ones on either host (.scale on 0.3.75, .weight on 0.33; zeros: uniform attention)
+    norms = [p for n, p in m.model.diffusion_model.named_parameters() if "_norm." in n]
+    assert len(norms) == 4 and all(torch.equal(p.float(), torch.ones_like(p.float())) for p in norms)
 
 
 def test_ddim_inverter_on_flux_gives_a_16_channel_noise_latent_with_its_settings(comfy, flux, example_image_name):
