@@ -12,7 +12,8 @@ import torch
 from ..hooks.run_state import run_state
 from ..optim import caso
 
-ENCODER_OF = {"l": "clip_l", "g": "clip_g"}  # ComfyUI tokenizer key -> the embedding file's tensor key
+# ComfyUI tokenizer key -> the embedding file's tensor key (SD1.x: l; SD2.x: h; SDXL: l and g)
+ENCODER_OF = {"l": "clip_l", "g": "clip_g", "h": "clip_h"}
 
 
 def class_tokens(clip, embedding: dict, who: str) -> dict:
@@ -168,8 +169,8 @@ def train(model, clip, vae, classifier, samples: torch.Tensor, s: CASOSettings, 
         raise ValueError(f"{who}: init must be one of {INITS}, got {s.init!r}")
     widths = encoder_widths(clip)
     if not all(widths.values()):
-        raise ValueError(f"{who}: this CLIP's text encoders {list(widths)} do not state their width; use an SD1.x or "
-                         f"SDXL CLIP")
+        raise ValueError(f"{who}: this CLIP's text encoders {list(widths)} do not state their width; use an SD1.x, "
+                         f"SD2.x or SDXL CLIP")
     k = len(classifier.class_names)
     t_L = training_timestep(s.level, s.ddim_steps)
     sigma = float(model.get_model_object("model_sampling").sigma(torch.tensor(t_L)))

@@ -20,6 +20,16 @@ def model_family(base_model) -> str:
 IMAGE_TO_IMAGE_SAMPLING = ("IMG_TO_IMG", "IMG_TO_IMG_FLOW")
 
 
+def sampling_kind(model_sampling) -> str:
+    """The sampling a model runs with, by name: ComfyUI combines a schedule and a prediction type into one class
+    named ``ModelSampling`` (``model_base.model_sampling``), so its two bases are named (``ModelSamplingFlux +
+    CONST``); any other class by its own name."""
+    cls = type(model_sampling)
+    if cls.__name__ == "ModelSampling" and len(cls.__bases__) > 1:
+        return " + ".join(b.__name__ for b in cls.__bases__)
+    return cls.__name__
+
+
 def refuse_image_to_image(model_sampling, family: str, who: str) -> None:
     """Refuse the image-to-image sampling kinds of newer hosts (``IMAGE_TO_IMAGE_SAMPLING``) by name."""
     kinds = [getattr(comfy.model_sampling, n, None) for n in IMAGE_TO_IMAGE_SAMPLING]
@@ -35,10 +45,10 @@ def require_vp_model(model_sampling, family: str, who: str) -> None:
     refuse_image_to_image(model_sampling, family, who)
     if isinstance(model_sampling, comfy.model_sampling.CONST):
         raise ValueError(f"{who}: this is a flow-matching model ({family} sampled with "
-                         f"{type(model_sampling).__name__}, as SD3/Flux or a ModelSamplingSD3/Flux patch make it), "
-                         f"and {who} works on ε- and v-prediction models (SD1.x, SD2.x, SDXL) only. On a flow model "
-                         f"use DDIM Invert, the EDICT nodes or DOODL; or give this node an SD1.5/SDXL checkpoint "
-                         f"without a flow sampling patch.")
+                         f"{sampling_kind(model_sampling)}, as SD3, Flux and the other DiTs or a ModelSamplingSD3/Flux "
+                         f"patch make it), and {who} works on ε- and v-prediction models (SD1.x, SD2.x, SDXL) only. "
+                         f"On a flow model use DDIM Invert, the EDICT nodes, DOODL or the EMS Edit Sampler; or give "
+                         f"this node an SD1.x/SD2.x/SDXL checkpoint without a flow sampling patch.")
 
 
 def context_width(model_patcher):
@@ -80,7 +90,7 @@ def require_vp_or_flow_model(model_sampling, family: str, who: str) -> None:
     """Accept ε/v-prediction (VP; X0 too) and flow-matching (CONST) models; refuse the other kinds by name."""
     refuse_image_to_image(model_sampling, family, who)
     if not isinstance(model_sampling, (comfy.model_sampling.EPS, comfy.model_sampling.CONST)):
-        raise ValueError(f"{who}: {family} is sampled with {type(model_sampling).__name__}, which is neither an "
+        raise ValueError(f"{who}: {family} is sampled with {sampling_kind(model_sampling)}, which is neither an "
                          f"ε/v-prediction nor a flow-matching model; use an SD1.x/SDXL or SD3/Flux checkpoint")
 
 
@@ -117,7 +127,8 @@ def require_unet(model, who: str):
     if getattr(unet, "middle_block", None) is None:
         raise ValueError(f"{who}: {model_family(model.model if patcher else model)} is a transformer with no U-Net "
                          f"middle block, so it has no h-space bottleneck (SD3, Flux and other DiTs have none). Use an "
-                         f"SD1.x/SD2.x/SDXL checkpoint; on a DiT, DDIM Invert, the EDICT nodes and DOODL work.")
+                         f"SD1.x/SD2.x/SDXL checkpoint; on a DiT, DDIM Invert, the EDICT nodes, DOODL and the EMS "
+                         f"Edit Sampler work.")
     return unet
 
 

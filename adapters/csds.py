@@ -191,7 +191,7 @@ class CSDSGuider(comfy.samplers.CFGGuider):
         mask = None if denoise_mask is None else denoise_mask.float()
         step = csds.kappa(is_flow(ms), float(sigma0), self.step_space)
         if self.config.mode == "autograd":  # backward through the model: a private copy, outside inference mode
-            with private_sampling(guider, self.WHO):  # guider.inner_model is the private one inside
+            with private_sampling(guider, self.WHO, model_options=model_options):  # the private model inside
                 coef[:] = [t.clone() for t in coef]  # normal tensors: autograd saves them
                 self.result = csds.csds_refine(predict, z_t.clone(), self.config, step, mask=mask, on_step=on_step)
         else:

@@ -148,7 +148,7 @@ def optimize(model, positive, negative, vae, loss, latent: dict, s: DOODLSetting
     with private_for_grad(who, model, vae=vae) as private:  # the loop runs on private copies of the U-Net and VAE
         sampler = DOODLSampler(private.vae, loss, config, options, s.backprop, pair, s.seed, live, s.checkpointing)
         guider = comfy.samplers.CFGGuider(private.model)
-        guider.set_conds(positive, negative)
+        guider.set_conds(private.conds(positive), private.conds(negative))
         guider.set_cfg(s.cfg)
         start = samples.clone() if pair is None else torch.zeros_like(samples)
         guider.sample(noise.clone(), start, sampler, sigmas.float(), callback=callback,
@@ -183,7 +183,8 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
         generator = torch.Generator().manual_seed(self.seed)
         negative = getattr(model_wrap, "conds", {}).get("negative")
         # the guider's U-Net and the VAE as private copies while the loop runs (the guider is the stock node's)
-        with private_sampling(model_wrap, self.WHO, vae=self.vae) as private:
+        with private_sampling(model_wrap, self.WHO, vae=self.vae,
+                              model_options=extra_args.get("model_options")) as private:
             net, vae = model_wrap.inner_model, private.vae  # the private BaseModel
             args = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in extra_args.items()}
             x = net.model_sampling.noise_scaling(sigmas[0], noise.clone(), latent_image.clone(),

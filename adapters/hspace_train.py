@@ -195,7 +195,7 @@ def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s:
         with private_for_grad(who, m, vae=vae) as private:  # the loop runs on private copies of the U-Net and VAE
             sampler = HSpaceTrainSampler(clip, private.vae, text_direction, config, s.batch_size, live, x0)
             guider = comfy.samplers.CFGGuider(private.model)
-            guider.set_conds(neutral, neutral)
+            guider.set_conds(private.conds(neutral), private.conds(neutral))
             guider.set_cfg(1.0)
             try:
                 guider.sample(noise, starts, sampler, win.sigmas, seed=s.seed,

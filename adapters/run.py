@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
+import types
 from typing import Optional
 
 import torch
@@ -176,15 +178,76 @@ def private_patcher(patcher, who: str):
     # the same patch objects as the shared patcher (ComfyUI ≥ 0.14 copies only the dicts and lists; 0.3.x deep-copies
     # them, which would leave a loop's patches — their state, a trained direction — apart from the ones it reads)
     n.model_options = comfy.model_patcher.create_model_options_clone(patcher.model_options)
+    inplace_safe_patches(n.model_options)
     n.parent = None  # ComfyUI's load list would otherwise hand this copy's load state to the shared patcher
     if _is_dynamic(n):
         raise ValueError(f"{who}: ComfyUI gave the gradient copy of this model a dynamic-VRAM patcher, which "
                          f"gradients cannot go through. Fix: {DYNAMIC_FIX}.")
     n.model.requires_grad_(False)
+    dm = getattr(n.model, "diffusion_model", None)
+    if dm is not None:
+        dm.forward = inplace_safe(dm.forward, unet=hasattr(dm, "input_blocks"))
     for t in list(n.model.parameters()) + list(n.model.buffers()):
         if t.is_inference():  # not expected (made outside inference mode); a loader that forced it
             raise ValueError(f"{who}: the private copy of this model still holds inference tensors")
     return n
+
+
+def inplace_safe(forward, unet: bool):
+    """A private diffusion model's ``forward`` made safe to back-propagate through where ComfyUI writes in place into
+    tensors autograd saved. A DiT's forward runs through ``torch.func.functionalize`` while gradients are on (its
+    in-place updates become out-of-place ones with the same values): ComfyUI's Flux, Flux.2, Chroma and HunyuanImage
+    blocks add residuals in place (``img += …``, ``x += …`` in ``comfy/ldm/flux/layers.py``) onto tensors a
+    normalisation saved. A U-Net's blocks add out of place, but with a ControlNet its ``apply_control`` adds the
+    control into the skip tensors in place after the next block saved them: such a forward (``control`` given) keeps
+    copies of what autograd saves (``_saved_copies``; twice the activations of that forward). U-Nets are not
+    functionalised: the U-Net-only gradient nodes (StyleDiffusion, Null-text, CASO, h-space training) reach the model
+    with trainable tensors it closes over (attention patches), whose gradients functionalize would hand back as
+    functional tensors. Without gradients (sampling) the forward runs as it is. Measured on the shapes-world U-Net
+    functionalised: the same time per forward + backward within noise."""
+    if unet:
+        copied = _saved_copies(forward)
+
+        def run(*args, **kwargs):
+            return copied(*args, **kwargs) if kwargs.get("control") else forward(*args, **kwargs)
+    else:
+        functional = torch.func.functionalize(forward)
+
+        def run(*args, **kwargs):
+            return functional(*args, **kwargs) if torch.is_grad_enabled() else forward(*args, **kwargs)
+    run.inplace_safe = True
+    return run
+
+
+def _own_copy(t: torch.Tensor):
+    return t if isinstance(t, nn.Parameter) else t.clone()
+
+
+def _saved_copies(patch):
+    """``patch`` (a model-patch function, or a forward) run, while gradients are on, with every tensor autograd saves
+    copied as it is saved (``torch.autograd.graph.saved_tensors_hooks``; parameters are not copied), so that it may
+    write into a tensor it computed with (FreeU_V2's ``h[:, :half] = h[:, :half] * …``) and the backward pass still
+    finds the values it used."""
+    @functools.wraps(patch)
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return patch(*args, **kwargs)
+        with torch.autograd.graph.saved_tensors_hooks(_own_copy, lambda t: t):
+            return patch(*args, **kwargs)
+    run.inplace_safe = True
+    return run
+
+
+def inplace_safe_patches(model_options: dict) -> None:
+    """Make the plain patch functions (``transformer_options["patches"]``: FreeU's output-block patch and the like)
+    of a private model-options dict safe to back-propagate through (``_saved_copies``); callable objects (the pack's
+    own patches, which compute out of place) are left as they are. ``model_options`` must be a copy owned by the
+    caller (a private patcher's, or the per-run clone a sampler is handed)."""
+    to = model_options.get("transformer_options")
+    if not isinstance(to, dict) or not isinstance(to.get("patches"), dict):
+        return
+    to["patches"] = {name: [_saved_copies(f) if isinstance(f, types.FunctionType) and not getattr(
+        f, "inplace_safe", False) else f for f in fs] for name, fs in to["patches"].items()}
 
 
 class GradCopies:
@@ -195,6 +258,7 @@ class GradCopies:
     def __init__(self, who: str):
         self.who = who
         self._copies: dict = {}   # id(shared object) -> (shared object, private object, private patcher)
+        self._controls: dict = {}  # id(shared ControlNet) -> (it, its private copy)
 
     def of(self, obj):
         if obj is None:
@@ -217,6 +281,54 @@ class GradCopies:
                 private.patcher = patcher
         self._copies[id(obj)] = (obj, private, patcher)
         return private
+
+    def control(self, control):
+        """A private copy of a ControlNet chain of a conditioning (ComfyUI's ``control``, and its
+        ``previous_controlnet`` chain): the same object state (hint, strength, window), its control model copied
+        outside inference mode (``_copy_module``) with a patcher of its own, loaded whole; made once per node."""
+        if control is None:
+            return None
+        hit = self._controls.get(id(control))
+        if hit is not None:
+            return hit[1]
+        private = copy.copy(control)
+        module, wrapped = getattr(control, "control_model", None), getattr(control, "control_model_wrapped", None)
+        if isinstance(module, nn.Module):
+            with torch.inference_mode(False):
+                private.control_model = _copy_module(module)
+                private.control_model.requires_grad_(False)
+            if wrapped is not None:
+                patcher = comfy.model_patcher.ModelPatcher(private.control_model, load_device=wrapped.load_device,
+                                                           offload_device=wrapped.offload_device)
+                private.control_model_wrapped = patcher
+                self._copies[id(wrapped)] = (wrapped, patcher, patcher)
+                self.load([patcher])
+        if getattr(control, "previous_controlnet", None) is not None:
+            private.previous_controlnet = self.control(control.previous_controlnet)
+        self._controls[id(control)] = (control, private)  # the shared one kept alive: its id stays its own
+        return private
+
+    def conds(self, conditioning):
+        """A CONDITIONING with its ControlNets replaced by private copies (``control``): ComfyUI's loaders make the
+        control models in inference mode, which autograd cannot save."""
+        if conditioning is None:
+            return None
+        return [[t, dict(d, control=self.control(d["control"]))] if d.get("control") is not None else [t, d]
+                for t, d in conditioning]
+
+    @contextlib.contextmanager
+    def private_controls(self, conds: dict):
+        """A guider's processed conds (``guider.conds``: kind -> list of cond dicts) with their ControlNets private
+        while the context runs, put back after."""
+        swapped = [(d, d["control"]) for kind in conds.values() for d in (kind or [])
+                   if isinstance(d, dict) and d.get("control") is not None]
+        for d, c in swapped:
+            d["control"] = self.control(c)
+        try:
+            yield
+        finally:
+            for d, c in swapped:
+                d["control"] = c
 
     @contextlib.contextmanager
     def active(self):
@@ -246,6 +358,7 @@ class GradCopies:
     def release(self) -> None:
         release(self.patchers())
         self._copies.clear()
+        self._controls.clear()
 
 
 def release(patchers) -> None:
@@ -309,15 +422,19 @@ def private_for_grad(who: str, model=None, vae=None, clip=None, clip_vision=None
 
 
 @contextlib.contextmanager
-def private_sampling(model_wrap, who: str, vae=None):
+def private_sampling(model_wrap, who: str, vae=None, model_options: Optional[dict] = None):
     """For a loop running inside a guider it did not build (a SAMPLER given to a stock sampler node, a guider's
     wrapper): ``private_for_grad`` of the guider's ModelPatcher (and ``vae``), with the guider's ``inner_model``
-    pointed at the private model while the context runs (its hooks state prepared, ``pre_run``), then the guider's
-    own model back, loaded again for the sampling that may follow. Yields the GradCopies."""
+    pointed at the private model and its conds' ControlNets at private copies while the context runs (its hooks
+    state prepared, ``pre_run``), then the guider's own model and ControlNets back, loaded again for the sampling that
+    may follow; ``model_options``, the per-run clone the sampler was handed, gets in-place-safe patch functions
+    (``inplace_safe_patches``). Yields the GradCopies."""
     refuse_multigpu(model_wrap, who)  # the guider's options carry the MultiGPU copies while it samples (≥ 0.33)
     shared = model_wrap.model_patcher
     inner = model_wrap.inner_model
-    with private_for_grad(who, shared, vae=vae) as p:
+    if model_options is not None:
+        inplace_safe_patches(model_options)
+    with private_for_grad(who, shared, vae=vae) as p, p.private_controls(getattr(model_wrap, "conds", None) or {}):
         p.model.pre_run()
         model_wrap.inner_model = p.model.model
         try:

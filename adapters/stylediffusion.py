@@ -288,7 +288,8 @@ def invert(model, positive, negative, samples: torch.Tensor, grid: torch.Tensor,
     sampler = ValueInversionSampler(settings, state, tokens, null, on_step)
     total = grid.numel() - 1 + sum(settings.schedule.iterations(i) for i in range(grid.numel() - 1))
     with private_for_grad(who, m) as private:  # the loop runs on a private copy of the U-Net
-        recon = run_with_cfg_guider(private.model, positive, negative, settings.schedule.guidance, sampler, samples,
+        recon = run_with_cfg_guider(private.model, private.conds(positive), private.conds(negative),
+                                    settings.schedule.guidance, sampler, samples,
                                     grid, preview_steps=total, seed=settings.seed)
     meta = {"family": family, "ctx_dim": str(src.shape[-1]), "steps": str(grid.numel() - 1),
             "guidance": repr(float(settings.schedule.guidance)), "cond_hash": tensor_hash(src),

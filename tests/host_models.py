@@ -34,17 +34,27 @@ TINY_TEXT = {"num_hidden_layers": 3, "intermediate_size": 64}  # the stock width
 def tiny_sdxl_clip(embedding_directory=None):
     """A stock SDXL text encoder (comfy.sdxl_clip: CLIP-L and CLIP-G with the stock tokenizers, widths 768 and 1280)
     shrunk to 3 layers each (the penultimate layer is read), with seeded random weights (ComfyUI's layers start uninitialised)."""
-    import comfy.sd
     import comfy.sdxl_clip
+    return _tiny_clip(comfy.sdxl_clip.SDXLClipModel, comfy.sdxl_clip.SDXLTokenizer, ("clip_l", "clip_g"),
+                      embedding_directory)
+
+
+def tiny_sd2_clip(embedding_directory=None):
+    """The stock SD2.x text encoder (OpenCLIP-H, width 1024, its tokenizer) shrunk to 3 layers, seeded random weights."""
+    import comfy.text_encoders.sd2_clip as sd2
+    return _tiny_clip(sd2.SD2ClipModel, sd2.SD2Tokenizer, ("clip_h",), embedding_directory)
+
+
+def _tiny_clip(model_class, tokenizer_class, names, embedding_directory):
+    import comfy.sd
 
     class Target:
         params = {}
-        clip = comfy.sdxl_clip.SDXLClipModel
-        tokenizer = comfy.sdxl_clip.SDXLTokenizer
+        clip = model_class
+        tokenizer = tokenizer_class
 
     clip = comfy.sd.CLIP(Target(), embedding_directory=embedding_directory,
-                         model_options={"clip_l_model_config": TINY_TEXT, "clip_g_model_config": TINY_TEXT,
-                                        "dtype": torch.float32})
+                         model_options={**{f"{n}_model_config": TINY_TEXT for n in names}, "dtype": torch.float32})
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in sorted(clip.cond_stage_model.named_parameters()):
@@ -98,5 +108,54 @@ def write_random_flux(path, seed=0):
         if v.ndim == 1 and "norm" in k and k.endswith((".scale", ".weight")):  # the q / k RMSNorm scales (named
             t = torch.ones(v.shape)  # .scale on 0.3.75, .weight on 0.33): zeros would make every attention uniform
         sd[k] = t.to(torch.float16)
+    save_file(sd, str(path))
+    return sum(v.numel() for v in sd.values())
+
+
+def random_taesd(channels, seed=0):
+    """A stock TAESD VAE (comfy.taesd, what VAELoader builds from a ``taesd_*`` file) for ``channels``-channel latents
+    with seeded random weights: a stand-in decoder for families whose real VAE is not here (its images mean nothing;
+    it lets the nodes that decode, DOODL, run)."""
+    import comfy.sd
+    import comfy.taesd.taesd
+    shapes = comfy.taesd.taesd.TAESD(latent_channels=channels).state_dict()
+    g = torch.Generator().manual_seed(seed)
+    sd = {k: torch.randn(v.shape, generator=g) * (0.5 / max(1, v[0].numel()) ** 0.5) if v.ndim > 1 else
+          torch.ones(v.shape) if k == "vae_scale" else torch.zeros(v.shape) for k, v in shapes.items()}
+    return comfy.sd.VAE(sd=sd)
+
+
+def write_random_lora(model, path, rank=4, scale=0.05, seed=0):
+    """A LoRA file (ComfyUI's generic key format, ``diffusion_model.<module>.lora_up/lora_down.weight``) for every
+    attention projection of ``model`` (a ModelPatcher), seeded random factors; returns the number of layers."""
+    from safetensors.torch import save_file
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, p in model.model.diffusion_model.named_parameters():
+        if p.ndim == 2 and any(f".{s}.weight" in f".{name}" for s in ("to_q", "to_k", "to_v")):
+            key = "diffusion_model." + name[:-len(".weight")]
+            sd[key + ".lora_up.weight"] = torch.randn(p.shape[0], rank, generator=g) * scale
+            sd[key + ".lora_down.weight"] = torch.randn(rank, p.shape[1], generator=g) * scale
+    save_file(sd, str(path))
+    return len(sd) // 2
+
+
+def write_random_controlnet(model, path, seed=0):
+    """A ControlNet for ``model``'s U-Net (the original ``control_model.*`` layout: comfy.cldm.cldm.ControlNet with the
+    U-Net's config and a 3-channel hint), seeded random weights (zero convolutions included, so that it acts)."""
+    import comfy.cldm.cldm
+    import comfy.ops
+    from safetensors.torch import save_file
+    cfg = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("out_channels", "dtype")}
+    meta = comfy.cldm.cldm.ControlNet(hint_channels=3, device="meta", operations=comfy.ops.disable_weight_init, **cfg)
+    from families import norm_names
+    norms = norm_names(meta)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in meta.state_dict().items():
+        fan_in = max(1, v[0].numel()) if v.ndim > 1 else 1
+        sd["control_model." + k] = (torch.randn(v.shape, generator=g) * (0.5 / fan_in ** 0.5) if v.ndim > 1 else
+                                    torch.ones(v.shape) if k in norms and k.endswith("weight") else
+                                    torch.zeros(v.shape))
     save_file(sd, str(path))
     return sum(v.numel() for v in sd.values())

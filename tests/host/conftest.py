@@ -74,17 +74,18 @@ def assert_interrupts(comfy):
 
 @pytest.fixture(scope="session")
 def load_world(comfy):
-    """load_world(*prompts) -> {"model", "vae", "te", "enc", "C"}: the shapes-world SD1.5 checkpoint through the stock
-    CheckpointLoaderSimple (a fresh load each call, so modules do not share model objects), the prompts encoded with
-    CLIPTextEncode, ComfyUI's node classes; progress bars off."""
+    """load_world(*prompts, ckpt=…) -> {"model", "vae", "te", "enc", "C"}: the shapes-world SD1.5 checkpoint (or
+    ``ckpt``: "sd3.5_medium.safetensors" is the SD3 world) through the stock CheckpointLoaderSimple (a fresh load each
+    call, so modules do not share model objects), the prompts encoded with CLIPTextEncode, ComfyUI's node classes;
+    progress bars off."""
     import torch
 
-    def load(*prompts):
+    def load(*prompts, ckpt="v1-5-pruned-emaonly-fp16.safetensors"):
         import nodes
         import comfy.utils
         comfy.utils.PROGRESS_BAR_ENABLED = False
         with torch.inference_mode():
-            model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint("v1-5-pruned-emaonly-fp16.safetensors")
+            model, te, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)
             enc = {t: nodes.CLIPTextEncode().encode(te, t)[0] for t in prompts}
         return {"model": model, "vae": vae, "te": te, "enc": enc, "C": nodes.NODE_CLASS_MAPPINGS}
     return load

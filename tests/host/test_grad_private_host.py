@@ -6,11 +6,8 @@ import pytest
 import torch
 
 from harness.shapes import data
-from host_helpers import must_be_interrupted, stock_ksampler
-
-FAST_DOODL = dict(seed=1, steps=4, cfg=3.0, mix_p=0.93, iterations=1, lr=300.0, grad_clip=0.02, momentum=0.9,
-                  perturb_std=1e-4, keep="last", backprop="reversible", pair_steps="shared")
-INVERT = dict(steps=3, guidance=3.0, inner_steps=2, inner_decay=0.1, lr=0.01, lr_decay=0.01, early_stop=1e-5)
+from grad_nodes import FAST_DOODL, NODES, assert_untouched, doodl_optimize, shared_state, stock
+from host_helpers import must_be_interrupted
 
 
 @pytest.fixture(scope="module")
@@ -25,105 +22,6 @@ def w(load_world):
         w["clf"] = w["C"]["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0,
                                                            "none").args[0]
     return w
-
-
-def stock(w):
-    return stock_ksampler(w, 4)
-
-
-def shared_state(w):
-    """(name, tensor object, is_inference, value) of every parameter and buffer of the shared U-Net, VAE and CLIP."""
-    out = []
-    for tag, module in (("unet", w["model"].model), ("vae", w["vae"].first_stage_model),
-                        ("clip", w["te"].cond_stage_model)):
-        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-            out.append((f"{tag}.{name}", t, t.is_inference(), t.detach().clone()))
-    return out
-
-
-def assert_untouched(w, before, state):
-    assert torch.equal(stock(w), before)  # the stock KSampler on the same MODEL: bit-identical latents
-    now = {name: t for name, t, _, _ in shared_state(w)}
-    assert set(now) == {name for name, _, _, _ in state}
-    for name, t, inference, value in state:
-        assert now[name] is t, name  # the same tensor object: nothing replaced in the shared model
-        assert t.is_inference() == inference, name
-        assert torch.equal(t.detach().isnan(), value.isnan()), name
-        assert torch.equal(t.detach().nan_to_num(0.0), value.nan_to_num(0.0)), name
-    for m in (*w["model"].model.modules(), *w["vae"].first_stage_model.modules()):
-        assert "forward" not in vars(m)  # no checkpointing or residual forward left on the shared modules
-    import comfy.model_management as mm  # the private copies are gone from ComfyUI's loaded models
-    shared = {id(w["model"].model), id(w["vae"].first_stage_model), id(w["te"].cond_stage_model)}
-    extra = [lm for lm in mm.current_loaded_models if lm.model is not None and id(lm.model.model) not in shared
-             and type(lm.model.model).__name__ in ("BaseModel", "AutoencoderKL", "SD1ClipModel")]
-    assert not extra, extra
-
-
-def doodl_optimize(w):
-    import nodes
-    with torch.inference_mode():
-        lat = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
-        return w["C"]["InvEditDOODLOptimize"].execute(model=w["model"], positive=w["enc"]["a circle"],
-                                                       negative=w["enc"][""], vae=w["vae"], loss=w["loss"],
-                                                       latent=lat, **FAST_DOODL)
-
-
-def doodl_guidance(w):
-    import comfy.sample
-    C = w["C"]
-    with torch.inference_mode():
-        lat = torch.zeros(1, 4, 8, 8)
-        sig = C["BasicScheduler"].execute(w["model"], "ddim_uniform", 3, 1.0)[0]
-        sampler = C["InvEditDOODLGuidanceSampler"].execute(w["vae"], w["loss"], 200.0, 0)[0]
-        return comfy.sample.sample_custom(w["model"], comfy.sample.prepare_noise(lat, 4), 3.0, sampler, sig,
-                                          w["enc"]["a circle"], w["enc"][""], lat, disable_pbar=True, seed=4)
-
-
-def stylediffusion(w):
-    with torch.inference_mode():
-        return w["C"]["InvEditStyleDiffusionInvert"].execute(
-            model=w["model"], positive=w["enc"]["a red circle"], negative=w["enc"][""], latent=w["latent"],
-            image=w["image"], clip_name="shapes-toy-clip", attn_weight=1.0, init="identity", warm_start=True, seed=0,
-            grad_checkpointing=True, **INVERT)
-
-
-def null_text(w):
-    with torch.inference_mode():
-        return w["C"]["InvEditNullTextInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
-                                                        negative=w["enc"][""], latent=w["latent"], seed=0, **INVERT)
-
-
-def caso_train(w):
-    with torch.inference_mode():
-        lat = {"samples": w["vae"].encode(data.make_batch(2, 77).images.permute(0, 2, 3, 1))}
-        return w["C"]["InvEditCASOTrain"].execute(model=w["model"], clip=w["te"], vae=w["vae"], classifier=w["clf"],
-                                                   latent=lat, attribute="colour", steps=2, batch_size=2, scale=10.0,
-                                                   level=0.4, lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1,
-                                                   init="repo_uniform", hflip=True, seed=0)
-
-
-def hspace_train(w):
-    with torch.inference_mode():
-        return w["C"]["InvEditHSpaceTrainDirection"].execute(
-            model=w["model"], vae=w["vae"], clip_name="shapes-toy-clip", neutral=w["enc"][""], latent=w["latent"],
-            source_text="a red circle", target_text="a blue circle", init="inverted", steps=4, t_edit=500,
-            lambda_clip=0.8, recon_mult=3.0, lr=0.003, epochs=1, batch_size=1, seed=0)
-
-
-def csds_autograd(w):
-    C = w["C"]
-    with torch.inference_mode():
-        enc = C["InvEditEMSEncodeEditPrompts"].execute(w["te"], "a red circle", "a blue circle", "blue", "").args
-        return C["InvEditEMSEditSampler"].execute(
-            model=w["model"], positive=enc[1], negative=enc[3], attribute=enc[2], latent_image=w["latent"], seed=3,
-            steps=4, strength=0.75, strength_mode="diffusers", cfg=3.0, sampler_name="euler", scheduler="normal",
-            iterations=2, lr_start=0.1, lr_end=0.01, lr_schedule="geometric", lambda_=0.5, csds_cfg=1.0,
-            direction="toward_attribute", grad_mode="autograd", step_space="auto")
-
-
-NODES = {"DOODL Optimize": doodl_optimize, "One-Step Guidance Sampler": doodl_guidance,
-         "StyleDiffusion Invert": stylediffusion, "Null-text Invert": null_text, "CASO Train": caso_train,
-         "h-space Train Direction": hspace_train, "EMS CSDS autograd": csds_autograd}
 
 
 def dead_entries() -> list:

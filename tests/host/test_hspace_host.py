@@ -137,7 +137,7 @@ def test_flow_models_are_refused_by_the_asyrp_sampler(world):
     import comfy.sample
     flow = world["C"]["ModelSamplingSD3"]().patch(world["model"], 3.0)[0]
     with torch.inference_mode(), pytest.raises(ValueError, match="flow-matching model.*use DDIM Invert, the EDICT "
-                                                                   "nodes or DOODL"):
+                                                                   "nodes, DOODL or the EMS Edit Sampler"):
         lat = torch.zeros(1, 4, 8, 8)
         comfy.sample.sample_custom(flow, lat, 1.0, asyrp_sampler(world), torch.tensor([1.0, 0.5, 0.0]),
                                    world["enc"][""], world["enc"][""], lat, disable_pbar=True, seed=0)

@@ -1,0 +1,181 @@
+"""The family × node table of issue 26, kept as data the host tests observe (docs/matrix/families.json) and rendered
+into docs/families.md and the README's capability table.
+
+The host tests (tests/host/test_family_matrix_host.py) compare every cell they run with the JSON and fail on a
+difference; ``INVEDIT_UPDATE_MATRIX=1`` makes them record what they observed instead. ``python tests/matrix_doc.py``
+renders the two documents from the JSON; tests/unit/test_matrix_doc.py fails when they are out of date or a cell is
+missing. The JSON is what the pack did, not what a test expects of it: each cell's test checks the node's own
+property (a bit-exact round trip, a refusal naming the family) independently of it."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON = ROOT / "docs" / "matrix" / "families.json"  # the family × node cells; precisions.json, patches.json beside it
+DOC = ROOT / "docs" / "families.md"
+DOC2 = ROOT / "docs" / "precisions.md"  # the precision and stock-patch tables
+README = ROOT / "README.md"
+HOSTS = ("0.3.75", "0.33")
+NODES = ("DDIM Invert", "EDICT Invert → Regenerate", "EDICT Sampler", "DOODL Optimize", "EMS Edit Sampler (CSDS)",
+         "h-space Apply", "h-space Train Direction", "StyleDiffusion Invert", "Null-text Invert", "P2P Edit",
+         "CASO Train", "CASO Edit")
+SHORT = {"DDIM Invert": "DDIM", "EDICT Invert → Regenerate": "EDICT inv.", "EDICT Sampler": "EDICT smp.",
+         "DOODL Optimize": "DOODL", "EMS Edit Sampler (CSDS)": "EMS/CSDS", "h-space Apply": "h-space",
+         "h-space Train Direction": "h-space train", "StyleDiffusion Invert": "StyleDiff.",
+         "Null-text Invert": "Null-text", "P2P Edit": "P2P", "CASO Train": "CASO train", "CASO Edit": "CASO edit"}
+BEGIN, END = "<!-- family-table:begin (tests/matrix_doc.py) -->", "<!-- family-table:end -->"
+
+
+def host_name() -> str:
+    return os.environ.get("COMFY_HOST", "").strip() or "0.3.75"
+
+
+def _path(table: str) -> Path:
+    return JSON.with_name(f"{table}.json")
+
+
+def load(table: str = "families") -> dict:
+    path = _path(table)
+    return json.loads(path.read_text()) if path.exists() else {"models": {}, "cells": {}}
+
+
+def _save(data: dict, table: str) -> None:
+    path = _path(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def updating() -> bool:
+    return os.environ.get("INVEDIT_UPDATE_MATRIX") == "1"
+
+
+def record(family: str, what: str, value: dict, table: str = "families") -> None:
+    """The loaded model's facts (``what`` = "_model"): recorded when updating, else compared."""
+    data = load(table)
+    have = data["models"].setdefault(host_name(), {}).get(family)
+    if updating():
+        data["models"][host_name()][family] = value
+        _save(data, table)
+    else:
+        assert have == value, (f"{family} on {host_name()}: the model is now {value}, docs/matrix/families.json says "
+                               f"{have}; rerun with INVEDIT_UPDATE_MATRIX=1 and `python tests/matrix_doc.py`")
+
+
+def check_cell(family: str, node: str, outcome: str, note: str, table: str = "families") -> None:
+    """One observed cell: recorded when updating, else compared with the recorded one (the outcome; a refusal's
+    text too)."""
+    data = load(table)
+    cell = {"outcome": outcome, "note": note}
+    have = data["cells"].setdefault(host_name(), {}).setdefault(family, {}).get(node)
+    if updating():
+        data["cells"][host_name()][family][node] = cell
+        _save(data, table)
+        return
+    same = have is not None and have["outcome"] == outcome and (outcome == "works" or have["note"] == note)
+    assert same, (f"{node} on {family} ({host_name()}): {outcome} ({note}); docs/matrix/{table}.json says {have}. "
+                  f"If the change is meant, rerun with INVEDIT_UPDATE_MATRIX=1 and `python tests/matrix_doc.py`")
+
+
+def _reasons(data: dict, rows=None, cols=NODES) -> list[str]:
+    seen: list[str] = []
+    for host in HOSTS:
+        cells = data["cells"].get(host, {})
+        for row in rows or cells:
+            for node in cols:
+                c = cells.get(row, {}).get(node)
+                if c and c["outcome"] == "refused" and _generic(c["note"]) not in seen:
+                    seen.append(_generic(c["note"]))
+    return seen
+
+
+def _generic(note: str) -> str:
+    """A refusal with its family and shapes replaced, so one reason is listed once."""
+    return re.sub(r"\(\d[\d, ]*\)", "(…)", note)
+
+
+def _cell(data: dict, family: str, node: str, reasons: list[str]) -> str:
+    marks = []
+    for host in HOSTS:
+        c = data["cells"].get(host, {}).get(family, {}).get(node)
+        marks.append("·" if c is None else "✓" if c["outcome"] == "works" else f"✗{reasons.index(_generic(c['note'])) + 1}")
+    return marks[0] if marks[0] == marks[1] else f"{marks[0]} / {marks[1]}"
+
+
+def render(data: dict) -> str:
+    import families as F
+    reasons = _reasons(data, list(F.FAMILIES))
+    out = ["# Model families × nodes",
+           "",
+           "Generated by `python tests/matrix_doc.py` from `docs/matrix/families.json`, which the host tests",
+           "(`tests/host/test_family_matrix_host.py`) compare cell by cell with what the nodes do on each test host",
+           "(ComfyUI 0.3.75 and 0.33.0). Do not edit by hand.",
+           "",
+           "Each family is a random-weight model shrunk as far as the host's stock detection allows, written by",
+           "`tests/families.py` in ComfyUI's own save format and loaded by the stock `UNETLoader`. Text encoders are",
+           "stood in for: seeded random tokens of the family's width (the real T5-XXL, Qwen2.5-VL-7B or Mistral are",
+           "far too large here), except SD1.5 (the shapes world's CLIP-L), SD2.1 and SDXL (their stock encoders shrunk",
+           "to 3 layers). A random TAESD of the family's channel count stands in for the VAE. Random weights prove the",
+           "wiring, shapes and exactness, not picture quality.",
+           "",
+           "## The models",
+           "",
+           "| Family | detected as | sampling | parameters (0.3.75 / 0.33) | what detection pins | test run |",
+           "|---|---|---|---|---|---|"]
+    for label, fam in F.FAMILIES.items():
+        m = [data["models"].get(h, {}).get(label) for h in HOSTS]
+        known = next((x for x in m if x), {})
+        params = " / ".join(f"{x['params'] / 1e6:.2f} M" if x else "·" for x in m)
+        runs = ("`make test`" if not fam.heavy else "`make test-slow`" if set(fam.heavy) == set(HOSTS) else
+                " / ".join("`make test-slow`" if h in fam.heavy else "`make test`" for h in HOSTS))
+        out.append(f"| {label} | `{known.get('config', fam.config)}` | {known.get('sampling', '·')} | {params} | "
+                   f"{fam.detected_by} | {runs} |")
+    out += ["", "## What each node does on each family", "",
+            "✓ works (the node's property checked: EDICT's round trip bit-exact, DDIM's regeneration within its",
+            "first-order error, the h-space shift changing the sample, finite losses); ✗n refused with reason n",
+            "below; `a / b` where the hosts differ (0.3.75 / 0.33); · not run yet.", "",
+            "| Family | " + " | ".join(SHORT[n] for n in NODES) + " |",
+            "|---|" + "---|" * len(NODES)]
+    for label in F.FAMILIES:
+        out.append(f"| {label} | " + " | ".join(_cell(data, label, n, reasons) for n in NODES) + " |")
+    out += ["", "Columns: " + "; ".join(f"{SHORT[n]} = {n}" for n in NODES) + ".", "", "## Refusals", ""]
+    out += [f"{i}. {r}" for i, r in enumerate(reasons, 1)]
+    return "\n".join(out) + "\n"
+
+
+def render_readme(data: dict) -> str:
+    import families as F
+    rows = [BEGIN, "| Node | works on | refuses, naming the nodes that serve it |", "|---|---|---|"]
+    for node in NODES:
+        works, refused = [], []
+        for label in F.FAMILIES:
+            cells = [data["cells"].get(h, {}).get(label, {}).get(node) for h in HOSTS]
+            cells = [c for c in cells if c]
+            if not cells:
+                continue
+            (works if all(c["outcome"] == "works" for c in cells) else refused).append(label)
+        rows.append(f"| {node} | {', '.join(works) or '—'} | {', '.join(refused) or '—'} |")
+    rows.append(END)
+    return "\n".join(rows)
+
+
+def readme_with_table(text: str, data: dict) -> str:
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    return text[:start] + render_readme(data) + text[end:]
+
+
+def main() -> None:
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    data = load()
+    DOC.write_text(render(data))
+    README.write_text(readme_with_table(README.read_text(), data))
+    print(f"wrote {DOC.relative_to(ROOT)} and the README's table")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""docs/families.md and the README's family table are the rendering of docs/matrix/families.json (the cells the host
+tests observed, tests/matrix_doc.py), complete for every family and node on both hosts."""
+import matrix_doc
+import families
+
+
+def test_the_documents_are_the_rendering_of_the_recorded_cells():
+    data = matrix_doc.load()
+    assert matrix_doc.DOC.read_text() == matrix_doc.render(data), "run `python tests/matrix_doc.py`"
+    readme = matrix_doc.README.read_text()
+    assert matrix_doc.readme_with_table(readme, data) == readme, "run `python tests/matrix_doc.py`"
+
+
+def test_every_family_and_node_is_recorded_on_both_hosts():
+    data = matrix_doc.load()
+    for host in matrix_doc.HOSTS:
+        for label in families.FAMILIES:
+            assert label in data["models"].get(host, {}), (host, label)
+            cells = data["cells"][host][label]
+            assert set(cells) == set(matrix_doc.NODES), (host, label, set(matrix_doc.NODES) ^ set(cells))
+            for node, cell in cells.items():
+                assert cell["outcome"] in ("works", "refused") and cell["note"], (host, label, node)
+
+
+def test_a_refusal_reason_is_listed_once_with_its_shapes_elided():
+    assert matrix_doc._generic("the LATENT has shape (1, 16, 8, 8) but") == "the LATENT has shape (…) but"
