@@ -1,14 +1,17 @@
 # The two commands of the README (each sets up everything it needs on a fresh machine), and the extras.
 # Two test hosts (harness/paths.py): ComfyUI 0.3.75 (the default: .venv, .host) and ComfyUI 0.33.0 from
 # ../shared/hosts (COMFY_HOST=0.33: .venv-0.33, .host-0.33). `make test` runs the unit tests once and the host and
-# e2e tests on both hosts (the bench scripts' smoke tests on 0.3.75 only: `make test-slow` runs them on 0.33), the
-# e2e frontend tests a third time on frontend 1.58.1; a clone without ../shared runs the 0.3.75 host and says that
-# the second host was skipped and why.
+# e2e tests on both hosts (the bench scripts' smoke tests and the precision and stock-patch tables on 0.3.75 only:
+# `make test-slow` runs them on 0.33), the e2e frontend tests a third time on frontend 1.58.1; a clone without
+# ../shared runs the 0.3.75 host and says that the second host was skipped and why.
 PY      := .venv/bin/python
 PYTEST  := $(PY) -m pytest -c tests/pytest.ini --rootdir=tests --durations=25
 PY2     := .venv-0.33/bin/python
 PYTEST2 := COMFY_HOST=0.33 $(PY2) -m pytest -c tests/pytest.ini --rootdir=tests --durations=25
 export OMP_NUM_THREADS ?= 2
+# on the 0.33 host these run in `make test-slow` only (make test runs them on 0.3.75)
+SLOW_ON_033 := --ignore=tests/host/test_bench_smoke.py --ignore=tests/host/test_precisions_host.py \
+	--ignore=tests/host/test_patches_host.py
 
 .PHONY: setup setup-0.33 demo test test-0.33 test-unit test-host test-e2e test-slow bench examples gpu-check clean
 
@@ -27,7 +30,7 @@ test: setup       ## all tests: unit once; host (in-process ComfyUI) and e2e (se
 	else echo "make test: the ComfyUI 0.33 host was skipped (see the line above); only 0.3.75 was tested"; fi
 
 test-0.33: setup-0.33  ## host and e2e tests on ComfyUI 0.33.0 (frontend 1.49.6), the frontend tests on 1.58.1
-	$(PYTEST2) tests/host tests/e2e -m "not slow" --ignore=tests/host/test_bench_smoke.py
+	$(PYTEST2) tests/host tests/e2e -m "not slow" $(SLOW_ON_033)
 	COMFY_FRONTEND=1.58.1 $(PYTEST2) tests/e2e -m "frontend and not slow"
 
 test-unit: setup
@@ -36,10 +39,12 @@ test-host: setup
 	$(PYTEST) tests/host
 test-e2e: setup
 	$(PYTEST) tests/e2e
-test-slow: setup  ## checks too long for the default run (and the bench smoke tests on 0.33)
+test-slow: setup  ## checks too long for the default run (large model families; on 0.33 also the bench smoke tests
+                  ## and the precision and stock-patch tables)
 	$(PYTEST) tests -m slow
 	@if python3 harness/setup_host.py --check-shared; then $(MAKE) --no-print-directory setup-0.33 && \
-	$(PYTEST2) tests/host/test_bench_smoke.py; fi
+	$(PYTEST2) tests/host/test_bench_smoke.py tests/host/test_precisions_host.py tests/host/test_patches_host.py && \
+	$(PYTEST2) tests/host/test_family_matrix_host.py -m slow; fi
 
 bench: setup      ## speed ratios measured side by side, printed as a table
 	$(PY) -m bench

@@ -59,6 +59,24 @@ def grad_context():
         yield
 
 
+@contextlib.contextmanager
+def training_ops():
+    """ComfyUI's own switch for gradient work, ``model_management.in_training`` (newer hosts; its trainer sets it
+    around the training loop, comfy_extras/nodes_train.py): the models take their pure-torch paths (Flux's RoPE)
+    instead of comfy_kitchen's fused kernels, which have no backward. Put back on exit; nothing on hosts without it.
+    Set only around forwards under gradients (``inplace_safe``)."""
+    mm = comfy.model_management
+    if not hasattr(mm, "in_training"):
+        yield
+        return
+    before = mm.in_training
+    mm.in_training = True
+    try:
+        yield
+    finally:
+        mm.in_training = before
+
+
 # -- private copies for gradient work -------------------------------------------------------------------------------
 # ComfyUI's loaders build their models inside the prompt's inference mode, and one model object is shared by every
 # ModelPatcher cloned from it (every node of every cached workflow). Gradient work never touches it: it runs on a
@@ -195,26 +213,23 @@ def private_patcher(patcher, who: str):
 
 def inplace_safe(forward, unet: bool):
     """A private diffusion model's ``forward`` made safe to back-propagate through where ComfyUI writes in place into
-    tensors autograd saved. A DiT's forward runs through ``torch.func.functionalize`` while gradients are on (its
-    in-place updates become out-of-place ones with the same values): ComfyUI's Flux, Flux.2, Chroma and HunyuanImage
-    blocks add residuals in place (``img += …``, ``x += …`` in ``comfy/ldm/flux/layers.py``) onto tensors a
-    normalisation saved. A U-Net's blocks add out of place, but with a ControlNet its ``apply_control`` adds the
-    control into the skip tensors in place after the next block saved them: such a forward (``control`` given) keeps
-    copies of what autograd saves (``_saved_copies``; twice the activations of that forward). U-Nets are not
-    functionalised: the U-Net-only gradient nodes (StyleDiffusion, Null-text, CASO, h-space training) reach the model
-    with trainable tensors it closes over (attention patches), whose gradients functionalize would hand back as
-    functional tensors. Without gradients (sampling) the forward runs as it is. Measured on the shapes-world U-Net
-    functionalised: the same time per forward + backward within noise."""
-    if unet:
-        copied = _saved_copies(forward)
+    tensors autograd saved: while gradients are on, what autograd saves is kept as copies (``_saved_copies``; twice
+    the activations of that forward, parameters excepted). A DiT's forward always: ComfyUI's Flux, Flux.2, Chroma and
+    HunyuanImage blocks add residuals in place (``img += …``, ``x += …`` in ``comfy/ldm/flux/layers.py``) onto tensors
+    a normalisation saved. A U-Net's only when a ControlNet feeds it (``control`` given): its blocks add out of place,
+    but ``apply_control`` adds the control into the skip tensors in place after the next block saved them.
+    ``torch.func.functionalize`` would spare the copies, but fails on 0.33's Flux (which writes into a tensor it does
+    not own) and on closed-over trainable tensors (the U-Net-only nodes' attention patches). A forward under gradients
+    also runs with ComfyUI's ``in_training`` switch (``training_ops``: the pure-torch RoPE of 0.33's Flux, whose fused
+    kernel has no backward). Without gradients (sampling, the EDICT chains) the forward runs as it is, on the same
+    kernels as the stock samplers."""
+    copied = _saved_copies(forward)
 
-        def run(*args, **kwargs):
-            return copied(*args, **kwargs) if kwargs.get("control") else forward(*args, **kwargs)
-    else:
-        functional = torch.func.functionalize(forward)
-
-        def run(*args, **kwargs):
-            return functional(*args, **kwargs) if torch.is_grad_enabled() else forward(*args, **kwargs)
+    def run(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        with training_ops():
+            return copied(*args, **kwargs) if not unet or kwargs.get("control") else forward(*args, **kwargs)
     run.inplace_safe = True
     return run
 
@@ -478,7 +493,8 @@ def block_checkpointing(*modules: Optional[nn.Module], enabled: bool = True):
             # of what it was given, so that its recomputation in the backward pass sees the same
             args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
             kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
-            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, context_fn=_recompute_copies,
+                                                     **kwargs)
         return checkpointed
 
     own = [b.__dict__.get("forward") for b in blocks]  # a forward already set on the instance is put back
@@ -492,6 +508,19 @@ def block_checkpointing(*modules: Optional[nn.Module], enabled: bool = True):
                 del b.forward
             else:
                 b.forward = f
+
+
+@contextlib.contextmanager
+def _recomputing():
+    with training_ops(), torch.autograd.graph.saved_tensors_hooks(_own_copy, lambda t: t):
+        yield
+
+
+def _recompute_copies():
+    """torch.utils.checkpoint's ``context_fn``: nothing around the first forward, saved copies (``_saved_copies``) and
+    the training switch (``training_ops``) around the recomputation in the backward pass, where ComfyUI's in-place
+    residual adds run again."""
+    return contextlib.nullcontext(), _recomputing()
 
 
 def vae_decoder(vae) -> nn.Module:

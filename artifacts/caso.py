@@ -16,8 +16,9 @@ from ..optim.caso import ClassEmbedding
 from . import ArtifactError, Kind, register
 
 FORMAT = "caso_embedding/1"
-ENCODER_KEYS = ("clip_l", "clip_g")
-WIDTHS = {"clip_l": 768, "clip_g": 1280}  # CLIP-L and OpenCLIP-bigG token widths (SD1.x; SDXL's two encoders)
+ENCODER_KEYS = ("clip_l", "clip_h", "clip_g")
+# CLIP-L, OpenCLIP-H and OpenCLIP-bigG token widths (SD1.x: l; SD2.x: h; SDXL's two encoders: l and g)
+WIDTHS = {"clip_l": 768, "clip_h": 1024, "clip_g": 1280}
 
 
 def _validate(tensors: dict, meta: dict, name: str) -> None:

@@ -122,6 +122,9 @@ def random_taesd(channels, seed=0):
     g = torch.Generator().manual_seed(seed)
     sd = {k: torch.randn(v.shape, generator=g) * (0.5 / max(1, v[0].numel()) ** 0.5) if v.ndim > 1 else
           torch.ones(v.shape) if k == "vae_scale" else torch.zeros(v.shape) for k, v in shapes.items()}
+    import inspect
+    if "metadata" in inspect.signature(comfy.sd.VAE).parameters:  # 0.33: a 128-channel TAE is Flux.2's (32 · 2 × 2
+        return comfy.sd.VAE(sd=sd, metadata={"tae_latent_channels": channels})  # packed), as its file metadata says
     return comfy.sd.VAE(sd=sd)
 
 

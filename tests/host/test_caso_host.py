@@ -407,6 +407,42 @@ def test_sdxl_classes_train_through_its_two_encoders_and_are_the_stock_embedding
             os.remove(os.path.join(root, f"{n}.safetensors"))
 
 
+def test_sd2_classes_train_through_clip_h_and_are_the_stock_embedding(w, tmp_path):
+    """Issue 26: SD2.x (its stock OpenCLIP-H encoder, shrunk to 3 layers; the random SD2.1-v U-Net of the family
+    matrix through the stock loader): the class trains into ``clip_h`` [1, 1024], and the saved file typed as
+    embedding:<name> into the stock CLIPTextEncode gives the pack's Encode bit for bit."""
+    import comfy.sd
+    import folder_paths
+    import nodes
+    import families
+    from harness.shapes import data
+    from host_models import tiny_sd2_clip
+    C = w["C"]
+    root = folder_paths.get_folder_paths("embeddings")[0]
+    families.write("SD2.1-v", tmp_path / "sd21.safetensors")
+    clip, model = tiny_sd2_clip(root), comfy.sd.load_diffusion_model(str(tmp_path / "sd21.safetensors"))
+    with torch.inference_mode():
+        lat = {"samples": w["vae"].encode(data.make_batch(4, 78).images.permute(0, 2, 3, 1))}
+        clf = C["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0, "none").args[0]
+        embs, history = C["InvEditCASOTrain"].execute(
+            model=model, clip=clip, vae=w["vae"], classifier=clf, latent=lat, attribute="colour", steps=2,
+            batch_size=2, scale=10.0, level=0.4, lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1,
+            init="repo_uniform", hflip=True, seed=0).args
+    assert {k: tuple(v.shape) for k, v in embs[2].tokens.items()} == {"clip_h": (1, 1024)}
+    assert all(map(math.isfinite, history.values)), history.values
+    text = C["InvEditCASOSave"].execute(embs, "test_caso_sd2").ui.as_dict()["text"][0]
+    names = [n.split(":")[1] for n in text.removeprefix("saved: ").split(", ")]
+    try:
+        with torch.inference_mode():
+            stock = nodes.CLIPTextEncode().encode(clip, "embedding:test_caso_sd2_blue")[0]
+            loaded = C["InvEditCASOLoad"].execute("test_caso_sd2_blue.safetensors").args[0]
+            ours = C["InvEditCASOEncode"].execute(clip, loaded, "").args[0]
+        assert stock[0][0].shape == (1, 77, 1024) and torch.equal(stock[0][0], ours[0][0])
+    finally:
+        for n in names:
+            os.remove(os.path.join(root, f"{n}.safetensors"))
+
+
 def test_a_linear_probe_on_a_stock_clip_vision_classifies_held_out_images_and_is_differentiable(w, tmp_path):
     """Fitted on 32 labelled shapes images (colour), the probe separates them all and labels 32 held-out ones well
     above chance (25 %; a random 16-d tower carries little colour: 53 % here), its logits are differentiable in the

@@ -102,6 +102,17 @@ def ddim_invert(w):
     return f"regeneration error {errs[0] / travelled:.1%} → {errs[1] / travelled:.1%} of the distance (6 → 12 steps)"
 
 
+# Families whose EDICT round trip is not bit-exact (measured, both hosts): Flux.2. The inverted chain's first model
+# inputs (at the step to σ = 0) differ from the regeneration's by 1 ulp of float32 (the state is float64; see
+# samplers/edict.py EpsFromDenoiser on float32 rounding ties at that step), so the LATENT comes back within 1e-6.
+# The cell says so; the test fails when it becomes exact (update the table) or worse than 4 ulp.
+INEXACT = {"Flux.2"}
+
+
+class Inexact(Exception):
+    pass
+
+
 def edict_round_trip(w):
     C, src = w["C"], w["src"]
     sig = C["InvEditEDICTSigmas"].execute(w["model"], STEPS, "official_980_0", 1.0)[0]
@@ -111,6 +122,11 @@ def edict_round_trip(w):
                                                cfg=2.0, **EDICT_OPTS).args
     assert pair["invedit_inversion"]["model_family"] == w["config"]
     assert rms(pair["samples"] - src["samples"]) > 0.1 * rms(src["samples"])
+    if w["label"] in INEXACT:
+        err = max(float((o["samples"] - src["samples"]).abs().max()) for o in (x, y))
+        ulp = float(src["samples"].abs().max()) * 2 ** -23
+        assert 0 < err <= 4 * ulp, (err, ulp)
+        raise Inexact(f"LATENT round trip within {err / ulp:.0f} ulp of float32, not bit-exact")
     assert torch.equal(x["samples"], src["samples"]) and torch.equal(y["samples"], src["samples"])
     return "LATENT round trip bit-exact"
 
@@ -218,6 +234,10 @@ RUNNERS = {"DDIM Invert": ddim_invert, "EDICT Invert → Regenerate": edict_roun
            "Null-text Invert": null_text, "P2P Edit": p2p, "CASO Train": caso_train, "CASO Edit": caso_edit}
 
 
+def test_the_columns_are_the_documented_ones():
+    assert tuple(RUNNERS) == matrix_doc.NODES
+
+
 def test_the_stock_loader_detects_the_family(w):
     import comfy.model_sampling
     m = w["model"]
@@ -244,6 +264,8 @@ def test_the_node_serves_the_family_or_refuses_it_by_name(w, node):
     try:
         with torch.inference_mode():
             note, outcome = RUNNERS[node](w), "works"
+    except Inexact as e:
+        note, outcome = str(e), "inexact"
     except ValueError as e:
         note, outcome = str(e), "refused"
         assert w["config"] in note or w["label"] in note, note

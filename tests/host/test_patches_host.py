@@ -75,6 +75,10 @@ PATCHES = {  # row -> (world, how the patch is put in front)
 COLUMNS = ("the patch acts", "DDIM Invert", "EDICT Invert → Regenerate", "Asyrp, strength 0", *NODES)
 
 
+def test_the_rows_and_columns_are_the_documented_ones():
+    assert tuple(PATCHES) == matrix_doc.PATCHES and COLUMNS == matrix_doc.PATCH_COLUMNS
+
+
 @pytest.fixture(scope="module", params=list(PATCHES))
 def w(request, load_world, tmp_path_factory):
     world, patch = PATCHES[request.param]

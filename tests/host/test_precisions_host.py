@@ -14,8 +14,12 @@ from grad_nodes import NODES, assert_untouched, shared_state, stock
 from harness.shapes import data
 
 UNET = "shapes_sd15_unet.safetensors"  # the shapes world's U-Net as a diffusion-model file (models/unet)
-PRECISIONS = ("fp32", "fp16", "bf16", "fp8_e4m3fn (UNETLoader)", "fp8 file")
+PRECISIONS = matrix_doc.PRECISIONS
 COLUMNS = ("stock KSampler", "DDIM Invert", "EDICT Invert → Regenerate", *NODES)
+
+
+def test_the_rows_and_columns_are_the_documented_ones():
+    assert COLUMNS == matrix_doc.PRECISION_COLUMNS
 
 
 def load_unet(precision, tmp_path_factory):

@@ -7,6 +7,8 @@ import families
 def test_the_documents_are_the_rendering_of_the_recorded_cells():
     data = matrix_doc.load()
     assert matrix_doc.DOC.read_text() == matrix_doc.render(data), "run `python tests/matrix_doc.py`"
+    assert matrix_doc.DOC2.read_text() == matrix_doc.render_precisions(matrix_doc.load("precisions"),
+                                                                         matrix_doc.load("patches"))
     readme = matrix_doc.README.read_text()
     assert matrix_doc.readme_with_table(readme, data) == readme, "run `python tests/matrix_doc.py`"
 
@@ -19,7 +21,16 @@ def test_every_family_and_node_is_recorded_on_both_hosts():
             cells = data["cells"][host][label]
             assert set(cells) == set(matrix_doc.NODES), (host, label, set(matrix_doc.NODES) ^ set(cells))
             for node, cell in cells.items():
-                assert cell["outcome"] in ("works", "refused") and cell["note"], (host, label, node)
+                assert cell["outcome"] in ("works", "refused", "inexact") and cell["note"], (host, label, node)
+
+
+def test_every_precision_and_patch_is_recorded_on_both_hosts():
+    for table, rows, cols in (("precisions", matrix_doc.PRECISIONS, matrix_doc.PRECISION_COLUMNS),
+                              ("patches", matrix_doc.PATCHES, matrix_doc.PATCH_COLUMNS)):
+        data = matrix_doc.load(table)
+        for host in matrix_doc.HOSTS:
+            for row in rows:
+                assert set(data["cells"][host][row]) == set(cols), (table, host, row)
 
 
 def test_a_refusal_reason_is_listed_once_with_its_shapes_elided():
