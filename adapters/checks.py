@@ -75,10 +75,14 @@ def require_conditioning_width(model_patcher, conditionings: dict, who: str) -> 
 
 
 def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> None:
-    want = model_patcher.model.latent_format.latent_channels
-    if latent.ndim != 4 or latent.shape[1] != want:
+    """The LATENT's channels and number of dimensions are the model's: [B, C, H, W], or [B, C, T, H, W] for a latent
+    format with ``latent_dimensions`` 3 (Qwen-Image, through the Wan 2.1 VAE)."""
+    fmt = model_patcher.model.latent_format
+    want, dims = fmt.latent_channels, int(getattr(fmt, "latent_dimensions", 2))
+    if latent.ndim != 2 + dims or latent.shape[1] != want:
+        shape = "[B, {}, T, H, W]" if dims == 3 else "[B, {}, H, W]"
         raise ValueError(f"{who}: the LATENT has shape {tuple(latent.shape)} but {model_family(model_patcher.model)} "
-                         f"works on [B, {want}, H, W] latents. Encode the image with this model's VAE.")
+                         f"works on {shape.format(want)} latents. Encode the image with this model's VAE.")
 
 
 def is_flow(model_sampling) -> bool:

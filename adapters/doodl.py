@@ -21,7 +21,8 @@ from .checks import checked_latent, model_family, require_vp_model
 from .edict import EDICTBase, EDICTOptions, check_edict_pair, default_sigmas, exact_pair, pair_latent
 from .latent import InversionInfo, to_vae_space
 from .progress import LiveLoss, check_interrupt, reporter
-from .run import block_checkpointing, decode_01, load_for_grad, private_for_grad, private_sampling, vae_decoder
+from .run import (block_checkpointing, decode_01, load_for_grad, private_for_grad, private_sampling,
+                  require_checkpointable, vae_decoder)
 
 
 class DOODLSampler(EDICTBase):
@@ -81,6 +82,8 @@ class DOODLSampler(EDICTBase):
 
         spec = ChainSpec(run.denoiser, sigmas.to(run.device), self.options.p, self.options.leapfrog,
                          self.options.official_input_scaling, self.dtype, mdtype, self.mode, reporter(), run.coords)
+        if self.checkpointing:
+            require_checkpointable(inner.diffusion_model, model_family(inner), self.WHO)
         with block_checkpointing(inner.diffusion_model, vae_decoder(self.vae), enabled=self.checkpointing):
             res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
                                  on_iteration)

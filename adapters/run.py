@@ -3,6 +3,7 @@ loading, patches, wrappers, previews), with marked passes, and with gradients th
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import functools
 import inspect
@@ -228,10 +229,23 @@ def inplace_safe(forward, unet: bool):
     def run(*args, **kwargs):
         if not torch.is_grad_enabled():
             return forward(*args, **kwargs)
-        with training_ops():
-            return copied(*args, **kwargs) if not unet or kwargs.get("control") else forward(*args, **kwargs)
+        if unet and not kwargs.get("control"):
+            with training_ops():
+                return forward(*args, **kwargs)
+        token = _COPY_BLOCK_INPUTS.set(True)  # a checkpointed block keeps its own copy of its inputs
+        try:
+            with training_ops():
+                return copied(*args, **kwargs)
+        finally:
+            _COPY_BLOCK_INPUTS.reset(token)
     run.inplace_safe = True
     return run
+
+
+# Set while a forward that writes into tensors in place runs under gradients (``inplace_safe``): block checkpointing
+# then hands each block a copy of its tensor inputs, so that a later in-place add (ControlNet's into the skip tensors)
+# cannot change what its recomputation reads.
+_COPY_BLOCK_INPUTS = contextvars.ContextVar("invedit_copy_block_inputs", default=False)
 
 
 def _own_copy(t: torch.Tensor):
@@ -493,6 +507,8 @@ def block_checkpointing(*modules: Optional[nn.Module], enabled: bool = True):
             # of what it was given, so that its recomputation in the backward pass sees the same
             args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
             kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
+            if _COPY_BLOCK_INPUTS.get():
+                args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
             return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, context_fn=_recompute_copies,
                                                      **kwargs)
         return checkpointed
@@ -510,17 +526,27 @@ def block_checkpointing(*modules: Optional[nn.Module], enabled: bool = True):
                 b.forward = f
 
 
-@contextlib.contextmanager
-def _recomputing():
-    with training_ops(), torch.autograd.graph.saved_tensors_hooks(_own_copy, lambda t: t):
-        yield
+# Diffusion models whose blocks compute out of place (ComfyUI's U-Net, SD3's MMDiT): block checkpointing recomputes
+# them exactly. The Flux-family blocks (Flux, Flux.2, Chroma, HunyuanImage) add residuals in place onto their own
+# inputs, which a recomputation would read changed; the other DiTs are unproven.
+CHECKPOINTABLE = ("UNetModel", "MMDiT", "OpenAISignatureMMDITWrapper")
+
+
+def require_checkpointable(diffusion_model, family: str, who: str) -> None:
+    """Refuse gradient checkpointing for a diffusion model outside ``CHECKPOINTABLE``, naming the family and the fix."""
+    if type(diffusion_model).__name__ not in CHECKPOINTABLE:
+        raise ValueError(f"{who}: gradient checkpointing is not available on {family}: ComfyUI's "
+                         f"{type(diffusion_model).__name__} blocks are not known to recompute exactly (the Flux-family "
+                         f"ones add residuals in place onto their inputs, which a recomputed block would read changed); "
+                         f"turn grad_checkpointing off: the result is the same, it only trades memory for time "
+                         f"(available on SD1.x/SD2.x/SDXL and SD3).")
 
 
 def _recompute_copies():
-    """torch.utils.checkpoint's ``context_fn``: nothing around the first forward, saved copies (``_saved_copies``) and
-    the training switch (``training_ops``) around the recomputation in the backward pass, where ComfyUI's in-place
-    residual adds run again."""
-    return contextlib.nullcontext(), _recomputing()
+    """torch.utils.checkpoint's ``context_fn``: nothing around the first forward, ComfyUI's training switch
+    (``training_ops``) around the recomputation in the backward pass, which runs outside the forward's. (Saved-tensor
+    hooks cannot go there: the checkpoint counts the tensors its recomputation saves through its own.)"""
+    return contextlib.nullcontext(), training_ops()
 
 
 def vae_decoder(vae) -> nn.Module:
@@ -543,6 +569,9 @@ def load_for_grad(model_wrap, vae) -> None:
 
 def decode_01(vae, base_model, x: torch.Tensor) -> torch.Tensor:
     """A model-space latent → [B, 3, H, W] pixels in [0, 1] (not clamped), differentiable: the VAE's own decoder
-    (``first_stage_model.decode``; the VAE node's ``decode`` is not)."""
+    (``first_stage_model.decode``; the VAE node's ``decode`` is not); a 5-D latent's frames side by side in the batch."""
     z = base_model.process_latent_out(x).to(vae.device, vae.vae_dtype)
-    return (vae.first_stage_model.decode(z).float() + 1) / 2
+    pixels = (vae.first_stage_model.decode(z).float() + 1) / 2
+    if pixels.ndim == 5:  # a video VAE (Qwen-Image's Wan 2.1): [B, 3, T, H, W] -> the frames as images [B·T, 3, H, W]
+        pixels = pixels.movedim(2, 1).flatten(0, 1)
+    return pixels

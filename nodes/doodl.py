@@ -245,7 +245,8 @@ class DOODLOptimize(io.ComfyNode):
                 io.Boolean.Input("grad_checkpointing", default=False, optional=True, tooltip=(
                     "Recompute the U-Net's and the VAE decoder's blocks in the backward passes instead of keeping "
                     "their activations: the same result, more time, a fraction of the memory (see the help page's "
-                    "figures; for SDXL at 1024² on 24 GB).")),
+                    "figures; for SDXL at 1024² on 24 GB). U-Nets and SD3 only: the Flux-family blocks add in place "
+                    "onto their inputs, and are refused.")),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="x_0 of the chosen iterate (VAE Decode it)."),
                      io.Latent.Output(display_name="pair", tooltip=(

@@ -1,6 +1,8 @@
 """The seven gradient nodes run on a world (``w``: a MODEL, its CLIP and VAE, prompts, an image latent, a classifier
 and a loss, as tests/host/test_grad_private_host.py and test_precisions_host.py build it), and what a gradient node
 must leave alone: the shared models' tensors, their inference flags and the stock KSampler's result."""
+import math
+
 import torch
 
 from harness.shapes import data
@@ -110,3 +112,67 @@ def csds_autograd(w):
 NODES = {"DOODL Optimize": doodl_optimize, "One-Step Guidance Sampler": doodl_guidance,
          "StyleDiffusion Invert": stylediffusion, "Null-text Invert": null_text, "CASO Train": caso_train,
          "h-space Train Direction": hspace_train, "EMS CSDS autograd": csds_autograd}
+
+
+# -- what the precision and stock-patch tables run on a world (tests/host/test_precisions_host.py, test_patches_host.py)
+
+def add_judges(w):
+    """The world's held-out image, its latent, a classifier loss (blue) and the colour classifier, on ``w``."""
+    w["image"] = data.make_batch(1, data.HELDOUT_SEED + 5, colour=0, shape=0).images.permute(0, 2, 3, 1)
+    with torch.inference_mode():
+        w["latent"] = {"samples": w["vae"].encode(w["image"])}
+        w["loss"] = w["C"]["InvEditDOODLClassifierLoss"].execute(
+            classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
+            normalisation="none", mode="cross_entropy", weight=1.0, crops=2, crop_power=0.3, input_size=64).args[0]
+        w["clf"] = w["C"]["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0,
+                                                           "none").args[0]
+    return w
+
+
+def _rms(t):
+    return float(t.double().pow(2).mean().sqrt())
+
+
+def ddim_regenerates(w, scheduler, steps, denoise, bound):
+    """DDIM Invert ("a red circle", cfg 1) then the stock SamplerCustom (euler, no noise, the same sigmas): the
+    regeneration within ``bound`` of the distance the inversion travelled."""
+    C, src = w["C"], w["latent"]
+    with torch.inference_mode():
+        sig = C["BasicScheduler"].execute(w["model"], scheduler, steps, denoise)[0]
+        inv = C["InvEditDDIMInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
+                                             negative=w["enc"][""], latent=src, sigmas=sig, cfg=1.0)[0]
+        sampler = C["KSamplerSelect"].execute("euler")[0]
+        rec = C["SamplerCustom"].execute(model=w["model"], add_noise=False, noise_seed=0, cfg=1.0,
+                                         positive=w["enc"]["a red circle"], negative=w["enc"][""], sampler=sampler,
+                                         sigmas=sig, latent_image=inv)[0]["samples"]
+    err, travelled = _rms(rec - src["samples"]), _rms(inv["samples"] - src["samples"])
+    assert err < bound * travelled, (err, travelled)
+    return f"the stock sampler regenerates within {err / travelled:.1%} of the distance ({sig.numel() - 1} steps)"
+
+
+def edict_round_trip(w):
+    """EDICT Invert → Regenerate (4 official steps, cfg 3, float64 state): the LATENT back bit for bit."""
+    C, src = w["C"], w["latent"]
+    opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
+    with torch.inference_mode():
+        sig = C["InvEditEDICTSigmas"].execute(w["model"], 4, "official_980_0", 1.0)[0]
+        pair = C["InvEditEDICTInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
+                                               negative=w["enc"][""], latent=src, sigmas=sig, cfg=3.0,
+                                               state_dtype="float64", **opts)[0]
+        x, y = C["InvEditEDICTRegenerate"].execute(model=w["model"], positive=w["enc"]["a red circle"],
+                                                   negative=w["enc"][""], pair=pair, cfg=3.0, **opts).args
+    assert torch.equal(x["samples"], src["samples"]) and torch.equal(y["samples"], src["samples"])
+    return "LATENT round trip bit-exact"
+
+
+def gradient_cell(name):
+    """A cell running gradient node ``name``: finite losses, and the shared models and the stock KSampler's result
+    as they were (``assert_untouched``)."""
+    def run(w):
+        before, state = stock(w), shared_state(w)
+        out = NODES[name](w)
+        history = [a for a in getattr(out, "args", ()) if isinstance(getattr(a, "values", None), (list, tuple))]
+        assert all(math.isfinite(v) for h in history for v in h.values), history
+        assert_untouched(w, before, state)  # no weight changed (values, dtype), the stock result neither
+        return "back-propagates; the shared model untouched"
+    return run

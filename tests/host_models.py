@@ -162,3 +162,18 @@ def write_random_controlnet(model, path, seed=0):
                                     torch.zeros(v.shape))
     save_file(sd, str(path))
     return sum(v.numel() for v in sd.values())
+
+
+def random_wan_vae(dim=8, seed=0):
+    """A stock Wan 2.1 VAE (what VAELoader builds for Qwen-Image's 16-channel 5-D latents; its width read from the
+    file, here ``dim`` instead of 96) with seeded random weights, norm scales 1: a stand-in decoder."""
+    import comfy.ldm.wan.vae
+    import comfy.sd
+    from families import norm_names
+    meta = comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                    temperal_downsample=[False, True, True], dropout=0.0)
+    norms = norm_names(meta) | {k for k in meta.state_dict() if k.endswith("gamma")}
+    g = torch.Generator().manual_seed(seed)
+    sd = {k: torch.randn(v.shape, generator=g) * (0.5 / max(1, v[0].numel()) ** 0.5) if v.ndim > 1 else
+          torch.ones(v.shape) if k in norms else torch.zeros(v.shape) for k, v in meta.state_dict().items()}
+    return comfy.sd.VAE(sd=sd)

@@ -88,14 +88,21 @@ def _reasons(data: dict, rows=None, cols=NODES) -> list[str]:
         for row in rows or cells:
             for node in cols:
                 c = cells.get(row, {}).get(node)
-                if c and c["outcome"] == "refused" and _generic(c["note"]) not in seen:
-                    seen.append(_generic(c["note"]))
+                if c and c["outcome"] == "refused" and _generic(c["note"], data, row) not in seen:
+                    seen.append(_generic(c["note"], data, row))
     return seen
 
 
-def _generic(note: str) -> str:
-    """A refusal with its family and shapes replaced, so one reason is listed once."""
-    return re.sub(r"\(\d[\d, ]*\)", "(…)", note)
+def _generic(note: str, data: dict | None = None, row: str = "") -> str:
+    """A refusal as one reason for every node and family it was given for: the node's name (``<node> (InvEdit)``),
+    the row's model-config name, the sampling class and shapes replaced."""
+    configs = {m.get("config") for h in (data or {}).get("models", {}).values() for r, m in h.items() if r == row}
+    text = re.sub(r"^[^:]*\(InvEdit\): ", "", note)
+    text = re.sub(r"(?:h-space|[A-Z][\w\-]*)(?: [\w\-()]+?)* \(InvEdit\)", "this node", text)
+    for name in sorted(filter(None, configs), key=len, reverse=True):
+        text = re.sub(rf"\b{re.escape(name)}\b", "<family>", text, count=1)  # where the message names the model
+    text = re.sub(r"sampled with [\w +]+,", "sampled with <its sampling>,", text)
+    return re.sub(r"\(\d[\d, ]*\)", "(…)", text)
 
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8_e4m3fn (UNETLoader)", "fp8 file")
@@ -167,7 +174,7 @@ def _cell(data: dict, family: str, node: str, reasons: list[str]) -> str:
     for host in HOSTS:
         c = data["cells"].get(host, {}).get(family, {}).get(node)
         marks.append("·" if c is None else "✓" if c["outcome"] == "works" else "≈" if c["outcome"] == "inexact" else
-                     f"✗{reasons.index(_generic(c['note'])) + 1}")
+                     f"✗{reasons.index(_generic(c['note'], data, family)) + 1}")
     return marks[0] if marks[0] == marks[1] else f"{marks[0]} / {marks[1]}"
 
 

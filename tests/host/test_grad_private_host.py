@@ -6,22 +6,13 @@ import pytest
 import torch
 
 from harness.shapes import data
-from grad_nodes import FAST_DOODL, NODES, assert_untouched, doodl_optimize, shared_state, stock
+from grad_nodes import FAST_DOODL, NODES, add_judges, assert_untouched, doodl_optimize, shared_state, stock
 from host_helpers import must_be_interrupted
 
 
 @pytest.fixture(scope="module")
 def w(load_world):
-    w = load_world("a circle", "", "a red circle", "a blue circle", "blue")
-    w["image"] = data.make_batch(1, data.HELDOUT_SEED + 5, colour=0, shape=0).images.permute(0, 2, 3, 1)
-    with torch.inference_mode():
-        w["latent"] = {"samples": w["vae"].encode(w["image"])}
-        w["loss"] = w["C"]["InvEditDOODLClassifierLoss"].execute(
-            classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
-            normalisation="none", mode="cross_entropy", weight=1.0, crops=2, crop_power=0.3, input_size=64).args[0]
-        w["clf"] = w["C"]["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0,
-                                                           "none").args[0]
-    return w
+    return add_judges(load_world("a circle", "", "a red circle", "a blue circle", "blue"))
 
 
 def dead_entries() -> list:

@@ -7,13 +7,11 @@ round trip bit-exact with the patch attached; the Asyrp sampler at strength 0 eq
 bit for bit, which with a ControlNet means its shared encoder passes gives the middle block the ControlNet's
 residual; each gradient node back-propagating through the patched model and leaving the shared one untouched) or
 refuses it by name. The cells are checked against docs/matrix/patches.json (tests/matrix_doc.py)."""
-import math
-
 import pytest
 import torch
 
 import matrix_doc
-from grad_nodes import NODES, assert_untouched, shared_state, stock
+from grad_nodes import NODES, add_judges, ddim_regenerates, edict_round_trip, gradient_cell, stock
 from harness.shapes import data
 from host_models import random_taesd, tiny_sdxl, tiny_sdxl_clip, write_random_controlnet, write_random_lora
 
@@ -52,7 +50,6 @@ def tiny_xl(w, tmp):
     import nodes
     w["model"], w["te"], w["vae"] = tiny_sdxl(), tiny_sdxl_clip(), random_taesd(4)
     w["enc"] = {t: nodes.CLIPTextEncode().encode(w["te"], t)[0] for t in PROMPTS}
-    w["latent"] = {"samples": w["vae"].encode(w["image"])}
 
 
 PATCHES = {  # row -> (world, how the patch is put in front)
@@ -79,21 +76,21 @@ def test_the_rows_and_columns_are_the_documented_ones():
     assert tuple(PATCHES) == matrix_doc.PATCHES and COLUMNS == matrix_doc.PATCH_COLUMNS
 
 
-@pytest.fixture(scope="module", params=list(PATCHES))
+# rows like another one in what they exercise (an attention patch; a flow shift on SD3) run in `make test-slow`, to keep
+# `make test` within its time
+SLOW = ("SelfAttentionGuidance", "ModelSamplingFlux on SD3")
+
+
+@pytest.fixture(scope="module", params=[pytest.param(p, marks=[pytest.mark.slow] if p in SLOW else [])
+                                        for p in PATCHES])
 def w(request, load_world, tmp_path_factory):
     world, patch = PATCHES[request.param]
     w = load_world(*PROMPTS, **({"ckpt": SD3} if world == "sd3" else {}))
     tmp = tmp_path_factory.mktemp("patch")
     with torch.inference_mode():
-        w["image"] = data.make_batch(1, data.HELDOUT_SEED + 5, colour=0, shape=0).images.permute(0, 2, 3, 1)
         if world == "sdxl":
             tiny_xl(w, tmp)
-        w["latent"] = {"samples": w["vae"].encode(w["image"])}
-        w["loss"] = w["C"]["InvEditDOODLClassifierLoss"].execute(
-            classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
-            normalisation="none", mode="cross_entropy", weight=1.0, crops=2, crop_power=0.3, input_size=64).args[0]
-        w["clf"] = w["C"]["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0,
-                                                           "none").args[0]
+        add_judges(w)
         w["unpatched"] = stock(w)
         patch(w, tmp)
     w["patch"] = request.param
@@ -115,35 +112,6 @@ def acts(w):
     out = stock(w)
     assert torch.isfinite(out).all() and not torch.equal(out, w["unpatched"])
     return f"the stock KSampler's latent moves by {rms(out - w['unpatched']) / rms(w['unpatched']):.1%}"
-
-
-def ddim(w):
-    C, src = w["C"], w["latent"]
-    sig = C["BasicScheduler"].execute(w["model"], "simple", 10, 0.8)[0]
-    with torch.inference_mode():
-        inv = C["InvEditDDIMInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
-                                             negative=w["enc"][""], latent=src, sigmas=sig, cfg=1.0)[0]
-        sampler = C["KSamplerSelect"].execute("euler")[0]
-        rec = C["SamplerCustom"].execute(model=w["model"], add_noise=False, noise_seed=0, cfg=1.0,
-                                         positive=w["enc"]["a red circle"], negative=w["enc"][""], sampler=sampler,
-                                         sigmas=sig, latent_image=inv)[0]["samples"]
-    err, travelled = rms(rec - src["samples"]), rms(inv["samples"] - src["samples"])
-    assert err < 0.3 * travelled, (err, travelled)
-    return f"the stock sampler regenerates within {err / travelled:.1%} of the distance (8 steps)"
-
-
-def edict(w):
-    C, src = w["C"], w["latent"]
-    opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
-    with torch.inference_mode():
-        sig = C["InvEditEDICTSigmas"].execute(w["model"], 4, "official_980_0", 1.0)[0]
-        pair = C["InvEditEDICTInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
-                                               negative=w["enc"][""], latent=src, sigmas=sig, cfg=3.0,
-                                               state_dtype="float64", **opts)[0]
-        x, y = C["InvEditEDICTRegenerate"].execute(model=w["model"], positive=w["enc"]["a red circle"],
-                                                   negative=w["enc"][""], pair=pair, cfg=3.0, **opts).args
-    assert torch.equal(x["samples"], src["samples"]) and torch.equal(y["samples"], src["samples"])
-    return "LATENT round trip bit-exact with the patch attached"
 
 
 def asyrp_identity(w):
@@ -168,19 +136,9 @@ def asyrp_identity(w):
     return "bit-identical to stock euler under the patch"
 
 
-def gradient(name):
-    def run(w):
-        before, state = stock(w), shared_state(w)
-        out = NODES[name](w)
-        history = [a for a in getattr(out, "args", ()) if isinstance(getattr(a, "values", None), (list, tuple))]
-        assert all(math.isfinite(v) for h in history for v in h.values), history
-        assert_untouched(w, before, state)
-        return "back-propagates through the patched model; the shared one untouched"
-    return run
-
-
-RUNNERS = {"the patch acts": acts, "DDIM Invert": ddim, "EDICT Invert → Regenerate": edict,
-           "Asyrp, strength 0": asyrp_identity, **{n: gradient(n) for n in NODES}}
+RUNNERS = {"the patch acts": acts, "DDIM Invert": lambda w: ddim_regenerates(w, "simple", 10, 0.8, 0.3),
+           "EDICT Invert → Regenerate": edict_round_trip, "Asyrp, strength 0": asyrp_identity,
+           **{n: gradient_cell(n) for n in NODES}}
 
 
 @pytest.mark.parametrize("column", COLUMNS)
@@ -192,3 +150,25 @@ def test_the_node_composes_with_the_patch_or_refuses_it_by_name(w, column):
         words = w["patch"].split()[0].replace("Apply", "")
         assert any(s in note for s in (words, "flow", "SD3", "U-Net")), note
     matrix_doc.check_cell(w["patch"], column, outcome, note, table="patches")
+
+
+def test_with_a_controlnet_checkpointed_blocks_give_the_same_doodl_iterates(load_world, tmp_path):
+    """ControlNet adds its residuals into the U-Net's skip tensors in place, after the next block took them as input:
+    with gradient checkpointing each block recomputes from its own copy of its inputs, so DOODL's iterates equal the
+    run without checkpointing (to float rounding), and the ControlNet acts (they differ from the run without it)."""
+    from grad_nodes import FAST_DOODL
+    w = add_judges(load_world(*PROMPTS))
+    plain = dict(w["enc"])
+    with torch.inference_mode():
+        controlnet(w, tmp_path)
+
+        def run(enc, checkpointing):
+            return w["C"]["InvEditDOODLOptimize"].execute(
+                model=w["model"], positive=enc["a circle"], negative=enc[""], vae=w["vae"], loss=w["loss"],
+                latent={"samples": torch.zeros(1, 4, 8, 8)}, grad_checkpointing=checkpointing,
+                **dict(FAST_DOODL, iterations=2)).args[0]["samples"]
+        a, b, c = run(w["enc"], False), run(w["enc"], True), run(plain, False)
+    import folder_paths
+    folder_paths.folder_names_and_paths["controlnet"][0].remove(str(tmp_path))
+    assert torch.allclose(a, b, rtol=0, atol=1e-5 * float(a.abs().max())), float((a - b).abs().max())
+    assert not torch.allclose(a, c, rtol=0, atol=1e-3 * float(a.abs().max()))

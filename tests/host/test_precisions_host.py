@@ -4,14 +4,11 @@ weights stay in their storage dtype, each layer casts them to the compute dtype 
 run; EDICT's float64 state over the low-precision model still round-trips the LATENT bit for bit; every gradient node
 back-propagates through the manual-cast layers and leaves the shared model's weights, their dtype and the stock
 KSampler's result as they were. The cells are checked against docs/matrix/precisions.json (tests/matrix_doc.py)."""
-import math
-
 import pytest
 import torch
 
 import matrix_doc
-from grad_nodes import NODES, assert_untouched, shared_state, stock
-from harness.shapes import data
+from grad_nodes import NODES, add_judges, ddim_regenerates, edict_round_trip, gradient_cell, stock
 
 UNET = "shapes_sd15_unet.safetensors"  # the shapes world's U-Net as a diffusion-model file (models/unet)
 PRECISIONS = matrix_doc.PRECISIONS
@@ -42,26 +39,21 @@ def load_unet(precision, tmp_path_factory):
     return comfy.sd.load_diffusion_model(str(folder / "unet_fp8.safetensors"))  # what UNETLoader "default" calls
 
 
-@pytest.fixture(scope="module", params=PRECISIONS)
+# fp32 is the gradient nodes' own test world (test_grad_private_host.py), and a file stored in fp8 is up-cast to fp32
+# on this CPU: both run in `make test-slow`, to keep `make test` within its time
+SLOW = ("fp32", "fp8 file")
+
+
+@pytest.fixture(scope="module", params=[pytest.param(p, marks=[pytest.mark.slow] if p in SLOW else [])
+                                        for p in PRECISIONS])
 def w(request, load_world, tmp_path_factory):
-    w = load_world("a circle", "", "a red circle", "a blue circle", "blue")
+    w = add_judges(load_world("a circle", "", "a red circle", "a blue circle", "blue"))
     with torch.inference_mode():
         w["model"] = load_unet(request.param, tmp_path_factory)
-        w["image"] = data.make_batch(1, data.HELDOUT_SEED + 5, colour=0, shape=0).images.permute(0, 2, 3, 1)
-        w["latent"] = {"samples": w["vae"].encode(w["image"])}
-        w["loss"] = w["C"]["InvEditDOODLClassifierLoss"].execute(
-            classifier="shapes_colour.safetensors", architecture="small_cnn", target="blue", num_classes=0,
-            normalisation="none", mode="cross_entropy", weight=1.0, crops=2, crop_power=0.3, input_size=64).args[0]
-        w["clf"] = w["C"]["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0,
-                                                           "none").args[0]
     w["precision"] = request.param
     yield w
     import comfy.model_management as mm
     mm.unload_all_models()
-
-
-def rms(t):
-    return float(t.double().pow(2).mean().sqrt())
 
 
 def dtypes(w):
@@ -77,48 +69,9 @@ def ksampler(w):
     return "finite"
 
 
-def ddim(w):
-    C, src = w["C"], w["latent"]
-    sig = C["BasicScheduler"].execute(w["model"], "normal", 10, 1.0)[0]
-    with torch.inference_mode():
-        inv = C["InvEditDDIMInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
-                                             negative=w["enc"][""], latent=src, sigmas=sig, cfg=1.0)[0]
-        sampler = C["KSamplerSelect"].execute("euler")[0]
-        rec = C["SamplerCustom"].execute(model=w["model"], add_noise=False, noise_seed=0, cfg=1.0,
-                                         positive=w["enc"]["a red circle"], negative=w["enc"][""], sampler=sampler,
-                                         sigmas=sig, latent_image=inv)[0]["samples"]
-    err, travelled = rms(rec - src["samples"]), rms(inv["samples"] - src["samples"])
-    assert err < 0.1 * travelled, (err, travelled)
-    return f"regeneration error {err / travelled:.1%} of the distance (10 steps)"
-
-
-def edict(w):
-    C, src = w["C"], w["latent"]
-    opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
-    with torch.inference_mode():
-        sig = C["InvEditEDICTSigmas"].execute(w["model"], 4, "official_980_0", 1.0)[0]
-        pair = C["InvEditEDICTInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
-                                               negative=w["enc"][""], latent=src, sigmas=sig, cfg=3.0,
-                                               state_dtype="float64", **opts)[0]
-        x, y = C["InvEditEDICTRegenerate"].execute(model=w["model"], positive=w["enc"]["a red circle"],
-                                                   negative=w["enc"][""], pair=pair, cfg=3.0, **opts).args
-    assert torch.equal(x["samples"], src["samples"]) and torch.equal(y["samples"], src["samples"])
-    return "LATENT round trip bit-exact"
-
-
-def gradient(name):
-    def run(w):
-        before, state = stock(w), shared_state(w)
-        out = NODES[name](w)
-        history = [a for a in getattr(out, "args", ()) if isinstance(getattr(a, "values", None), (list, tuple))]
-        assert all(math.isfinite(v) for h in history for v in h.values), history
-        assert_untouched(w, before, state)  # no weight changed (values, dtype objects), the stock result neither
-        return "back-propagates; the shared model untouched"
-    return run
-
-
-RUNNERS = {"stock KSampler": ksampler, "DDIM Invert": ddim, "EDICT Invert → Regenerate": edict,
-           **{n: gradient(n) for n in NODES}}
+RUNNERS = {"stock KSampler": ksampler,
+           "DDIM Invert": lambda w: ddim_regenerates(w, "normal", 10, 1.0, 0.1),
+           "EDICT Invert → Regenerate": edict_round_trip, **{n: gradient_cell(n) for n in NODES}}
 
 
 def test_the_weights_are_stored_in_the_precision_and_cast_as_they_run(w):

@@ -33,5 +33,10 @@ def test_every_precision_and_patch_is_recorded_on_both_hosts():
                 assert set(data["cells"][host][row]) == set(cols), (table, host, row)
 
 
-def test_a_refusal_reason_is_listed_once_with_its_shapes_elided():
-    assert matrix_doc._generic("the LATENT has shape (1, 16, 8, 8) but") == "the LATENT has shape (…) but"
+def test_a_refusal_reason_is_listed_once_for_every_node_family_and_shape():
+    data = {"models": {"0.33": {"Flux.1": {"config": "Flux"}}}}
+    note = ("CASO Edit (InvEdit): this is a flow-matching model (Flux sampled with ModelSamplingFlux + CONST, as …), "
+            "and CASO Edit (InvEdit) works on … the LATENT has shape (1, 16, 8, 8) but")
+    assert matrix_doc._generic(note, data, "Flux.1") == (
+        "this is a flow-matching model (<family> sampled with <its sampling>, as …), and this node works on … the "
+        "LATENT has shape (…) but")
