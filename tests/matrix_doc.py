@@ -220,10 +220,12 @@ def render(data: dict) -> str:
                       for c in cells.values() if c["outcome"] == "inexact"})
     if inexact:
         out += ["## Not bit-exact", "",
-                "EDICT's state is float64 over a float32 model; on the step to σ = 0 the inverted chain rebuilds model",
-                "inputs as sums of float32 numbers that can land on float32 rounding ties, which the float64 noise of",
-                "the forward chain breaks the other way (samplers/edict.py, `EpsFromDenoiser`). On these families a",
-                "1-ulp difference in a model input survives to the LATENT:", ""]
+                "EDICT's state is float64 over a float32 model. Measured on these families: the inverted chain's model",
+                "inputs on the step to σ = 0 differ from the regeneration's by 1 float32 ulp, and the difference",
+                "survives to the LATENT. The likely cause is the one `EpsFromDenoiser` (samplers/edict.py) describes",
+                "and removes for the other families: on that step the inversion rebuilds model inputs as sums of",
+                "float32 numbers, which can land on float32 rounding ties that the forward chain's float64 noise",
+                "breaks the other way. Not yet removed here:", ""]
         out += [f"- {f}: {note}" for f, note in inexact]
         out.append("")
     out += ["## Refusals", ""]
