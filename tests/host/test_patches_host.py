@@ -76,9 +76,9 @@ def test_the_rows_and_columns_are_the_documented_ones():
     assert tuple(PATCHES) == matrix_doc.PATCHES and COLUMNS == matrix_doc.PATCH_COLUMNS
 
 
-# rows like another one in what they exercise (an attention patch; a flow shift on SD3) run in `make test-slow`, to keep
-# `make test` within its time
-SLOW = ("SelfAttentionGuidance", "ModelSamplingFlux on SD3")
+# rows like another one in what they exercise (an attention patch; a flow shift, which ModelSamplingSD3 on SD1.5 also
+# exercises) run in `make test-slow`, to keep `make test` within its time
+SLOW = ("SelfAttentionGuidance", "ModelSamplingSD3 on SD3", "ModelSamplingFlux on SD3")
 
 
 @pytest.fixture(scope="module", params=[pytest.param(p, marks=[pytest.mark.slow] if p in SLOW else [])

@@ -39,9 +39,11 @@ def load_unet(precision, tmp_path_factory):
     return comfy.sd.load_diffusion_model(str(folder / "unet_fp8.safetensors"))  # what UNETLoader "default" calls
 
 
-# fp32 is the gradient nodes' own test world (test_grad_private_host.py), and a file stored in fp8 is up-cast to fp32
-# on this CPU: both run in `make test-slow`, to keep `make test` within its time
-SLOW = ("fp32", "fp8 file")
+# `make test` runs the fp8 row (UNETLoader's fp8_e4m3fn: the manual-cast path users load most); the others run in
+# `make test-slow`, to keep `make test` within its time: fp32 is the gradient nodes' own test world
+# (test_grad_private_host.py), fp16 and bf16 take the same manual-cast path on this CPU, and a file stored in fp8 is
+# up-cast to fp32 here
+SLOW = ("fp32", "fp16", "bf16", "fp8 file")
 
 
 @pytest.fixture(scope="module", params=[pytest.param(p, marks=[pytest.mark.slow] if p in SLOW else [])
