@@ -17,9 +17,17 @@ def stock(w):
     return stock_ksampler(w, 4)
 
 
+class State(list):
+    """``shared_state``'s list, with the ComfyUI loaded models there were when it was taken (``loaded``)."""
+    loaded = frozenset()
+
+
 def shared_state(w):
-    """(name, tensor object, is_inference, value) of every parameter and buffer of the shared U-Net, VAE and CLIP."""
-    out = []
+    """(name, tensor object, is_inference, value) of every parameter and buffer of the shared U-Net, VAE and CLIP,
+    and (``.loaded``) the ids of the models ComfyUI has loaded now: a test module before may leave some there."""
+    import comfy.model_management as mm
+    out = State()
+    out.loaded = frozenset(id(lm) for lm in mm.current_loaded_models)
     for tag, module in (("unet", w["model"].model), ("vae", w["vae"].first_stage_model),
                         ("clip", w["te"].cond_stage_model)):
         for name, t in list(module.named_parameters()) + list(module.named_buffers()):
@@ -43,7 +51,7 @@ def assert_untouched(w, before, state):
     import comfy.model_management as mm  # the private copies are gone from ComfyUI's loaded models
     shared = {id(w["model"].model), id(w["vae"].first_stage_model), id(w["te"].cond_stage_model)}
     extra = [lm for lm in mm.current_loaded_models if lm.model is not None and id(lm.model.model) not in shared
-             and type(lm.model.model).__name__ in ("BaseModel", "AutoencoderKL", "SD1ClipModel")]
+             and id(lm) not in state.loaded]
     assert not extra, extra
 
 
