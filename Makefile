@@ -22,6 +22,7 @@ setup-0.33:       ## the same for ComfyUI 0.33.0 from ../shared/hosts (and front
 	COMFY_HOST=0.33 python3 harness/setup_host.py --browser
 
 demo: setup       ## run every example workflow on a real headless ComfyUI; prints the output folder
+	python3 harness/setup_host.py --templates --quiet
 	$(PY) -m harness.demo
 
 test: setup       ## all tests: unit once; host (in-process ComfyUI) and e2e (server + Chromium) on both hosts
@@ -39,8 +40,9 @@ test-host: setup
 	$(PYTEST) tests/host
 test-e2e: setup
 	$(PYTEST) tests/e2e
-test-slow: setup  ## checks too long for the default run (large model families; on 0.33 also the bench smoke tests
-                  ## and the precision and stock-patch tables)
+test-slow: setup  ## checks too long for the default run (large model families, the Z-Image template; on 0.33 also
+                  ## the bench smoke tests and the precision and stock-patch tables)
+	python3 harness/setup_host.py --templates --quiet
 	$(PYTEST) tests -m slow
 	@if python3 harness/setup_host.py --check-shared; then $(MAKE) --no-print-directory setup-0.33 && \
 	$(PYTEST2) tests/host/test_bench_smoke.py tests/host/test_precisions_host.py tests/host/test_patches_host.py && \

@@ -16,15 +16,42 @@ CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 SD3_CKPT = "sd3.5_medium.safetensors"  # a flow-matching MMDiT: the harness maps it to the SD3 shapes world
 IMAGE = "invedit_example.png"
 STEPS = 30
+# Templates for families too large to have here (issue 26, item 4): the stock split loaders with the file names of
+# ComfyUI's own templates for the family; the harness maps them to random-weight models (tiny_models.TEMPLATE_MODELS,
+# the shapes CLIP-L standing in for the text encoder), so these prove the wiring, not a picture (RANDOM_WEIGHTS).
+HUNYUAN21 = dict(unet_name="hunyuanimage2.1_bf16.safetensors", clip_name="qwen_2.5_vl_7b.safetensors",
+                 type="hunyuan_image", vae_name="hunyuan_image_2.1_vae_fp16.safetensors")
+ZIMAGE = dict(unet_name="z_image_turbo_bf16.safetensors", clip_name="qwen_3_4b.safetensors", type="lumina2",
+              vae_name="ae.safetensors", shift=3.0)
 
 
-def _common(g, ckpt=CKPT, scheduler="normal", denoise=1.0):
-    ck = g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
+class _SplitLoaders:
+    """UNETLoader (+ a shift node), CLIPLoader and VAELoader standing where CheckpointLoaderSimple stands:
+    ``out(0)`` MODEL, ``out(1)`` CLIP, ``out(2)`` VAE."""
+
+    def __init__(self, g, unet_name, clip_name, type, vae_name, shift=None):
+        model = g.node("UNETLoader", unet_name=unet_name, weight_dtype="default")
+        if shift is not None:  # what the family's own template puts in front of the sampler
+            model = g.node("ModelSamplingAuraFlow", model=model.out(0), shift=shift)
+        self.outs = (model.out(0), g.node("CLIPLoader", clip_name=clip_name, type=type).out(0),
+                     g.node("VAELoader", vae_name=vae_name).out(0))
+
+    def out(self, i):
+        return self.outs[i]
+
+
+def _loaders(g, ckpt):
+    """CheckpointLoaderSimple for a checkpoint file name, the split loaders for a template's dict."""
+    return _SplitLoaders(g, **ckpt) if isinstance(ckpt, dict) else g.node("CheckpointLoaderSimple", ckpt_name=ckpt)
+
+
+def _common(g, ckpt=CKPT, scheduler="normal", denoise=1.0, steps=STEPS):
+    ck = _loaders(g, ckpt)
     pos = g.node("CLIPTextEncode", clip=ck.out(1), text="a red circle")
     neg = g.node("CLIPTextEncode", clip=ck.out(1), text="")
     img = g.node("LoadImage", image=IMAGE)
     src = g.node("VAEEncode", pixels=img.out(0), vae=ck.out(2))
-    sig = g.node("BasicScheduler", model=ck.out(0), scheduler=scheduler, steps=STEPS, denoise=denoise)
+    sig = g.node("BasicScheduler", model=ck.out(0), scheduler=scheduler, steps=steps, denoise=denoise)
     return ck, pos, neg, img, src, sig
 
 
@@ -37,7 +64,8 @@ def _finish(g, ck, img, src, rec, prefix):
 
 
 def ddim_inversion(g, ckpt=CKPT, prefix="ddim_inversion", **schedule):
-    """Image -> DDIM Invert -> stock SamplerCustom (add_noise off, same sigmas) -> decode, compare, report."""
+    """Image -> DDIM Invert -> stock SamplerCustom (add_noise off, same sigmas) -> decode, compare, report.
+    ``schedule``: BasicScheduler's scheduler, denoise, steps."""
     ck, pos, neg, img, src, sig = _common(g, ckpt, **schedule)
     inv = g.node("InvEditDDIMInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
                  sigmas=sig.out(0), cfg=1.0)
@@ -66,10 +94,10 @@ def ddim_inversion_sampler(g):
     _finish(g, ck, img, src, rec, "ddim_inversion_sampler")
 
 
-def _edict(g, target: str | None, strength: float, prefix: str, ckpt=CKPT, schedule="official_980_0"):
+def _edict(g, target: str | None, strength: float, prefix: str, ckpt=CKPT, schedule="official_980_0", steps=50):
     """Image -> EDICT Sigmas -> EDICT Invert (source prompt) -> EDICT Regenerate (same or target prompt)."""
     ck, pos, neg, img, src, _ = _common(g, ckpt)
-    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=50, schedule=schedule, strength=strength)
+    sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=steps, schedule=schedule, strength=strength)
     opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
     inv = g.node("InvEditEDICTInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
                  sigmas=sig.out(0), cfg=3.0, state_dtype="float64", **opts)
@@ -98,6 +126,18 @@ def sd3_edict_reconstruction(g):
 def sd3_edict_edit(g):
     """Prompt-swap edit on SD3: EDICT-invert 'a red circle', regenerate 'a blue circle' (strength 0.8, cfg 3)."""
     _edict(g, "a blue circle", 0.8, "sd3_edict_edit", SD3_CKPT, "simple")
+
+
+def hunyuanimage21_edict_reconstruction(g):
+    """Template, HunyuanImage 2.1 (random weights here): EDICT-invert an image to σ = 1 and regenerate it exactly,
+    with the family's own loaders (UNETLoader, CLIPLoader type hunyuan_image, VAELoader)."""
+    _edict(g, None, 1.0, "hunyuanimage21_edict_reconstruction", HUNYUAN21, "simple", steps=20)
+
+
+def zimage_ddim_inversion(g):
+    """Template, Z-Image (random weights here): DDIM-invert an image under ModelSamplingAuraFlow (shift 3) in 8
+    steps from denoise 0.8, and regenerate it with the stock SamplerCustom."""
+    ddim_inversion(g, ZIMAGE, "zimage_ddim_inversion", scheduler="simple", denoise=0.8, steps=8)
 
 
 def edict_sampler(g):
@@ -515,6 +555,8 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
 # the attributes every result must have. Each saves one batch: sources then results (ImageBatch of the two), except
 # those in RESULTS_ONLY, which save results only.
 RESULTS_ONLY = {"edict_sampler", "ems_degrees"}
+# Templates run with random weights (examples.HUNYUAN21, ZIMAGE): no picture to judge; the demo's verdict is "runs".
+RANDOM_WEIGHTS = {"hunyuanimage21_edict_reconstruction": "HunyuanImage 2.1", "zimage_ddim_inversion": "Z-Image"}
 PROMISES = {
     "ddim_inversion": {"colour": "red", "shape": "circle"},
     "ddim_inversion_sampler": {"colour": "red", "shape": "circle"},
@@ -553,6 +595,8 @@ EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": 
                     "caso_edit": caso_edit, "caso_from_prompt": caso_from_prompt, "caso_negative": caso_negative,
                     "sd3_ddim_inversion": sd3_ddim_inversion, "sd3_edict_reconstruction": sd3_edict_reconstruction,
                     "sd3_edict_edit": sd3_edict_edit, "sd3_doodl_classifier": sd3_doodl_classifier,
+                    "hunyuanimage21_edict_reconstruction": hunyuanimage21_edict_reconstruction,
+                    "zimage_ddim_inversion": zimage_ddim_inversion,
                     "ems_degrees": ems_degrees, "ems_two_attributes": ems_two_attributes, "ems_sde": ems_sde}
 
 
@@ -579,7 +623,7 @@ def api_prompt(name: str) -> dict:
 # The stages a reader follows, left to right, each a titled group: a node's stage comes from its type.
 STAGES = ("Load", "Invert", "Edit", "Compare")
 _STAGE_OF = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "LoadImage": 0, "VAEEncode": 0, "EmptyLatentImage": 0,
-             "EmptySD3LatentImage": 0,
+             "EmptySD3LatentImage": 0, "UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "ModelSamplingAuraFlow": 0,
              "InvEditDDIMInvert": 1, "InvEditEDICTInvert": 1, "InvEditEDICTSigmas": 1, "BasicScheduler": 1,
              "InvEditStyleDiffusionInvert": 1, "InvEditNullTextInvert": 1, "InvEditValueLoad": 1,
              "InvEditValueSave": 1, "InvEditCASOTrain": 1, "InvEditClassifierLoad": 0, "InvEditCASOLoad": 0,
@@ -624,6 +668,19 @@ NOTES = {  # what each workflow shows and which settings matter (a Note node at 
                "circle from the same noise (strength 0.75) under 'a red circle' and under 'a blue circle'; SDE = "
                "d(x, same)/d(x, flipped) + d(x, flipped), lower is better (the paper: the DiT below the U-Net).",
     "edict_sampler": "EDICT as a SAMPLER for SamplerCustomAdvanced: text to image with two coupled latents.",
+    "hunyuanimage21_edict_reconstruction":
+        "TEMPLATE for HunyuanImage 2.1, loaded as ComfyUI's own template loads it (hunyuanimage2.1_bf16, "
+        "qwen_2.5_vl_7b with CLIPLoader type hunyuan_image, the 2.1 VAE). EDICT inverts the image to σ = 1 and "
+        "regenerates it with the same prompt: the latent comes back to float64 precision. `make demo` runs it with "
+        "RANDOM weights (a 1.7 M-parameter HunyuanImage 2.1 and the shapes CLIP-L in place of Qwen2.5-VL): the "
+        "verdict is 'runs' (the report's latent MSE ~1e-31), not a picture; with the real files it edits real images "
+        "(a target prompt in EDICT Regenerate, strength 0.8, as edict_edit).",
+    "zimage_ddim_inversion":
+        "TEMPLATE for Z-Image, loaded as ComfyUI's own template loads it (z_image_turbo_bf16, qwen_3_4b with "
+        "CLIPLoader type lumina2, ae.safetensors, ModelSamplingAuraFlow shift 3). DDIM inversion in 8 steps from "
+        "denoise 0.8, regenerated by the stock SamplerCustom at cfg 1 (Turbo is guidance-distilled). `make demo` "
+        "runs it with RANDOM weights (a 902 M-parameter Z-Image, the smallest ComfyUI detects, and the shapes CLIP-L "
+        "in place of Qwen3-4B): the verdict is 'runs', not a picture; the report shows the first-order error.",
     "hspace_generate": "h-space (Asyrp): a red->blue direction from two prompts, added at the U-Net bottleneck while "
                        "generating; the Asyrp Sampler takes the asymmetric step. strength sets the size of the edit.",
     "hspace_combine": "Two h-space directions (red->blue, circle->square) added with weights and applied together. "

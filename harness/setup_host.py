@@ -245,17 +245,18 @@ def ensure_base() -> None:
     log(f"linked pack into {link}")
 
 
-def ensure_models() -> None:
+def ensure_models(templates: bool = False) -> None:
     gen = ROOT / "harness" / "tiny_models.py"
     weights = sorted((ROOT / "harness" / "shapes" / "weights").rglob("*"))
-    want = digest(gen.read_bytes(), *(f.name.encode() + f.read_bytes() for f in weights if f.is_file()))
-    stamp = BASE / "models" / ".tiny-models-stamp"
+    want = digest(gen.read_bytes(), (ROOT / "harness" / "families.py").read_bytes(),  # the templates' models
+                  *(f.name.encode() + f.read_bytes() for f in weights if f.is_file()))
+    stamp = BASE / "models" / (".tiny-models-templates-stamp" if templates else ".tiny-models-stamp")
     if stamp_ok(stamp, want):
         log("shapes-world model files up to date")
         return
     t = time.time()
     run([venv_python(), str(gen), "--comfy", str(COMFY), "--models", str(BASE / "models"),
-         *(["--any-torch"] if NO_VENV else [])])
+         *(["--any-torch"] if NO_VENV else []), *(["--templates"] if templates else [])])
     stamp.write_text(want)
     log(f"shapes-world model files assembled in {time.time() - t:.1f} s")
 
@@ -289,6 +290,9 @@ def main() -> None:
     ap.add_argument("--no-venv", action="store_true",
                     help="no virtual environment: ComfyUI, base and models for this interpreter, which must already "
                          "hold the host's packages (make gpu-check on a CUDA machine)")
+    ap.add_argument("--templates", action="store_true",
+                    help="also the heavy random-weight models of the example templates (Z-Image: 1.8 GB; make demo, "
+                         "make test-slow)")
     ap.add_argument("--check-shared", action="store_true",
                     help="only tell whether the ComfyUI 0.33 host can be set up here (exit 0) or not (exit 3)")
     a = ap.parse_args()
@@ -303,7 +307,7 @@ def main() -> None:
         ensure_venv()
     ensure_comfyui()
     ensure_base()
-    ensure_models()
+    ensure_models(a.templates)
     ensure_inputs()
     if a.browser:
         ensure_browser()

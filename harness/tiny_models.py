@@ -72,20 +72,22 @@ def widen_dit(sd: dict) -> dict:
     return out
 
 
-def vae16_state_dict(vae_sd: dict) -> dict:
+def vae16_state_dict(vae_sd: dict, channels: int = 16, scale: float = 1.5305, shift: float = 0.0609) -> dict:
     """The shapes TAESD as a 16-channel (SD3 / Flux) TAESD without training: the encoder's last conv gets 12 zero
     output channels, the decoder's first conv 12 zero input channels (it ignores them), and vae_scale / vae_shift
-    make ComfyUI's SD3 latent format hand the DiT encoder / std (unit variance)."""
+    make ComfyUI's SD3 latent format (scale 1.5305, shift 0.0609) hand the DiT encoder / std (unit variance).
+    ``channels`` / ``scale`` / ``shift``: the same for another latent format (the HunyuanImage 2.1 template's 64)."""
     import torch
     std = float(vae_sd["vae_scale"].float()) / 0.18215  # the 4-channel file stores 0.18215·std
     out = {k: v.clone() for k, v in vae_sd.items()}
     w, b = vae_sd["taesd_encoder.14.weight"], vae_sd["taesd_encoder.14.bias"]
-    out["taesd_encoder.14.weight"] = torch.cat([w, w.new_zeros(12, *w.shape[1:])])
-    out["taesd_encoder.14.bias"] = torch.cat([b, b.new_zeros(12)])
+    pad = channels - w.shape[0]
+    out["taesd_encoder.14.weight"] = torch.cat([w, w.new_zeros(pad, *w.shape[1:])])
+    out["taesd_encoder.14.bias"] = torch.cat([b, b.new_zeros(pad)])
     d = vae_sd["taesd_decoder.1.weight"]
-    out["taesd_decoder.1.weight"] = torch.cat([d, d.new_zeros(d.shape[0], 12, *d.shape[2:])], 1)
-    out["vae_scale"] = torch.tensor(1.5305 * std)  # comfy.latent_formats.SD3: scale_factor 1.5305, shift 0.0609
-    out["vae_shift"] = torch.tensor(0.0609)
+    out["taesd_decoder.1.weight"] = torch.cat([d, d.new_zeros(d.shape[0], pad, *d.shape[2:])], 1)
+    out["vae_scale"] = torch.tensor(scale * std)
+    out["vae_shift"] = torch.tensor(shift)
     return out
 
 
@@ -105,10 +107,28 @@ CLASSIFIERS = ("shapes_colour.safetensors", "shapes_shape.safetensors")
 CLASSIFIER_DIR = "invedit_classifiers"  # the pack's classifier folder (nodes/folders.py); was "classifiers"
 TOY_CLIP_DIR = "invedit_clip/shapes-toy-clip"
 
-# The file names the shipped example workflows use (what an SD1.5 user has) -> our embedded files.
+# Random-weight models for the example templates of families too large to have here (issue 26, item 4): the
+# family's diffusion model shrunk as far as ComfyUI's detection allows (harness/families.py), with text width 768 so
+# that the shapes CLIP-L stands in for its text encoder (ComfyUI's CLIPLoader builds a CLIP-L file as a CLIP-L for
+# these loader types), and the shapes TAESD widened to the family's latent channels. The heavy ones (Z-Image's
+# detection pins 902 M parameters, a 1.8 GB file) only with --templates (make demo, make test-slow).
+TEMPLATE_MODELS = {  # file -> (family, dtype, heavy)
+    "invedit_random_hunyuanimage21.safetensors": ("HunyuanImage 2.1", "bfloat16", False),
+    "invedit_random_zimage.safetensors": ("Z-Image", "bfloat16", True),
+}
+TEMPLATE_VAE64 = "invedit_random_taesd64.safetensors"
+
+# The file names the shipped example workflows use (what the family's user has) -> our embedded files.
 ALIASES = {
     "checkpoints/v1-5-pruned-emaonly-fp16.safetensors": FILES["checkpoints"],
     "checkpoints/sd3.5_medium.safetensors": SD3_FILES["checkpoints"],
+    # the templates: the names of ComfyUI's own workflow templates for these families
+    "diffusion_models/hunyuanimage2.1_bf16.safetensors": "invedit_random_hunyuanimage21.safetensors",
+    "text_encoders/qwen_2.5_vl_7b.safetensors": FILES["text_encoders"],
+    "vae/hunyuan_image_2.1_vae_fp16.safetensors": TEMPLATE_VAE64,
+    "diffusion_models/z_image_turbo_bf16.safetensors": "invedit_random_zimage.safetensors",
+    "text_encoders/qwen_3_4b.safetensors": FILES["text_encoders"],
+    "vae/ae.safetensors": SD3_FILES["vae"],
 }
 
 
@@ -195,7 +215,35 @@ def for_saving(model, clip_sd: dict, vae_sd: dict) -> dict:
     return model.state_dict_for_saving(clip_state_dict=clip_sd, vae_state_dict=vae_sd)
 
 
-def write(comfy_root: Path, models: Path, any_torch: bool = False) -> None:
+def write_templates(comfy_root: Path, models: Path, vae_sd: dict, heavy: bool = False) -> None:
+    """The random-weight template models (TEMPLATE_MODELS; the heavy ones with ``heavy``), each written to a
+    temporary name first."""
+    _comfy(comfy_root)
+    import torch
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from harness import families
+    (models / "diffusion_models").mkdir(parents=True, exist_ok=True)
+    for name, (family, dtype, big) in TEMPLATE_MODELS.items():
+        path = models / "diffusion_models" / name
+        if big and not heavy:
+            continue
+        tmp = path.with_suffix(".tmp")
+        cls, n = families.write(family, tmp, dtype=getattr(torch, dtype), context=768,
+                                metadata={"invedit": f"random-weight {family} (example templates)"})
+        os.replace(tmp, path)
+        print(f"wrote {path.name}: random-weight {family} ({cls}, {n / 1e6:.1f} M parameters, text width 768)")
+    import comfy.latent_formats as lf
+    fmt = lf.HunyuanImage21()
+    vae64 = vae16_state_dict(vae_sd, 64, fmt.scale_factor, 0.0)
+    import comfy.utils
+    tmp = models / "vae" / (TEMPLATE_VAE64 + ".tmp")
+    comfy.utils.save_torch_file(vae64, str(tmp), metadata={"invedit": "shapes TAESD widened to 64 channels"})
+    os.replace(tmp, models / "vae" / TEMPLATE_VAE64)
+
+
+def write(comfy_root: Path, models: Path, any_torch: bool = False, templates: bool = False) -> None:
     _comfy(comfy_root)
     import torch
     import comfy.supported_models
@@ -245,6 +293,7 @@ def write(comfy_root: Path, models: Path, any_torch: bool = False) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         for f in toy.iterdir():
             shutil.copyfile(f, dest / f.name)
+    write_templates(comfy_root, models, vae_sd, heavy=templates)
     for alias, target in ALIASES.items():
         if not (models / Path(alias).parent / target).exists():
             continue
@@ -263,11 +312,13 @@ def main() -> None:
     ap.add_argument("--any-torch", action="store_true", help=(
         "another torch than 2.13.0 (a CUDA machine's, make gpu-check): its text encoder differs, so prompts do not "
         "steer the shapes world; warn instead of refusing (the GPU check tests gradients and leaks, not edits)"))
+    ap.add_argument("--templates", action="store_true",
+                    help="also the heavy random-weight models of the example templates (TEMPLATE_MODELS; 1.8 GB)")
     a = ap.parse_args()
     if a.print_checksum:
         print(checksum(text_encoder_state_dict(a.comfy.resolve())))
         return
-    write(a.comfy.resolve(), a.models.resolve(), any_torch=a.any_torch)
+    write(a.comfy.resolve(), a.models.resolve(), any_torch=a.any_torch, templates=a.templates)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def write_random_controlnet(model, path, seed=0):
     from safetensors.torch import save_file
     cfg = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("out_channels", "dtype")}
     meta = comfy.cldm.cldm.ControlNet(hint_channels=3, device="meta", operations=comfy.ops.disable_weight_init, **cfg)
-    from families import norm_names
+    from harness.families import norm_names
     norms = norm_names(meta)
     g = torch.Generator().manual_seed(seed)
     sd = {}
@@ -169,7 +169,7 @@ def random_wan_vae(dim=8, seed=0):
     file, here ``dim`` instead of 96) with seeded random weights, norm scales 1: a stand-in decoder."""
     import comfy.ldm.wan.vae
     import comfy.sd
-    from families import norm_names
+    from harness.families import norm_names
     meta = comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                     temperal_downsample=[False, True, True], dropout=0.0)
     norms = norm_names(meta) | {k for k in meta.state_dict() if k.endswith("gamma")}

@@ -179,7 +179,7 @@ def _cell(data: dict, family: str, node: str, reasons: list[str]) -> str:
 
 
 def render(data: dict) -> str:
-    import families as F
+    from harness import families as F
     reasons = _reasons(data, list(F.FAMILIES))
     out = ["# Model families × nodes",
            "",
@@ -188,11 +188,18 @@ def render(data: dict) -> str:
            "(ComfyUI 0.3.75 and 0.33.0). Do not edit by hand.",
            "",
            "Each family is a random-weight model shrunk as far as the host's stock detection allows, written by",
-           "`tests/families.py` in ComfyUI's own save format and loaded by the stock `UNETLoader`. Text encoders are",
+           "`harness/families.py` in ComfyUI's own save format and loaded by the stock `UNETLoader`. Text encoders are",
            "stood in for: seeded random tokens of the family's width (the real T5-XXL, Qwen2.5-VL-7B or Mistral are",
            "far too large here), except SD1.5 (the shapes world's CLIP-L), SD2.1 and SDXL (their stock encoders shrunk",
            "to 3 layers). A random TAESD of the family's channel count stands in for the VAE. Random weights prove the",
            "wiring, shapes and exactness, not picture quality.",
+           "",
+           "Two example workflows wire newer families as their users do, with the stock `UNETLoader`, `CLIPLoader`",
+           "and `VAELoader` and the file names of ComfyUI's own templates: `hunyuanimage21_edict_reconstruction.json`",
+           "and `zimage_ddim_inversion.json`. `make demo` (and the e2e tests: HunyuanImage 2.1 in `make test`,",
+           "Z-Image in `make test-slow`) runs them with the models of `harness/families.py` at text width 768, the",
+           "shapes CLIP-L standing in for Qwen2.5-VL / Qwen3-4B (`CLIPLoader` builds a CLIP-L file as a CLIP-L for",
+           "those types): verdict \"runs\", not a picture.",
            "",
            "## The models",
            "",
@@ -234,7 +241,7 @@ def render(data: dict) -> str:
 
 
 def render_readme(data: dict) -> str:
-    import families as F
+    from harness import families as F
     rows = [BEGIN, "| Node | works on | refuses, naming the nodes that serve it |", "|---|---|---|"]
     for node in NODES:
         works, refused = [], []
@@ -261,7 +268,7 @@ def readme_with_table(text: str, data: dict) -> str:
 
 def main() -> None:
     import sys
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path[:0] = [str(Path(__file__).parent), str(ROOT)]  # tests/ and the repository (harness.families)
     data = load()
     DOC.write_text(render(data))
     DOC2.write_text(render_precisions(load("precisions"), load("patches")))

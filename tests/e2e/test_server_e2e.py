@@ -10,11 +10,15 @@ import pytest
 
 from harness import pack_node_ids
 from harness.demo import verdicts
+from harness.examples import RANDOM_WEIGHTS
 from harness.frontend import PromptRejectedError
 from harness.paths import EXAMPLES, PACK_LINK_NAME, ROOT
 from harness.server import ServerError
 
 WORKFLOWS = sorted(EXAMPLES.glob("*.json"))
+HEAVY = {"zimage_ddim_inversion"}  # a 902 M-parameter random Z-Image (setup_host.py --templates): make test-slow
+
+
 @functools.lru_cache(maxsize=1)
 def judges():
     from harness.paths import BASE
@@ -55,7 +59,8 @@ def test_there_are_example_workflows():
             "sd3_doodl_classifier"} <= {p.stem for p in WORKFLOWS}
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.slow] if p.stem in HEAVY else [])
+                                  for p in WORKFLOWS], ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
     workflow = json.loads(path.read_text())
     prompt = frontend.workflow_to_prompt(workflow)["output"]
@@ -72,11 +77,13 @@ def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
             assert f.exists() and f.stat().st_size > 0
         assert server.view(img)[:8] == b"\x89PNG\r\n\x1a\n"
     judged = verdicts(path.stem, outputs, server.output_path, judges())
-    assert judged and all(line.endswith("**yes**") for line in judged), judged  # it does what its title says
+    verdict = "**runs**" if path.stem in RANDOM_WEIGHTS else "**yes**"  # templates with random weights: no picture
+    assert judged and all(line.endswith(verdict) for line in judged), judged  # it does what its title says
     if any(n["class_type"] == "InvEditReconstructionReport" for n in prompt.values()):
         reports = [o["text"][0] for o in outputs.values() if "text" in o]
         assert reports and "latent MSE" in reports[0] and "pixel PSNR" in reports[0]
-        if path.stem in ("edict_reconstruction", "sd3_edict_reconstruction"):  # exact, through server and frontend
+        if path.stem in ("edict_reconstruction", "sd3_edict_reconstruction",  # exact, through server and frontend
+                         "hunyuanimage21_edict_reconstruction"):
             assert float(re.search(r"latent MSE\s+(\S+)", reports[0]).group(1)) <= 1e-12, reports[0]
     assert frontend.unexpected_errors() == []  # the pack's JS extension loaded and ran without errors
 

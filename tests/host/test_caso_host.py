@@ -414,7 +414,7 @@ def test_sd2_classes_train_through_clip_h_and_are_the_stock_embedding(w, tmp_pat
     import comfy.sd
     import folder_paths
     import nodes
-    import families
+    from harness import families
     from harness.shapes import data
     from host_models import tiny_sd2_clip
     C = w["C"]

@@ -1,7 +1,7 @@
 """docs/families.md and the README's family table are the rendering of docs/matrix/families.json (the cells the host
 tests observed, tests/matrix_doc.py), complete for every family and node on both hosts."""
 import matrix_doc
-import families
+from harness import families
 
 
 def test_the_documents_are_the_rendering_of_the_recorded_cells():

@@ -118,16 +118,16 @@ def _qwen():
     return _meta(txt_norm__weight=(3584,), img_in__weight=(3072, 64), transformer_blocks__0__x=(1,))
 
 
-def _zimage():
-    return _meta(cap_embedder__1__weight=(3840, 64), noise_refiner__0__attention__k_norm__weight=(128,),
+def _zimage(context=64):
+    return _meta(cap_embedder__1__weight=(3840, context), noise_refiner__0__attention__k_norm__weight=(128,),
                  layers__0__x=(1,))
 
 
-def _hunyuan21():
+def _hunyuan21(context=64):
     return {"txt_in.individual_token_refiner.blocks.0.norm1.weight": torch.empty(128, device="meta"),
             "img_in.proj.weight": torch.empty(128, 64, 1, 1, device="meta"),
             "final_layer.linear.weight": torch.empty(64, 128, device="meta"),
-            "txt_in.input_embedder.weight": torch.empty(128, 64, device="meta"),
+            "txt_in.input_embedder.weight": torch.empty(128, context, device="meta"),
             "double_blocks.0.x": torch.empty(1, device="meta"), "single_blocks.0.x": torch.empty(1, device="meta")}
 
 
@@ -158,10 +158,16 @@ SEEDS = {"SD1.5": _sd15, "SD2.1-v": _sd21v, "SDXL": _sdxl, "SD3.5": _sd35, "Flux
          "Chroma": _chroma, "Qwen-Image": _qwen, "Z-Image": _zimage, "HunyuanImage 2.1": _hunyuan21}
 
 
-def detect(label):
+def _seed(label, context=None):
+    """The family's seed keys; ``context``: another text width, for the families whose detection reads it from the
+    weights (Z-Image, HunyuanImage 2.1: the example templates' CLIP-L stand-in gives 768)."""
+    return SEEDS[label](**({} if context is None else {"context": context}))
+
+
+def detect(label, context=None):
     """The model config the host's detection gives this family's seed keys (None: no match)."""
     import comfy.model_detection
-    return comfy.model_detection.model_config_from_unet(SEEDS[label](), "")
+    return comfy.model_detection.model_config_from_unet(_seed(label, context), "")
 
 
 def _value(name, shape, g, norm=False):
@@ -181,11 +187,11 @@ def norm_names(module) -> set:
             for p, _ in mod.named_parameters(recurse=False)}
 
 
-def write(label, path, dtype=torch.float16, seed=0):
+def write(label, path, dtype=torch.float16, seed=0, context=None, metadata=None):
     """Write the family's random-weight diffusion-model file; returns (model config class name, parameter count)."""
     from safetensors.torch import save_file
-    seed_sd = SEEDS[label]()
-    config = detect(label)
+    seed_sd = _seed(label, context)
+    config = detect(label, context)
     if config is None:
         raise RuntimeError(f"{label}: the host's detection matches no model config for the seed keys")
     model = config.get_model(seed_sd, "", device="meta")
@@ -195,7 +201,7 @@ def write(label, path, dtype=torch.float16, seed=0):
     n = sum(v.numel() for v in sd.values())
     extra = {k: _value(k, tuple(v.shape), g).to(dtype) for k, v in seed_sd.items() if k not in sd and
              not k.endswith(".x")}  # marker tensors the detection reads (the SD2 v sentinel)
-    save_file(config.process_unet_state_dict_for_saving({**sd, **extra}), str(path))
+    save_file(config.process_unet_state_dict_for_saving({**sd, **extra}), str(path), metadata=metadata)
     return type(config).__name__, n
 
 
