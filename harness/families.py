@@ -123,6 +123,20 @@ def _zimage(context=64):
                  layers__0__x=(1,))
 
 
+# HiDream: detection returns the full model whatever the weights (16 double + 32 single blocks, 20 heads of 128,
+# 4 routed experts, text widths 4096: 17 B parameters), so the family is built directly with the stock model config
+# at its smallest (``DIRECT``) and loaded as comfy.sd.load_diffusion_model_state_dict loads a detected model
+# (``load_direct``). 2 Llama layers of hidden states, as ComfyUI's HiDream text encoder hands them per block.
+DIRECT = {"HiDream": dict(image_model="hidream", attention_head_dim=128, axes_dims_rope=[64, 32, 32],
+                          caption_channels=[64, 64], max_resolution=[128, 128], in_channels=16, out_channels=16,
+                          llama_layers=[0, 1], num_attention_heads=1, num_routed_experts=4, num_activated_experts=2,
+                          num_layers=1, num_single_layers=1, patch_size=2, text_emb_dim=64)}
+
+
+def _hidream():
+    return {}  # built directly (DIRECT): no keys for the detection
+
+
 def _hunyuan21(context=64):
     return {"txt_in.individual_token_refiner.blocks.0.norm1.weight": torch.empty(128, device="meta"),
             "img_in.proj.weight": torch.empty(128, 64, 1, 1, device="meta"),
@@ -152,10 +166,15 @@ FAMILIES = {f.label: f for f in (
            detected_by="dim 3840 pinned (else Lumina 2), 2 + 2 refiner blocks fixed; 1 layer, caption width 64"),
     Family("HunyuanImage 2.1", "HunyuanImage21", (1, 64, 4, 4), 64,
            detected_by="hidden 128·heads: 1 head, 1 double + 1 single block, 2-D patch, no vector_in"),
+    Family("HiDream", "HiDream", (1, 16, 8, 8), 64, pooled=64, extra_cond=(("conditioning_llama3", (2, 8, 64)),),
+           detected_by="detection pins the full 17 B model (16 + 32 blocks, 20 heads, text widths 4096), so it is "
+           "built directly with the stock HiDream config: 1 + 1 blocks, 1 head of 128, 4 experts, text widths 64, "
+           "2 Llama layers"),
 )}
 
 SEEDS = {"SD1.5": _sd15, "SD2.1-v": _sd21v, "SDXL": _sdxl, "SD3.5": _sd35, "Flux.1": _flux1, "Flux.2": _flux2,
-         "Chroma": _chroma, "Qwen-Image": _qwen, "Z-Image": _zimage, "HunyuanImage 2.1": _hunyuan21}
+         "Chroma": _chroma, "Qwen-Image": _qwen, "Z-Image": _zimage, "HunyuanImage 2.1": _hunyuan21,
+         "HiDream": _hidream}
 
 
 def _seed(label, context=None):
@@ -165,9 +184,35 @@ def _seed(label, context=None):
 
 
 def detect(label, context=None):
-    """The model config the host's detection gives this family's seed keys (None: no match)."""
+    """The model config the host's detection gives this family's seed keys (None: no match); for a family built
+    directly (``DIRECT``), the stock model-config class with the family's small config."""
     import comfy.model_detection
+    import comfy.supported_models
+    if label in DIRECT:
+        return getattr(comfy.supported_models, FAMILIES[label].config)(dict(DIRECT[label]))
     return comfy.model_detection.model_config_from_unet(_seed(label, context), "")
+
+
+def load_direct(label, path):
+    """The ModelPatcher of a directly built family's file: what comfy.sd.load_diffusion_model_state_dict does once
+    detection has given a config (inference dtype and manual cast for the device, weights in, ModelPatcher)."""
+    import comfy.model_detection
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.utils
+    sd = comfy.utils.load_torch_file(str(path))
+    sd = comfy.utils.state_dict_prefix_replace(sd, {comfy.model_detection.unet_prefix_from_state_dict(sd): ""},
+                                               filter_keys=True)
+    config = detect(label)
+    sd = config.process_unet_state_dict(sd)
+    load, offload = mm.get_torch_device(), mm.unet_offload_device()
+    dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
+                          supported_dtypes=list(config.supported_inference_dtypes),
+                          weight_dtype=comfy.utils.weight_dtype(sd))
+    config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load, config.supported_inference_dtypes))
+    model = config.get_model(sd, "").to(offload)
+    model.load_model_weights(sd, "")
+    return comfy.model_patcher.ModelPatcher(model, load_device=load, offload_device=offload)
 
 
 def _value(name, shape, g, norm=False):
@@ -210,7 +255,9 @@ def conditioning(family: Family, seed=0, batch=1):
     Flux-derived models index ``pooled_output``)."""
     g = torch.Generator().manual_seed(seed)
     extra = {"pooled_output": torch.randn(batch, family.pooled, generator=g) if family.pooled else None}
-    return [[torch.randn(batch, family.tokens, family.context, generator=g), extra]]
+    tokens = torch.randn(batch, family.tokens, family.context, generator=g)
+    extra.update({k: torch.randn(batch, *shape, generator=g) for k, shape in family.extra_cond})
+    return [[tokens, extra]]
 
 
 def latent(family: Family, seed=0):

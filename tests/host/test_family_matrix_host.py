@@ -46,7 +46,8 @@ def w(request, comfy, tmp_path_factory):
     folder_paths.add_model_folder_path("diffusion_models", str(folder))
     C = nodes.NODE_CLASS_MAPPINGS
     with torch.inference_mode():
-        model = nodes.UNETLoader().load_unet(name, "default")[0]
+        model = F.load_direct(label, folder / name) if label in F.DIRECT else \
+            nodes.UNETLoader().load_unet(name, "default")[0]
         clip = {"SD15": lambda: nodes.CLIPLoader().load_clip("shapes_clip_l.safetensors", "stable_diffusion")[0],
                 "SD20": tiny_sd2_clip, "SDXL": tiny_sdxl_clip}.get(fam.config, lambda: None)()
         if clip is not None:  # the family's own (tiny) text encoder: the nodes that encode prompts need it
@@ -242,6 +243,11 @@ def test_the_stock_loader_detects_the_family(w):
     import comfy.model_sampling
     m = w["model"]
     assert type(m.model.model_config).__name__ == w["fam"].config == w["config"]
+    if w["label"] in F.DIRECT:  # built directly: the stock detection gives the same class for the family's own keys
+        import comfy.model_detection
+        full = comfy.model_detection.model_config_from_unet(
+            {"caption_projection.0.linear.weight": torch.empty(1, device="meta")}, "")
+        assert type(full).__name__ == w["config"] and full.unet_config["num_layers"] == 16
     ms = m.get_model_object("model_sampling")
     if w["label"] == "SD2.1-v":
         assert isinstance(ms, comfy.model_sampling.V_PREDICTION)
