@@ -14,6 +14,8 @@ Files written under --models:
   vae/shapes_taesd.safetensors             (VAELoader; TAESD layout)
   invedit_classifiers/shapes_{colour,shape}.safetensors
   invedit_clip/shapes-toy-clip/            (transformers CLIPModel local folder: config, weights, tokenizer)
+  diffusion_models/invedit_random_{hunyuanimage21,zimage}.safetensors, vae/invedit_random_taesd64.safetensors
+                                           (the family templates' random-weight models; Z-Image with --templates)
 and links with the file names the example workflows use (ALIASES).
 
 Run with the venv's python: python harness/tiny_models.py --comfy .host/ComfyUI --models .host/base/models
