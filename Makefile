@@ -1,18 +1,22 @@
 # The two commands of the README (each sets up everything it needs on a fresh machine), and the extras.
 # Two test hosts (harness/paths.py): ComfyUI 0.3.75 (the default: .venv, .host) and ComfyUI 0.33.0 from
 # ../shared/hosts (COMFY_HOST=0.33: .venv-0.33, .host-0.33). `make test` runs the unit tests once and the host and
-# e2e tests on both hosts (the bench scripts' smoke tests, the precision and stock-patch tables and the optimiser
-# example workflows on 0.3.75 only: `make test-slow` runs them on 0.33), the e2e frontend tests a third time on
-# frontend 1.58.1; a clone without
+# e2e tests on both hosts (ON_033_IN_SLOW below and the optimiser example workflows on 0.3.75 only: `make test-slow`
+# runs them on 0.33), the e2e frontend tests a third time on frontend 1.58.1; a clone without
 # ../shared runs the 0.3.75 host and says that the second host was skipped and why.
 PY      := .venv/bin/python
 PYTEST  := $(PY) -m pytest -c tests/pytest.ini --rootdir=tests --durations=25
 PY2     := .venv-0.33/bin/python
 PYTEST2 := COMFY_HOST=0.33 $(PY2) -m pytest -c tests/pytest.ini --rootdir=tests --durations=25
 export OMP_NUM_THREADS ?= 2
-# on the 0.33 host these run in `make test-slow` only (make test runs them on 0.3.75)
-SLOW_ON_033 := --ignore=tests/host/test_bench_smoke.py --ignore=tests/host/test_precisions_host.py \
-	--ignore=tests/host/test_patches_host.py
+# on the 0.33 host these run in `make test-slow` only (make test runs them on 0.3.75): the bench smoke tests, the
+# precision and stock-patch tables, and the method-by-method property suites (on 0.33 `make test` runs every node
+# through the family matrix, the gradient-privacy and host-difference tests and the e2e workflows)
+ON_033_IN_SLOW := tests/host/test_bench_smoke.py tests/host/test_precisions_host.py tests/host/test_patches_host.py \
+	tests/host/test_caso_host.py tests/host/test_csds_host.py tests/host/test_ddim_host.py tests/host/test_doodl_host.py \
+	tests/host/test_edict_host.py tests/host/test_hspace_host.py tests/host/test_hspace_train_host.py \
+	tests/host/test_stylediffusion_host.py
+SLOW_ON_033 := $(addprefix --ignore=,$(ON_033_IN_SLOW))
 
 .PHONY: setup setup-0.33 demo test test-0.33 test-unit test-host test-e2e test-slow bench examples gpu-check clean
 
@@ -42,12 +46,12 @@ test-host: setup
 test-e2e: setup
 	$(PYTEST) tests/e2e
 test-slow: setup  ## checks too long for the default run (large model families, the Z-Image template; on 0.33 also
-                  ## the bench smoke tests, the precision and stock-patch tables and the optimiser example workflows)
+                  ## ON_033_IN_SLOW and the optimiser example workflows)
 	python3 harness/setup_host.py --templates --quiet
 	$(PYTEST) tests -m slow
 	@if python3 harness/setup_host.py --check-shared; then $(MAKE) --no-print-directory setup-0.33 && \
 	COMFY_HOST=0.33 python3 harness/setup_host.py --templates --quiet && \
-	$(PYTEST2) tests/host/test_bench_smoke.py tests/host/test_precisions_host.py tests/host/test_patches_host.py && \
+	$(PYTEST2) $(ON_033_IN_SLOW) && \
 	$(PYTEST2) tests/host/test_family_matrix_host.py tests/e2e -m slow; fi
 
 bench: setup      ## speed ratios measured side by side, printed as a table
