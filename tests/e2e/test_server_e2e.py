@@ -19,8 +19,8 @@ from harness.server import ServerError
 WORKFLOWS = sorted(EXAMPLES.glob("*.json"))
 HEAVY = {"zimage_ddim_inversion"}  # a 902 M-parameter random Z-Image (setup_host.py --templates): make test-slow
 # The optimiser workflows (minutes on these CPUs) run on the second host in `make test-slow` (to keep `make test`
-# within its time): their nodes run there in the host tests and the family matrix, and every workflow is still
-# converted by that host's frontend and validated against its nodes in `make test`
+# within its time): their nodes run there in the family matrix and the gradient-privacy tests, and every workflow is
+# still converted by that host's frontend and validated against its nodes in `make test`
 # (test_every_example_workflow_converts_to_a_prompt_of_known_nodes).
 SLOW_ON_SECOND_HOST = {"caso_edit", "caso_from_prompt", "caso_negative", "doodl_classifier", "doodl_clip",
                        "doodl_edit", "edict_sampler", "ems_degrees", "stylediffusion_edit", "stylediffusion_from_file"}
