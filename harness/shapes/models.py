@@ -39,9 +39,10 @@ TOY_WORDS = ["a", "an", "the", "photo", "picture", "of", "shape", "object", "ima
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
-def toy_tokenizer_files() -> tuple[dict, list[str]]:
+def toy_tokenizer_files(words=None) -> tuple[dict, list[str]]:
     """vocab.json and merges.txt of a tiny byte-level BPE for transformers' CLIPTokenizer: every letter (alone and
-    word-final) and the shapes world's words whole; anything else spells out letter by letter."""
+    word-final) and the world's words (``words``, the shapes world's by default) whole; anything else spells out
+    letter by letter."""
     vocab: dict[str, int] = {}
 
     def add(tok):
@@ -50,7 +51,7 @@ def toy_tokenizer_files() -> tuple[dict, list[str]]:
         add(c)
         add(c + "</w>")
     merges: list[str] = []
-    for word in sorted(TOY_WORDS, key=lambda w: (-len(w), w)):  # longest first: no shorter word pre-empts
+    for word in sorted(TOY_WORDS if words is None else words, key=lambda w: (-len(w), w)):  # longest first: no shorter word pre-empts
         parts = list(word[:-1]) + [word[-1] + "</w>"]
         while len(parts) > 1:
             merged = parts[0] + parts[1]
@@ -76,19 +77,19 @@ def toy_clip_config():
         projection_dim=64)
 
 
-def write_tokenizer(folder: Path) -> None:
-    vocab, merges = toy_tokenizer_files()
+def write_tokenizer(folder: Path, words=None, max_length: int = 16) -> None:
+    vocab, merges = toy_tokenizer_files(words)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     from transformers import CLIPTokenizer
-    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
     tok.save_pretrained(str(folder))
 
 
-def write_processor(folder: Path) -> None:
+def write_processor(folder: Path, size: int = data.SIZE) -> None:
     from transformers import CLIPImageProcessor
-    CLIPImageProcessor(size={"shortest_edge": data.SIZE}, crop_size={"height": data.SIZE, "width": data.SIZE},
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]).save_pretrained(str(folder))
 
 

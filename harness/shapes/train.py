@@ -37,10 +37,11 @@ def _comfy():
     args.cpu = True
 
 
-def save(sd: dict, name: str, meta: dict) -> Path:
+def save(sd: dict, name: str, meta: dict, folder: Path = WEIGHTS) -> Path:
+    """fp16 safetensors, written atomically (a temporary file, then rename), ``meta`` as its metadata."""
     from safetensors.torch import save_file
-    WEIGHTS.mkdir(parents=True, exist_ok=True)
-    path = WEIGHTS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     tmp = path.with_suffix(".tmp")
     save_file({k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
                for k, v in sd.items()}, str(tmp), metadata={k: str(v) for k, v in meta.items()})

@@ -1,0 +1,144 @@
+"""The scenes world's networks: the multi-level SD1.5-detectable U-Net (trained narrow, widened at set-up), the
+SD3-detectable MMDiT's size, and the scene judge. Pure torch + ComfyUI's own model code.
+
+**Why "narrow".** ComfyUI detects SD1.5 by ``model_channels`` 320 and ``context_dim`` 768 and reads everything else
+from the weights; a 320-channel U-Net with two downsamplings is ~50 M parameters, too big to train on two CPU cores
+and to commit. The world's U-Net uses ACTIVE of each 320 channels (every hidden width scaled by ACTIVE / 320) and
+zeros in the rest: GroupNorm's groups of 10 (20 in the skip concatenations) are whole groups of active or of zero
+channels, attention heads (40 wide) are whole heads, GEGLU's value and gate halves keep their own active parts, and
+LayerNorm over 320 channels is trained with the statistics the zero channels give it (``PaddedLayerNorm``). So the
+network trained at width ACTIVE (``build_narrow_unet``) and the 320-wide SD1.5 U-Net that ComfyUI loads
+(``widen_unet``: zero rows and columns, zero GroupNorm/LayerNorm affine on the zero channels) compute the same
+function (tests/host/test_scenes_world.py checks it through ComfyUI). ComfyUI runs all 320 channels: a zero channel
+costs time at inference, not storage.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from ..paths import COMFY
+
+WIDE = 320     # SD1.5's model_channels
+ACTIVE = 120   # the channels that carry the network (a multiple of 40: whole heads, and of 20: whole groups)
+HEAD = 40      # SD1.5's head width (8 heads of 40)
+
+# What ComfyUI's SD1.5 detection reads back from the widened weights (tests check): three levels (16, 8, 4 latent
+# pixels at 128 px), one res block each, cross-attention at the two upper levels and in the middle block, whose
+# output at 4×4 after two downsamplings is the bottleneck (h-space) as in SD1.5.
+UNET_CONFIG = {
+    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": WIDE,
+    "num_res_blocks": [1, 1, 1], "channel_mult": [1, 1, 1], "transformer_depth": [1, 1, 0],
+    "transformer_depth_output": [1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1, "context_dim": 768,
+    "num_heads": 8, "num_head_channels": -1, "use_spatial_transformer": True, "use_linear_in_transformer": False,
+    "legacy": False, "adm_in_channels": None, "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+
+def _comfy():
+    if str(COMFY) not in sys.path:
+        sys.path.insert(0, str(COMFY))
+    if "comfy.model_management" not in sys.modules:
+        from comfy.cli_args import args
+        args.cpu = True
+
+
+def narrow_ops(active: int = ACTIVE):
+    """ComfyUI's operations with GroupNorm and LayerNorm as the wide network sees its active channels."""
+    _comfy()
+    import comfy.ops
+    base = comfy.ops.disable_weight_init
+    groups = active * 32 // WIDE  # every SD1.5 GroupNorm has 32 groups; a narrow one keeps the wide group width
+
+    class GroupNorm(base.GroupNorm):
+        def __init__(self, num_groups, num_channels, *args, **kwargs):
+            assert num_groups == 32, num_groups
+            super().__init__(groups, num_channels, *args, **kwargs)
+
+        def forward(self, x):
+            return torch.nn.functional.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    class LayerNorm(base.LayerNorm):
+        """LayerNorm over the wide width n·WIDE/active of which only these n channels are non-zero."""
+
+        def forward(self, x):
+            n = x.shape[-1]
+            full = n * WIDE // active
+            mean = x.sum(-1, keepdim=True) / full
+            var = ((x - mean).pow(2).sum(-1, keepdim=True) + (full - n) * mean.pow(2)) / full
+            y = (x - mean) * torch.rsqrt(var + self.eps)
+            return y * self.weight + self.bias if self.weight is not None else y
+
+    class Ops(base):
+        pass
+    Ops.GroupNorm = GroupNorm
+    Ops.LayerNorm = LayerNorm
+    return Ops
+
+
+def build_narrow_unet(active: int = ACTIVE):
+    """The U-Net of UNET_CONFIG at width ``active`` (heads of 40), with the wide network's 320-dim timestep
+    sinusoid; float32, PyTorch's default init."""
+    _comfy()
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    cfg = dict(UNET_CONFIG, model_channels=active, num_heads=-1, num_head_channels=HEAD)
+    unet = UNetModel(**cfg, dtype=torch.float32, device="cpu", operations=narrow_ops(active))
+    unet.time_embed[0] = torch.nn.Linear(WIDE, 4 * active)
+    unet.model_channels = WIDE   # forward() builds the timestep sinusoid at this width
+    from ..shapes.train import default_init
+    default_init(unet)
+    return unet
+
+
+def _index(n: int, wide: int, active: int) -> torch.Tensor | None:
+    """Where a narrow dimension of size n sits in the wide one: None if unchanged; a prefix for widths k·active
+    (k 1, 4); two halves for the concatenations (k 2: [h, skip]; k 8: GEGLU's [value, gate])."""
+    if n == wide:
+        return None
+    k = n // active
+    assert n == k * active and wide == k * WIDE, (n, wide)
+    if k in (2, 8):
+        h, H = n // 2, wide // 2
+        return torch.cat([torch.arange(h), H + torch.arange(h)])
+    return torch.arange(n)
+
+
+def widen_unet(sd: dict, wide_shapes: dict, active: int = ACTIVE) -> dict:
+    """The narrow state dict placed into zero tensors of the wide shapes (``wide_shapes``: key → shape of the
+    320-wide U-Net's state dict, same keys)."""
+    out = {}
+    for key, v in sd.items():
+        shape = tuple(wide_shapes[key])
+        w = v.new_zeros(shape)
+        idx = [_index(n, N, active) for n, N in zip(v.shape, shape)]
+        sub = w
+        # place along each changed dim in turn (index_copy on a view built dim by dim)
+        src = v
+        for d, ix in enumerate(idx):
+            if ix is None:
+                continue
+            full = list(src.shape)
+            full[d] = shape[d]
+            tmp = src.new_zeros(full)
+            tmp.index_copy_(d, ix, src)
+            src = tmp
+        sub.copy_(src)
+        out[key] = w
+    return out
+
+
+def wide_unet_shapes() -> dict:
+    """key → shape of ComfyUI's 320-wide SD1.5 U-Net of UNET_CONFIG (built on the meta device: no memory)."""
+    _comfy()
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    with torch.device("meta"):
+        unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device="meta",
+                         operations=comfy.ops.disable_weight_init)
+    return {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MMDiT: SD3 detection ties hidden 64·depth, heads and blocks to depth (harness/tiny_models.sd3_dit_config).
+DIT_DEPTH, DIT_POS = 4, 16     # hidden 256; a 16×16 latent is 8×8 patches, the table holds 16×16 (256 px)

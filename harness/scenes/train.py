@@ -1,0 +1,493 @@
+"""Train the scenes world's networks on the CPU and write them (fp16 safetensors) to harness/scenes/weights/.
+
+    python -m harness.scenes.train vae       # TAESD-layout VAE (fine-tuned from the shapes world's)
+    python -m harness.scenes.train text      # the training captions through ComfyUI's CLIP-L, cached (text.py)
+    python -m harness.scenes.train judge     # the scene judge: per-pixel object / colour / shape / size, texture, style
+    python -m harness.scenes.train clip      # toy CLIP at 128 px that reads object and background words
+    python -m harness.scenes.train unet      # multi-level SD1.5-detectable U-Net (needs the VAE)
+    python -m harness.scenes.train dit       # SD3-detectable MMDiT, rectified flow (needs the VAE)
+    python -m harness.scenes.train all
+    python -m harness.scenes.train unet --minutes 80    # stop after 80 minutes; the next call goes on
+
+Every stage is **resumable**: it keeps its whole state (weights, EMA, optimiser, step, data generator) in
+``harness/scenes/weights/.state/<stage>.pt`` (ignored by git; written atomically every ``save_every`` steps and when
+the time budget ``--minutes`` runs out) and goes on from there when called again, so a long stage runs in chunks that
+fit a session; ``--fresh`` starts over. Its fp16 weights file is written (atomically) at every save, with the
+steps done, the wall time summed over the chunks and the settings in its metadata; the state, not the weights,
+is what a chunk resumes from. Data are rendered on the fly from seeded generators (harness/scenes/data.py): no
+dataset on disk. Seeded, 2 threads, CPU only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..shapes import train as base
+from . import data
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+STATE = WEIGHTS / ".state"
+
+
+def save(sd: dict, name: str, meta: dict) -> Path:
+    return base.save(sd, name, meta, folder=WEIGHTS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resumable state
+
+def load_state(stage: str) -> dict | None:
+    path = STATE / f"{stage}.pt"
+    if not path.exists():
+        return None
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def save_state(stage: str, state: dict) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    path = STATE / f"{stage}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, str(tmp))
+    os.replace(tmp, path)
+
+
+class Budget:
+    """Wall-clock budget of one chunk (minutes ≤ 0: none)."""
+
+    def __init__(self, minutes: float):
+        self.t0 = time.time()
+        self.limit = minutes * 60 if minutes and minutes > 0 else None
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.t0
+
+    def over(self) -> bool:
+        return self.limit is not None and self.elapsed >= self.limit
+
+
+def _start(stage: str, fresh: bool) -> dict | None:
+    if fresh:
+        for p in (STATE / f"{stage}.pt",):
+            p.unlink(missing_ok=True)
+        return None
+    st = load_state(stage)
+    if st is not None:
+        print(f"[{stage}] resuming at step {st['step']} ({st['seconds']:.0f} s so far)", flush=True)
+    return st
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# VAE (TAESD layout, 4 latent channels; the 16-channel one is derived at set-up as in the shapes world)
+
+def vae_state_dict(vae) -> dict:
+    sd = {f"taesd_encoder.{k}": v for k, v in vae.taesd_encoder.state_dict().items()}
+    sd.update({f"taesd_decoder.{k}": v for k, v in vae.taesd_decoder.state_dict().items()})
+    return sd
+
+
+def load_vae(path: Path | None = None):
+    from safetensors.torch import load_file
+    vae = base.build_taesd()
+    sd = load_file(str(path or WEIGHTS / "vae.safetensors"))
+    for part in ("taesd_encoder", "taesd_decoder"):
+        getattr(vae, part).load_state_dict({k[len(part) + 1:]: v.float() for k, v in sd.items()
+                                            if k.startswith(part + ".")})
+    return vae.eval()
+
+
+def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4, minutes=0, fresh=False,
+              save_every=100) -> None:
+    """Fine-tunes the shapes world's TAESD (same layout) on scenes: MSE + ½ L1 on ``crop`` px crops (8-aligned) for
+    ``crop_steps``, then on ``crop2`` px crops; latent noise 0.1 (ramped in) and the second-moment regulariser of the
+    shapes VAE (harness/shapes/train.py). Then calibrates vae_scale = 0.18215 · std(encoder latents)."""
+    torch.manual_seed(0)
+    vae = load_vae(base.WEIGHTS / "vae.safetensors").train()
+    params = list(vae.taesd_encoder.parameters()) + list(vae.taesd_decoder.parameters())
+    opt = torch.optim.Adam(params, lr)
+    g = torch.Generator().manual_seed(110)
+    step, seconds = 0, 0.0
+    st = _start("vae", fresh)
+    if st is not None:
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        g.set_state(st["gen"])
+        step, seconds = st["step"], st["seconds"]
+    budget = Budget(minutes)
+    log = base.Log("vae", steps)
+
+    def checkpoint(final=False):
+        save_state("vae", {"model": vae.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(), "step": step,
+                           "seconds": seconds + budget.elapsed})
+        meta = {"stage": "vae", "steps_done": step, "steps": steps, "crop_steps": crop_steps, "crop": crop,
+                "crop2": crop2, "batch": batch, "lr": lr, "init": "harness/shapes/weights/vae.safetensors",
+                "seconds": round(seconds + budget.elapsed), "last_rec_loss": round(rec_loss.item(), 6)}
+        save(vae_state_dict(vae), "vae.safetensors", meta)
+        if final:
+            calibrate_vae()
+
+    rec_loss = torch.tensor(float("nan"))
+    while step < steps:
+        base.cosine_lr(opt, step, steps, lr)
+        x = data.render(data.sample_scenes(batch, g))
+        c = crop if step < crop_steps else crop2
+        oy, ox = (torch.randint((data.SIZE - c) // 8 + 1, (2,), generator=g) * 8).tolist()
+        x = x[:, :, oy:oy + c, ox:ox + c]
+        if torch.rand(1, generator=g).item() < 0.5:
+            x = x.flip(-1)
+        z = vae.taesd_encoder(x)
+        noise = base.VAE_NOISE * min(1.0, (step + 200) / base.VAE_NOISE_RAMP)
+        rec = vae.taesd_decoder(z + noise * torch.randn(z.shape, generator=g))
+        rec_loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        loss = rec_loss + base.VAE_RMS_REG * (z.pow(2).mean() - 1).pow(2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log(step, loss=rec_loss.item(), z_std=z.std().item())
+        step += 1
+        if step == steps:
+            checkpoint(final=True)
+        elif step % save_every == 0 or budget.over():
+            checkpoint()
+            if budget.over():
+                print(f"[vae] time budget reached at step {step}/{steps}; run again to go on", flush=True)
+                return
+
+
+def calibrate_vae(n: int = 2048) -> float:
+    """vae_scale = 0.18215 · std(encoder latents), vae_shift 0, so that ComfyUI's SD1.5 latent format hands the
+    U-Net unit-variance latents (as the shapes world's)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    vae = load_vae()
+    with torch.no_grad():
+        z = torch.cat([vae.taesd_encoder(data.render(data.make_scenes(256, 900 + i)))
+                       for i in range(n // 256)])
+    std = float(z.std())
+    path = WEIGHTS / "vae.safetensors"
+    sd = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+    sd["vae_scale"] = torch.tensor(0.18215 * std)
+    sd["vae_shift"] = torch.tensor(0.0)
+    meta["encoder_latent_std"] = std
+    save(sd, "vae.safetensors", meta)
+    return std
+
+
+def latent_std() -> float:
+    """The encoder latents' std (vae_scale / 0.18215)."""
+    from safetensors.torch import load_file
+    return float(load_file(str(WEIGHTS / "vae.safetensors"))["vae_scale"].float()) / 0.18215
+
+
+@torch.no_grad()
+def vae_psnr(n: int = 256, seed: int = data.HELDOUT_SEED) -> float:
+    vae = load_vae()
+    x = data.render(data.make_scenes(n, seed))
+    rec = torch.cat([vae.taesd_decoder(vae.taesd_encoder(b)).clamp(0, 1) for b in x.split(64)])
+    mse = (rec - x).pow(2).mean((1, 2, 3))
+    return float((10 * torch.log10(1 / mse)).mean())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The latent pool: every training scene rendered VARIANTS times (continuous parameters redrawn) and encoded once
+
+VARIANTS = 2
+
+
+def latent_pool(minutes: float = 0) -> torch.Tensor | None:
+    """[VARIANTS, N, 4, 16, 16] fp16 encoder latents / their std (unit variance: the U-Net's model latents, and
+    the DiT's first 4 channels), built chunk by chunk in STATE/latents/ (resumable); None if the budget ran out."""
+    from safetensors.torch import load_file, save_file
+    from .text import caption_set
+    folder = STATE / "latents"
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes, _, _ = caption_set()
+    vae, std = load_vae(), latent_std()
+    budget = Budget(minutes)
+    chunk = 1024
+    parts = []
+    for v in range(VARIANTS):
+        for start in range(0, len(scenes), chunk):
+            path = folder / f"{v}_{start // chunk:03d}.safetensors"
+            if not path.exists():
+                if budget.over():
+                    return None
+                g = torch.Generator().manual_seed(130_000 + 1000 * v + start // chunk)
+                x = data.render(data.resample(scenes[start:start + chunk], g))
+                with torch.no_grad():
+                    z = torch.cat([vae.taesd_encoder(b) for b in x.split(128)]) / std
+                tmp = path.with_suffix(".tmp")
+                save_file({"z": z.half().contiguous()}, str(tmp))
+                tmp.replace(path)
+                print(f"[latents] variant {v} scenes {start}-{start + len(x)} ({budget.elapsed:.0f} s)", flush=True)
+            parts.append(load_file(str(path))["z"])
+    return torch.cat(parts).view(VARIANTS, len(scenes), *parts[0].shape[1:])
+
+
+def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_uncond: float, ema_decay: float,
+                     save_every: int, minutes: float, fresh: bool, loss_fn, weights: str, meta: dict,
+                     seed: int, warmup: int, export=lambda sd: sd) -> None:
+    """The shared resumable loop of the U-Net and the DiT: AdamW, cosine LR, grad clip 1, EMA, caption dropout
+    (index 0 is the empty prompt); ``loss_fn(model, z0, caption_idx, g)``."""
+    from .text import caption_set
+    budget = Budget(minutes)
+    pool = latent_pool(minutes)
+    if pool is None:
+        print(f"[{stage}] time budget reached while encoding the latent pool; run again to go on", flush=True)
+        return
+    _, _, cap_idx = caption_set()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr, weight_decay=0.0)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    step, seconds = 0, 0.0
+    st = _start(stage, fresh)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        ema = st["ema"]
+        opt.load_state_dict(st["opt"])
+        g.set_state(st["gen"])
+        step, seconds = st["step"], st["seconds"]
+        steps = st.get("steps", steps)
+    log = base.Log(stage, steps)
+    losses: list[float] = []
+
+    def checkpoint():
+        total = seconds + budget.elapsed
+        save_state(stage, {"model": model.state_dict(), "ema": ema, "opt": opt.state_dict(), "gen": g.get_state(),
+                           "step": step, "seconds": total, "steps": steps})
+        save(export(ema), weights, {**meta, "stage": stage, "steps_done": step, "steps": steps, "batch": batch,
+                                    "lr": lr, "p_uncond": p_uncond, "ema_decay": ema_decay, "seconds": round(total),
+                                    "recent_loss": round(sum(losses[-200:]) / max(1, len(losses[-200:])), 5)})
+
+    while step < steps:
+        base.cosine_lr(opt, step, steps, lr, warmup=warmup)
+        idx = torch.randint(pool.shape[1], (batch,), generator=g)
+        var = torch.randint(pool.shape[0], (batch,), generator=g)
+        z0 = pool[var, idx].float()
+        c = torch.where(torch.rand(batch, generator=g) < p_uncond, 0, cap_idx[idx])
+        loss = loss_fn(model, z0, c, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        base.ema_update(ema, model, step, ema_decay)
+        losses.append(loss.item())
+        log(step, loss=sum(losses[-50:]) / len(losses[-50:]))
+        step += 1
+        if step % save_every == 0 or step == steps or budget.over():
+            checkpoint()
+            if budget.over() and step < steps:
+                print(f"[{stage}] time budget reached at step {step}/{steps}; run again to go on", flush=True)
+                return
+
+
+def train_unet(steps=8000, batch=32, lr=3e-4, p_uncond=0.1, ema_decay=0.999, save_every=100, min_snr_gamma=5.0,
+               minutes=0, fresh=False) -> None:
+    """ε-prediction on SD1.5's scaled-linear schedule with min-SNR-γ weighting, on the narrow U-Net
+    (models.build_narrow_unet); its EMA weights are written narrow (``unet.safetensors``, widened at set-up)."""
+    from . import models
+    from .text import load_cache
+    torch.manual_seed(0)
+    unet = models.build_narrow_unet()
+    torch.nn.init.zeros_(unet.out[2].weight)
+    torch.nn.init.zeros_(unet.out[2].bias)
+    ctx = load_cache()["sd1"]
+    ab = base.sd15_alphas_cumprod()
+
+    def loss_fn(model, z0, c, g):
+        t = torch.randint(1000, (z0.shape[0],), generator=g)
+        eps = torch.randn(z0.shape, generator=g)
+        a = ab[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        snr = a.view(-1) / (1 - a.view(-1))
+        w = snr.clamp(max=min_snr_gamma) / snr
+        return (w * (model(zt, t.float(), context=ctx[c].float()) - eps).pow(2).mean((1, 2, 3))).mean()
+
+    _generator_stage("unet", unet, steps, batch, lr, p_uncond, ema_decay, save_every, minutes, fresh, loss_fn,
+                     "unet.safetensors", {"min_snr_gamma": min_snr_gamma, "active_channels": models.ACTIVE,
+                                          "layout": "narrow (harness/scenes/models.py)"}, seed=120, warmup=200)
+
+
+def train_dit(steps=8000, batch=32, lr=6e-4, p_uncond=0.1, ema_decay=0.999, save_every=100, minutes=0,
+              fresh=False) -> None:
+    """Rectified flow (x = (1 − σ)·x0 + σ·ε, target v = ε − x0, σ ~ logit-normal(0, 1), input 1000·σ) on the
+    shapes world's MMDiT layout (depth 4, trained narrow on CLIP-L alone: context 768, pooled 768; widened at
+    set-up); latents: the 4 channels / std, then 12 zero channels (the 16-channel TAESD's)."""
+    from .text import load_cache
+    torch.manual_seed(0)
+    dit = base.build_dit()
+    cache = load_cache()
+    ctx, pooled = cache["sd3"], cache["sd3_pooled"]
+
+    def loss_fn(model, z0, c, g):
+        x0 = torch.cat([z0, z0.new_zeros(z0.shape[0], 12, *z0.shape[2:])], 1)
+        sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=g))
+        eps = torch.randn(x0.shape, generator=g)
+        s = sigma.view(-1, 1, 1, 1)
+        v = model((1 - s) * x0 + s * eps, sigma * 1000, context=ctx[c].float(), y=pooled[c].float())
+        return (v - (eps - x0)).pow(2).mean()
+
+    _generator_stage("dit", dit, steps, batch, lr, p_uncond, ema_decay, save_every, minutes, fresh, loss_fn,
+                     "dit.safetensors", {"narrow": "context 768, pooled 768"}, seed=121, warmup=100)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Judges: trained on fresh renders with mild corruptions (blur, noise, and for a quarter of the batches the scenes
+# VAE's round trip), so that they judge decoded diffusion samples as they judge clean renders.
+
+def corrupt(x: torch.Tensor, g: torch.Generator, vae=None) -> torch.Tensor:
+    r = torch.rand(1, generator=g).item()
+    if vae is not None and r < 0.25:
+        with torch.no_grad():
+            return vae.taesd_decoder(vae.taesd_encoder(x)).clamp(0, 1)
+    return base.corrupt(x, g)
+
+
+def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False, save_every=250) -> None:
+    """The scene judge (judges.SceneJudge): objectness BCE + attribute CE per 4×4-pixel cell, texture and style CE."""
+    from .judges import SceneJudge, judge_loss, save_judge, targets
+    torch.manual_seed(3)
+    model = SceneJudge(width)
+    opt = torch.optim.AdamW(model.parameters(), lr)
+    g = torch.Generator().manual_seed(140)
+    vae = load_vae() if (WEIGHTS / "vae.safetensors").exists() else None
+    step, seconds = 0, 0.0
+    st = _start("judge", fresh)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        g.set_state(st["gen"])
+        step, seconds = st["step"], st["seconds"]
+    budget = Budget(minutes)
+    log = base.Log("judge", steps)
+    while step < steps:
+        base.cosine_lr(opt, step, steps, lr, warmup=100)
+        sc = data.sample_scenes(batch, g)
+        loss = judge_loss(model(corrupt(data.render(sc), g, vae)), targets(sc))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log(step, loss=loss.item())
+        step += 1
+        if step % save_every == 0 or step == steps or budget.over():
+            save_state("judge", {"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
+                                 "step": step, "seconds": seconds + budget.elapsed})
+            save_judge(model, WEIGHTS / "scenes_judge.safetensors",
+                       {"stage": "judge", "width": width, "steps_done": step, "steps": steps, "batch": batch,
+                        "lr": lr, "seconds": round(seconds + budget.elapsed),
+                        "architecture": "harness.scenes.judges.SceneJudge"})
+            if budget.over() and step < steps:
+                print(f"[judge] time budget reached at step {step}/{steps}; run again to go on", flush=True)
+                return
+
+
+def negative_caption(scene: data.Scene, i: int, g: torch.Generator) -> str:
+    """The caption of scene i with one attribute changed (an object's colour, shape or size, the texture or the
+    style): the hard negative that makes the toy CLIP read every word."""
+    s = scene[i].clone()
+    m = int(s.present[0].sum())
+    what = int(torch.randint(5, (1,), generator=g))
+    k = int(torch.randint(m, (1,), generator=g))
+    if what == 0:
+        s.colour[0, k] = (s.colour[0, k] + 1 + torch.randint(len(data.COLOURS) - 1, (1,), generator=g)) % len(data.COLOURS)
+    elif what == 1:
+        s.shape[0, k] = (s.shape[0, k] + 1 + torch.randint(len(data.SHAPES) - 1, (1,), generator=g)) % len(data.SHAPES)
+    elif what == 2:
+        s.size[0, k] = 1 - s.size[0, k]
+    elif what == 3:
+        s.texture[0] = (s.texture[0] + 1 + torch.randint(len(data.TEXTURES) - 1, (1,), generator=g)) % len(data.TEXTURES)
+    else:
+        s.style[0] = (s.style[0] + 1 + torch.randint(len(data.STYLES) - 1, (1,), generator=g)) % len(data.STYLES)
+    return data.caption(s, 0)
+
+
+def train_clip(steps=3000, batch=48, lr=1e-3, minutes=0, fresh=False, save_every=250) -> None:
+    """The toy CLIP (judges.toy_clip_config): InfoNCE image → text over the batch's captions plus one hard negative
+    per image (negative_caption), and text → image over the batch; varied prompt templates."""
+    import shutil
+    from transformers import CLIPModel, CLIPTokenizer
+    from ..shapes.models import clip_pixel_values, write_processor, write_tokenizer
+    from .judges import CLIP_TOKENS, WORDS, toy_clip_config
+    torch.manual_seed(4)
+    tmp = WEIGHTS / "toy_clip.tmp"
+    write_tokenizer(tmp, WORDS, CLIP_TOKENS)
+    write_processor(tmp, data.SIZE)
+    tok = CLIPTokenizer.from_pretrained(str(tmp), local_files_only=True)
+    model = CLIPModel(toy_clip_config())
+    opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(150)
+    templates = ["{}", "a picture of {}", "an image of {}"]
+    step, seconds = 0, 0.0
+    st = _start("clip", fresh)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        g.set_state(st["gen"])
+        step, seconds = st["step"], st["seconds"]
+    budget = Budget(minutes)
+    log = base.Log("clip", steps)
+    while step < steps:
+        base.cosine_lr(opt, step, steps, lr, warmup=100)
+        sc = data.sample_scenes(batch, g)
+        tpl = templates[step % len(templates)]
+        texts = [tpl.format(c) for c in sc.captions] + [tpl.format(negative_caption(sc, i, g)) for i in range(batch)]
+        t = tok(texts, padding="max_length", max_length=CLIP_TOKENS, truncation=True, return_tensors="pt")
+        out = model(input_ids=t.input_ids, attention_mask=t.attention_mask,
+                    pixel_values=clip_pixel_values(corrupt(data.render(sc), g)))
+        target = torch.arange(batch)
+        loss = F.cross_entropy(out.logits_per_image, target) + F.cross_entropy(out.logits_per_text[:batch], target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log(step, loss=loss.item())
+        step += 1
+        if step % save_every == 0 or step == steps or budget.over():
+            save_state("clip", {"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
+                                "step": step, "seconds": seconds + budget.elapsed})
+            if budget.over() and step < steps:
+                print(f"[clip] time budget reached at step {step}/{steps}; run again to go on", flush=True)
+                return
+    model.half().save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / "invedit_training.json").write_text(json.dumps({"stage": "clip", "steps": steps, "batch": batch,
+                                                           "lr": lr, "seconds": round(seconds + budget.elapsed)}))
+    folder = WEIGHTS / "toy_clip"
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    print(f"wrote {folder}", flush=True)
+
+
+def train_text(minutes=0, fresh=False, **kw) -> None:
+    from .text import build_cache
+    build_cache(minutes=minutes, fresh=fresh, **kw)
+
+
+STAGES = {"vae": train_vae, "text": train_text, "judge": train_judge, "clip": train_clip, "unet": train_unet,
+          "dit": train_dit}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=[*STAGES, "all"])
+    ap.add_argument("--kw", default="{}", help="JSON overrides for the stage's keyword arguments")
+    ap.add_argument("--minutes", type=float, default=0, help="stop (resumably) after this many minutes")
+    ap.add_argument("--fresh", action="store_true", help="discard the saved state and start the stage over")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    for name in (STAGES if a.stage == "all" else [a.stage]):
+        t = time.time()
+        STAGES[name](minutes=a.minutes, fresh=a.fresh, **json.loads(a.kw))
+        print(f"stage {name}: {time.time() - t:.0f} s this chunk", flush=True)
+
+
+if __name__ == "__main__":
+    main()
