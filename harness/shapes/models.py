@@ -39,6 +39,19 @@ TOY_WORDS = ["a", "an", "the", "photo", "picture", "of", "shape", "object", "ima
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
+def _bpe(word: str, merges: list[str]) -> list[str]:
+    """The parts byte-level BPE leaves of ``word`` with these merges (lowest rank first, as CLIPTokenizer)."""
+    rank = {tuple(m.split(" ")): i for i, m in enumerate(merges)}
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        pairs = [(rank.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+        r, i = min(pairs)
+        if r == 1 << 30:
+            break
+        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
+    return parts
+
+
 def toy_tokenizer_files(words=None) -> tuple[dict, list[str]]:
     """vocab.json and merges.txt of a tiny byte-level BPE for transformers' CLIPTokenizer: every letter (alone and
     word-final) and the world's words (``words``, the shapes world's by default) whole; anything else spells out
@@ -51,7 +64,8 @@ def toy_tokenizer_files(words=None) -> tuple[dict, list[str]]:
         add(c)
         add(c + "</w>")
     merges: list[str] = []
-    for word in sorted(TOY_WORDS if words is None else words, key=lambda w: (-len(w), w)):  # longest first: no shorter word pre-empts
+    ordered = sorted(TOY_WORDS if words is None else words, key=lambda w: (-len(w), w))  # longest first
+    for word in ordered:
         parts = list(word[:-1]) + [word[-1] + "</w>"]
         while len(parts) > 1:
             merged = parts[0] + parts[1]
@@ -60,6 +74,19 @@ def toy_tokenizer_files(words=None) -> tuple[dict, list[str]]:
                 merges.append(pair)
             add(merged)
             parts = [merged] + parts[2:]
+    # a word whose letters an earlier word's merges pair differently ("tr" of "triangle" inside "striped") would
+    # stay split: add, at the lowest rank, the merges that BPE's own order needs to finish it, until every word is
+    # one token (the shapes world's words need none, so its vocabulary is unchanged)
+    for _ in range(10):
+        broken = [w for w in ordered if len(_bpe(w, merges)) > 1]
+        if not broken:
+            break
+        for word in broken:
+            parts = _bpe(word, merges)
+            while len(parts) > 1:
+                merges.append(f"{parts[0]} {parts[1]}")
+                add(parts[0] + parts[1])
+                parts = _bpe(word, merges)
     add("<|startoftext|>")
     add("<|endoftext|>")
     return vocab, merges
