@@ -248,7 +248,10 @@ def ensure_base() -> None:
 def ensure_models(templates: bool = False) -> None:
     gen = ROOT / "harness" / "tiny_models.py"
     weights = sorted((ROOT / "harness" / "shapes" / "weights").rglob("*"))
+    weights += sorted(f for f in (ROOT / "harness" / "scenes" / "weights").rglob("*")  # not the training state
+                      if ".state" not in f.parts and f.suffix != ".tmp")
     want = digest(gen.read_bytes(), (ROOT / "harness" / "families.py").read_bytes(),  # the templates' models
+                  (ROOT / "harness" / "scenes" / "models.py").read_bytes(),  # the scenes U-Net's widening
                   *(f.name.encode() + f.read_bytes() for f in weights if f.is_file()))
     stamp = BASE / "models" / (".tiny-models-templates-stamp" if templates else ".tiny-models-stamp")
     if stamp_ok(stamp, want):

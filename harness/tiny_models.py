@@ -105,6 +105,20 @@ SD3_FILES = {
     "diffusion_models": "shapes_sd3_dit.safetensors",
     "vae": "shapes_taesd16.safetensors",
 }
+# The scenes world (issue 27, harness/scenes/): a multi-level SD1.5 U-Net trained narrow and widened here
+# (harness/scenes/models.py), an SD3 MMDiT, their TAESDs; the same generated CLIP-L.
+SCENES_WEIGHTS = WEIGHTS.parent.parent / "scenes" / "weights"
+SCENES_FILES = {
+    "checkpoints": "scenes_sd15.safetensors",
+    "unet": "scenes_sd15_unet.safetensors",
+    "vae": "scenes_taesd.safetensors",
+}
+SCENES_SD3_FILES = {
+    "checkpoints": "scenes_sd3.safetensors",
+    "diffusion_models": "scenes_sd3_dit.safetensors",
+    "vae": "scenes_taesd16.safetensors",
+}
+SCENES_TOY_CLIP_DIR = "invedit_clip/scenes-toy-clip"
 CLASSIFIERS = ("shapes_colour.safetensors", "shapes_shape.safetensors")
 CLASSIFIER_DIR = "invedit_classifiers"  # the pack's classifier folder (nodes/folders.py); was "classifiers"
 TOY_CLIP_DIR = "invedit_clip/shapes-toy-clip"
@@ -245,6 +259,61 @@ def write_templates(comfy_root: Path, models: Path, vae_sd: dict, heavy: bool = 
     os.replace(tmp, models / "vae" / TEMPLATE_VAE64)
 
 
+def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
+    """The scenes world's files (SCENES_FILES, SCENES_SD3_FILES, the toy CLIP), for each part whose trained weights
+    are in harness/scenes/weights/; returns the parts written."""
+    _comfy(comfy_root)
+    import torch
+    import comfy.supported_models
+    import comfy.utils
+    from safetensors.torch import load_file
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from harness.scenes import models as scenes_models
+    w = SCENES_WEIGHTS
+    done = []
+    if not (w / "vae.safetensors").exists():
+        return done
+
+    def save(sd, sub, name):
+        path = models / sub / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        comfy.utils.save_torch_file({k: v.contiguous() for k, v in sd.items()}, str(tmp),
+                                    metadata={"invedit": "scenes-world"})
+        os.replace(tmp, path)
+
+    vae_sd = load_file(str(w / "vae.safetensors"))
+    save(vae_sd, "vae", SCENES_FILES["vae"])
+    done.append("vae")
+    clip_keys = {"clip_l.transformer." + k: v for k, v in clip_sd.items()}
+    if (w / "unet.safetensors").exists():
+        unet_sd = scenes_models.widen_unet(load_file(str(w / "unet.safetensors")), scenes_models.wide_unet_shapes())
+        model = comfy.supported_models.SD15(dict(scenes_models.UNET_CONFIG, dtype=torch.float16)).get_model({})
+        model.diffusion_model.load_state_dict(unet_sd)  # strict: the widened U-Net must fit the SD1.5 layout
+        save(unet_sd, "unet", SCENES_FILES["unet"])
+        save(for_saving(model, clip_keys, dict(vae_sd)), "checkpoints", SCENES_FILES["checkpoints"])
+        done.append("unet")
+    if (w / "dit.safetensors").exists():
+        dit_sd = widen_dit(load_file(str(w / "dit.safetensors")))
+        sd3 = comfy.supported_models.SD3(dict(sd3_dit_config(), dtype=torch.float16)).get_model({})
+        sd3.diffusion_model.load_state_dict(dit_sd)
+        vae16 = vae16_state_dict(vae_sd)
+        save(dit_sd, "diffusion_models", SCENES_SD3_FILES["diffusion_models"])
+        save(vae16, "vae", SCENES_SD3_FILES["vae"])
+        save(for_saving(sd3, clip_keys, dict(vae16)), "checkpoints", SCENES_SD3_FILES["checkpoints"])
+        done.append("dit")
+    toy = w / "toy_clip"
+    if toy.exists():
+        dest = models / SCENES_TOY_CLIP_DIR
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in toy.iterdir():
+            shutil.copyfile(f, dest / f.name)
+        done.append("toy clip")
+    return done
+
+
 def write(comfy_root: Path, models: Path, any_torch: bool = False, templates: bool = False) -> None:
     _comfy(comfy_root)
     import torch
@@ -295,6 +364,7 @@ def write(comfy_root: Path, models: Path, any_torch: bool = False, templates: bo
         dest.mkdir(parents=True, exist_ok=True)
         for f in toy.iterdir():
             shutil.copyfile(f, dest / f.name)
+    write_scenes(comfy_root, models, clip_sd)
     write_templates(comfy_root, models, vae_sd, heavy=templates)
     for alias, target in ALIASES.items():
         if not (models / Path(alias).parent / target).exists():

@@ -65,10 +65,12 @@ def narrow_ops(active: int = ACTIVE):
         def forward(self, x):
             n = x.shape[-1]
             full = n * WIDE // active
-            mean = x.sum(-1, keepdim=True) / full
-            var = ((x - mean).pow(2).sum(-1, keepdim=True) + (full - n) * mean.pow(2)) / full
-            y = (x - mean) * torch.rsqrt(var + self.eps)
-            return y * self.weight + self.bias if self.weight is not None else y
+            xf = x.float()  # in float32 under autocast too, as torch's layer_norm
+            mean = xf.sum(-1, keepdim=True) / full
+            var = ((xf - mean).pow(2).sum(-1, keepdim=True) + (full - n) * mean.pow(2)) / full
+            y = (xf - mean) * torch.rsqrt(var + self.eps)
+            y = y * self.weight + self.bias if self.weight is not None else y
+            return y.to(x.dtype)
 
     class Ops(base):
         pass
