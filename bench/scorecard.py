@@ -115,6 +115,16 @@ class World:
     nodes, the judges and prompt encodings."""
 
     def __init__(self, ckpt: str = FILES["checkpoints"]):
+        self.load(ckpt)
+        self.judges = Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
+        pairs = [(c, sh) for c in data.COLOURS for sh in data.SHAPES]
+        with self.torch.inference_mode():
+            self.clip_judge = self.C("InvEditCLIPZeroShotClassifier").execute(
+                clip_name="shapes-toy-clip", prompts="\n".join(f"a {c} {sh}" for c, sh in pairs),
+                class_names=",".join(f"{c} {sh}" for c, sh in pairs)).args[0]
+
+    def load(self, ckpt: str) -> None:
+        """The checkpoint through CheckpointLoaderSimple, and a clone of its model whose evaluations are counted."""
         host.boot()
         import torch
         import comfy.utils
@@ -125,12 +135,6 @@ class World:
             self.model, self.te, self.vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)
         self.flow = host.pack_module("adapters.checks").is_flow(self.model.get_model_object("model_sampling"))
         self.channels = self.model.model.latent_format.latent_channels
-        self.judges = Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
-        pairs = [(c, sh) for c in data.COLOURS for sh in data.SHAPES]
-        with torch.inference_mode():
-            self.clip_judge = self.C("InvEditCLIPZeroShotClassifier").execute(
-                clip_name="shapes-toy-clip", prompts="\n".join(f"a {c} {sh}" for c, sh in pairs),
-                class_names=",".join(f"{c} {sh}" for c, sh in pairs)).args[0]
         self._enc: dict = {}
         self.counter = Counter()
         self.counted = self.model.clone()

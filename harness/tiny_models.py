@@ -119,6 +119,7 @@ SCENES_SD3_FILES = {
     "vae": "scenes_taesd16.safetensors",
 }
 SCENES_TOY_CLIP_DIR = "invedit_clip/scenes-toy-clip"
+SCENES_CLASSIFIERS = ("scenes_texture.safetensors", "scenes_style.safetensors")  # small_cnn, 128 px
 CLASSIFIERS = ("shapes_colour.safetensors", "shapes_shape.safetensors")
 CLASSIFIER_DIR = "invedit_classifiers"  # the pack's classifier folder (nodes/folders.py); was "classifiers"
 TOY_CLIP_DIR = "invedit_clip/shapes-toy-clip"
@@ -304,6 +305,11 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
         save(vae16, "vae", SCENES_SD3_FILES["vae"])
         save(for_saving(sd3, clip_keys, dict(vae16)), "checkpoints", SCENES_SD3_FILES["checkpoints"])
         done.append("dit")
+    for name in SCENES_CLASSIFIERS:
+        if (w / name).exists():
+            (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(w / name, models / CLASSIFIER_DIR / name)
+            done.append(name)
     toy = w / "toy_clip"
     if toy.exists():
         dest = models / SCENES_TOY_CLIP_DIR

@@ -36,7 +36,8 @@ class Case:
     source_prompt: str
     target_prompt: str
     mask: torch.Tensor       # [128, 128] bool: where the edit may change pixels
-    obj: int                 # index (left to right) of the edited object in the target (-1: none)
+    obj: int                 # index (left to right) of the edited object: in the target, in the source for remove
+                             # (-1: texture, style)
 
     @property
     def source_image(self) -> torch.Tensor:
@@ -133,7 +134,6 @@ def make_case(kind: str, g: torch.Generator) -> Case | None:
         tgt.present[0, m - 1] = False
         tgt.cx[0, m - 1] = tgt.cy[0, m - 1] = -1.0
         tgt.radius[0, m - 1] = 0.0
-        obj = -1
     elif kind == "texture":
         tgt.texture[0] = _other(int(src.texture[0]), len(data.TEXTURES), g)
         interior = data.object_masks(src)[0].sum(0) >= 0.999   # the objects less their anti-aliased rims

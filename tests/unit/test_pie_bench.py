@@ -1,0 +1,71 @@
+"""bench/pie.py's pure parts: what each edit asks for, success by the judge's verdict, the tuning candidates and
+the tables (the runs themselves are the bench's, on the trained scenes world)."""
+import math
+
+import pytest
+
+from bench import pie
+from harness.scenes import data, judges, suite
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return {k: suite.cases("tune", 3, kinds=(k,)) for k in suite.EDIT_TYPES}
+
+
+def test_new_words_are_the_prompt_difference(cases):
+    for c in cases["colour"]:
+        a, b = pie.new_words(c)
+        assert a in data.COLOURS and b in data.COLOURS and a != b
+        assert a in c.source_prompt.split() and b in c.target_prompt.split()
+    for c in cases["add"]:
+        a, b = pie.new_words(c)
+        assert a == "" and c.target_prompt.count(b) > c.source_prompt.count(b)
+    for c in cases["remove"]:
+        a, b = pie.new_words(c)
+        assert b == "" and c.source_prompt.count(a) > c.target_prompt.count(a)
+    for c in cases["style"]:
+        assert pie.new_words(c)[1] in ("pastel", "at night")
+
+
+def test_p2p_mode_replaces_one_for_one_and_refines_otherwise(cases):
+    assert all(pie.p2p_mode(c) == "replace" for k in ("colour", "shape", "size", "texture") for c in cases[k])
+    assert all(pie.p2p_mode(c) == "refine" for k in ("add", "remove", "style") for c in cases[k])
+
+
+def test_success_reads_the_edited_attribute_only(cases):
+    for kind, cs in cases.items():
+        for c in cs:
+            right = judges.expected(c.target, 0)
+            assert pie.success(c, right) == 1.0, kind
+            assert judges.compare(right, judges.expected(c.target, 0))["all"] == 1.0
+            unedited = judges.expected(c.source, 0)
+            assert pie.success(c, unedited) == 0.0, (kind, c.source_prompt, c.target_prompt)
+
+
+def test_success_of_an_object_edit_needs_the_right_count(cases):
+    c = cases["colour"][0]
+    seen = judges.expected(c.target, 0)
+    seen.objects = seen.objects[:-1]
+    assert pie.success(c, seen) == 0.0
+
+
+def test_tuning_candidates_change_one_setting_at_a_time():
+    m = pie.method_by_name("DDIM prompt swap")
+    cands = pie.candidates(m)
+    assert cands[0] == m.settings
+    for s in cands[1:]:
+        changed = [(d, k) for d in s for k in s[d] if s[d][k] != m.settings.get(d, {}).get(k)]
+        assert len(changed) == 1
+    assert len(cands) == 1 + sum(len(v) for v in m.grid.values()) - sum(
+        1 for d, vs in m.grid.items() for v in vs if m.settings[d.split(".")[0]].get(d.split(".")[1]) == v)
+
+
+def test_tables_print_every_type_and_dashes_for_the_whole_image_mask():
+    recs = [{"kind": k, "success": 1.0, "all_right": 0.0, "structure": 0.002, "bg_psnr": math.nan if k == "style"
+             else 30.0, "bg_mse": 1e-4, "bg_ssim": 0.9, "bg_featdist": 0.01, "clip_whole": 20.0, "clip_edited": 10.0,
+             "evals": 40, "bwd": 0, "seconds": 1.0} for k in suite.EDIT_TYPES]
+    t = pie.summary_table({"a method": recs})
+    assert all(k in t for k in suite.EDIT_TYPES) and "| 100 % | 0 % | 2.00 | 30.0 |" in t
+    row = pie.type_table([("x", pie.summarise([recs[-1]]))])
+    assert "| — |" in row
