@@ -1,0 +1,121 @@
+"""The assembled scenes-world files (issue 27) through the stock ComfyUI loaders, and its judges.
+
+A part whose trained weights are not in harness/scenes/weights/ yet is skipped with that reason (the world is
+trained in resumable chunks over several sessions: docs/scenes_world.md)."""
+import pytest
+import torch
+
+from harness import tiny_models
+from harness.paths import BASE
+from harness.scenes import data
+
+W = tiny_models.SCENES_WEIGHTS
+
+
+def need(name: str):
+    if not (W / name).exists():
+        pytest.skip(f"the scenes world's {name} is not trained yet (issue 27 in progress: docs/scenes_world.md)")
+
+
+@pytest.fixture(scope="module")
+def held():
+    s = data.make_scenes(64, data.HELDOUT_SEED)
+    return s, data.render(s)
+
+
+def test_scenes_vae_reconstructs_held_out_scenes(comfy, held):
+    need("vae.safetensors")
+    import nodes
+    from metrics import psnr
+    vae = nodes.VAELoader().load_vae(tiny_models.SCENES_FILES["vae"])[0]
+    with torch.inference_mode():
+        pix = held[1][:32].permute(0, 2, 3, 1)
+        latent = vae.encode(pix)
+        rec = vae.decode(latent)
+    assert latent.shape == (32, 4, 16, 16)
+    assert 0.5 < float((latent * 0.18215).std()) < 2.0  # unit-scale model latents (vae_scale calibration)
+    assert psnr(rec.clamp(0, 1), pix) > 28.0
+
+
+def test_stock_loaders_detect_the_multi_level_unet_and_it_is_the_narrow_one(comfy):
+    """CheckpointLoaderSimple detects SD1.5 with three levels (two downsamplings, the middle block at 4×4 for a
+    16×16 latent), and the 320-wide network computes what the narrow one was trained to (widen_unet's zeros)."""
+    need("unet.safetensors")
+    import comfy.supported_models as sm
+    import nodes
+    from safetensors.torch import load_file
+    from harness.scenes import models
+    model = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_models.SCENES_FILES["checkpoints"])[0]
+    cfg = model.model.model_config
+    assert isinstance(cfg, sm.SD15)
+    assert cfg.unet_config["channel_mult"] == [1, 1, 1] and cfg.unet_config["transformer_depth_middle"] == 1
+    wide = sm.SD15(dict(models.UNET_CONFIG, dtype=torch.float32)).get_model({}).diffusion_model
+    wide.load_state_dict({k: v.float() for k, v in model.model.diffusion_model.state_dict().items()})
+    narrow = models.build_narrow_unet()
+    narrow.load_state_dict({k: v.float() for k, v in load_file(str(W / "unet.safetensors")).items()})
+    g = torch.Generator().manual_seed(0)
+    x, t, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([50.0, 900.0]), torch.randn(2, 77, 768, generator=g)
+    feats = {}
+    wide.middle_block.register_forward_hook(lambda m, i, o: feats.__setitem__("h", o))
+    with torch.no_grad():
+        a, b = narrow(x, t, context=ctx), wide(x, t, context=ctx)
+    assert feats["h"].shape == (2, 320, 4, 4)  # h-space: the bottleneck after two downsamplings
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_stock_loaders_build_the_scenes_sd3_world(comfy):
+    need("dit.safetensors")
+    import comfy.model_base
+    import comfy.supported_models as sm
+    import nodes
+    model, _, vae = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_models.SCENES_SD3_FILES["checkpoints"])
+    assert isinstance(model.model.model_config, sm.SD3) and model.model.model_type == comfy.model_base.ModelType.FLOW
+    assert vae.latent_channels == 16
+
+
+def test_scene_judge_reads_held_out_renders(held):
+    """≥ 95 % per attribute on held-out renders (the issue's target for judges)."""
+    need("scenes_judge.safetensors")
+    from harness.scenes import judges
+    scenes, images = held
+    j = judges.load_judge(W / "scenes_judge.safetensors")
+    seen = judges.read(j, images)
+    r = [judges.compare(s, judges.expected(scenes, i)) for i, s in enumerate(seen)]
+    for attr in ("count", "colour", "shape", "size", "texture", "style"):
+        acc = sum(x[attr] for x in r) / len(r)
+        assert acc >= 0.95, (attr, acc)
+
+
+def test_texture_and_style_classifiers_load_as_pack_classifiers(held):
+    for name in tiny_models.SCENES_CLASSIFIERS:
+        need(name)
+    from harness.shapes.models import load_classifier
+    scenes, images = held
+    for attr, name in zip(("texture", "style"), tiny_models.SCENES_CLASSIFIERS):
+        m, classes = load_classifier(BASE / "models" / tiny_models.CLASSIFIER_DIR / name)
+        assert classes == list({"texture": data.TEXTURES, "style": data.STYLES}[attr])
+        with torch.no_grad():
+            acc = (m(images).argmax(1) == getattr(scenes, attr)).float().mean()
+        assert acc >= 0.95, (attr, acc)
+
+
+def test_scenes_toy_clip_reads_objects_and_background(held):
+    """Zero-shot: each held-out image against its caption and that caption with one attribute changed: the right
+    caption wins for ≥ 90 % of the images."""
+    need("toy_clip")
+    from harness.scenes.judges import CLIP_TOKENS
+    from harness.scenes.train import negative_caption
+    from harness.shapes.models import clip_pixel_values, load_toy_clip
+    scenes, images = held
+    clip, tok = load_toy_clip(BASE / "models" / tiny_models.SCENES_TOY_CLIP_DIR)
+    clip = clip.float()
+    g = torch.Generator().manual_seed(3)
+    wins = 0
+    with torch.no_grad():
+        for i in range(len(scenes)):
+            t = tok([scenes.captions[i], negative_caption(scenes, i, g)], padding="max_length",
+                    max_length=CLIP_TOKENS, return_tensors="pt")
+            logits = clip(input_ids=t.input_ids, attention_mask=t.attention_mask,
+                          pixel_values=clip_pixel_values(images[i:i + 1])).logits_per_image
+            wins += int(logits[0, 0] > logits[0, 1])
+    assert wins / len(scenes) >= 0.9, wins
