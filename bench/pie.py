@@ -181,6 +181,103 @@ def doodl_clip(w, m, src, case):
     return S.doodl_edit(lambda _: w.clip_loss(case.target_prompt))(w, m, src, case.source_prompt, "", None)
 
 
+CLASS_KINDS = ("texture", "style")   # the edits a classifier of the scenes world names (texture, style)
+CASO_PREFIX = "pie_caso"
+
+
+def target_class(case: suite.Case) -> str:
+    return (sd.TEXTURES[int(case.target.texture[0])] if case.kind == "texture"
+            else sd.STYLES[int(case.target.style[0])])
+
+
+def classifier_for(case: suite.Case) -> str:
+    return f"scenes_{case.kind}.safetensors"
+
+
+def guidance(w, m, src, case):
+    """One-step classifier guidance (DOODL's baseline) from a DDIM inversion, towards the target class."""
+    sig = S._ddim_sigmas(w, S.GUIDANCE["steps"])
+    noise = S._ddim_invert(w, m, src, case.source_prompt, sig, S.DOODL["cfg"])
+    sampler = w.C("InvEditDOODLGuidanceSampler").execute(
+        w.vae, w.loss(target_class(case), classifier_for(case)), S.GUIDANCE["scale"], 0)[0]
+    return S._sample(w, m, sampler, sig, case.source_prompt, noise, S.DOODL["cfg"])
+
+
+def doodl_classifier(w, m, src, case):
+    loss = w.loss(target_class(case), classifier_for(case))
+    return S.doodl_edit(lambda _: loss)(w, m, src, case.source_prompt, "", None)
+
+
+def hspace_prompts(w, m, src, case):
+    """Asyrp: the h-space direction of the prompt pair (h-space From Prompts on 4 samples, counted), applied over
+    the whole window by the Asyrp sampler from a DDIM inversion (cfg 1)."""
+    with w.torch.inference_mode():
+        d = w.C("InvEditHSpaceFromPrompts").execute(
+            m, w.enc(case.source_prompt), w.enc(case.target_prompt),
+            {"samples": w.torch.zeros(4, w.channels, sd.SIZE // 8, sd.SIZE // 8)}, 12, 0, "per_timestep").args[0]
+    return S.hspace_edit(d, S.HSPACE["strength"], 0)(w, m, src, case.source_prompt, "", None)
+
+
+def sdedit_clip_best_of(n: int):
+    """SDEdit (denoise EDIT["strength"]) to the target prompt, best of n samples by the toy CLIP's loss to the target
+    prompt."""
+    def run(w, m, src, case):
+        import comfy.sample
+        sig = S._ddim_sigmas(w, S.EDIT["steps"], S.EDIT["strength"])
+        many = {"samples": src["samples"].repeat(n, 1, 1, 1)}
+        noise = comfy.sample.prepare_noise(many["samples"], 7)
+        out = S._sample(w, m, "euler", sig, case.target_prompt, many, S.EDIT["cfg"], noise=noise, seed=7)
+        imgs = w.decode(out)
+        loss = w.clip_loss(case.target_prompt)
+        best = int(w.torch.stack([loss(i[None], w.torch.Generator().manual_seed(0)) for i in imgs]).argmin())
+        return out[best:best + 1]
+    return run
+
+
+def caso_classes(w, attr: str) -> None:
+    """CASO's classes of ``attr`` (texture or style) trained once per world from the scenes world's classifier on
+    S.CASO["train_images"] unlabeled renders, saved as embedding files ``pie_caso_<attr>_<class>`` for the stock
+    CLIPTextEncode (not counted in the rows' evaluations; the time is kept in w.caso_seconds)."""
+    if attr in getattr(w, "caso_done", set()):
+        return
+    t = time.perf_counter()
+    scenes = sd.make_scenes(S.CASO["train_images"], suite.TUNE_SEED + 7)
+    images = sd.render(scenes)
+    lat = w.encode(images)
+    with w.torch.inference_mode():
+        clf = w.C("InvEditClassifierLoad").execute(f"scenes_{attr}.safetensors", "small_cnn", 0, "none").args[0]
+        emb = w.C("InvEditCASOTrain").execute(
+            model=w.model, clip=w.te, vae=w.vae, classifier=clf, latent=lat, attribute=attr, steps=S.CASO["steps"],
+            batch_size=S.CASO["batch"], scale=S.CASO["train_scale"], level=0.4, lr=0.02, weight_decay=0.005,
+            gamma=0.0, n_tokens=1, init="repo_uniform", hflip=True, seed=0, images=images.permute(0, 2, 3, 1)).args[0]
+        remove_caso_files(attr)
+        w.C("InvEditCASOSave").execute(emb, f"{CASO_PREFIX}_{attr}")
+    w.caso_done = getattr(w, "caso_done", set()) | {attr}
+    w.caso_seconds = getattr(w, "caso_seconds", {}) | {attr: time.perf_counter() - t}
+
+
+def remove_caso_files(attr: str = "") -> None:
+    import folder_paths
+    for root in folder_paths.get_folder_paths("embeddings"):
+        for f in Path(root).glob(f"{CASO_PREFIX}_{attr}*.safetensors"):
+            f.unlink()
+
+
+def caso_prompt(case: suite.Case) -> str:
+    """The target prompt with the class token in place of the class word (CASO's use in a ComfyUI prompt)."""
+    name = f"embedding:{CASO_PREFIX}_{case.kind}_{target_class(case)}"
+    if case.kind == "texture":
+        return case.target_prompt.replace(f" {target_class(case)} background", f" {name} background")
+    return f"{case.source_prompt}, {name}"
+
+
+def caso_edit(w, m, src, case):
+    caso_classes(w, case.kind)
+    with w.torch.inference_mode():
+        return w.C("InvEditCASOEdit").execute(m, w.enc(caso_prompt(case)), w.enc(""), src, S.CASO["edit_steps"],
+                                              S.CASO["scale"], S.CASO["window"], 0.0, "ddim", 0).args[0]["samples"]
+
+
 @dataclass
 class Method:
     name: str
@@ -210,7 +307,17 @@ METHODS = [
     Method("EMS + CSDS", ems(50), {"EMS": {"steps": STEPS, "strength": 0.75, "cfg": 5.0}},
            {"EMS.lam": [0.25, 0.5]}),
     Method("DOODL CLIP (EDICT pair)", doodl_clip, {"DOODL": {"steps": 10, "iterations": 6, "cfg": 3.0}},
-           {"DOODL.lr": [100.0, 300.0]}),
+           {"DOODL.lr": [100.0, 1000.0], "DOODL.edit_clip": [0.01]}),
+    Method("SDEdit to the target, best of 4 by CLIP", sdedit_clip_best_of(4),
+           {"EDIT": {"steps": STEPS, "strength": 0.6, "cfg": 3.0}}, {"EDIT.strength": [0.4, 0.8]}),
+    Method("h-space, prompt direction", hspace_prompts, {"HSPACE": {"steps": STEPS, "strength": 5.0}},
+           {"HSPACE.strength": [2.5, 10.0]}, flow=False),
+    Method("one-step guidance (DDIM-inverted)", guidance, {"GUIDANCE": {"steps": 10, "scale": 200.0}},
+           {"GUIDANCE.scale": [50.0, 1000.0]}, kinds=CLASS_KINDS, flow=False),
+    Method("DOODL classifier (EDICT pair)", doodl_classifier, {"DOODL": {"steps": 10, "iterations": 6, "cfg": 3.0}},
+           {"DOODL.lr": [100.0, 1000.0]}, kinds=CLASS_KINDS),
+    Method("CASO class in a prompt", caso_edit, {"CASO": {"edit_steps": STEPS, "scale": 3.0, "window": 0.4}},
+           {"CASO.scale": [1.0, 6.0], "CASO.window": [0.6]}, kinds=CLASS_KINDS, flow=False),
 ]
 
 
