@@ -104,10 +104,13 @@ def load_vae(path: Path | None = None):
 
 
 def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4, minutes=0, fresh=False,
-              save_every=100) -> None:
+              save_every=100, object_weight=0.0, object_from=0) -> None:
     """Fine-tunes the shapes world's TAESD (same layout) on scenes: MSE + ½ L1 on ``crop`` px crops (8-aligned) for
     ``crop_steps``, then on ``crop2`` px crops; latent noise 0.1 (ramped in) and the second-moment regulariser of the
-    shapes VAE (harness/shapes/train.py). Then calibrates vae_scale = 0.18215 · std(encoder latents)."""
+    shapes VAE (harness/shapes/train.py). From step ``object_from``, pixels of objects (grown by 2 px) weigh
+    1 + ``object_weight`` in the reconstruction loss: small objects are a few per cent of the pixels, and without it
+    a small pastel object came back grey or in another colour. Then calibrates vae_scale = 0.18215 · std(encoder
+    latents)."""
     torch.manual_seed(0)
     vae = load_vae(base.WEIGHTS / "vae.safetensors").train()
     params = list(vae.taesd_encoder.parameters()) + list(vae.taesd_decoder.parameters())
@@ -128,6 +131,7 @@ def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4,
                            "seconds": seconds + budget.elapsed})
         meta = {"stage": "vae", "steps_done": step, "steps": steps, "crop_steps": crop_steps, "crop": crop,
                 "crop2": crop2, "batch": batch, "lr": lr, "init": "harness/shapes/weights/vae.safetensors",
+                "object_weight": object_weight, "object_from": object_from,
                 "seconds": round(seconds + budget.elapsed), "last_rec_loss": round(rec_loss.item(), 6)}
         save(vae_state_dict(vae), "vae.safetensors", meta)
         if final:
@@ -136,16 +140,22 @@ def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4,
     rec_loss = torch.tensor(float("nan"))
     while step < steps:
         base.cosine_lr(opt, step, steps, lr)
-        x = data.render(data.sample_scenes(batch, g))
+        sc = data.sample_scenes(batch, g)
+        x = data.render(sc)
+        weight = torch.ones_like(x[:, :1])
+        if object_weight and step >= object_from:
+            objects = F.max_pool2d(data.object_masks(sc).sum(1, keepdim=True).clamp(max=1), 5, 1, 2)
+            weight = 1 + object_weight * objects
         c = crop if step < crop_steps else crop2
         oy, ox = (torch.randint((data.SIZE - c) // 8 + 1, (2,), generator=g) * 8).tolist()
-        x = x[:, :, oy:oy + c, ox:ox + c]
+        x, weight = x[:, :, oy:oy + c, ox:ox + c], weight[:, :, oy:oy + c, ox:ox + c]
         if torch.rand(1, generator=g).item() < 0.5:
-            x = x.flip(-1)
+            x, weight = x.flip(-1), weight.flip(-1)
         z = vae.taesd_encoder(x)
         noise = base.VAE_NOISE * min(1.0, (step + 200) / base.VAE_NOISE_RAMP)
         rec = vae.taesd_decoder(z + noise * torch.randn(z.shape, generator=g))
-        rec_loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        err = rec - x
+        rec_loss = ((weight * (err.pow(2) + 0.5 * err.abs())).sum() / (weight.sum() * 3))
         loss = rec_loss + base.VAE_RMS_REG * (z.pow(2).mean() - 1).pow(2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
