@@ -218,6 +218,29 @@ def hspace_prompts(w, m, src, case):
     return S.hspace_edit(d, S.HSPACE["strength"], 0)(w, m, src, case.source_prompt, "", None)
 
 
+def hspace_direction(w, style: str):
+    """Asyrp's trained direction towards a style (h-space Train Direction with the toy CLIP's directional loss,
+    "an image" → "an image, <style words>"), trained once per world and style on 4 tune-split renders of the normal
+    style (not counted in the rows' evaluations; the time is kept in w.hspace_seconds)."""
+    cache = w.__dict__.setdefault("hspace_dirs", {})
+    if style not in cache:
+        t = time.perf_counter()
+        images = sd.render(sd.make_scenes(4, suite.TUNE_SEED + 11, style=0))
+        with w.torch.inference_mode():
+            cache[style] = w.C("InvEditHSpaceTrainDirection").execute(
+                model=w.model, vae=w.vae, clip_name=TOY_CLIP, neutral=w.enc(""), latent=w.encode(images),
+                source_text="an image", target_text="an image" + sd.STYLE_WORDS[style], init="inverted", steps=10,
+                t_edit=S.HSPACE["t_edit"], lambda_clip=0.8, recon_mult=3.0, lr=0.003, epochs=2, batch_size=1,
+                seed=0, loss="paper", prompt_templates=False).args[0]
+        w.__dict__.setdefault("hspace_seconds", {})[style] = time.perf_counter() - t
+    return cache[style]
+
+
+def hspace_trained(w, m, src, case):
+    d = hspace_direction(w, target_class(case))
+    return S.hspace_edit(d, S.HSPACE["trained_strength"], S.HSPACE["t_edit"])(w, m, src, case.source_prompt, "", None)
+
+
 def sdedit_clip_best_of(n: int):
     """SDEdit (denoise EDIT["strength"]) to the target prompt, best of n samples by the toy CLIP's loss to the target
     prompt."""
@@ -312,6 +335,9 @@ METHODS = [
            {"EDIT": {"steps": STEPS, "strength": 0.6, "cfg": 3.0}}, {"EDIT.strength": [0.4, 0.8]}),
     Method("h-space, prompt direction", hspace_prompts, {"HSPACE": {"steps": STEPS, "strength": 5.0}},
            {"HSPACE.strength": [2.5, 10.0]}, flow=False),
+    Method("h-space, trained direction (style)", hspace_trained,
+           {"HSPACE": {"steps": STEPS, "trained_strength": 2.0, "t_edit": 500}},
+           {"HSPACE.trained_strength": [1.0, 4.0]}, kinds=("style",), flow=False),
     Method("one-step guidance (DDIM-inverted)", guidance, {"GUIDANCE": {"steps": 10, "scale": 200.0}},
            {"GUIDANCE.scale": [50.0, 1000.0]}, kinds=CLASS_KINDS, flow=False),
     Method("DOODL classifier (EDICT pair)", doodl_classifier, {"DOODL": {"steps": 10, "iterations": 6, "cfg": 3.0}},
