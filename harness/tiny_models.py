@@ -274,6 +274,18 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
     from harness.scenes import models as scenes_models
     w = SCENES_WEIGHTS
     done = []
+    for name in SCENES_CLASSIFIERS:
+        if (w / name).exists():
+            (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(w / name, models / CLASSIFIER_DIR / name)
+            done.append(name)
+    toy = w / "toy_clip"
+    if toy.exists():
+        dest = models / SCENES_TOY_CLIP_DIR
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in toy.iterdir():
+            shutil.copyfile(f, dest / f.name)
+        done.append("toy clip")
     if not (w / "vae.safetensors").exists():
         return done
 
@@ -305,18 +317,6 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
         save(vae16, "vae", SCENES_SD3_FILES["vae"])
         save(for_saving(sd3, clip_keys, dict(vae16)), "checkpoints", SCENES_SD3_FILES["checkpoints"])
         done.append("dit")
-    for name in SCENES_CLASSIFIERS:
-        if (w / name).exists():
-            (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(w / name, models / CLASSIFIER_DIR / name)
-            done.append(name)
-    toy = w / "toy_clip"
-    if toy.exists():
-        dest = models / SCENES_TOY_CLIP_DIR
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in toy.iterdir():
-            shutil.copyfile(f, dest / f.name)
-        done.append("toy clip")
     return done
 
 
