@@ -260,13 +260,21 @@ def write_templates(comfy_root: Path, models: Path, vae_sd: dict, heavy: bool = 
     os.replace(tmp, models / "vae" / TEMPLATE_VAE64)
 
 
+def save_model_file(path: Path, sd: dict, world: str) -> None:
+    """ComfyUI's safetensors writer, through a temporary file (an interrupted set-up leaves no half file)."""
+    import comfy.utils
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    comfy.utils.save_torch_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={"invedit": world})
+    os.replace(tmp, path)
+
+
 def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
     """The scenes world's files (SCENES_FILES, SCENES_SD3_FILES, the toy CLIP), for each part whose trained weights
     are in harness/scenes/weights/; returns the parts written."""
     _comfy(comfy_root)
     import torch
     import comfy.supported_models
-    import comfy.utils
     from safetensors.torch import load_file
     root = Path(__file__).resolve().parent.parent
     if str(root) not in sys.path:
@@ -290,12 +298,7 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
         return done
 
     def save(sd, sub, name):
-        path = models / sub / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        comfy.utils.save_torch_file({k: v.contiguous() for k, v in sd.items()}, str(tmp),
-                                    metadata={"invedit": "scenes-world"})
-        os.replace(tmp, path)
+        save_model_file(models / sub / name, sd, "scenes-world")
 
     vae_sd = load_file(str(w / "vae.safetensors"))
     save(vae_sd, "vae", SCENES_FILES["vae"])
@@ -324,7 +327,6 @@ def write(comfy_root: Path, models: Path, any_torch: bool = False, templates: bo
     _comfy(comfy_root)
     import torch
     import comfy.supported_models
-    import comfy.utils
 
     try:
         clip_sd = verified_text_encoder(comfy_root)
@@ -339,12 +341,7 @@ def write(comfy_root: Path, models: Path, any_torch: bool = False, templates: bo
     model.diffusion_model.load_state_dict(unet_sd)  # strict: the committed UNet must fit the SD1.5 layout
 
     def save(sd, sub, name=None):
-        path = models / sub / (name or FILES[sub])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        comfy.utils.save_torch_file({k: v.contiguous() for k, v in sd.items()}, str(tmp),
-                                    metadata={"invedit": "shapes-world"})
-        os.replace(tmp, path)
+        save_model_file(models / sub / (name or FILES[sub]), sd, "shapes-world")
 
     save(unet_sd, "unet")
     save(clip_sd, "text_encoders")

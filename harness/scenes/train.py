@@ -73,6 +73,23 @@ class Budget:
         return self.limit is not None and self.elapsed >= self.limit
 
 
+def _resume(stage: str, fresh: bool, model, opt, g: torch.Generator) -> tuple[int, float, dict | None]:
+    """(step, seconds so far, the whole state) from the stage's saved state, loaded into model / opt / g; (0, 0, None)
+    when there is none or ``fresh``."""
+    st = _start(stage, fresh)
+    if st is None:
+        return 0, 0.0, None
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    g.set_state(st["gen"])
+    return st["step"], st["seconds"], st
+
+
+def _snapshot(stage: str, model, opt, g: torch.Generator, step: int, seconds: float, **extra) -> None:
+    save_state(stage, {"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(), "step": step,
+                       "seconds": seconds, **extra})
+
+
 def _start(stage: str, fresh: bool) -> dict | None:
     if fresh:
         for p in (STATE / f"{stage}.pt",):
@@ -122,19 +139,12 @@ def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4,
     params = list(vae.taesd_encoder.parameters()) + list(vae.taesd_decoder.parameters())
     opt = torch.optim.Adam(params, lr)
     g = torch.Generator().manual_seed(110)
-    step, seconds = 0, 0.0
-    st = _start("vae", fresh)
-    if st is not None:
-        vae.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        g.set_state(st["gen"])
-        step, seconds = st["step"], st["seconds"]
+    step, seconds, _ = _resume("vae", fresh, vae, opt, g)
     budget = Budget(minutes)
     log = base.Log("vae", steps)
 
     def checkpoint(final=False):
-        save_state("vae", {"model": vae.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(), "step": step,
-                           "seconds": seconds + budget.elapsed})
+        _snapshot("vae", vae, opt, g, step, seconds + budget.elapsed)
         meta = {"stage": "vae", "steps_done": step, "steps": steps, "crop_steps": crop_steps, "crop": crop,
                 "crop2": crop2, "batch": batch, "lr": lr,
                 "init": "harness/shapes/weights/vae.safetensors" if init == "shapes" else "scratch",
@@ -181,21 +191,12 @@ def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4,
 def calibrate_vae(n: int = 2048) -> float:
     """vae_scale = 0.18215 · std(encoder latents), vae_shift 0, so that ComfyUI's SD1.5 latent format hands the
     U-Net unit-variance latents (as the shapes world's)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     vae = load_vae()
     with torch.no_grad():
         z = torch.cat([vae.taesd_encoder(data.render(data.make_scenes(256, 900 + i)))
                        for i in range(n // 256)])
     std = float(z.std())
-    path = WEIGHTS / "vae.safetensors"
-    sd = load_file(str(path))
-    with safe_open(str(path), "pt") as f:
-        meta = dict(f.metadata() or {})
-    sd["vae_scale"] = torch.tensor(0.18215 * std)
-    sd["vae_shift"] = torch.tensor(0.0)
-    meta["encoder_latent_std"] = std
-    save(sd, "vae.safetensors", meta)
+    base.write_vae_scale(WEIGHTS, std)
     return std
 
 
@@ -269,14 +270,9 @@ def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_unc
     opt = torch.optim.AdamW(params, lr, weight_decay=0.0)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(seed)
-    step, seconds = 0, 0.0
-    st = _start(stage, fresh)
+    step, seconds, st = _resume(stage, fresh, model, opt, g)
     if st is not None:
-        model.load_state_dict(st["model"])
         ema = st["ema"]
-        opt.load_state_dict(st["opt"])
-        g.set_state(st["gen"])
-        step, seconds = st["step"], st["seconds"]
         steps = st.get("steps", steps)
     log = base.Log(stage, steps)
     losses: list[float] = []
@@ -285,8 +281,7 @@ def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_unc
 
     def checkpoint():
         total = seconds + budget.elapsed
-        save_state(stage, {"model": model.state_dict(), "ema": ema, "opt": opt.state_dict(), "gen": g.get_state(),
-                           "step": step, "seconds": total, "steps": steps})
+        _snapshot(stage, model, opt, g, step, total, ema=ema, steps=steps)
         save(export(ema), weights, {**meta, "stage": stage, "steps_done": step, "steps": steps, "batch": batch,
                                     "autocast": "bfloat16" if bf16 else "none",
                                     "lr": lr, "p_uncond": p_uncond, "ema_decay": ema_decay, "seconds": round(total),
@@ -379,13 +374,7 @@ def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False,
     model = SceneJudge(width)
     opt = torch.optim.AdamW(model.parameters(), lr)
     g = torch.Generator().manual_seed(140)
-    step, seconds = 0, 0.0
-    st = _start("judge", fresh)
-    if st is not None:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        g.set_state(st["gen"])
-        step, seconds = st["step"], st["seconds"]
+    step, seconds, _ = _resume("judge", fresh, model, opt, g)
     budget = Budget(minutes)
     log = base.Log("judge", steps)
     while step < steps:
@@ -398,8 +387,7 @@ def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False,
         log(step, loss=loss.item())
         step += 1
         if step % save_every == 0 or step == steps or budget.over():
-            save_state("judge", {"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
-                                 "step": step, "seconds": seconds + budget.elapsed})
+            _snapshot("judge", model, opt, g, step, seconds + budget.elapsed)
             save_judge(model, WEIGHTS / "scenes_judge.safetensors",
                        {"stage": "judge", "width": width, "steps_done": step, "steps": steps, "batch": batch,
                         "lr": lr, "seconds": round(seconds + budget.elapsed),
@@ -477,13 +465,7 @@ def train_clip(steps=3000, batch=48, lr=1e-3, minutes=0, fresh=False, save_every
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(150)
     templates = ["{}", "a picture of {}", "an image of {}"]
-    step, seconds = 0, 0.0
-    st = _start("clip", fresh)
-    if st is not None:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        g.set_state(st["gen"])
-        step, seconds = st["step"], st["seconds"]
+    step, seconds, _ = _resume("clip", fresh, model, opt, g)
     budget = Budget(minutes)
     log = base.Log("clip", steps)
     while step < steps:
@@ -502,8 +484,7 @@ def train_clip(steps=3000, batch=48, lr=1e-3, minutes=0, fresh=False, save_every
         log(step, loss=loss.item())
         step += 1
         if step % save_every == 0 or step == steps or budget.over():
-            save_state("clip", {"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(),
-                                "step": step, "seconds": seconds + budget.elapsed})
+            _snapshot("clip", model, opt, g, step, seconds + budget.elapsed)
             if budget.over() and step < steps:
                 print(f"[clip] time budget reached at step {step}/{steps}; run again to go on", flush=True)
                 return

@@ -141,21 +141,26 @@ def train_vae(crop_steps=2000, full_steps=250, batch=32, lr=5e-4, n_train=16384)
 def calibrate_vae(n: int = 4096) -> float:
     """Store vae_scale = 0.18215 · std(encoder latents) in vae.safetensors, so that ComfyUI's SD1.5 latent format
     (model latent = raw · 0.18215, raw = encoder / vae_scale) hands the UNet unit-variance latents."""
-    from safetensors.torch import load_file
     vae = load_vae()
     with torch.no_grad():
         z = torch.cat([vae.taesd_encoder(x) for x in data.make_dataset(n, data.TRAIN_SEED).images.split(256)])
     std = float(z.std())
-    path = WEIGHTS / "vae.safetensors"
-    sd = load_file(str(path))
+    write_vae_scale(WEIGHTS, std)
+    return std
+
+
+def write_vae_scale(folder: Path, std: float) -> None:
+    """vae_scale = 0.18215 · std and vae_shift 0 into ``folder``/vae.safetensors (its metadata kept)."""
     from safetensors import safe_open
+    from safetensors.torch import load_file
+    path = folder / "vae.safetensors"
+    sd = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         meta = dict(f.metadata() or {})
     sd["vae_scale"] = torch.tensor(0.18215 * std)
     sd["vae_shift"] = torch.tensor(0.0)
     meta["encoder_latent_std"] = std
-    save(sd, "vae.safetensors", meta)
-    return std
+    save(sd, "vae.safetensors", meta, folder=folder)
 
 
 def encoder_to_model_scale() -> float:
