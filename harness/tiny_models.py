@@ -269,6 +269,25 @@ def save_model_file(path: Path, sd: dict, world: str) -> None:
     os.replace(tmp, path)
 
 
+def install_classifier(weights: Path, name: str, models: Path) -> bool:
+    """Copy a trained classifier into the pack's classifier folder; False if it is not trained (yet)."""
+    if not (weights / name).exists():
+        return False
+    (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights / name, models / CLASSIFIER_DIR / name)
+    return True
+
+
+def install_toy_clip(folder: Path, dest: Path) -> bool:
+    """Copy a toy CLIP's local folder (config, weights, tokenizer, processor); False if it is not trained (yet)."""
+    if not folder.exists():
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in folder.iterdir():
+        shutil.copyfile(f, dest / f.name)
+    return True
+
+
 def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
     """The scenes world's files (SCENES_FILES, SCENES_SD3_FILES, the toy CLIP), for each part whose trained weights
     are in harness/scenes/weights/; returns the parts written."""
@@ -282,17 +301,8 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
     from harness.scenes import models as scenes_models
     w = SCENES_WEIGHTS
     done = []
-    for name in SCENES_CLASSIFIERS:
-        if (w / name).exists():
-            (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(w / name, models / CLASSIFIER_DIR / name)
-            done.append(name)
-    toy = w / "toy_clip"
-    if toy.exists():
-        dest = models / SCENES_TOY_CLIP_DIR
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in toy.iterdir():
-            shutil.copyfile(f, dest / f.name)
+    done += [name for name in SCENES_CLASSIFIERS if install_classifier(w, name, models)]
+    if install_toy_clip(w / "toy_clip", models / SCENES_TOY_CLIP_DIR):
         done.append("toy clip")
     if not (w / "vae.safetensors").exists():
         return done
@@ -357,16 +367,9 @@ def write(comfy_root: Path, models: Path, any_torch: bool = False, templates: bo
         save(for_saving(sd3, {"clip_l.transformer." + k: v for k, v in clip_sd.items()}, dict(vae16)),
              "checkpoints", SD3_FILES["checkpoints"])
     for name in CLASSIFIERS:
-        if (WEIGHTS / name).exists():
-            (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(WEIGHTS / name, models / CLASSIFIER_DIR / name)
+        if install_classifier(WEIGHTS, name, models):
             (models / "classifiers" / name).unlink(missing_ok=True)  # the copy earlier versions put in the old folder
-    toy = WEIGHTS / "toy_clip"
-    if toy.exists():
-        dest = models / TOY_CLIP_DIR
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in toy.iterdir():
-            shutil.copyfile(f, dest / f.name)
+    install_toy_clip(WEIGHTS / "toy_clip", models / TOY_CLIP_DIR)
     write_scenes(comfy_root, models, clip_sd)
     write_templates(comfy_root, models, vae_sd, heavy=templates)
     for alias, target in ALIASES.items():
