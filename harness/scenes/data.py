@@ -167,10 +167,8 @@ def sample_scenes(n: int, g: torch.Generator, count: int | None = None, style: i
             size[i, :m] = 0  # three large objects that do not fit: make them small and try again
             radius[i, :m] = _radius(size[i, :m], torch.rand(m, generator=g))
         order = sorted(range(m), key=lambda j: pos[j][0])
-        for name in ("shape", "colour", "size", "pattern", "radius"):
-            t = locals()[name]
+        for t in (shape, colour, size, pattern, radius, jitter):
             t[i, :m] = t[i, :m][order].clone()
-        jitter[i, :m] = jitter[i, :m][order].clone()
         cx[i, :m] = torch.tensor([pos[j][0] for j in order])
         cy[i, :m] = torch.tensor([pos[j][1] for j in order])
     shape[~present] = 0

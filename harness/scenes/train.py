@@ -364,7 +364,6 @@ def train_dit(steps=8000, batch=32, lr=6e-4, p_uncond=0.1, ema_decay=0.999, save
 # Judges: trained on fresh renders with mild corruptions (blur, noise: harness/shapes/train.py ``corrupt``), so that
 # they judge decoded diffusion samples as they judge clean renders (checked on the VAE's round trips of held-out
 # scenes; a round trip in training would cost ~16 GFLOP an image).
-corrupt = base.corrupt
 
 
 def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False, save_every=250) -> None:
@@ -380,7 +379,7 @@ def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False,
     while step < steps:
         base.cosine_lr(opt, step, steps, lr, warmup=100)
         sc = data.sample_scenes(batch, g)
-        loss = judge_loss(model(corrupt(data.render(sc), g)), targets(sc))
+        loss = judge_loss(model(base.corrupt(data.render(sc), g)), targets(sc))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -475,7 +474,7 @@ def train_clip(steps=3000, batch=48, lr=1e-3, minutes=0, fresh=False, save_every
         texts = [tpl.format(c) for c in sc.captions] + [tpl.format(negative_caption(sc, i, g)) for i in range(batch)]
         t = tok(texts, padding="max_length", max_length=CLIP_TOKENS, truncation=True, return_tensors="pt")
         out = model(input_ids=t.input_ids, attention_mask=t.attention_mask,
-                    pixel_values=clip_pixel_values(corrupt(data.render(sc), g)))
+                    pixel_values=clip_pixel_values(base.corrupt(data.render(sc), g)))
         target = torch.arange(batch)
         loss = F.cross_entropy(out.logits_per_image, target) + F.cross_entropy(out.logits_per_text[:batch], target)
         opt.zero_grad(set_to_none=True)
