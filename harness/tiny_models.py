@@ -269,9 +269,26 @@ def save_model_file(path: Path, sd: dict, world: str) -> None:
     os.replace(tmp, path)
 
 
+def finished(path: Path) -> bool:
+    """Whether a scenes-world weights file is a finished training's: a stage committed mid-run (to go on in a later
+    session, harness/scenes/train.py) has ``steps_done`` < ``steps`` in its metadata; the VAE is finished once its
+    vae_scale is calibrated."""
+    path = Path(path)
+    if path.is_dir():
+        return path.exists()
+    if not path.exists():
+        return False
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("stage") == "vae" and "vae_scale" not in f.keys():
+            return False
+    return meta.get("steps_done", meta.get("steps")) == meta.get("steps")
+
+
 def install_classifier(weights: Path, name: str, models: Path) -> bool:
     """Copy a trained classifier into the pack's classifier folder; False if it is not trained (yet)."""
-    if not (weights / name).exists():
+    if not finished(weights / name):
         return False
     (models / CLASSIFIER_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights / name, models / CLASSIFIER_DIR / name)
@@ -304,7 +321,7 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
     done += [name for name in SCENES_CLASSIFIERS if install_classifier(w, name, models)]
     if install_toy_clip(w / "toy_clip", models / SCENES_TOY_CLIP_DIR):
         done.append("toy clip")
-    if not (w / "vae.safetensors").exists():
+    if not finished(w / "vae.safetensors"):
         return done
 
     def save(sd, sub, name):
@@ -314,14 +331,14 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
     save(vae_sd, "vae", SCENES_FILES["vae"])
     done.append("vae")
     clip_keys = {"clip_l.transformer." + k: v for k, v in clip_sd.items()}
-    if (w / "unet.safetensors").exists():
+    if finished(w / "unet.safetensors"):
         unet_sd = scenes_models.widen_unet(load_file(str(w / "unet.safetensors")), scenes_models.wide_unet_shapes())
         model = comfy.supported_models.SD15(dict(scenes_models.UNET_CONFIG, dtype=torch.float16)).get_model({})
         model.diffusion_model.load_state_dict(unet_sd)  # strict: the widened U-Net must fit the SD1.5 layout
         save(unet_sd, "unet", SCENES_FILES["unet"])
         save(for_saving(model, clip_keys, dict(vae_sd)), "checkpoints", SCENES_FILES["checkpoints"])
         done.append("unet")
-    if (w / "dit.safetensors").exists():
+    if finished(w / "dit.safetensors"):
         dit_sd = widen_dit(load_file(str(w / "dit.safetensors")))
         sd3 = comfy.supported_models.SD3(dict(sd3_dit_config(), dtype=torch.float16)).get_model({})
         sd3.diffusion_model.load_state_dict(dit_sd)

@@ -30,10 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from ..shapes import train as base
-from . import data
+from . import STATE, data
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-STATE = WEIGHTS / ".state"
 
 
 def save(sd: dict, name: str, meta: dict) -> Path:
@@ -73,16 +72,58 @@ class Budget:
         return self.limit is not None and self.elapsed >= self.limit
 
 
-def _resume(stage: str, fresh: bool, model, opt, g: torch.Generator) -> tuple[int, float, dict | None]:
+def _resume(stage: str, fresh: bool, model, opt, g: torch.Generator,
+            weights: Path | None = None) -> tuple[int, float, dict | None]:
     """(step, seconds so far, the whole state) from the stage's saved state, loaded into model / opt / g; (0, 0, None)
-    when there is none or ``fresh``."""
-    st = _start(stage, fresh)
+    when there is none or ``fresh``.
+
+    Without a saved state (it lives in a git-ignored folder, which a new checkout lacks) but with the stage's
+    committed fp16 ``weights`` file from an unfinished run (its metadata names the stage and ``steps_done``), the
+    stage goes on from that file: the weights load into ``model`` (for the generators: the EMA weights, which also
+    seed the EMA), the optimiser starts afresh (``rewarm`` ramps its learning rate back up over 100 steps) and the
+    data generator is reseeded by the step. So a long stage is resumable across sessions through its committed
+    weights alone."""
+    st = _start(stage, fresh, weights)
     if st is None:
-        return 0, 0.0, None
+        meta = None if fresh or weights is None else file_meta(weights)
+        if not meta or meta.get("stage") != stage or "steps_done" not in meta:
+            return 0, 0.0, None
+        from safetensors.torch import load_file
+        step, seconds = int(meta["steps_done"]), float(meta.get("seconds", 0))
+        sd = {k: v.float() for k, v in load_file(str(weights)).items()}
+        sd = _IMPORT.get(stage, lambda m, sd: sd)(model, sd)
+        missing = [k for k in model.state_dict() if k not in sd and not k.startswith("vae_s")]
+        if missing:
+            raise RuntimeError(f"[{stage}] {weights} lacks {missing[:3]}…: not this stage's weights; --fresh")
+        model.load_state_dict({**model.state_dict(), **sd})
+        g.manual_seed(g.initial_seed() * 1000 + step)
+        print(f"[{stage}] no saved state: going on from {weights.name} at step {step} ({seconds:.0f} s so far; "
+              f"fresh optimiser)", flush=True)
+        return step, seconds, {"from_file": step}
     model.load_state_dict(st["model"])
     opt.load_state_dict(st["opt"])
     g.set_state(st["gen"])
     return st["step"], st["seconds"], st
+
+
+def rewarm(opt, step: int, st: dict | None, steps: int = 100) -> None:
+    """After ``_resume`` from a weights file: scale the learning rate by the ramp of a fresh optimiser."""
+    if st is not None and "from_file" in st:
+        f = min(1.0, (step - st["from_file"] + 1) / steps)
+        for group in opt.param_groups:
+            group["lr"] *= f
+
+
+def file_meta(path: Path) -> dict | None:
+    """A safetensors file's metadata (None if the file is missing)."""
+    if not path.exists():
+        return None
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+_IMPORT: dict = {}  # stage -> f(model, file's state dict) -> the model's state dict (set where a layout differs)
 
 
 def _snapshot(stage: str, model, opt, g: torch.Generator, step: int, seconds: float, **extra) -> None:
@@ -90,12 +131,17 @@ def _snapshot(stage: str, model, opt, g: torch.Generator, step: int, seconds: fl
                        "seconds": seconds, **extra})
 
 
-def _start(stage: str, fresh: bool) -> dict | None:
+def _start(stage: str, fresh: bool, weights: Path | None = None) -> dict | None:
+    """The stage's saved state, unless ``fresh`` or older than its committed ``weights`` file (a state left on a
+    kept machine by an earlier checkout)."""
     if fresh:
-        for p in (STATE / f"{stage}.pt",):
-            p.unlink(missing_ok=True)
+        (STATE / f"{stage}.pt").unlink(missing_ok=True)
         return None
     st = load_state(stage)
+    meta = file_meta(weights) if weights is not None else None
+    if st is not None and meta and meta.get("stage") == stage and int(meta.get("steps_done", 0)) > st["step"]:
+        print(f"[{stage}] the saved state (step {st['step']}) is older than {weights.name}: not used", flush=True)
+        return None
     if st is not None:
         print(f"[{stage}] resuming at step {st['step']} ({st['seconds']:.0f} s so far)", flush=True)
     return st
@@ -139,7 +185,7 @@ def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4,
     params = list(vae.taesd_encoder.parameters()) + list(vae.taesd_decoder.parameters())
     opt = torch.optim.Adam(params, lr)
     g = torch.Generator().manual_seed(110)
-    step, seconds, _ = _resume("vae", fresh, vae, opt, g)
+    step, seconds, st = _resume("vae", fresh, vae, opt, g, WEIGHTS / "vae.safetensors")
     budget = Budget(minutes)
     log = base.Log("vae", steps)
 
@@ -157,6 +203,7 @@ def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4,
     rec_loss = torch.tensor(float("nan"))
     while step < steps:
         base.cosine_lr(opt, step, steps, lr)
+        rewarm(opt, step, st)
         sc = data.sample_scenes(batch, g)
         x = data.render(sc)
         weight = torch.ones_like(x[:, :1])
@@ -218,18 +265,21 @@ def vae_psnr(n: int = 256, seed: int = data.HELDOUT_SEED) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 # The latent pool: every training scene rendered VARIANTS times (continuous parameters redrawn) and encoded once
 
-VARIANTS = 1  # the TAESD encoder costs ~7.6 GFLOP an image at 128 px, more than a U-Net training step per sample:
-# the pool is encoded once (24576 images), and a later chunk may add variants (new chunks; the state is unaffected)
+VARIANTS = 2  # the TAESD encoder costs ~7.6 GFLOP an image at 128 px, more than a U-Net training step per sample:
+# the pool (2 × 8192 images) is encoded once a session (the folder is named after the VAE file's digest)
 
 
 def latent_pool(minutes: float = 0) -> torch.Tensor | None:
     """[VARIANTS, N, 4, 16, 16] fp16 encoder latents / their std (unit variance: the U-Net's model latents, and
-    the DiT's first 4 channels), built chunk by chunk in STATE/latents/ (resumable); None if the budget ran out."""
+    the DiT's first 4 channels), built chunk by chunk in STATE/latents-N-<VAE digest>/ (resumable); None if the
+    budget ran out."""
     from safetensors.torch import load_file, save_file
     from .text import caption_set
-    folder = STATE / "latents"
-    folder.mkdir(parents=True, exist_ok=True)
+    import hashlib
     scenes, _, _ = caption_set()
+    digest = hashlib.md5((WEIGHTS / "vae.safetensors").read_bytes()).hexdigest()[:10]
+    folder = STATE / f"latents-{len(scenes)}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
     vae, std = load_vae(), latent_std()
     budget = Budget(minutes)
     chunk = 1024
@@ -270,10 +320,12 @@ def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_unc
     opt = torch.optim.AdamW(params, lr, weight_decay=0.0)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(seed)
-    step, seconds, st = _resume(stage, fresh, model, opt, g)
-    if st is not None:
+    step, seconds, st = _resume(stage, fresh, model, opt, g, WEIGHTS / weights)
+    if st is not None and "ema" in st:
         ema = st["ema"]
         steps = st.get("steps", steps)
+    elif st is not None:  # from the committed (EMA) weights
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     log = base.Log(stage, steps)
     losses: list[float] = []
     if step >= steps:
@@ -289,6 +341,7 @@ def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_unc
 
     while step < steps:
         base.cosine_lr(opt, step, steps, lr, warmup=warmup)
+        rewarm(opt, step, st)
         idx = torch.randint(pool.shape[1], (batch,), generator=g)
         var = torch.randint(pool.shape[0], (batch,), generator=g)
         z0 = pool[var, idx].float()
@@ -373,11 +426,12 @@ def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False,
     model = SceneJudge(width)
     opt = torch.optim.AdamW(model.parameters(), lr)
     g = torch.Generator().manual_seed(140)
-    step, seconds, _ = _resume("judge", fresh, model, opt, g)
+    step, seconds, st = _resume("judge", fresh, model, opt, g, WEIGHTS / "scenes_judge.safetensors")
     budget = Budget(minutes)
     log = base.Log("judge", steps)
     while step < steps:
         base.cosine_lr(opt, step, steps, lr, warmup=100)
+        rewarm(opt, step, st)
         sc = data.sample_scenes(batch, g)
         loss = judge_loss(model(base.corrupt(data.render(sc), g)), targets(sc))
         opt.zero_grad(set_to_none=True)
@@ -464,11 +518,13 @@ def train_clip(steps=3000, batch=48, lr=1e-3, minutes=0, fresh=False, save_every
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(150)
     templates = ["{}", "a picture of {}", "an image of {}"]
-    step, seconds, _ = _resume("clip", fresh, model, opt, g)
+    partial = WEIGHTS / "toy_clip.partial.safetensors"  # an unfinished run's weights (resumable across sessions)
+    step, seconds, st = _resume("clip", fresh, model, opt, g, partial)
     budget = Budget(minutes)
     log = base.Log("clip", steps)
     while step < steps:
         base.cosine_lr(opt, step, steps, lr, warmup=100)
+        rewarm(opt, step, st)
         sc = data.sample_scenes(batch, g)
         tpl = templates[step % len(templates)]
         texts = [tpl.format(c) for c in sc.captions] + [tpl.format(negative_caption(sc, i, g)) for i in range(batch)]
@@ -484,6 +540,9 @@ def train_clip(steps=3000, batch=48, lr=1e-3, minutes=0, fresh=False, save_every
         step += 1
         if step % save_every == 0 or step == steps or budget.over():
             _snapshot("clip", model, opt, g, step, seconds + budget.elapsed)
+            if step < steps:
+                save(model.state_dict(), partial.name, {"stage": "clip", "steps_done": step, "steps": steps,
+                                                        "seconds": round(seconds + budget.elapsed)})
             if budget.over() and step < steps:
                 print(f"[clip] time budget reached at step {step}/{steps}; run again to go on", flush=True)
                 return
@@ -494,6 +553,7 @@ def train_clip(steps=3000, batch=48, lr=1e-3, minutes=0, fresh=False, save_every
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+    partial.unlink(missing_ok=True)
     print(f"wrote {folder}", flush=True)
 
 
