@@ -88,7 +88,7 @@ class DOODLSampler(EDICTBase):
             res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
                                  on_iteration)
         self.result_pair = (res.x, res.y)
-        self.keep((chosen["x"], chosen["y"]), end, latent_image)
+        self.keep((chosen["x"], chosen["y"]), (end, end), latent_image)
         return self.result("x").to(latent_image.dtype)
 
 

@@ -78,25 +78,26 @@ class EDICTSetup:
     coords: edict.Coordinates
 
 
-class EDICTBase(comfy.samplers.Sampler):
-    """What the EDICT samplers share: options, the denoiser (``KSamplerX0Inpaint``, so a latent noise mask works as in
-    ``KSAMPLER``) and the conversion of the state (VP latents, or x itself on a flow model) to ComfyUI's σ-space."""
+class PairSamplerBase(comfy.samplers.Sampler):
+    """What the exactly invertible samplers (EDICT, BDIA) share: the denoiser (``KSamplerX0Inpaint``, so a latent
+    noise mask works as in ``KSAMPLER``), the state's coordinates (VP latents, or x itself on a flow model), the start
+    from noise, and the state pair of the last run converted to ComfyUI's σ-space. Subclasses set ``WHO``, check
+    their options in ``__init__`` and set ``self.dtype``; ``method_kwargs`` gives their math function's settings."""
 
     WHO = "EDICT"
 
-    def __init__(self, options: EDICTOptions = EDICTOptions()):
-        if options.output not in EDICT_OUTPUTS:
-            raise ValueError(f"{self.WHO}: output must be one of {EDICT_OUTPUTS}, got {options.output!r}.")
-        if options.state_dtype not in edict.STATE_DTYPES:
-            raise ValueError(f"{self.WHO}: state dtype {options.state_dtype!r} is not supported: use "
+    def __init__(self, state_dtype: str):
+        if state_dtype not in edict.STATE_DTYPES:
+            raise ValueError(f"{self.WHO}: state dtype {state_dtype!r} is not supported: use "
                              f"{' or '.join(edict.STATE_DTYPES)} (half precision cannot be inverted).")
-        edict.check_p(options.p, self.WHO)
-        self.options = options
-        self.dtype = edict.STATE_DTYPES[options.state_dtype]
-        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None  # the (x, y) state pair of the last run
-        self._end: torch.Tensor | None = None  # the level of that pair (see ``result``)
+        self.dtype = edict.STATE_DTYPES[state_dtype]
+        self.pair: tuple[torch.Tensor, torch.Tensor] | None = None  # the state pair of the last run
+        self._levels: tuple[torch.Tensor, torch.Tensor] | None = None  # the levels of that pair (see ``result``)
         self.coords: edict.Coordinates = edict.VP  # set by ``setup`` from the model
         self._like: torch.Tensor | None = None  # the LATENT it was run on (device and dtype of results)
+
+    def method_kwargs(self) -> dict:
+        return {}
 
     def setup(self, model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise) -> EDICTSetup:
         inner = model_wrap.inner_model
@@ -117,15 +118,14 @@ class EDICTBase(comfy.samplers.Sampler):
             x = self.coords.to_comfy(step.x, step.sigma_next).to(dev, model_dtype)
             return (None if step.denoised is None else step.denoised.to(dev)), x
 
-        kw = dict(p=self.options.p, leapfrog=self.options.leapfrog,
-                  official_input_scaling=self.options.official_input_scaling, state_dtype=self.dtype,
-                  model_dtype=model_dtype, callback=reporter(callback, preview), coords=self.coords)
+        kw = dict(self.method_kwargs(), state_dtype=self.dtype, model_dtype=model_dtype,
+                  callback=reporter(callback, preview), coords=self.coords)
         return EDICTSetup(denoiser, kw, state_device(dev, self.dtype), self.coords)
 
     def start_from_noise(self, model_wrap, sigmas, noise, latent_image, device) -> torch.Tensor:
-        """The state start x = y of a generation: the noise itself for a full-strength start (the model's top σ, or
-        an empty latent), as the reference code does; else ComfyUI's img2img noising (latent + σ·noise; on a flow
-        model (1 − σ)·latent + σ·noise)."""
+        """The state start of a generation: the noise itself for a full-strength start (the model's top σ, or an
+        empty latent), as the reference code does; else ComfyUI's img2img noising (latent + σ·noise; on a flow model
+        (1 − σ)·latent + σ·noise)."""
         full = self.max_denoise(model_wrap, sigmas) or torch.count_nonzero(latent_image) == 0
         x = model_wrap.inner_model.model_sampling.noise_scaling(sigmas[0], noise, latent_image, full)
         return self.coords.to_state(x.to(device, self.dtype), sigmas[0].to(device, self.dtype))
@@ -135,18 +135,41 @@ class EDICTBase(comfy.samplers.Sampler):
         device of ``like``; refuses NaN/inf."""
         out = self.coords.to_comfy(z, sigma.to(z)).to(like.device)
         if not torch.isfinite(out).all():
-            raise ValueError(f"{self.WHO}: the result contains NaN/inf; check the model (an fp16 overflow?) and the "
-                             f"SIGMAS, and keep mix_p near 0.93 (small p makes the inversion explode).")
+            raise ValueError(f"{self.WHO}: the result contains NaN/inf; {self.NAN_HINT}")
         return out
 
-    def keep(self, pair, end: torch.Tensor, like: torch.Tensor) -> None:
-        self.pair, self._end, self._like = pair, end, like
+    NAN_HINT = ("check the model (an fp16 overflow?) and the SIGMAS, and keep mix_p near 0.93 (small p makes the "
+                "inversion explode).")
+
+    def keep(self, pair, levels, like: torch.Tensor) -> None:
+        """The state pair of a run and the level of each (the same for EDICT's x and y)."""
+        self.pair, self._levels, self._like = pair, levels, like
 
     def result(self, which: str = "x") -> torch.Tensor:
         """x, y or their mean from the last run, in σ-space at the end of its walk, in the state dtype (a node that
         applies ``process_latent_out`` to this in float64 keeps the round trip exact in float32)."""
         zx, zy = self.pair
-        return self.to_comfy({"x": zx, "y": zy, "mean": (zx + zy) / 2}[which], self._end, self._like)
+        if which == "y":
+            return self.to_comfy(zy, self._levels[1], self._like)
+        z = {"x": zx, "mean": (zx + zy) / 2}[which]
+        return self.to_comfy(z, self._levels[0], self._like)
+
+
+class EDICTBase(PairSamplerBase):
+    """EDICT's options on top of the pair samplers' base."""
+
+    WHO = "EDICT"
+
+    def __init__(self, options: EDICTOptions = EDICTOptions()):
+        if options.output not in EDICT_OUTPUTS:
+            raise ValueError(f"{self.WHO}: output must be one of {EDICT_OUTPUTS}, got {options.output!r}.")
+        super().__init__(options.state_dtype)
+        edict.check_p(options.p, self.WHO)
+        self.options = options
+
+    def method_kwargs(self) -> dict:
+        return dict(p=self.options.p, leapfrog=self.options.leapfrog,
+                    official_input_scaling=self.options.official_input_scaling)
 
 
 class EDICTSampler(EDICTBase):
@@ -173,7 +196,8 @@ class EDICTSampler(EDICTBase):
         else:
             zx = zy = self.start_from_noise(model_wrap, sigmas, noise, latent_image, run.device)
         zx, zy = edict.edict_sample(run.denoiser, zx, zy, sigmas.to(run.device), **run.kwargs)
-        self.keep((zx, zy), edict.end_sigma(sigmas), latent_image)
+        end = edict.end_sigma(sigmas)
+        self.keep((zx, zy), (end, end), latent_image)
         return self.result(self.options.output).to(latent_image.dtype)
 
 
@@ -200,21 +224,25 @@ class EDICTInversionSampler(EDICTBase):
             raise ValueError(f"{self.WHO}: start latent {tuple(clean.shape)} != LATENT {tuple(latent_image.shape)}.")
         z0 = run.coords.to_state(clean.to(run.device, self.dtype), edict.end_sigma(sig).to(self.dtype))
         zx, zy = edict.edict_invert(run.denoiser, z0, z0, sig, **run.kwargs)
-        self.keep((zx, zy), sig[0], latent_image)
+        self.keep((zx, zy), (sig[0], sig[0]), latent_image)
         return self.result("x").to(latent_image.dtype)
 
 
 # ---- the pair LATENT ------------------------------------------------------------------------------------------------
 
 def pair_latent(model, zx: torch.Tensor, zy: torch.Tensor, sigma: torch.Tensor, info: InversionInfo,
-                base: dict | None = None) -> dict:
-    """A LATENT carrying the state pair (x_T, y_T) at level σ: ``samples`` = x_T and y_T in VAE space, the exact pair,
-    the inversion settings (on top of ``base``'s other keys)."""
+                base: dict | None = None, sigma_y: torch.Tensor | None = None) -> dict:
+    """A LATENT carrying a state pair: ``samples`` = x_T at level σ and y in VAE space (EDICT's y_T at σ too; BDIA's
+    z_{T−1} at ``sigma_y``, the next level), the exact pair, the inversion settings (on top of ``base``'s other
+    keys). EDICT and BDIA share this format, so Latent From Batch, the exactness check and the float32 fallback
+    work alike; ``info.method`` says which pair it is."""
     coords = coordinates(model.get_model_object("model_sampling"))
-    x_t, y_t = (to_vae_space(model, coords.to_comfy(z, sigma.to(z))) for z in (zx, zy))
+    sigma_y = sigma if sigma_y is None else sigma_y
+    x_t, y_t = (to_vae_space(model, coords.to_comfy(z, s.to(z))) for z, s in ((zx, sigma), (zy, sigma_y)))
     if not (torch.isfinite(x_t).all() and torch.isfinite(y_t).all()):
-        raise ValueError("EDICT: the pair contains NaN/inf; check the model (an fp16 overflow?) and the SIGMAS, and "
-                         "keep mix_p near 0.93 (small p makes the inversion explode).")
+        raise ValueError(f"{info.method.upper()}: the pair contains NaN/inf; check the model (an fp16 overflow?) and "
+                         f"the SIGMAS" + (", and keep mix_p near 0.93 (small p makes the inversion explode)."
+                                          if info.method == "edict" else "."))
     out = dict(base or {})
     out.update({"samples": x_t, EDICT_Y_KEY: y_t, INVERSION_KEY: info.to_dict(),
                 EDICT_PAIR_KEY: {"x": zx.detach().cpu(), "y": zy.detach().cpu(), "samples": x_t}})
@@ -246,29 +274,36 @@ def exact_pair(latent: dict):
     return None
 
 
-def start_pair(model, latent: dict, sigma: torch.Tensor, who: str):
+def start_pair(model, latent: dict, sigma: torch.Tensor, who: str, sigma_y: torch.Tensor | None = None):
     """The state pair to regenerate: the exact one, or (with a warning) the LATENT's float32 values when its samples
-    were changed after inversion."""
+    were changed after inversion (x at σ, y at ``sigma_y``, by default σ too)."""
     pair = exact_pair(latent)
     if pair is not None:
         return pair
     y = edict_y(latent)
     if y is None:
-        raise ValueError(f"{who}: the LATENT has no y_T ('{EDICT_Y_KEY}'); connect EDICT Invert's output.")
+        raise ValueError(f"{who}: the LATENT has no second latent of the pair ('{EDICT_Y_KEY}'); connect the "
+                         f"Invert node's output.")
     (y,) = _follow_batch(latent, y)
     log.warning("%s: the pair's samples were changed after inversion; regenerating from the LATENT's float32 values "
                 "(exactness ~1e-6 instead of float precision).", who)
     coords = coordinates(model.get_model_object("model_sampling"))
-    return tuple(coords.to_state(model.model.process_latent_in(v.to(torch.float64)), sigma.to(torch.float64))
-                 for v in (latent["samples"], y))
+    sigma_y = sigma if sigma_y is None else sigma_y
+    return tuple(coords.to_state(model.model.process_latent_in(v.to(torch.float64)), s.to(torch.float64))
+                 for v, s in ((latent["samples"], sigma), (y, sigma_y)))
 
 
-def check_edict_pair(info: InversionInfo | None, model_patcher, sigmas: torch.Tensor | None, options: EDICTOptions,
-                     who: str) -> torch.Tensor:
-    """Refuse a regeneration whose settings differ from the inversion's; returns the SIGMAS to use."""
-    fix = "Connect the LATENT from EDICT Invert and give both nodes the same settings."
-    if info is None or info.method != "edict":
-        raise ValueError(f"{who}: this LATENT is not an EDICT inversion (it has no EDICT pair). {fix}")
+def check_edict_pair(info: InversionInfo | None, model_patcher, sigmas: torch.Tensor | None, options,
+                     who: str, method: str = "edict") -> torch.Tensor:
+    """Refuse a regeneration whose settings differ from the inversion's (``method``: "edict" or "bdia", whose
+    ``options.exactness_settings()`` name what must agree); returns the SIGMAS to use."""
+    name = method.upper()
+    fix = f"Connect the LATENT from {name} Invert and give both nodes the same settings."
+    if info is None or info.method != method:
+        other = f" (it is a{'n' if (info and info.method[:1] in 'aeiou') else ''} {info.method} inversion)" \
+            if info is not None and info.method not in ("unknown", method) else ""
+        raise ValueError(f"{who}: this LATENT is not an {name} inversion{other or f' (it has no {name} pair)'}. "
+                         f"{fix}")
     family = model_family(model_patcher.model)
     if info.model_family != family:
         raise ValueError(f"{who}: the pair was inverted with a {info.model_family} model, this is {family}. {fix}")
@@ -282,6 +317,6 @@ def check_edict_pair(info: InversionInfo | None, model_patcher, sigmas: torch.Te
     if sigmas.numel() != stored.numel() or not torch.allclose(sigmas.double().cpu(), stored, rtol=1e-6, atol=0):
         raise ValueError(f"{who}: the SIGMAS differ from the inversion's ({stored.numel() - 1} steps from "
                          f"{stored[0]:.4f} to {stored[-1]:.4f} there, {sigmas.numel() - 1} steps from "
-                         f"{float(sigmas[0]):.4f} to {float(sigmas[-1]):.4f} here). Use the same EDICT Sigmas "
+                         f"{float(sigmas[0]):.4f} to {float(sigmas[-1]):.4f} here). Use the same {name} Sigmas "
                          f"(steps, schedule, strength), or leave the sigmas input unconnected to use the pair's.")
     return sigmas

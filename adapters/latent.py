@@ -2,8 +2,8 @@
 
 Keys (stock samplers and Latent From Batch copy extra keys along):
 - ``invedit_inversion``: the settings an inverted latent was made with (``InversionInfo``), validated on use;
-- ``invedit_edict_y``: EDICT's y_T in VAE space, like ``samples`` (x_T); the key was ``edict_y`` before 0.2 and is still
-  read from older LATENTs;
+- ``invedit_edict_y``: EDICT's y_T in VAE space, like ``samples`` (x_T); BDIA's z_{T−1} (the next level) in the same
+  key; the key was ``edict_y`` before 0.2 and is still read from older LATENTs;
 - ``invedit_edict_pair``: the exact pair in the state dtype, used while ``samples`` is unchanged.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ class InversionInfo:
     p: Optional[float] = None
     leapfrog: Optional[bool] = None
     official_input_scaling: Optional[bool] = None
+    gamma: Optional[float] = None                # BDIA only
 
     @classmethod
     def of(cls, model_patcher, sigmas: torch.Tensor, cfg: float, shape, method: str = "ddim",
@@ -63,6 +64,8 @@ class InversionInfo:
         if self.method == "edict":
             lines.append(f"EDICT           p {self.p}, leapfrog {'on' if self.leapfrog else 'off'}, "
                          f"{self.state_dtype} state")
+        if self.method == "bdia":
+            lines.append(f"BDIA            gamma {self.gamma}, {self.state_dtype} state")
         return lines
 
 
