@@ -16,12 +16,15 @@ SUBCATEGORY = f"{CATEGORY}/bdia"
 
 
 def _gamma_input(invert: bool) -> io.Float.Input:
-    lo = 0.01 if invert else 0.0
-    return io.Float.Input("gamma", default=bdia.DEFAULT_GAMMA, min=lo, max=1.0, step=0.01, round=0.0001, tooltip=(
-        "How much of the backward DDIM step replaces the previous step's forward one: 0 is DDIM, 1 the symmetric "
-        "(leapfrog) step. Inversion divides by gamma each step, so a small gamma over many steps makes the "
-        f"inverted pair blow up (refused beyond a growth of {bdia.MAX_GROWTH:.0e}: at 0.5 up to "
-        f"{bdia.max_steps(0.5)} steps). Inversion and regeneration must agree."))
+    if not invert:
+        return io.Float.Input("gamma", default=bdia.DEFAULT_GAMMA, min=0.0, max=1.0, step=0.01, round=0.0001, tooltip=(
+            "How much of the backward DDIM step replaces the previous step's forward one: 0 is DDIM, 1 the "
+            "symmetric (leapfrog) step; 0.5 is the paper's."))
+    return io.Float.Input("gamma", default=bdia.INVERT_GAMMA, min=0.01, max=1.0, step=0.01, round=0.0001, tooltip=(
+        "How much of the backward DDIM step replaces the previous step's forward one (1: the symmetric step). "
+        "Inversion divides by gamma each step, so the inverted pair grows by (1/gamma)^steps: the round trip stays "
+        f"exact up to {bdia.max_steps(0.8)} steps at 0.8 (the default), {bdia.max_steps(0.5)} at the paper's 0.5; "
+        "beyond, a warning says it is approximate. Inversion and regeneration must agree."))
 
 
 def _state_input() -> io.Combo.Input:
@@ -86,7 +89,7 @@ class BDIAInvert(io.ComfyNode):
         refuse_noise_mask(latent, who)
         bdia.check_bdia_schedule(sigmas, who)
         bdia.check_gamma(gamma, who)
-        bdia.check_growth(gamma, sigmas.numel() - 1, who)
+        bdia.check_growth(gamma, sigmas.numel() - 1, who)  # refuses an overflow now; the warning comes with the run
         options = BDIAOptions(gamma, state_dtype)
         dtype = edict.STATE_DTYPES[state_dtype]
         sampler = BDIAInversionSampler(options, start=model.model.process_latent_in(samples.to(dtype)))

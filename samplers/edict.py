@@ -85,7 +85,7 @@ def check_edict_schedule(sigmas: Tensor, who: str = "EDICT") -> None:
     if not ((d[:-1] < 0).all() and d[-1] <= 0) or (sigmas.numel() == 2 and d[0] == 0):
         raise ValueError(f"{who}: SIGMAS must be strictly descending (only the last two may be equal, as in the "
                          f"official schedule); got {[round(v, 4) for v in sigmas.tolist()]}. Use a scheduler's list "
-                         f"as it is, not a flipped one: EDICT inverts along the same list it samples.")
+                         f"as it is, not a flipped one: the inversion walks the list the sampling walks.")
 
 
 def end_sigma(sigmas: Tensor) -> Tensor:
