@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BDIAOptions:
     """The settings that must be equal for an inversion and its regeneration."""
-    gamma: float = bdia.INVERT_GAMMA
+    gamma: float = bdia.DEFAULT_GAMMA
     state_dtype: str = "float64"
 
     def exactness_settings(self) -> dict:

@@ -302,8 +302,9 @@ def check_edict_pair(info: InversionInfo | None, model_patcher, sigmas: torch.Te
     if info is None or info.method != method:
         other = f" (it is a{'n' if (info and info.method[:1] in 'aeiou') else ''} {info.method} inversion)" \
             if info is not None and info.method not in ("unknown", method) else ""
-        raise ValueError(f"{who}: this LATENT is not an {name} inversion{other or f' (it has no {name} pair)'}. "
-                         f"{fix}")
+        article = "an" if name[0] in "AEIOU" else "a"
+        raise ValueError(f"{who}: this LATENT is not {article} {name} inversion"
+                         f"{other or f' (it has no {name} pair)'}. {fix}")
     family = model_family(model_patcher.model)
     if info.model_family != family:
         raise ValueError(f"{who}: the pair was inverted with a {info.model_family} model, this is {family}. {fix}")

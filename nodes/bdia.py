@@ -16,15 +16,15 @@ SUBCATEGORY = f"{CATEGORY}/bdia"
 
 
 def _gamma_input(invert: bool) -> io.Float.Input:
-    if not invert:
-        return io.Float.Input("gamma", default=bdia.DEFAULT_GAMMA, min=0.0, max=1.0, step=0.01, round=0.0001, tooltip=(
-            "How much of the backward DDIM step replaces the previous step's forward one: 0 is DDIM, 1 the "
-            "symmetric (leapfrog) step; 0.5 is the paper's."))
-    return io.Float.Input("gamma", default=bdia.INVERT_GAMMA, min=0.01, max=1.0, step=0.01, round=0.0001, tooltip=(
-        "How much of the backward DDIM step replaces the previous step's forward one (1: the symmetric step). "
-        "Inversion divides by gamma each step, so the inverted pair grows by (1/gamma)^steps: the round trip stays "
-        f"exact up to {bdia.max_steps(0.8)} steps at 0.8 (the default), {bdia.max_steps(0.5)} at the paper's 0.5; "
-        "beyond, a warning says it is approximate. Inversion and regeneration must agree."))
+    tip = ("How much of the backward DDIM step replaces the previous step's forward one: 0 is DDIM, 1 the symmetric "
+           "(leapfrog) step; 0.5 is the paper's.")
+    if invert:
+        tip += (" Inversion divides by gamma each step, so the inverted pair grows by (1/gamma)^steps: the round trip "
+                f"stays exact up to {bdia.max_steps(0.5)} steps at 0.5 ({bdia.max_steps(0.8)} at 0.8); beyond, a "
+                "warning says it is approximate. A small gamma edits more conservatively (the edit acts late, where "
+                "the grown mode has died down). Inversion and regeneration must agree.")
+    return io.Float.Input("gamma", default=bdia.DEFAULT_GAMMA, min=0.01 if invert else 0.0, max=1.0, step=0.01,
+                          round=0.0001, tooltip=tip)
 
 
 def _state_input() -> io.Combo.Input:

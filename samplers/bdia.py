@@ -30,12 +30,14 @@ Stability: the two-step recurrence has the roots 1 and −γ in the sampling dir
 second ("parasitic") mode as (−1/γ)^k: whatever z_{i−1} − Φ_i(σ_{i−1}) the first inverted step leaves (the DDIM
 inversion step's error) grows by 1/γ a step, ``growth`` = γ^−(n−1) over n steps. Regeneration damps it by γ a step,
 so the round trip is exact while the float64 state keeps enough digits beside the grown mode: measured on the shapes
-world (40 steps): bit-exact in the float32 LATENT up to a growth of 5e5 (γ 0.5, 20 steps; pair std 2e6), 9.5e-6 at
-4e8 (γ 0.6), 3.4e-4 at 6e11 (γ 0.5, the paper's edit setting; pair std 5e11). ``check_growth`` warns above
+world: bit-exact in the float32 LATENT up to a growth of 5e5 (γ 0.5, 20 steps; pair std 2e6), 9.5e-6 at 4e8 (γ 0.6,
+40 steps), 3.4e-4 at 6e11 (γ 0.5, 40 steps: the paper's edit setting; pair std 5e11). ``check_growth`` warns above
 ``EXACT_GROWTH`` and refuses above ``FINITE_GROWTH`` (the state would overflow float64). The inverted pair of a
-small γ is therefore not a Gaussian-looking latent; a prompt edit still works on it (the model then edits only
-where the mode has died down: on the shapes world γ 0.5–0.6 edited red → blue 6/6 with 32.5 dB background, γ 0.8
-6/6 and 30.4 dB, γ 1 kept 3 of 6 shapes).
+small γ is therefore not a Gaussian-looking latent; a prompt edit still works on it, and better: the edit acts only
+where the mode has died down, late in the chain, which keeps the layout (shapes world, red → blue on 6 held-out
+objects, 40 steps: γ 0.5–0.6 blue 6/6, shape kept 6/6, background 32.5 dB; γ 0.8 6/6, 6/6, 30.4 dB; γ 0.9 25.2 dB;
+γ 1 shape kept 3/6, 23.1 dB; on the example circle γ ≤ 0.6 kept the circle at 16, 20 and 40 steps, γ ≥ 0.7 made it
+a square). Hence the paper's γ 0.5 as the default, with at most 20 steps for an exact round trip.
 
 Coordinates and the clean end as in ``samplers.edict`` (a repeated final σ marks the clean latent at level 0).
 """
@@ -54,8 +56,7 @@ from .steps import Callback, Step
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GAMMA = 0.5   # the paper's; sampling from noise does not depend on it being exact
-INVERT_GAMMA = 0.8    # the inverter's default: exact up to 50 steps (growth 5.6e4), where 0.5 is exact up to 20
+DEFAULT_GAMMA = 0.5   # the paper's: exact inversion up to 20 steps (0.8: up to 50); edits best here (module doc)
 EXACT_GROWTH = 1e6    # above: the round trip is approximate (measured 9.5e-6 at 4e8, 3.4e-4 at 6e11)
 FINITE_GROWTH = 1e200  # above: the float64 state may overflow
 
@@ -69,7 +70,10 @@ def check_gamma(gamma: float, who: str = "BDIA", invert: bool = True) -> None:
 
 def growth(gamma: float, steps: int) -> float:
     """How much an inversion of ``steps`` steps amplifies the parasitic mode: γ^−(steps − 1)."""
-    return math.inf if gamma <= 0 else (1.0 / gamma) ** max(steps - 1, 0)
+    if gamma <= 0:
+        return math.inf
+    log_g = -math.log(gamma) * max(steps - 1, 0)
+    return math.inf if log_g > 700 else math.exp(log_g)
 
 
 def max_steps(gamma: float, limit: float = EXACT_GROWTH) -> int:
@@ -159,7 +163,7 @@ def bdia_sample(denoiser: Denoiser, z: Tensor, sigmas: Tensor, gamma: float = DE
     return z, z_prev
 
 
-def bdia_invert(denoiser: Denoiser, z0: Tensor, sigmas: Tensor, gamma: float = INVERT_GAMMA,
+def bdia_invert(denoiser: Denoiser, z0: Tensor, sigmas: Tensor, gamma: float = DEFAULT_GAMMA,
                 state_dtype: torch.dtype = torch.float64, model_dtype: Optional[torch.dtype] = None,
                 callback: Optional[Callback] = None, coords: Coordinates = VP) -> tuple[Tensor, Tensor]:
     """The clean latent z0 (at ``edict.end_sigma``) walked back up the descending ``sigmas``: returns the pair
