@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import (bench_asyrp, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
+from . import (bench_asyrp, bench_bdia, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
                bench_stylediffusion, common, eval_shapes, realscale, scorecard)
 
 # name: (main, its own arguments, a ratio bench: takes --rounds / --bench-args)
@@ -27,6 +27,8 @@ BENCHES = {
     "ddim": (bench_ddim.main, [], True),
     "edict": (bench_edict.main, [], True),
     "edict-sd3": (bench_edict.main, ["--world", "sd3"], True),
+    "bdia": (bench_bdia.main, [], True),
+    "bdia-sd3": (bench_bdia.main, ["--world", "sd3"], True),
     "asyrp": (bench_asyrp.main, [], True),
     "doodl": (bench_doodl.main, [], True),
     "doodl-sd3": (bench_doodl.main, ["--world", "sd3"], True),

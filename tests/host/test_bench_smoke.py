@@ -2,7 +2,7 @@
 import os
 
 import pytest
-from bench import (bench_asyrp, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
+from bench import (bench_asyrp, bench_bdia, bench_caso, bench_csds, bench_ddim, bench_doodl, bench_edict, bench_flow,
                    bench_stylediffusion, eval_shapes, realscale)
 
 
@@ -55,6 +55,15 @@ def test_bench_edict_prints_its_ratio_table(comfy, capsys):
         assert ratio_row(out, "EDICT / DDIM, sampling")[5] == ratio_row(out, "EDICT / DDIM, inversion")[5] == "<= 2.05"
         assert "EDICT (float64 state)" in out
         assert ("SD3 MMDiT" in out) == (world == "sd3")
+
+
+def test_bench_bdia_prints_its_ratio_table(comfy, capsys):
+    for world in ("unet", "sd3"):
+        bench_bdia.main(["--size", "64", "--steps", "3", "--rounds", "1", "--world", world])
+        out = capsys.readouterr().out
+        assert ratio_row(out, "BDIA / DDIM, sampling")[5] == ratio_row(out, "BDIA / DDIM, inversion")[5] == "<= 1.05"
+        assert ratio_row(out, "EDICT / DDIM, sampling (beside)")[5] == "-"
+        assert "BDIA (float64 state)" in out and ("SD3 MMDiT" in out) == (world == "sd3")
 
 
 def test_bench_csds_prints_its_ratio_table(comfy, capsys):

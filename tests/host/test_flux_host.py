@@ -1,6 +1,6 @@
 """Flux (random weights, never trained: hidden 3072 is fixed by ComfyUI's detection, so the smallest Flux has 394 M
 parameters) through the stock UNETLoader + CLIPLoader + VAELoader: the DDIM inverter's shapes and settings, and the
-EDICT round trip with the flow Euler step, exact in the LATENT (issue 15, point 8). One module-scoped file in a
+EDICT and BDIA round trips with the flow Euler step, exact in the LATENT (issue 15, point 8; issue 28). One module-scoped file in a
 temporary folder registered as a diffusion_models path."""
 import pytest
 import torch
@@ -81,6 +81,22 @@ def test_edict_round_trip_on_flux_is_exact(comfy, flux, example_image_name):
     assert float(sig[0]) == 1.0 and pair["invedit_inversion"]["model_family"] == "Flux"
     assert float((pair["samples"] - src["samples"]).abs().max()) > 0.1
     assert torch.equal(x["samples"], src["samples"]) and torch.equal(y["samples"], src["samples"])
+
+
+def test_bdia_round_trip_on_flux_is_exact(comfy, flux, example_image_name):
+    """BDIA (issue 28) with the flow Euler step: invert to σ = 1 and regenerate, bit-equal, one call a step."""
+    import nodes
+    C = nodes.NODE_CLASS_MAPPINGS
+    src = source_latent(comfy, flux, example_image_name)
+    with torch.inference_mode():
+        sig = C["InvEditEDICTSigmas"].execute(flux["model"], STEPS, "official_980_0", 1.0)[0]
+        pair = C["InvEditBDIAInvert"].execute(model=flux["model"], positive=flux["pos"], negative=flux["pos"],
+                                              latent=src, sigmas=sig, cfg=1.0, gamma=0.5, state_dtype="float64")[0]
+        x = C["InvEditBDIARegenerate"].execute(model=flux["model"], positive=flux["pos"], negative=flux["pos"],
+                                               pair=pair, cfg=1.0, gamma=0.5)[0]
+    assert pair["invedit_inversion"]["model_family"] == "Flux" and pair["invedit_inversion"]["method"] == "bdia"
+    assert float((pair["samples"] - src["samples"]).abs().max()) > 0.1
+    assert torch.equal(x["samples"], src["samples"])
 
 
 def test_ems_edit_on_flux_gives_a_16_channel_latent_and_refuses_mixed_encoders(comfy, flux, example_image_name):
