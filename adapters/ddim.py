@@ -31,6 +31,12 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
 
     WHO = "DDIM inversion sampler"
 
+    def invert(self, denoiser, latent, sigmas, callback, flow: bool) -> torch.Tensor:
+        """The walk itself (a subclass swaps the solver); the hand-over scaling is ``sample``'s."""
+        if flow:
+            return ddim.flow_invert(denoiser, latent, sigmas, callback)
+        return ddim.ddim_invert(denoiser, latent, sigmas, callback)
+
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         inner = model_wrap.inner_model
@@ -56,10 +62,9 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
         def denoiser(x, sigma):
             return model_wrap(x, sigma * s_in, **extra_args)
 
+        x = self.invert(denoiser, latent_image, sigmas, reporter(callback), flow)
         if flow:
-            x = ddim.flow_invert(denoiser, latent_image, sigmas, reporter(callback)) / (1.0 - top)
-        else:
-            x = ddim.ddim_invert(denoiser, latent_image, sigmas, reporter(callback))
+            x = x / (1.0 - top)
         if not torch.isfinite(x).all():
             raise ValueError(f"{self.WHO}: the inversion produced NaN/inf values; check the model and SIGMAS "
                              f"(the lowest sigma must be >= 0, the model must not output NaN).")

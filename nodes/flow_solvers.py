@@ -1,0 +1,50 @@
+"""RF-Solver and FireFlow SAMPLERs (flow models): sampling, or inversion with direction = invert."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..adapters.flow_solvers import FlowSolverInversionSampler, flow_solver_sampler
+from .common import CATEGORY, display, node_id
+
+DIRECTIONS = ("sample", "invert")
+
+
+def _direction() -> io.Combo.Input:
+    return io.Combo.Input("direction", options=list(DIRECTIONS), default="sample", tooltip=(
+        "sample: denoise along the SIGMAS (a regeneration or an edit, add_noise off after an inversion). invert: walk "
+        "the SIGMAS from the lowest level up and return the noise latent of the input image, for a stock "
+        "SamplerCustom with add_noise off to regenerate (a schedule that reaches σ = 1 is refused: use denoise < 1)."))
+
+
+def _node(key: str, name: str, what: str):
+    class Node(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(
+                node_id=node_id(f"Sampler{key}"),
+                display_name=display(f"{name} Sampler"),
+                category=f"{CATEGORY}/flow",
+                description=(f"{name} as a SAMPLER for SamplerCustom / SamplerCustomAdvanced on flow-matching models "
+                             f"(SD3, Flux, …): {what} Invert with direction = invert (DisableNoise / add_noise off), "
+                             f"then sample with the same SIGMAS and a new prompt to edit. Approximate: its inversion "
+                             f"drifts less than the Euler (DDIM) inversion's, not zero (BDIA and EDICT are exact)."),
+                inputs=[_direction()],
+                outputs=[io.Sampler.Output()],
+            )
+
+        @classmethod
+        def execute(cls, direction) -> io.NodeOutput:
+            solver = {"RFSolver": "rf_solver", "FireFlow": "fireflow"}[key]
+            if direction == "invert":
+                return io.NodeOutput(FlowSolverInversionSampler(solver))
+            return io.NodeOutput(flow_solver_sampler(solver))
+    Node.__name__ = Node.__qualname__ = f"Sampler{key}"
+    return Node
+
+
+SamplerRFSolver = _node("RFSolver", "RF-Solver", "the second-order Taylor step of the rectified-flow ODE (two "
+                                                 "model evaluations a step).")
+SamplerFireFlow = _node("FireFlow", "FireFlow", "a midpoint step reusing the previous step's midpoint velocity "
+                                                "(one model evaluation a step, plus one).")
+
+NODES = [SamplerRFSolver, SamplerFireFlow]
