@@ -16,35 +16,44 @@ def _direction() -> io.Combo.Input:
         "SamplerCustom with add_noise off to regenerate (a schedule that reaches σ = 1 is refused: use denoise < 1)."))
 
 
-def _node(key: str, name: str, what: str):
-    class Node(io.ComfyNode):
-        @classmethod
-        def define_schema(cls) -> io.Schema:
-            return io.Schema(
-                node_id=node_id(f"Sampler{key}"),
-                display_name=display(f"{name} Sampler"),
-                category=f"{CATEGORY}/flow",
-                description=(f"{name} as a SAMPLER for SamplerCustom / SamplerCustomAdvanced on flow-matching models "
-                             f"(SD3, Flux, …): {what} Invert with direction = invert (DisableNoise / add_noise off), "
-                             f"then sample with the same SIGMAS and a new prompt to edit. Approximate: its inversion "
-                             f"drifts less than the Euler (DDIM) inversion's, not zero (BDIA and EDICT are exact)."),
-                inputs=[_direction()],
-                outputs=[io.Sampler.Output()],
-            )
-
-        @classmethod
-        def execute(cls, direction) -> io.NodeOutput:
-            solver = {"RFSolver": "rf_solver", "FireFlow": "fireflow"}[key]
-            if direction == "invert":
-                return io.NodeOutput(FlowSolverInversionSampler(solver))
-            return io.NodeOutput(flow_solver_sampler(solver))
-    Node.__name__ = Node.__qualname__ = f"Sampler{key}"
-    return Node
+def _schema(nid: str, name: str, what: str) -> io.Schema:
+    return io.Schema(
+        node_id=nid,
+        display_name=display(f"{name} Sampler"),
+        category=f"{CATEGORY}/flow",
+        description=(f"{name} as a SAMPLER for SamplerCustom / SamplerCustomAdvanced on flow-matching models (SD3, "
+                     f"Flux, …): {what} Invert with direction = invert (DisableNoise / add_noise off), then sample "
+                     f"with the same SIGMAS and a new prompt to edit. Approximate: its inversion drifts less than the "
+                     f"Euler (DDIM) inversion's, not zero (BDIA and EDICT are exact)."),
+        inputs=[_direction()],
+        outputs=[io.Sampler.Output()],
+    )
 
 
-SamplerRFSolver = _node("RFSolver", "RF-Solver", "the second-order Taylor step of the rectified-flow ODE (two "
-                                                 "model evaluations a step).")
-SamplerFireFlow = _node("FireFlow", "FireFlow", "a midpoint step reusing the previous step's midpoint velocity "
-                                                "(one model evaluation a step, plus one).")
+def _sampler(solver: str, direction: str):
+    return FlowSolverInversionSampler(solver) if direction == "invert" else flow_solver_sampler(solver)
+
+
+class SamplerRFSolver(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(node_id("SamplerRFSolver"), "RF-Solver", "the second-order Taylor step of the rectified-flow "
+                       "ODE (two model evaluations a step).")
+
+    @classmethod
+    def execute(cls, direction) -> io.NodeOutput:
+        return io.NodeOutput(_sampler("rf_solver", direction))
+
+
+class SamplerFireFlow(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(node_id("SamplerFireFlow"), "FireFlow", "a midpoint step reusing the previous step's midpoint "
+                       "velocity (one model evaluation a step, plus one).")
+
+    @classmethod
+    def execute(cls, direction) -> io.NodeOutput:
+        return io.NodeOutput(_sampler("fireflow", direction))
+
 
 NODES = [SamplerRFSolver, SamplerFireFlow]

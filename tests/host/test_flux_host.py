@@ -99,6 +99,25 @@ def test_bdia_round_trip_on_flux_is_exact(comfy, flux, example_image_name):
     assert torch.equal(x["samples"], src["samples"])
 
 
+def test_flow_solver_samplers_run_on_flux(comfy, flux, example_image_name):
+    """RF-Solver and FireFlow (issue 28) through the stock SamplerCustom on Flux: invert part-way and sample back."""
+    import nodes
+    C = nodes.NODE_CLASS_MAPPINGS
+    src = source_latent(comfy, flux, example_image_name)
+    sig = sigmas(comfy, flux, 0.5)
+    for node in ("InvEditSamplerRFSolver", "InvEditSamplerFireFlow"):
+        with torch.inference_mode():
+            inv, fwd = (C[node].execute(d)[0] for d in ("invert", "sample"))
+            noise = C["SamplerCustom"].execute(model=flux["model"], add_noise=False, noise_seed=0, cfg=1.0,
+                                               positive=flux["pos"], negative=flux["pos"], sampler=inv, sigmas=sig,
+                                               latent_image=src)[0]
+            back = C["SamplerCustom"].execute(model=flux["model"], add_noise=False, noise_seed=0, cfg=1.0,
+                                              positive=flux["pos"], negative=flux["pos"], sampler=fwd, sigmas=sig,
+                                              latent_image=noise)[0]
+        assert noise["samples"].shape == src["samples"].shape == (1, 16, 8, 8)
+        assert float((noise["samples"] - src["samples"]).abs().max()) > 1e-3 and torch.isfinite(back["samples"]).all()
+
+
 def test_ems_edit_on_flux_gives_a_16_channel_latent_and_refuses_mixed_encoders(comfy, flux, example_image_name):
     """EMS / CSDS through the same code path on Flux (guidance kept from the conditioning): shapes and errors."""
     import nodes
