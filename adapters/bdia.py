@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-import torch
-
 from ..samplers import bdia, edict
 from .edict import PairSamplerBase
 
@@ -80,13 +78,8 @@ class BDIAInversionSampler(BDIABase):
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         run = self.setup(model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise)
-        if noise is not None and torch.count_nonzero(noise) > 0:
-            log.warning("%s: added noise is ignored (inversion is deterministic).", self.WHO)
         sig = sigmas.to(run.device)
-        clean = latent_image if self.start is None else self.start
-        if clean.shape != latent_image.shape:
-            raise ValueError(f"{self.WHO}: start latent {tuple(clean.shape)} != LATENT {tuple(latent_image.shape)}.")
-        z0 = run.coords.to_state(clean.to(run.device, self.dtype), edict.end_sigma(sig).to(self.dtype))
+        z0 = self.clean_state(run, sig, latent_image, noise, self.start)
         z_t, z_t1 = bdia.bdia_invert(run.denoiser, z0, sig, **run.kwargs)
         self.keep((z_t, z_t1), (sig[0], sig[1]), latent_image)
         return self.result("x").to(latent_image.dtype)

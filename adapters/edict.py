@@ -141,6 +141,17 @@ class PairSamplerBase(comfy.samplers.Sampler):
     NAN_HINT = ("check the model (an fp16 overflow?) and the SIGMAS, and keep mix_p near 0.93 (small p makes the "
                 "inversion explode).")
 
+    def clean_state(self, run: EDICTSetup, sigmas: torch.Tensor, latent_image, noise, start=None) -> torch.Tensor:
+        """An inversion's start: the clean latent (the guider's, or ``start``: the same in model space in the state
+        dtype, since the guider's float32 process_latent_in would cost the round trip its last bit) as the state at
+        ``edict.end_sigma``; added noise is ignored with a warning."""
+        if noise is not None and torch.count_nonzero(noise) > 0:
+            log.warning("%s: added noise is ignored (inversion is deterministic).", self.WHO)
+        clean = latent_image if start is None else start
+        if clean.shape != latent_image.shape:
+            raise ValueError(f"{self.WHO}: start latent {tuple(clean.shape)} != LATENT {tuple(latent_image.shape)}.")
+        return run.coords.to_state(clean.to(run.device, self.dtype), edict.end_sigma(sigmas).to(self.dtype))
+
     def keep(self, pair, levels, like: torch.Tensor) -> None:
         """The state pair of a run and the level of each (the same for EDICT's x and y)."""
         self.pair, self._levels, self._like = pair, levels, like
@@ -216,13 +227,8 @@ class EDICTInversionSampler(EDICTBase):
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
         run = self.setup(model_wrap, sigmas, latent_image, denoise_mask, extra_args, callback, noise)
-        if noise is not None and torch.count_nonzero(noise) > 0:
-            log.warning("%s: added noise is ignored (inversion is deterministic).", self.WHO)
         sig = sigmas.to(run.device)
-        clean = latent_image if self.start is None else self.start
-        if clean.shape != latent_image.shape:
-            raise ValueError(f"{self.WHO}: start latent {tuple(clean.shape)} != LATENT {tuple(latent_image.shape)}.")
-        z0 = run.coords.to_state(clean.to(run.device, self.dtype), edict.end_sigma(sig).to(self.dtype))
+        z0 = self.clean_state(run, sig, latent_image, noise, self.start)
         zx, zy = edict.edict_invert(run.denoiser, z0, z0, sig, **run.kwargs)
         self.keep((zx, zy), (sig[0], sig[0]), latent_image)
         return self.result("x").to(latent_image.dtype)

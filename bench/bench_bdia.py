@@ -10,7 +10,7 @@ min / median / max over the rounds, the target judged on the median.
 """
 from __future__ import annotations
 
-from .common import WORLDS, Report, host, interleaved, parser, per_round, shapes_world
+from .common import WORLDS, Report, host, interleaved, parser, per_round, shapes_world, step_inputs
 
 TARGET = 1.05
 GAMMA = 0.5  # the paper's: exact at these step counts (<= 20)
@@ -26,16 +26,11 @@ def main(argv=None) -> Report:
 
     C = host.node_class
     opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
+    sd3 = a.world == "sd3"
     with torch.inference_mode():
-        pos, neg = encode("a red circle"), encode("")
-        g = torch.Generator().manual_seed(0)
-        side, ch = a.size // 8, model.model.latent_format.latent_channels
-        latent = {"samples": torch.randn(1, ch, side, side, generator=g) * (1 if a.world == "sd3" else 4)}
-        noise = torch.randn(1, ch, side, side, generator=g)
-        empty = torch.zeros_like(noise)
-        sd3 = a.world == "sd3"  # below σ = 1 on a flow model: DDIM Invert's hand-over divides by 1 − σ
-        sigmas = (C("BasicScheduler").execute(model, "simple", a.steps + 1, 1.0)[0][1:] if sd3 else
-                  C("BasicScheduler").execute(model, "normal", a.steps, 1.0)[0])
+        inp = step_inputs(model, encode, a.size, a.steps, sd3)
+        pos, neg, latent, noise, empty, sigmas = (inp[k] for k in ("pos", "neg", "latent", "noise", "empty",
+                                                                   "sigmas"))
         bdia_sampler = C("InvEditSamplerBDIA").execute(gamma=GAMMA, state_dtype="float64")[0]
         edict_sampler = C("InvEditSamplerEDICT").execute(state_dtype="float64", output="x", **opts)[0]
         ddim_sampler = comfy.samplers.sampler_object("ddim")

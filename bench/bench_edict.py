@@ -11,7 +11,7 @@ ratio is per step, and a run's fixed cost is small beside 10 steps at 256².)
 """
 from __future__ import annotations
 
-from .common import WORLDS, Report, host, interleaved, parser, per_round, shapes_world
+from .common import WORLDS, Report, host, interleaved, parser, per_round, shapes_world, step_inputs
 
 TARGET = 2.05
 
@@ -26,18 +26,11 @@ def main(argv=None) -> Report:
 
     C = host.node_class
     opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
+    sd3 = a.world == "sd3"
     with torch.inference_mode():
-        pos, neg = encode("a red circle"), encode("")
-        g = torch.Generator().manual_seed(0)
-        side, ch = a.size // 8, model.model.latent_format.latent_channels
-        latent = {"samples": torch.randn(1, ch, side, side, generator=g) * (1 if a.world == "sd3" else 4)}
-        noise = torch.randn(1, ch, side, side, generator=g)
-        empty = torch.zeros_like(noise)
-        # a flow model's DDIM inversion stops below σ = 1 (its hand-over to a stock sampler divides by 1 − σ): the
-        # simple schedule of steps + 1 without its first level
-        sd3 = a.world == "sd3"
-        sigmas = (C("BasicScheduler").execute(model, "simple", a.steps + 1, 1.0)[0][1:] if sd3 else
-                  C("BasicScheduler").execute(model, "normal", a.steps, 1.0)[0])
+        inp = step_inputs(model, encode, a.size, a.steps, sd3)
+        pos, neg, latent, noise, empty, sigmas = (inp[k] for k in ("pos", "neg", "latent", "noise", "empty",
+                                                                   "sigmas"))
         edict_sampler = C("InvEditSamplerEDICT").execute(state_dtype="float64", output="x", **opts)[0]
         ddim_sampler = comfy.samplers.sampler_object("ddim")
         out: dict = {}

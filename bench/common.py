@@ -70,6 +70,22 @@ def shapes_world(world: str = "unet"):
     return model, clip, vae, lambda text: nodes.CLIPTextEncode().encode(clip, text)[0]
 
 
+def step_inputs(model, encode, size: int, steps: int, flow: bool) -> dict:
+    """What the per-step ratio benches (EDICT, BDIA vs DDIM) feed every arm: the prompts, a seeded image latent and
+    noise of ``size`` px, an empty latent and the SIGMAS (a flow model: the simple schedule of steps + 1 without its
+    first level, since a flow DDIM inversion handed to a stock sampler stops below σ = 1; else 'normal')."""
+    import torch
+    C = host.node_class
+    g = torch.Generator().manual_seed(0)
+    side, ch = size // 8, model.model.latent_format.latent_channels
+    noise_like = torch.randn(1, ch, side, side, generator=g) * (1 if flow else 4)
+    noise = torch.randn(1, ch, side, side, generator=g)
+    sigmas = (C("BasicScheduler").execute(model, "simple", steps + 1, 1.0)[0][1:] if flow else
+              C("BasicScheduler").execute(model, "normal", steps, 1.0)[0])
+    return {"pos": encode("a red circle"), "neg": encode(""), "latent": {"samples": noise_like}, "noise": noise,
+            "empty": torch.zeros_like(noise), "sigmas": sigmas}
+
+
 # -- statistics ---------------------------------------------------------------------------------------------------
 
 def spread(values) -> tuple:

@@ -118,6 +118,28 @@ def test_flow_solver_samplers_run_on_flux(comfy, flux, example_image_name):
         assert float((noise["samples"] - src["samples"]).abs().max()) > 1e-3 and torch.isfinite(back["samples"]).all()
 
 
+def test_flowedit_guider_runs_on_flux(comfy, flux, example_image_name):
+    """FlowEdit (issue 28) on Flux through the GUIDER's sample: a 16-channel edit; the same prompt and CFG for both
+    sides leave the latent (to float rounding)."""
+    import comfy.samplers
+    import nodes
+    C = nodes.NODE_CLASS_MAPPINGS
+    src = source_latent(comfy, flux, example_image_name)["samples"]
+    with torch.inference_mode():
+        sig = C["BasicScheduler"].execute(flux["model"], "simple", STEPS, 1.0)[0]
+        clip = nodes.CLIPLoader().load_clip("shapes_clip_l.safetensors", "stable_diffusion")[0]
+        tgt = nodes.CLIPTextEncode().encode(clip, "a blue circle")[0]
+        euler = comfy.samplers.sampler_object("euler")
+        outs = []
+        for target in (tgt, flux["pos"]):
+            g = C["InvEditFlowEditGuider"].execute(flux["model"], flux["pos"], flux["pos"], target, flux["pos"], 1.5,
+                                                   1.5, STEPS, 0, 1, 0)[0]
+            outs.append(g.sample(torch.zeros_like(src), src, euler, sig, disable_pbar=True, seed=0))
+    assert outs[0].shape == src.shape == (1, 16, 8, 8) and torch.isfinite(outs[0]).all()
+    assert float((outs[0] - src).abs().max()) > 1e-4
+    assert float((outs[1] - src).abs().max()) <= 1e-4 * float(src.abs().max())
+
+
 def test_ems_edit_on_flux_gives_a_16_channel_latent_and_refuses_mixed_encoders(comfy, flux, example_image_name):
     """EMS / CSDS through the same code path on Flux (guidance kept from the conditioning): shapes and errors."""
     import nodes
