@@ -166,8 +166,8 @@ def load_vae(path: Path | None = None):
     return vae.eval()
 
 
-def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4, minutes=0, fresh=False,
-              save_every=100, object_weight=0.0, object_from=0, init="shapes") -> None:
+def train_vae(steps=4700, crop_steps=4650, crop=32, crop2=64, batch=32, lr=3e-4, minutes=0, fresh=False,
+              save_every=100, object_weight=4.0, object_from=0, init="scratch") -> None:
     """Fine-tunes the shapes world's TAESD (same layout) on scenes: MSE + ½ L1 on ``crop`` px crops (8-aligned) for
     ``crop_steps``, then on ``crop2`` px crops; latent noise 0.1 (ramped in) and the second-moment regulariser of the
     shapes VAE (harness/shapes/train.py). From step ``object_from``, pixels of objects (grown by 2 px) weigh
@@ -175,7 +175,9 @@ def train_vae(steps=2100, crop_steps=1800, crop=32, crop2=64, batch=32, lr=3e-4,
     a small pastel object came back grey or in another colour. Then calibrates vae_scale = 0.18215 · std(encoder
     latents). ``init``: "shapes" (the shapes world's TAESD) or "scratch" (PyTorch's default init): the shapes
     TAESD never had to draw a light green, and fine-tuned it draws pastel green grey (mean abs error 0.11 on pastel
-    green objects, 0.02 on the other colours, unchanged by 400 focused steps: its ReLU features for it are dead)."""
+    green objects, 0.02 on the other colours, unchanged by 400 focused steps: its ReLU features for it are dead).
+    The committed VAE: ``--kw '{"steps": 2300, "crop_steps": 2000, "lr": 5e-4}'`` stopped at step 2000, then these
+    defaults from there (the saved state resumed with its optimiser): docs/scenes_world.md."""
     torch.manual_seed(0)
     if init == "shapes":
         vae = load_vae(base.WEIGHTS / "vae.safetensors").train()
