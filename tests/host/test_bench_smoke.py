@@ -150,11 +150,12 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     by = {short(r): r for r in rows if not r.method.endswith("(SD3)")}
     sd3 = {short(r): r for r in rows if r.method.endswith("(SD3)")}
     assert set(sd3) == {("edit", "DDIM prompt swap"), ("edit", "EDICT prompt swap"), ("edit", "DOODL classifier"),
-                        ("edit", "EMS text only"), ("edit", "EMS + CSDS"),
+                        ("edit", "EMS text only"), ("edit", "EMS + CSDS"), ("edit", "BDIA prompt swap"),
+                        ("edit", "RF-Solver prompt swap"), ("edit", "FireFlow prompt swap"), ("edit", "FlowEdit"),
                         *((t, m) for t in ("generate", "rare") for m in ("plain EDICT", "DOODL classifier"))}
     assert sd3["edit", "EDICT prompt swap"].recon_psnr[0] > sd3["edit", "DDIM prompt swap"].recon_psnr[0]
     edit = {m for t, m in by if t == "edit"}
-    assert {"DDIM prompt swap", "EDICT prompt swap", "h-space", "DOODL classifier", "DOODL CLIP",
+    assert {"DDIM prompt swap", "EDICT prompt swap", "BDIA prompt swap", "h-space", "DOODL classifier", "DOODL CLIP",
             "one-step guidance", "DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus", "CASO class alone",
             "CASO class in a prompt", "EMS text only", "EMS + CSDS"} <= edit
     assert any(m.startswith("SDEdit") for m in edit)
@@ -167,6 +168,7 @@ def test_scorecard_scores_every_method_on_the_same_images(comfy, tmp_path):
     # the same inversion settings: EDICT reconstructs better than DDIM; a plain sample judged against itself is exact
     edict, ddim = by["edit", "EDICT prompt swap"], by["edit", "DDIM prompt swap"]
     assert edict.recon_psnr[0] > ddim.recon_psnr[0]
+    assert by["edit", "BDIA prompt swap"].recon_psnr[0] == pytest.approx(edict.recon_psnr[0], abs=0.05)  # both exact
     assert all(len(by["edit", m].recon_psnr) == 1 for m in ("DDIM + P2P", "null-text + P2P", "StyleDiffusion + P2Plus"))
     plain = next(r for r in rows if (r.task, r.method) == ("generate", "plain EDICT")).verdicts[0]
     assert plain.shift_px == 0 and plain.background_psnr_db >= 100 and math.isfinite(plain.p_colour)
