@@ -94,17 +94,27 @@ def ddim_inversion_sampler(g):
     _finish(g, ck, img, src, rec, "ddim_inversion_sampler")
 
 
-def _edict(g, target: str | None, strength: float, prefix: str, ckpt=CKPT, schedule="official_980_0", steps=50):
-    """Image -> EDICT Sigmas -> EDICT Invert (source prompt) -> EDICT Regenerate (same or target prompt)."""
+BDIA_GAMMA = 0.5  # the paper's editing value; exact to float64 for up to 20 steps (docs/inverters.md)
+
+
+def _pair(g, kind: str, target: str | None, strength: float, prefix: str, ckpt=CKPT, schedule="official_980_0",
+          steps=50):
+    """Image -> EDICT Sigmas -> <kind> Invert (source prompt) -> <kind> Regenerate (same or target prompt); ``kind``
+    EDICT or BDIA, the two exact inverters."""
     ck, pos, neg, img, src, _ = _common(g, ckpt)
     sig = g.node("InvEditEDICTSigmas", model=ck.out(0), steps=steps, schedule=schedule, strength=strength)
-    opts = dict(mix_p=0.93, leapfrog=True, official_input_scaling=True)
-    inv = g.node("InvEditEDICTInvert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0), latent=src.out(0),
-                 sigmas=sig.out(0), cfg=3.0, state_dtype="float64", **opts)
+    opts = (dict(mix_p=0.93, leapfrog=True, official_input_scaling=True) if kind == "EDICT"
+            else dict(gamma=BDIA_GAMMA))
+    inv = g.node(f"InvEdit{kind}Invert", model=ck.out(0), positive=pos.out(0), negative=neg.out(0),
+                 latent=src.out(0), sigmas=sig.out(0), cfg=3.0, state_dtype="float64", **opts)
     tgt = pos if target is None else g.node("CLIPTextEncode", clip=ck.out(1), text=target)
-    rec = g.node("InvEditEDICTRegenerate", model=ck.out(0), positive=tgt.out(0), negative=neg.out(0),
+    rec = g.node(f"InvEdit{kind}Regenerate", model=ck.out(0), positive=tgt.out(0), negative=neg.out(0),
                  pair=inv.out(0), cfg=3.0, **opts)
     _finish(g, ck, img, src, rec, prefix)
+
+
+def _edict(g, target: str | None, strength: float, prefix: str, ckpt=CKPT, schedule="official_980_0", steps=50):
+    _pair(g, "EDICT", target, strength, prefix, ckpt, schedule, steps)
 
 
 def edict_reconstruction(g):
@@ -126,6 +136,45 @@ def sd3_edict_reconstruction(g):
 def sd3_edict_edit(g):
     """Prompt-swap edit on SD3: EDICT-invert 'a red circle', regenerate 'a blue circle' (strength 0.8, cfg 3)."""
     _edict(g, "a blue circle", 0.8, "sd3_edict_edit", SD3_CKPT, "simple")
+
+
+def bdia_reconstruction(g):
+    """BDIA: exact inversion at one model call a step. Invert a real image and regenerate it (same prompt, cfg 3,
+    20 steps, γ 0.5)."""
+    _pair(g, "BDIA", None, 1.0, "bdia_reconstruction", steps=20)
+
+
+def bdia_edit(g):
+    """Prompt-swap edit with BDIA: invert 'a red circle', regenerate 'a blue circle' (strength 0.8, cfg 3, γ 0.5)."""
+    _pair(g, "BDIA", "a blue circle", 0.8, "bdia_edit", steps=20)
+
+
+def sd3_bdia_reconstruction(g):
+    """BDIA on a flow model (SD3): the flow Euler step in BDIA's two-level recursion, inverted to σ = 1 and
+    regenerated exactly ('simple' with the model's shift, 20 steps, cfg 3)."""
+    _pair(g, "BDIA", None, 1.0, "sd3_bdia_reconstruction", SD3_CKPT, "simple", steps=20)
+
+
+def sd3_bdia_edit(g):
+    """Prompt-swap edit on SD3 with BDIA: invert 'a red circle', regenerate 'a blue circle' (strength 0.8, cfg 3)."""
+    _pair(g, "BDIA", "a blue circle", 0.8, "sd3_bdia_edit", SD3_CKPT, "simple", steps=20)
+
+
+FLOWEDIT = dict(source_cfg=3.5, target_cfg=7.5, n_max=33, n_min=0, n_avg=1, seed=0)  # official SD3 but target 13.5
+
+
+def sd3_flowedit(g):
+    """FlowEdit on SD3, no inversion: the FlowEdit Guider in the stock SamplerCustomAdvanced integrates the difference
+    of the 'a blue circle' and 'a red circle' velocities from noised copies of the image (50 simple steps, the last
+    33 edited)."""
+    ck, pos, neg, img, src, sig = _common(g, SD3_CKPT, scheduler="simple", steps=50)
+    tgt = g.node("CLIPTextEncode", clip=ck.out(1), text="a blue circle")
+    guider = g.node("InvEditFlowEditGuider", model=ck.out(0), source_positive=pos.out(0), source_negative=neg.out(0),
+                    target_positive=tgt.out(0), target_negative=neg.out(0), **FLOWEDIT)
+    rec = g.node("SamplerCustomAdvanced", noise=g.node("DisableNoise").out(0), guider=guider.out(0),
+                 sampler=g.node("KSamplerSelect", sampler_name="euler").out(0), sigmas=sig.out(0),
+                 latent_image=src.out(0))
+    _finish(g, ck, img, src, rec, "sd3_flowedit")
 
 
 def hunyuanimage21_edict_reconstruction(g):
@@ -518,6 +567,10 @@ EXAMPLE_TITLES = {  # per-example overrides of TITLES
     "sd3_edict_edit": {"SaveImage": "Save: source | edit (toy SD3 world: blue, the shape not kept)",
                        "ImageBatch": "Compare: source | edit (a blue circle)"},
     "edict_sampler": {"SaveImage": "Save: EDICT samples (a yellow triangle)"},
+    "bdia_edit": {"SaveImage": "Save: source | BDIA edit", "ImageBatch": "Compare: source | edit (a blue circle)"},
+    "sd3_bdia_edit": {"SaveImage": "Save: source | BDIA edit on SD3 (toy SD3 world: blue, the shape not kept)",
+                      "ImageBatch": "Compare: source | edit"},
+    "sd3_flowedit": {"SaveImage": "Save: source | FlowEdit (a blue circle)", "ImageBatch": "Compare: source | edit"},
     "sd3_doodl_classifier": {"SaveImage": "Save: EDICT | DOODL on SD3 (classifier: blue; the toy world loses the circle)",
                              "ImageBatch": "Compare"},
     "hspace_generate": {"SaveImage": "Save: stock | red->blue direction", "ImageBatch": "Compare"},
@@ -566,6 +619,11 @@ PROMISES = {
     "sd3_ddim_inversion": {"colour": "red", "shape": "circle"},
     "sd3_edict_reconstruction": {"colour": "red", "shape": "circle"},
     "sd3_edict_edit": {"colour": "blue"},                   # the shape does not stay here (see its title)
+    "bdia_reconstruction": {"colour": "red", "shape": "circle"},
+    "bdia_edit": {"colour": "blue", "shape": "circle"},
+    "sd3_bdia_reconstruction": {"colour": "red", "shape": "circle"},
+    "sd3_bdia_edit": {"colour": "blue"},                    # the shape does not stay here (see its title)
+    "sd3_flowedit": {"colour": "blue", "shape": "circle"},
     "sd3_doodl_classifier": {"colour": "blue"},             # the circle is lost here (see its title)
     "ems_degrees": {"colour": "not red"},                   # α 0.5 is green on the toy world, 1 and 1.5 blue
     "ems_two_attributes": {"colour": "blue", "shape": "square"},
@@ -594,7 +652,9 @@ EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": 
                     "stylediffusion_edit": stylediffusion_edit, "stylediffusion_from_file": stylediffusion_from_file,
                     "caso_edit": caso_edit, "caso_from_prompt": caso_from_prompt, "caso_negative": caso_negative,
                     "sd3_ddim_inversion": sd3_ddim_inversion, "sd3_edict_reconstruction": sd3_edict_reconstruction,
-                    "sd3_edict_edit": sd3_edict_edit, "sd3_doodl_classifier": sd3_doodl_classifier,
+                    "sd3_edict_edit": sd3_edict_edit, "bdia_reconstruction": bdia_reconstruction,
+                    "bdia_edit": bdia_edit, "sd3_bdia_reconstruction": sd3_bdia_reconstruction,
+                    "sd3_bdia_edit": sd3_bdia_edit, "sd3_flowedit": sd3_flowedit, "sd3_doodl_classifier": sd3_doodl_classifier,
                     "hunyuanimage21_edict_reconstruction": hunyuanimage21_edict_reconstruction,
                     "zimage_ddim_inversion": zimage_ddim_inversion,
                     "ems_degrees": ems_degrees, "ems_two_attributes": ems_two_attributes, "ems_sde": ems_sde}
@@ -624,7 +684,7 @@ def api_prompt(name: str) -> dict:
 STAGES = ("Load", "Invert", "Edit", "Compare")
 _STAGE_OF = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "LoadImage": 0, "VAEEncode": 0, "EmptyLatentImage": 0,
              "EmptySD3LatentImage": 0, "UNETLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "ModelSamplingAuraFlow": 0,
-             "InvEditDDIMInvert": 1, "InvEditEDICTInvert": 1, "InvEditEDICTSigmas": 1, "BasicScheduler": 1,
+             "InvEditDDIMInvert": 1, "InvEditEDICTInvert": 1, "InvEditBDIAInvert": 1, "InvEditEDICTSigmas": 1, "BasicScheduler": 1,
              "InvEditStyleDiffusionInvert": 1, "InvEditNullTextInvert": 1, "InvEditValueLoad": 1,
              "InvEditValueSave": 1, "InvEditCASOTrain": 1, "InvEditClassifierLoad": 0, "InvEditCASOLoad": 0,
              "InvEditCASOSave": 1, "KSampler": 0, "InvEditEMSPromptTriplet": 0, "InvEditEMSEncodeEditPrompts": 0,
@@ -656,6 +716,28 @@ NOTES = {  # what each workflow shows and which settings matter (a Note node at 
                             "towards the colour classifier's 'blue', memory independent of the step count. With the "
                             "U-Net example's settings (6 iterations, grad_clip 0.02) the toy SD3 world's circle turns "
                             "blue and loses its shape; grad_clip 0.002 keeps the circle but not the colour change.",
+    "bdia_reconstruction": "BDIA (bi-directional integration approximation): exact inversion at ONE model call a "
+                           "step (EDICT takes two). Each step mixes the DDIM step forward and backward from the same "
+                           "prediction, so the chain can be run backwards exactly from its last two latents, which "
+                           "the pair LATENT carries. 20 steps at γ 0.5 (the paper's) come back bit for bit (the "
+                           "report's latent MSE 0); more steps or a smaller γ grow the inversion's second mode (γ^-1 a "
+                           "step) and the node warns when the round trip stops being exact.",
+    "bdia_edit": "Prompt-swap edit with BDIA: invert with 'a red circle', regenerate with 'a blue circle' (strength "
+                 "0.8, cfg 3, γ 0.5, 20 steps: 16 model calls each way). Regenerate must get the inversion's γ, "
+                 "sigmas and model family (checked).",
+    "sd3_bdia_reconstruction": "BDIA on a flow model (SD3; Flux the same): the flow Euler step in BDIA's two-level "
+                               "recursion, inverted to σ = 1 and regenerated with the same prompt bit for bit, at one "
+                               "call a step. 'simple' is ComfyUI's SD3 schedule with the model's shift.",
+    "sd3_bdia_edit": "Prompt-swap edit on SD3 with BDIA, the paper's settings (γ 0.5, strength 0.8, cfg 3, 20 steps). "
+                     "On this image the toy SD3 world turns the circle blue but makes it a square, as EDICT does "
+                     "(sd3_edict_edit); over the scorecard's 6 images it keeps the shape 6 of 6 (docs/scorecard.md). "
+                     "The exactness does not depend on it (sd3_bdia_reconstruction).",
+    "sd3_flowedit": "FlowEdit (inversion-free): no noise map is computed; at each of the last n_max of the 50 steps "
+                    "the image is noised afresh, the target and source prompts' velocities are taken at that noised "
+                    "copy and the edit moves by their difference. The FlowEdit Guider goes into the stock "
+                    "SamplerCustomAdvanced (its SAMPLER is not used; the noise comes from the guider's seed). "
+                    "Official SD3 settings are CFG 3.5 / 13.5 and n_max 33 of 50; this toy world overshoots at a "
+                    "target CFG of 13.5, so 7.5 here.",
     "ems_degrees": "EMS (Extract-Manipulate-Sample) on SD3: the caption pair from EMS Prompt Triplet (only 'red' "
                    "replaced), the encodings moved linearly by α (0.5, 1, 1.5), the image noised to 0.75 of the "
                    "steps and denoised with the moved prompt; the last three also refine the noisy latent with "

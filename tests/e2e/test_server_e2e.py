@@ -23,7 +23,8 @@ HEAVY = {"zimage_ddim_inversion"}  # a 902 M-parameter random Z-Image (setup_hos
 # still converted by that host's frontend and validated against its nodes in `make test`
 # (test_every_example_workflow_converts_to_a_prompt_of_known_nodes).
 SLOW_ON_SECOND_HOST = {"caso_edit", "caso_from_prompt", "caso_negative", "doodl_classifier", "doodl_clip",
-                       "doodl_edit", "edict_sampler", "ems_degrees", "stylediffusion_edit", "stylediffusion_from_file"}
+                       "doodl_edit", "edict_sampler", "ems_degrees", "stylediffusion_edit", "stylediffusion_from_file",
+                       "bdia_edit", "sd3_bdia_edit", "sd3_flowedit"}
 SECOND_HOST = (os.environ.get("COMFY_HOST") or "0.3.75") != "0.3.75"
 
 
@@ -68,7 +69,8 @@ def test_example_workflows_are_served_as_templates(server):
 def test_there_are_example_workflows():
     assert {"ddim_inversion", "ddim_inversion_sampler", "edict_reconstruction", "edict_edit",
             "edict_sampler", "sd3_ddim_inversion", "sd3_edict_reconstruction", "sd3_edict_edit",
-            "sd3_doodl_classifier"} <= {p.stem for p in WORKFLOWS}
+            "sd3_doodl_classifier", "bdia_reconstruction", "bdia_edit", "sd3_bdia_reconstruction", "sd3_bdia_edit",
+            "sd3_flowedit"} <= {p.stem for p in WORKFLOWS}
 
 
 def test_every_example_workflow_converts_to_a_prompt_of_known_nodes(server, frontend):
@@ -107,7 +109,7 @@ def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
         reports = [o["text"][0] for o in outputs.values() if "text" in o]
         assert reports and "latent MSE" in reports[0] and "pixel PSNR" in reports[0]
         if path.stem in ("edict_reconstruction", "sd3_edict_reconstruction",  # exact, through server and frontend
-                         "hunyuanimage21_edict_reconstruction"):
+                         "hunyuanimage21_edict_reconstruction", "bdia_reconstruction", "sd3_bdia_reconstruction"):
             assert float(re.search(r"latent MSE\s+(\S+)", reports[0]).group(1)) <= 1e-12, reports[0]
     assert frontend.unexpected_errors() == []  # the pack's JS extension loaded and ran without errors
 
