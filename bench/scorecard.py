@@ -41,10 +41,10 @@ from harness.tiny_models import CLASSIFIER_DIR, CLASSIFIERS, FILES, SD3_FILES  #
 
 SEED = data.HELDOUT_SEED + 101
 EDIT = {"steps": 50, "strength": 0.8, "cfg": 3.0}             # prompt swap (the EDICT paper's edit settings)
-# BDIA (issue 28): the paper's γ 0.5 at 20 steps (exact there), strength 0.8, cfg 3; RF-Solver / FireFlow: the same
+# BDIA (issue 28): the paper's γ 0.5 and γ 0.2 at 20 steps (exact there), strength 0.8, cfg 3; RF-Solver / FireFlow: the same
 # 20-step grid at strength 0.8 (their inversion needs σ < 1); FlowEdit: 20 steps, the last 15 edited, CFG 3.5 / 7.5
 # (the official 13.5 overshoots this world: tests/host/test_flowedit_host.py)
-BDIA = {"steps": 20, "strength": 0.8, "cfg": 3.0, "gamma": 0.5}
+BDIA = {"steps": 20, "strength": 0.8, "cfg": 3.0, "gamma": 0.5, "small_gamma": 0.2}
 FLOWEDIT = {"steps": 20, "n_max": 15, "source_cfg": 3.5, "target_cfg": 7.5}
 HSPACE = {"steps": 30, "strength": 5.0, "trained_strength": 2.0, "t_edit": 500}
 DOODL = {"steps": 10, "cfg": 3.0, "iterations": 6, "lr": 300.0, "edit_clip": 0.003, "gen_clip": 0.02}
@@ -233,13 +233,21 @@ def edict_swap(w, m, src, source, target, shape):
                                                  official_input_scaling=True)[0]["samples"]
 
 
-def bdia_swap(w, m, src, source, target, shape):
-    sig = w.C("InvEditEDICTSigmas").execute(m, BDIA["steps"], "official_980_0", BDIA["strength"])[0]
-    pair = w.C("InvEditBDIAInvert").execute(model=m, positive=w.enc(source), negative=w.enc(""), latent=src,
-                                            sigmas=sig, cfg=BDIA["cfg"], gamma=BDIA["gamma"],
-                                            state_dtype="float64")[0]
-    return w.C("InvEditBDIARegenerate").execute(model=m, positive=w.enc(target), negative=w.enc(""), pair=pair,
-                                                cfg=BDIA["cfg"], gamma=BDIA["gamma"])[0]["samples"]
+def bdia_swap(gamma: float):
+    """BDIA Invert with the source prompt, BDIA Regenerate with the target (both at ``gamma``)."""
+    def run(w, m, src, source, target, shape):
+        sig = w.C("InvEditEDICTSigmas").execute(m, BDIA["steps"], "official_980_0", BDIA["strength"])[0]
+        pair = w.C("InvEditBDIAInvert").execute(model=m, positive=w.enc(source), negative=w.enc(""), latent=src,
+                                                sigmas=sig, cfg=BDIA["cfg"], gamma=gamma, state_dtype="float64")[0]
+        return w.C("InvEditBDIARegenerate").execute(model=m, positive=w.enc(target), negative=w.enc(""), pair=pair,
+                                                    cfg=BDIA["cfg"], gamma=gamma)[0]["samples"]
+    return run
+
+
+def bdia_rows(w) -> tuple[list, dict]:
+    """The BDIA methods (the paper's γ, and the smaller one the examples use) and their reconstructions."""
+    methods = [(f"BDIA prompt swap (γ {g:g})", bdia_swap(g)) for g in (BDIA["gamma"], BDIA["small_gamma"])]
+    return methods, {name: (lambda f: lambda m, s, src, p: f(w, m, src, p, p, s))(f) for name, f in methods}
 
 
 def flow_solver_swap(node: str):
@@ -568,7 +576,8 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                  f"{EMS['steps']} steps, strength {EMS['strength']} (diffusers' start index), cfg {EMS['cfg']:g}, "
                  f"euler / simple, seed {EMS['seed']}) and with CSDS ({EMS['iterations']} iterations, the paper's η "
                  f"0.1 → 0.01, λ {EMS['lam']:g}, attribute prompt 'blue'); recon = α 0 from the same noised latent")
-    methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap), ("BDIA prompt swap", bdia_swap),
+    bdia_methods, bdia_recon = bdia_rows(w)
+    methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap), *bdia_methods,
                ("h-space, prompt direction", hspace_edit(prompts_dir, HSPACE["strength"], 0)),
                ("h-space, trained direction (paper loss)",
                 hspace_edit(trained["paper"], HSPACE["trained_strength"], HSPACE["t_edit"])),
@@ -585,7 +594,7 @@ def edit_task(w, n_images: int, rows: list, notes: list) -> list[str]:
                ("EMS text only", ems_edit(0)), ("EMS + CSDS", ems_edit(EMS["iterations"]))]
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
-             "BDIA prompt swap": lambda m, s, src, p: bdia_swap(w, m, src, p, p, s),
+             **bdia_recon,
              "h-space, prompt direction": lambda m, s, src, p: hspace_edit(prompts_dir, 0.0, 0)(w, m, src, p, p, s),
              "h-space, trained direction (paper loss)":
                  lambda m, s, src, p: hspace_edit(trained["paper"], 0.0, 500)(w, m, src, p, p, s),
@@ -676,14 +685,15 @@ def flow_task(n_images: int, seeds: int, rows: list, notes: list) -> None:
     schedules are the model's own 'simple' with its shift 3 (EDICT Sigmas' default on a flow model)."""
     w = World(SD3_FILES["checkpoints"])
     batch = data.make_batch(n_images, SEED, colour=data.COLOURS.index("red"))
-    methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap), ("BDIA prompt swap", bdia_swap),
+    bdia_methods, bdia_recon = bdia_rows(w)
+    methods = [("DDIM prompt swap", ddim_swap), ("EDICT prompt swap", edict_swap), *bdia_methods,
                ("RF-Solver prompt swap", flow_solver_swap("InvEditSamplerRFSolver")),
                ("FireFlow prompt swap", flow_solver_swap("InvEditSamplerFireFlow")), ("FlowEdit", flowedit_edit),
                ("DOODL classifier (EDICT pair)", doodl_edit(lambda shape: w.loss())),
                ("EMS text only", ems_edit(0)), ("EMS + CSDS", ems_edit(EMS["iterations"]))]
     recon = {"DDIM prompt swap": lambda m, s, src, p: ddim_swap(w, m, src, p, p, s),
              "EDICT prompt swap": lambda m, s, src, p: edict_swap(w, m, src, p, p, s),
-             "BDIA prompt swap": lambda m, s, src, p: bdia_swap(w, m, src, p, p, s),
+             **bdia_recon,
              "RF-Solver prompt swap": lambda m, s, src, p: flow_solver_swap("InvEditSamplerRFSolver")(
                  w, m, src, p, p, s),
              "FireFlow prompt swap": lambda m, s, src, p: flow_solver_swap("InvEditSamplerFireFlow")(
@@ -695,7 +705,7 @@ def flow_task(n_images: int, seeds: int, rows: list, notes: list) -> None:
     ems_measures(w, batch, notes, "SD3 world")
     generation_task(w, "generate", "a circle", seeds, rows, " (SD3)")
     generation_task(w, "rare", "a red circle", seeds, rows, " (SD3)")
-    notes.append(f"BDIA rows (issue 28): gamma {BDIA['gamma']}, {BDIA['steps']} steps on the official grid at "
+    notes.append(f"BDIA rows (issue 28): γ {BDIA['gamma']} (the paper's) and {BDIA['small_gamma']}, {BDIA['steps']} steps on the official grid at "
                  f"strength {BDIA['strength']}, cfg {BDIA['cfg']:g} (exact there); RF-Solver / FireFlow (SD3 only): "
                  f"their SAMPLERs invert and sample through the stock SamplerCustom on the {BDIA['steps']}-step "
                  f"simple grid at strength {BDIA['strength']}; FlowEdit (SD3 only): {FLOWEDIT['steps']} steps, the "
