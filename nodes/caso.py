@@ -85,9 +85,10 @@ class CLIPZeroShotClassifier(io.ComfyNode):
         if len(lines) < 2 or len(names) != len(lines):
             raise ValueError(f"{who}: give one prompt per line for at least two classes, and as many class names "
                              f"(got {len(lines)} prompts, {len(names)} names)")
-        with grad_context():
-            clip = load_local_clip(clip_folder(clip_name, who), who)
-        return io.NodeOutput(classifiers.ImageClassifier.zero_shot(clip, lines, names, description=clip_name))
+        with grad_context():  # the prompts' features too: made under ComfyUI's inference mode, a gradient node
+            clip = load_local_clip(clip_folder(clip_name, who), who)  # (CASO Train, DOODL) could not backprop
+            classifier = classifiers.ImageClassifier.zero_shot(clip, lines, names, description=clip_name)
+        return io.NodeOutput(classifier)
 
 
 class CLIPVisionLinearProbe(io.ComfyNode):

@@ -474,3 +474,19 @@ def test_a_linear_probe_on_a_stock_clip_vision_classifies_held_out_images_and_is
                                                   10, 0.0)
     with pytest.raises(ValueError, match="needs at least two"):
         C["InvEditCLIPVisionLinearProbe"].execute(cv, train.images[:2].movedim(1, -1), "red, red", "", 10, 0.0)
+
+
+def test_caso_trains_from_the_clip_zero_shot_classifier_at_its_defaults(w):
+    """Issue 29, 1: two of the pack's nodes wired at their defaults must train. The classifier's text features are
+    made while ComfyUI runs the node under inference mode; autograd cannot save such tensors for backward."""
+    from harness.shapes import data
+    C = w["C"]
+    with torch.inference_mode():
+        clf = C["InvEditCLIPZeroShotClassifier"].execute("shapes-toy-clip", "a red circle\na blue circle", "").args[0]
+        lat = {"samples": w["vae"].encode(data.make_batch(2, 78).images.permute(0, 2, 3, 1))}
+        out = C["InvEditCASOTrain"].execute(model=w["model"], clip=w["te"], vae=w["vae"], classifier=clf, latent=lat,
+                                            attribute="colour", steps=1, batch_size=1, scale=10.0, level=0.4,
+                                            lr=0.02, weight_decay=0.005, gamma=0.0, n_tokens=1, init="repo_uniform",
+                                            hflip=True, seed=0).args[0]
+    assert [c.name for c in out] == ["a red circle", "a blue circle"]
+    assert all(torch.isfinite(c.tokens["clip_l"]).all() for c in out)
