@@ -61,17 +61,35 @@ def context_width(model_patcher):
     return int(width) if width else None
 
 
+def pooled_width(model_patcher):
+    """The pooled-text width a DiT's vector embedder takes (Flux ``vec_in_dim``, SD3's ``adm_in_channels`` beside its
+    context embedder), or None (a U-Net's ``adm_in_channels`` also holds size embeddings: not the pooled width)."""
+    uc = model_patcher.model.model_config.unet_config
+    if uc.get("vec_in_dim"):
+        return int(uc["vec_in_dim"])
+    if uc.get("context_embedder_config") and uc.get("adm_in_channels"):
+        return int(uc["adm_in_channels"])
+    return None
+
+
 def require_conditioning_width(model_patcher, conditionings: dict, who: str) -> None:
-    """Refuse a CONDITIONING encoded for another model family: its token width differs from the model's."""
-    want = context_width(model_patcher)
-    if want is None:
-        return
+    """Refuse a CONDITIONING encoded for another model family: its token width (or, on SD3 and Flux, its pooled
+    output's width) differs from the model's. The one conditioning check: every node with a MODEL and CONDITIONING
+    inputs runs it (nodes.common.add_conditioning_check), the EMS nodes and P2P Edit's own encodings too."""
+    want, want_pooled = context_width(model_patcher), pooled_width(model_patcher)
+    family = model_family(model_patcher.model)
     for name, cond in conditionings.items():
-        for t, _ in cond or []:
-            if t.shape[-1] != want:
-                raise ValueError(f"{who}: the {name} conditioning has tokens of width {t.shape[-1]}, but "
-                                 f"{model_family(model_patcher.model)} takes {want}: it was encoded for another "
-                                 f"model family. Encode the prompts with this model's CLIP.")
+        for t, extra in cond or []:
+            if want is not None and t.shape[-1] != want:
+                raise ValueError(f"{who}: the {name} conditioning has tokens of width {t.shape[-1]}, but {family} "
+                                 f"takes {want}: it was encoded for another model family. Encode the prompts with "
+                                 f"this model's CLIP (the CLIP output of the same checkpoint loader).")
+            pooled = (extra or {}).get("pooled_output") if isinstance(extra, dict) else None
+            if want_pooled is not None and pooled is not None and pooled.shape[-1] != want_pooled:
+                raise ValueError(f"{who}: the {name} conditioning has a pooled output of width {pooled.shape[-1]}, "
+                                 f"but {family} takes {want_pooled}: it was encoded for another model family. Encode "
+                                 f"the prompts with this model's CLIP (the CLIP output of the same checkpoint "
+                                 f"loader).")
 
 
 def require_latent_channels(latent: torch.Tensor, model_patcher, who: str) -> None:

@@ -33,7 +33,7 @@ from ..hooks import attention as A
 from ..optim import stylediffusion as sd
 from ..samplers.coords import vp_scale
 from ..samplers.steps import Step
-from .checks import model_family, require_unet, require_vp_model
+from .checks import model_family, require_conditioning_width, require_unet, require_vp_model
 from .progress import reporter
 from .run import block_checkpointing, private_for_grad
 
@@ -461,6 +461,8 @@ def edit(model, clip, source: str, target: str, negative, x_T: torch.Tensor, sig
     from .run import run_with_cfg_guider
     require_sd_model(model, who)
     src, tgt = prompt_tokens(clip, source, who), prompt_tokens(clip, target, who)
+    pair = pair_conditioning(clip, source, target)
+    require_conditioning_width(model, {"source and target prompts' (encoded by the clip input)": pair}, who)
     if s.mode == "replace":
         mapper, alpha = A.replace_mapper(src, tgt, LENGTH), None
     elif s.mode == "refine":
@@ -494,7 +496,6 @@ def edit(model, clip, source: str, target: str, negative, x_T: torch.Tensor, sig
             attn2.append(A.context_rows(A.per_step(emb.null), grid_step))
     cross = [ctl] + ([capture] if blend is not None else [])
     m = install(model, step, cross=cross, self_=[ctl], attn2=attn2)
-    pair = pair_conditioning(clip, source, target)
     sampler = P2PSampler(state, blend, s)
     latent = model.model.process_latent_out(x_T.expand(2, *x_T.shape[1:]).clone())
     out = run_with_cfg_guider(m, pair, negative, s.guidance, sampler, latent, sigmas.to(latent), seed=seed)

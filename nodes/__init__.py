@@ -8,9 +8,9 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import (bdia, caso, charts, csds, ddim_inversion, doodl, edict, flow_solvers, flowedit, hspace, report,
                stylediffusion)
-from .common import add_input_validation
+from .common import add_conditioning_check, add_input_validation
 
-NODES: list[type[io.ComfyNode]] = [add_input_validation(n) for n in (
+NODES: list[type[io.ComfyNode]] = [add_conditioning_check(add_input_validation(n)) for n in (
     *ddim_inversion.NODES, *edict.NODES, *bdia.NODES, *flow_solvers.NODES, *flowedit.NODES,
     *hspace.NODES, *stylediffusion.NODES, *caso.NODES, *csds.NODES,
     *doodl.NODES, *report.NODES, *charts.NODES)]

@@ -2,6 +2,7 @@
 ecosystem), display names end in "(InvEdit)", categories sit under "InvEdit/"."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
@@ -82,4 +83,33 @@ def add_input_validation(cls):
     params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in (*combos, *floats)]
     validate_inputs.__signature__ = inspect.Signature(params)
     cls.validate_inputs = classmethod(validate_inputs)
+    return cls
+
+
+def add_conditioning_check(cls):
+    """Give a node with a MODEL input and CONDITIONING inputs the one conditioning check
+    (``adapters.checks.require_conditioning_width``) before its ``execute`` runs: a CONDITIONING encoded for another
+    model family is refused naming the node, the input, both widths and the fix, where the math would fail with a raw
+    shape error (or, between SD3 and Flux, whose tokens have the same width, run). The inputs are read from the
+    schema, so a new node gets the check by having the inputs."""
+    from comfy_api.latest import io
+    schema = cls.define_schema()
+    models = [i.id for i in schema.inputs if isinstance(i, io.Model.Input)]
+    conds = [i.id for i in schema.inputs if isinstance(i, io.Conditioning.Input)]
+    if not (models and conds) or "execute" not in cls.__dict__:
+        return cls
+    run = cls.__dict__["execute"].__func__
+    sig, who = inspect.signature(run), schema.display_name
+
+    @functools.wraps(run)
+    def execute(c, *args, **kwargs):
+        from ..adapters.checks import require_conditioning_width
+        given = sig.bind_partial(c, *args, **kwargs).arguments
+        if given.get(models[0]) is not None:
+            require_conditioning_width(given[models[0]], {n: given[n] for n in conds if given.get(n) is not None},
+                                       who)
+        return run(c, *args, **kwargs)
+
+    cls.execute = classmethod(execute)
+    cls.conditioning_checked = tuple(conds)
     return cls

@@ -8,7 +8,7 @@ import comfy.utils
 from comfy_api.latest import io, ui
 
 from ..adapters import csds as ad
-from ..adapters.checks import checked_latent, require_conditioning_width
+from ..adapters.checks import checked_latent
 from ..adapters.latent import to_vae_space
 from ..adapters.progress import LiveLoss
 from ..optim import csds
@@ -56,8 +56,7 @@ def _edit_inputs() -> list:
 
 
 def _guider(model, positive, negative, attribute, cfg, live, iterations, lr_start, lr_end, lr_schedule, lambda_,
-            csds_cfg, direction, grad_mode, step_space, who: str) -> "ad.CSDSGuider":
-    require_conditioning_width(model, {"positive": positive, "negative": negative, "attribute": attribute}, who)
+            csds_cfg, direction, grad_mode, step_space) -> "ad.CSDSGuider":
     config = csds.CSDSConfig(iterations, lr_start, lr_end, lr_schedule, lambda_, direction, grad_mode)
     guider = ad.CSDSGuider(model, config, csds_cfg, step_space, live)
     guider.set_conds(positive, negative, attribute)
@@ -175,7 +174,7 @@ class EMSCSDSGuider(io.ComfyNode):
                 csds_cfg, direction, grad_mode, step_space) -> io.NodeOutput:
         return io.NodeOutput(_guider(model, positive, negative, attribute, cfg, LiveLoss("CSDS", "Eq. 2 loss"),
                                      iterations, lr_start, lr_end, lr_schedule, lambda_, csds_cfg, direction,
-                                     grad_mode, step_space, display("EMS CSDS Guider")))
+                                     grad_mode, step_space))
 
 
 class EMSEditSampler(io.ComfyNode):
@@ -219,7 +218,7 @@ class EMSEditSampler(io.ComfyNode):
         sigmas = sigmas[ad.start_index(steps, strength, strength_mode):]
         live = LiveLoss("CSDS", "Eq. 2 loss")
         guider = _guider(model, positive, negative, attribute, cfg, live, iterations, lr_start, lr_end, lr_schedule,
-                         lambda_, csds_cfg, direction, grad_mode, step_space, who)
+                         lambda_, csds_cfg, direction, grad_mode, step_space)
         noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
         out = guider.sample(noise, samples, comfy.samplers.sampler_object(sampler_name), sigmas,
                             denoise_mask=latent_image.get("noise_mask"),
