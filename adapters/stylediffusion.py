@@ -371,9 +371,11 @@ def noise_latent(model, emb: sd.ValueEmbedding) -> torch.Tensor:
 
 # -- prompt-to-prompt / P2Plus ------------------------------------------------------------------------------------
 
-def prompt_tokens(clip, text: str, who: str) -> A.PromptTokens:
+def prompt_tokens(clip, text: str, who: str, name: str = "prompt") -> A.PromptTokens:
     """Where the words of ``text`` sit in its token sequence, from the CLIP's own tokenizer: each word's tokens
-    counted alone (BPE splits at spaces, so they concatenate to the prompt's); one chunk of 77 tokens at most."""
+    counted alone (BPE splits at spaces, so they concatenate to the prompt's); one chunk of 77 tokens at most. An
+    ``embedding:<name>`` word is its file's vectors; a name ComfyUI finds no file for (it only logs that and reads
+    the words) is refused, naming the ``name``d prompt."""
     def text_tokens(t: str) -> list:
         chunks = next(iter(clip.tokenize(t, return_word_ids=True).values()))
         return chunks, [tok for chunk in chunks for tok, _, w in chunk if w != 0]
@@ -386,14 +388,26 @@ def prompt_tokens(clip, text: str, who: str) -> A.PromptTokens:
     spans, pos, seen, ids = [], 1, [], []
     for w in words:
         toks = text_tokens(w)[1]
+        if w.startswith("embedding:") and not any(isinstance(t, torch.Tensor) for t in toks):
+            raise ValueError(f"{who}: {w!r} in the {name} names no embedding file in models/embeddings (ComfyUI "
+                             f"would read it as plain words); check the file name (no folders), or remove it")
         spans.append(tuple(range(pos, pos + len(toks))))
         pos += len(toks)
         seen += toks
         ids += [t if isinstance(t, int) else (w, k) for k, t in enumerate(toks)]  # an embedding's vectors: by word
-    if seen != whole or not words:
+    if not words or not _same_tokens(seen, whole):
         raise ValueError(f"{who}: {text!r} does not split into words the tokenizer keeps apart; write the prompt as "
                          f"plain words (no weights, embeddings or punctuation glued to words)")
     return A.PromptTokens(tuple(words), tuple(spans), pos, tuple(ids))
+
+
+def _same_tokens(a: list, b: list) -> bool:
+    """Token lists equal, an ``embedding:`` name's vectors (tensors among the ids) compared by value."""
+    def same(x, y):
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and torch.equal(x, y)
+        return x == y
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
 
 
 def word_tokens(prompt: A.PromptTokens, words: str) -> list[int]:
@@ -460,7 +474,7 @@ def edit(model, clip, source: str, target: str, negative, x_T: torch.Tensor, sig
     (reconstruction, edited) as LATENT samples and the blend mask [1, h, w] (or None)."""
     from .run import run_with_cfg_guider
     require_sd_model(model, who)
-    src, tgt = prompt_tokens(clip, source, who), prompt_tokens(clip, target, who)
+    src, tgt = prompt_tokens(clip, source, who, "source prompt"), prompt_tokens(clip, target, who, "target prompt")
     pair = pair_conditioning(clip, source, target)
     require_conditioning_width(model, {"source and target prompts' (encoded by the clip input)": pair}, who)
     if s.mode == "replace":

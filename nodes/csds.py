@@ -282,7 +282,10 @@ class EMSSDEMetric(io.ComfyNode):
 
     @classmethod
     def execute(cls, original, recon_same, recon_flipped, distance, eps) -> io.NodeOutput:
-        values = {kind: csds.sde(original, recon_same, recon_flipped, kind, eps) for kind in csds.DISTANCES}
+        try:
+            values = {kind: csds.sde(original, recon_same, recon_flipped, kind, eps) for kind in csds.DISTANCES}
+        except csds.CSDSError as e:  # the pure layer says "SDE: …"; the node names itself
+            raise csds.CSDSError(f"{display('EMS SDE Metric')}: {str(e).removeprefix('SDE: ')}") from None
         names = {"l2": "L2 norm, the paper's Eq. 1", "rmse": "per-pixel RMSE"}
         n = original.shape[0]
         text = "\n".join(

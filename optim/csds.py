@@ -257,10 +257,16 @@ def distance(a: Tensor, b: Tensor, kind: str = "l2") -> Tensor:
 
 def sde(x: Tensor, same: Tensor, flipped: Tensor, kind: str = "l2", eps: float = 1e-8):
     """(SDE, ratio term, preservation term) of Eq. 1, each a batch mean: ratio = d(x, same)/max(d(x, flipped), eps),
-    preservation = d(x, flipped); d as in ``distance`` (default the paper's L2 norm)."""
+    preservation = d(x, flipped); d as in ``distance`` (default the paper's L2 norm). A flipped reconstruction equal
+    to the original (d = 0: the ratio is undefined) is refused."""
     if not (x.shape == same.shape == flipped.shape):
         raise CSDSError(f"SDE: the images differ in shape: {tuple(x.shape)}, {tuple(same.shape)}, "
                         f"{tuple(flipped.shape)}")
     d_same, d_flip = distance(x, same, kind), distance(x, flipped, kind)
+    equal = [i + 1 for i in torch.nonzero(d_flip == 0).flatten().tolist()]
+    if equal:  # d(x, same)/d(x, flipped) is undefined there (0/0 when both match: the NaN it gave)
+        raise CSDSError(f"SDE: recon_flipped equals the original in image(s) {equal}, so the flipped prompt changed "
+                        f"nothing and Eq. 1's ratio d(x, same)/d(x, flipped) is undefined; connect the "
+                        f"reconstruction made under the flipped prompt (the attribute swapped) as recon_flipped")
     ratio = d_same / d_flip.clamp(min=eps)
     return float((ratio + d_flip).mean()), float(ratio.mean()), float(d_flip.mean())

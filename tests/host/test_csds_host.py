@@ -149,6 +149,10 @@ def test_sde_metric_and_latent_linear_edit(world):
     assert node("EMSSDEMetric").execute(x, x + 0.1, x + 0.5, "l2", 1e-8).args[0] == pytest.approx(l2)
     default = next(i for i in node("EMSSDEMetric").define_schema().inputs if i.id == "distance").default
     assert default == "l2"  # the paper's Eq. 1 (issue 24; was rmse)
+    three = x.repeat(3, 1, 1, 1)  # issue 29, 8: three identical images gave "SDE nan = ratio nan"
+    with pytest.raises(ValueError, match=r"EMS SDE Metric \(InvEdit\): recon_flipped equals the original in "
+                                         r"image\(s\) \[1, 2, 3\]"):
+        node("EMSSDEMetric").execute(three, three, three, "l2", 0.0)
     lat = w["latent"]
     ref = {"samples": lat["samples"] + 1.0}
     assert torch.equal(node("EMSLatentLinearEdit").execute(lat, ref, 0.0).args[0]["samples"], lat["samples"])

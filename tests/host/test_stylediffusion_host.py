@@ -1,6 +1,7 @@
 """StyleDiffusion, null-text inversion and P2P / P2Plus on the real ComfyUI host (issue 13, spec §8): the shapes-world
 SD1.5 model through the stock loaders and a tiny random SDXL, the pack's nodes, stock samplers for comparison."""
 import math
+import re
 import os
 
 import pytest
@@ -484,3 +485,37 @@ def test_a_partial_run_plays_the_grid_steps_it_is_at(w):
     assert float((part - want).abs().max()) < 1e-4 * scale, float((part - want).abs().max()) / scale
     with pytest.raises(ValueError, match="connect the latent"):
         edit(w, emb, target="a red circle", sigmas=grid[k:].float())
+
+
+def test_embedding_names_in_p2p_prompts(w):
+    """Issue 29, 4 and 10: a class file typed into P2P Edit's prompts as `embedding:<name>` edits (it failed with
+    'Boolean value of Tensor with more than one value is ambiguous', without the node's name); a name with no file
+    (or a path) is refused by name, where ComfyUI would only log it and read the words."""
+    import folder_paths
+    from safetensors.torch import save_file
+    root = folder_paths.get_folder_paths("embeddings")[0]
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, "test_p2p_class.safetensors")
+    save_file({"clip_l": torch.randn(1, 768, generator=torch.Generator().manual_seed(5))}, path)
+    C = w["C"]
+    sig = C["InvEditValueSigmas"].execute(w["model"], T, 1.0).args[0][:-1]
+    noise = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6)) * float(sig[0])}
+    try:
+        for source, target in (("a red circle", "a embedding:test_p2p_class circle"),
+                               ("a embedding:test_p2p_class circle", "a embedding:test_p2p_class circle")):
+            with torch.inference_mode():
+                out = C["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][""],
+                                                  source_prompt=source, target_prompt=target, latent=noise,
+                                                  sigmas=sig, **EDIT).args
+            assert torch.isfinite(out[0]["samples"]).all()
+            if source == target:  # equal prompts: the edit row is the reconstruction
+                assert torch.equal(out[0]["samples"], out[1]["samples"])
+    finally:
+        os.remove(path)
+    for name in ("embedding:test_p2p_does_not_exist", "embedding:../checkpoints/x"):
+        with pytest.raises(ValueError, match=rf"P2P Edit \(InvEdit\): '{re.escape(name)}' in the target prompt "
+                                             r"names no embedding file"):
+            with torch.inference_mode():
+                C["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][""],
+                                            source_prompt="a red circle", target_prompt=f"a {name} circle",
+                                            latent=noise, sigmas=sig, **EDIT)

@@ -268,7 +268,11 @@ def test_sde_closed_form_and_its_guards():
     total, ratio, keep = csds.sde(x, same, flip, "rmse")
     assert ratio == pytest.approx(0.2) and keep == pytest.approx(0.5) and total == pytest.approx(0.7)
     assert csds.sde(x, x, flip, "rmse")[0] == pytest.approx(0.5)  # recon_same == x: SDE = d(x, flipped)
-    assert math.isfinite(csds.sde(x, same, x)[0])  # recon_flipped == x: guarded by eps
+    assert math.isfinite(csds.sde(x, same, x + 1e-12)[0])  # recon_flipped next to x: guarded by eps
+    for a, b in ((same, x), (x, x)):  # recon_flipped == x: the ratio is undefined (0/0 gave NaN: issue 29, 8)
+        with pytest.raises(csds.CSDSError, match=r"recon_flipped equals the original in image\(s\) \[1, 2\].*"
+                                                 r"connect the reconstruction made under the flipped prompt"):
+            csds.sde(x, a, b, eps=0.0)
     l2 = csds.sde(x, same, flip, "l2")
     assert l2[1] == pytest.approx(0.2) and l2[2] == pytest.approx(0.5 * n) and l2[0] == pytest.approx(0.2 + 0.5 * n)
     with pytest.raises(csds.CSDSError, match="differ in shape"):
