@@ -271,6 +271,17 @@ VARIANTS = 2  # the TAESD encoder costs ~7.6 GFLOP an image at 128 px, more than
 # the pool (2 × 8192 images) is encoded once a session (the folder is named after the VAE file's digest)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): there CPU autocast to bfloat16 is about
+    1.6× faster; without it (AVX2 only: some of this project's machines) bfloat16 is emulated and many times slower,
+    so the stages run in float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def latent_pool(minutes: float = 0) -> torch.Tensor | None:
     """[VARIANTS, N, 4, 16, 16] fp16 encoder latents / their std (unit variance: the U-Net's model latents, and
     the DiT's first 4 channels), built chunk by chunk in STATE/latents-N-<VAE digest>/ (resumable); None if the
@@ -294,7 +305,7 @@ def latent_pool(minutes: float = 0) -> torch.Tensor | None:
                     return None
                 g = torch.Generator().manual_seed(130_000 + 1000 * v + start // chunk)
                 x = data.render(data.resample(scenes[start:start + chunk], g))
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # 1.6× faster; fp16 stored
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
                     z = torch.cat([vae.taesd_encoder(b).float() for b in x.split(128)]) / std
                 tmp = path.with_suffix(".tmp")
                 save_file({"z": z.half().contiguous()}, str(tmp))
@@ -306,12 +317,13 @@ def latent_pool(minutes: float = 0) -> torch.Tensor | None:
 
 def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_uncond: float, ema_decay: float,
                      save_every: int, minutes: float, fresh: bool, loss_fn, weights: str, meta: dict,
-                     seed: int, warmup: int, export=lambda sd: sd, bf16: bool = True) -> None:
+                     seed: int, warmup: int, export=lambda sd: sd, bf16: bool | None = None) -> None:
     """The shared resumable loop of the U-Net and the DiT: AdamW, cosine LR, grad clip 1, EMA, caption dropout
     (index 0 is the empty prompt); ``loss_fn(model, z0, caption_idx, g)``. ``bf16``: the forward and backward
-    under CPU autocast to bfloat16 (1.6× faster on this project's CPUs, which have AVX512-BF16; weights, optimiser
-    and EMA stay float32)."""
+    under CPU autocast to bfloat16 (None: where the CPU has it natively, ``native_bf16``; 1.6× faster there; weights,
+    optimiser and EMA stay float32; the metadata records which a chunk used)."""
     from .text import caption_set
+    bf16 = native_bf16() if bf16 is None else bf16
     budget = Budget(minutes)
     pool = latent_pool(minutes)
     if pool is None:
