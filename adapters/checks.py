@@ -126,14 +126,6 @@ def checked_latent(model, latent: dict, who: str, flow: bool = False) -> torch.T
     return samples
 
 
-def refuse_empty_latent(latent: dict, who: str, need: str) -> None:
-    """Refuse an all-zero LATENT (Empty Latent Image) where a node needs image latents: ``checked_latent`` gives an
-    empty latent the model's channel count (``fix_empty_latent_channels``, as the stock samplers do), so one made for
-    another family would otherwise pass too."""
-    if not torch.count_nonzero(latent["samples"]):
-        raise ValueError(f"{who}: the LATENT is all zeros (an Empty Latent Image): {need}")
-
-
 def refuse_noise_mask(latent: dict, who: str) -> None:
     """An inversion cannot honour a latent noise mask, and the inverted LATENT would carry it into the regeneration
     (the stock samplers would then inpaint the noise)."""

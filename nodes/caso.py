@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 
 from .. import artifacts
 from ..adapters import caso as adapter
-from ..adapters.checks import checked_latent, refuse_empty_latent, refuse_noise_mask
+from ..adapters.checks import checked_latent, refuse_noise_mask
 from ..adapters.clip import load_local_clip
 from ..adapters.progress import LiveLoss
 from ..adapters.run import grad_context
@@ -201,8 +201,6 @@ class CASOTrain(io.ComfyNode):
                 weight_decay, gamma, n_tokens, init, hflip, seed, classifier_aug="none", dtype="fp32",
                 grad_checkpointing=False, images=None) -> io.NodeOutput:
         who = display("CASO Train Embeddings")
-        refuse_empty_latent(latent, who, "CASO trains on the latents of real images; connect VAE Encode of the "
-                                         "training images")
         samples = checked_latent(model, latent, who)
         refuse_noise_mask(latent, who)
         mirrored = adapter.mirror_latents(vae, images, samples, who) if images is not None and hflip else None
