@@ -113,29 +113,25 @@ def _pair(g, kind: str, target: str | None, strength: float, prefix: str, ckpt=C
     _finish(g, ck, img, src, rec, prefix)
 
 
-def _edict(g, target: str | None, strength: float, prefix: str, ckpt=CKPT, schedule="official_980_0", steps=50):
-    _pair(g, "EDICT", target, strength, prefix, ckpt, schedule, steps)
-
-
 def edict_reconstruction(g):
     """Invert a real image with EDICT and regenerate it exactly (same prompt, cfg 3); the report shows the error."""
-    _edict(g, None, 1.0, "edict_reconstruction")
+    _pair(g, "EDICT", None, 1.0, "edict_reconstruction")
 
 
 def edict_edit(g):
     """Prompt-swap edit: invert with 'a red circle', regenerate with 'a blue circle' (strength 0.8, cfg 3)."""
-    _edict(g, "a blue circle", 0.8, "edict_edit")
+    _pair(g, "EDICT", "a blue circle", 0.8, "edict_edit")
 
 
 def sd3_edict_reconstruction(g):
     """EDICT on a flow model (SD3): the flow Euler step in the coupled x/y chain, inverted to σ = 1 and regenerated
     exactly (simple schedule with the model's shift, cfg 3)."""
-    _edict(g, None, 1.0, "sd3_edict_reconstruction", SD3_CKPT, "simple")
+    _pair(g, "EDICT", None, 1.0, "sd3_edict_reconstruction", SD3_CKPT, "simple")
 
 
 def sd3_edict_edit(g):
     """Prompt-swap edit on SD3: EDICT-invert 'a red circle', regenerate 'a blue circle' (strength 0.8, cfg 3)."""
-    _edict(g, "a blue circle", 0.8, "sd3_edict_edit", SD3_CKPT, "simple")
+    _pair(g, "EDICT", "a blue circle", 0.8, "sd3_edict_edit", SD3_CKPT, "simple")
 
 
 def bdia_reconstruction(g):
@@ -180,7 +176,7 @@ def sd3_flowedit(g):
 def hunyuanimage21_edict_reconstruction(g):
     """Template, HunyuanImage 2.1 (random weights here): EDICT-invert an image to σ = 1 and regenerate it exactly,
     with the family's own loaders (UNETLoader, CLIPLoader type hunyuan_image, VAELoader)."""
-    _edict(g, None, 1.0, "hunyuanimage21_edict_reconstruction", HUNYUAN21, "simple", steps=20)
+    _pair(g, "EDICT", None, 1.0, "hunyuanimage21_edict_reconstruction", HUNYUAN21, "simple", steps=20)
 
 
 def zimage_ddim_inversion(g):
