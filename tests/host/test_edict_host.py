@@ -333,6 +333,13 @@ def test_sdxl_round_trip_and_family_check(comfy, v_prediction):
         assert maxabs(pair["samples"], src["samples"]) > 10.0
         x, y = C["InvEditEDICTRegenerate"].execute(model=model, positive=pos, negative=neg, pair=pair, cfg=4.0, **OPTS)
         assert maxabs(x["samples"], src["samples"]) <= 1e-6 and maxabs(y["samples"], src["samples"]) <= 1e-6
-        sd15 = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)[0]
-        with pytest.raises(ValueError, match="inverted with a SDXL model, this is SD15"):
+        sd15, clip15, _ = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)
+        # SDXL prompts on the SD15 model are refused first, by their token width
+        with pytest.raises(ValueError, match="width 2048, but SD15 takes 768"):
             C["InvEditEDICTRegenerate"].execute(model=sd15, positive=pos, negative=neg, pair=pair, cfg=4.0, **OPTS)
+        # with prompts of its own family, the pair's record of the family refuses it
+        pos15 = nodes.CLIPTextEncode().encode(clip15, "a red circle")[0]
+        neg15 = nodes.CLIPTextEncode().encode(clip15, "")[0]
+        with pytest.raises(ValueError, match="inverted with a SDXL model, this is SD15"):
+            C["InvEditEDICTRegenerate"].execute(model=sd15, positive=pos15, negative=neg15, pair=pair, cfg=4.0,
+                                                **OPTS)
