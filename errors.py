@@ -14,3 +14,12 @@ class InvEditError(ValueError):
 
 
 InvEditError.__module__ = "invedit"
+
+
+def quote(text, limit: int = 80) -> str:
+    """A user's input in a message: repr'd, cut to ``limit`` characters with its length said (a 100 000-character
+    prompt must not come back whole inside an error)."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"

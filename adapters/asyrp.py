@@ -13,7 +13,7 @@ from ..hooks.run_state import RUN_KEY, RunState, install as install_run_state, r
 from ..hooks.unet_split import SharedEncoder
 from ..samplers import asyrp
 from .checks import model_family, require_unet, require_vp_model
-from .progress import reporter
+from .progress import NodeName, reporter
 from .run import pass_options
 
 SHARED_ENCODER_KEY = "invedit_hspace_shared_encoder"
@@ -66,7 +66,7 @@ class AsyrpSampler(comfy.samplers.Sampler):
     encoder state and the shifted pass runs only the decoder (hooks.unet_split); otherwise two full passes.
     ``last_run``: the ``hooks.run_state.RunState`` of the latest run (shifts added, encoder hits / misses)."""
 
-    WHO = "Asyrp sampler"
+    WHO = NodeName("Asyrp Sampler (InvEdit)")
 
     def __init__(self, t_boost: int = 0, eta_boost: float = 1.0, shared_encoder: bool = True):
         self.t_boost, self.eta_boost, self.shared_encoder = int(t_boost), float(eta_boost), bool(shared_encoder)

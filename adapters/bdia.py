@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from ..samplers import bdia, edict
 from .edict import PairSamplerBase
+from .progress import NodeName
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class BDIASampler(BDIABase):
     instead and ignores the noise. Returns the state at the end of SIGMAS; ``self.pair`` keeps it and the one
     before it."""
 
-    WHO = "BDIA sampler"
+    WHO = NodeName("BDIA Sampler (InvEdit)")
 
     def __init__(self, options: BDIAOptions = BDIAOptions(), pair=None):
         super().__init__(options, invert=False)

@@ -11,6 +11,7 @@ import torch
 
 from ..hooks.run_state import run_state
 from ..optim import caso
+from .progress import warn
 
 # ComfyUI tokenizer key -> the embedding file's tensor key (SD1.x: l; SD2.x: h; SDXL: l and g)
 ENCODER_OF = {"l": "clip_l", "g": "clip_g", "h": "clip_h"}
@@ -264,9 +265,9 @@ class WindowedGuidance:
             try:
                 check_window(sigmas, self.sigma_start, self.sigma_end, self.who)
             except ValueError as e:  # a warning, not an error: one pass of a split sampling may lie outside it
-                import logging
-                logging.warning("%s (this run is the negative prompt's sampling; fine for one pass of a split "
-                                "sampling, e.g. KSamplerAdvanced's steps before the window)", e)
+                who, _, text = str(e).partition(": ")
+                warn(who, f"{text} (this run is the negative prompt's sampling; fine for one pass of a split "
+                          f"sampling, e.g. KSamplerAdvanced's steps before the window)")
         sigma = float(args["sigma"].flatten()[0])
         if not caso.in_window(sigma, self.sigma_start, self.sigma_end):
             return args["uncond_denoised"]

@@ -22,10 +22,11 @@ IMAGE_TO_IMAGE_SAMPLING = ("IMG_TO_IMG", "IMG_TO_IMG_FLOW")
 
 def sampling_kind(model_sampling) -> str:
     """The sampling a model runs with, by name: ComfyUI combines a schedule and a prediction type into one class
-    named ``ModelSampling`` (``model_base.model_sampling``), so its two bases are named (``ModelSamplingFlux +
-    CONST``); any other class by its own name."""
+    named ``ModelSampling`` (``model_base.model_sampling``; the stock ModelSampling* patch nodes name theirs
+    ``ModelSamplingAdvanced``), so its bases are named (``ModelSamplingFlux + CONST``); any other class by its own
+    name."""
     cls = type(model_sampling)
-    if cls.__name__ == "ModelSampling" and len(cls.__bases__) > 1:
+    if len(cls.__bases__) > 1:  # ModelSampling, and the ModelSamplingAdvanced of the stock sampling patches
         return " + ".join(b.__name__ for b in cls.__bases__)
     return cls.__name__
 

@@ -24,7 +24,7 @@ import comfy.utils
 from ..optim import csds
 from ..samplers.steps import Step
 from .checks import is_flow, model_family, require_vp_or_flow_model
-from .progress import LiveLoss, check_interrupt
+from .progress import LiveLoss, NodeName, check_interrupt
 from .run import private_sampling
 
 WRAPPER_KEY = "ems_csds"
@@ -130,7 +130,7 @@ class CSDSGuider(comfy.samplers.CFGGuider):
     """The edit's guider: cond c~ (``positive``), ``negative`` and the attribute prompt (``attr``) for CSDS; ``cfg``
     for the denoising, ``csds_cfg`` inside CSDS. ``iterations`` 0 is text-only EMS (the plain CFGGuider)."""
 
-    WHO = "EMS CSDS Guider"
+    WHO = NodeName("EMS CSDS Guider (InvEdit)")
 
     def __init__(self, model_patcher, config: csds.CSDSConfig, csds_cfg: float = 1.0, step_space: str = "auto",
                  live: Optional[LiveLoss] = None):

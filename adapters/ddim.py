@@ -9,7 +9,7 @@ import comfy.samplers
 
 from ..samplers import ddim
 from .checks import is_flow, model_family, require_vp_or_flow_model
-from .progress import reporter
+from .progress import NodeName, reporter
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class DDIMInversionSampler(comfy.samplers.Sampler):
     factor is 0) is refused: use denoise / strength below 1.
     """
 
-    WHO = "DDIM inversion sampler"
+    WHO = NodeName("DDIM Inversion Sampler (InvEdit)")
 
     def invert(self, denoiser, latent, sigmas, callback, flow: bool) -> torch.Tensor:
         """The walk itself (a subclass swaps the solver); the hand-over scaling is ``sample``'s."""

@@ -13,6 +13,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
+from ..losses.pixel import per_image
 from ..optim.doodl import (ChainSpec, DOODLConfig, doodl_optimize, one_step_guidance_sample, pair_drifted,
                            pair_loss_gradients)
 from ..samplers import edict
@@ -20,7 +21,7 @@ from ..samplers.steps import Step
 from .checks import checked_latent, model_family, require_vp_model
 from .edict import EDICTBase, EDICTOptions, check_edict_pair, default_sigmas, exact_pair, pair_latent
 from .latent import InversionInfo, to_vae_space
-from .progress import LiveLoss, check_interrupt, reporter
+from .progress import LiveLoss, NodeName, check_interrupt, reporter
 from .run import (block_checkpointing, decode_01, load_for_grad, private_for_grad, private_sampling,
                   require_checkpointable, vae_decoder)
 
@@ -41,7 +42,8 @@ class DOODLSampler(EDICTBase):
         super().__init__(options)
         self.checkpointing = checkpointing
         self.vae, self.loss, self.config, self.mode, self.start_pair = vae, loss, config, mode, pair
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)  # the loss's crops (drawn once for the batch)
         self.on_iteration = on_iteration
         self.losses: list[float] = []
         self.gaps: list[float] = []
@@ -62,19 +64,15 @@ class DOODLSampler(EDICTBase):
         def model_space(z):
             return self.coords.to_comfy(z, end).to(dev, mdtype)
 
-        def decode_loss(z):
-            return self.loss(decode_01(self.vae, inner, model_space(z)).clamp(0, 1), self.generator)  # as official
+        def decode_loss(z):  # each image's own loss (clamped to [0, 1] as official)
+            return per_image(self.loss, decode_01(self.vae, inner, model_space(z)).clamp(0, 1), self.generator)
 
-        chosen, best = {}, [float("inf")]
         preview = reporter(callback)
 
         def on_iteration(step):
             check_interrupt()
             self.losses.append(step.loss)
             self.gaps.append(float((step.x - step.y).norm() / step.x.norm().clamp(min=1e-12)))
-            if self.config.keep != "best" or step.loss < best[0]:  # the same rule as doodl_optimize's
-                best[0] = step.loss
-                chosen.update(x=step.x, y=step.y)
             x0 = model_space(step.x)
             preview(Step(step.i, step.total + 1, x0, x0))  # iterations 0 … total: total + 1 previews
             if self.on_iteration is not None:
@@ -85,10 +83,11 @@ class DOODLSampler(EDICTBase):
         if self.checkpointing:
             require_checkpointable(inner.diffusion_model, model_family(inner), self.WHO)
         with block_checkpointing(inner.diffusion_model, vae_decoder(self.vae), enabled=self.checkpointing):
-            res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, self.generator,
-                                 on_iteration)
+            # ξ: one generator per image, so an image of a batch is perturbed as it is alone
+            perturb = [torch.Generator().manual_seed(self.seed + 1 + i) for i in range(zx.shape[0])]
+            res = doodl_optimize(spec, pair_loss_gradients(decode_loss), zx, zy, self.config, perturb, on_iteration)
         self.result_pair = (res.x, res.y)
-        self.keep((chosen["x"], chosen["y"]), (end, end), latent_image)
+        self.keep((res.x0, res.y0), (end, end), latent_image)
         return self.result("x").to(latent_image.dtype)
 
 
@@ -172,7 +171,7 @@ class OneStepGuidanceSampler(comfy.samplers.Sampler):
     step itself uses the guider's CFG-combined prediction. A guider without a negative (BasicGuider) differentiates
     its one prediction. Per step: the guided call, one uncond call with gradients, one VAE decode, one loss backward."""
 
-    WHO = "one-step guidance"
+    WHO = NodeName("One-Step Guidance Sampler (InvEdit)")
 
     def __init__(self, vae, loss, scale: float, seed: int = 0):
         self.vae, self.loss, self.scale, self.seed = vae, loss, float(scale), int(seed)

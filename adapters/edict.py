@@ -12,8 +12,9 @@ import comfy.samplers
 from ..samplers import edict
 from ..samplers.coords_flow import check_flow_sigmas
 from .checks import is_flow, model_family, require_vp_or_flow_model
+from .fingerprint import compare
 from .latent import EDICT_PAIR_KEY, EDICT_Y_KEY, INVERSION_KEY, InversionInfo, edict_y, to_vae_space
-from .progress import reporter
+from .progress import NodeName, reporter
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class EDICTSampler(EDICTBase):
     EDICTInvert) it regenerates that pair instead and ignores the noise. Returns x, y or their mean at the end of
     SIGMAS; ``self.pair`` keeps both afterwards."""
 
-    WHO = "EDICT sampler"
+    WHO = NodeName("EDICT Sampler (InvEdit)")
 
     def __init__(self, options: EDICTOptions = EDICTOptions(), pair=None):
         super().__init__(options)
@@ -314,6 +315,8 @@ def check_edict_pair(info: InversionInfo | None, model_patcher, sigmas: torch.Te
     family = model_family(model_patcher.model)
     if info.model_family != family:
         raise ValueError(f"{who}: the pair was inverted with a {info.model_family} model, this is {family}. {fix}")
+    compare(info.model_fingerprint if isinstance(info.model_fingerprint, dict) else None, model_patcher, who,
+            "the pair", f"{name} Invert")
     for key, have in options.exactness_settings().items():
         if getattr(info, key) != have:
             raise ValueError(f"{who}: the pair was inverted with {key} = {getattr(info, key)}, this node has {have}; "

@@ -58,7 +58,7 @@ class FlowSolverInversionSampler(DDIMInversionSampler):
         if solver not in flow_solvers.SOLVERS:
             raise ValueError(f"unknown flow solver {solver!r}")
         self.solver = solver
-        self.WHO = f"{NAMES[solver]} inversion sampler"
+        self.WHO = f"{NAMES[solver]} Sampler (InvEdit), direction invert"
 
     def invert(self, denoiser, latent, sigmas, callback, flow: bool) -> torch.Tensor:
         if not flow:

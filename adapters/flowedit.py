@@ -16,7 +16,7 @@ from .checks import is_flow, model_family
 from .progress import reporter
 
 log = logging.getLogger(__name__)
-WHO = "FlowEdit Guider"
+WHO = "FlowEdit Guider (InvEdit)"
 
 
 class _FlowEditSampler(comfy.samplers.Sampler):

@@ -16,6 +16,7 @@ from .asyrp import set_hspace_patch, with_shared_encoder
 from .checks import (checked_latent, h_channels, log_sigmas, model_family, require_latent_channels, require_unet,
                      t_to_sigma)
 from .ddim import DDIMInversionSampler
+from .fingerprint import META_KEY, compare, fingerprint, from_meta, to_meta
 from .run import run_with_cfg_guider
 
 
@@ -40,6 +41,8 @@ def apply_direction(model, direction, strength: float, t_start: int, t_edit: int
     if direction.meta.get("family") and direction.meta["family"] != family:
         raise ValueError(f"{who}: the direction was made with a {direction.meta['family']} model, this is "
                          f"{family}; h-space directions are specific to a model family.")
+    compare(from_meta(direction.meta.get(META_KEY)), model, who, "the direction",
+            "the h-space node that made it", exact=False)
     table = None if isinstance(direction, Direction) else log_sigmas(model, who)
     try:
         patch = HSpacePatch(direction, strength, t_to_sigma(model, t_start), t_to_sigma(model, t_edit), mode,
@@ -70,7 +73,7 @@ def direction_from_prompts(model, source, target, latent: dict, steps: int, seed
                   disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     delta, levels = reduce_levels(*rec.difference(), reduce)
     meta = {"kind": f"prompts_{reduce}", "family": model_family(model.model), "steps": str(steps),
-            "samples": str(samples.shape[0]), "name": "prompts"}
+            "samples": str(samples.shape[0]), "name": "prompts", META_KEY: to_meta(fingerprint(model))}
     return Direction(delta, levels, meta)
 
 
@@ -94,7 +97,7 @@ def direction_from_images(model, set_a: dict, set_b: dict, neutral, steps: int, 
     (mean_a, levels), (mean_b, _) = means
     delta, levels = reduce_levels(mean_b - mean_a, levels, reduce)
     meta = {"kind": f"images_{reduce}", "family": model_family(model.model), "steps": str(steps),
-            "samples": f"{a.shape[0]}+{b.shape[0]}", "name": "images"}
+            "samples": f"{a.shape[0]}+{b.shape[0]}", "name": "images", META_KEY: to_meta(fingerprint(model))}
     return Direction(delta, levels, meta)
 
 

@@ -30,6 +30,7 @@ from ..optim.hspace import TrainConfig, TrainingError, loss_summary, train_direc
 from .asyrp import hspace_patches, with_shared_encoder
 from .checks import checked_latent, h_channels, log_sigmas, model_family, require_unet, t_to_sigma
 from .ddim import DDIMInversionSampler
+from .fingerprint import META_KEY, fingerprint, to_meta
 from .hspace import ddim_sigmas
 from .progress import LiveLoss, reporter
 from .run import decode_01, grad_context, load_for_grad, pass_options, private_for_grad, run_with_cfg_guider
@@ -165,6 +166,7 @@ def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s:
             torch.manual_seed(s.seed)
             net = DeltaNet(h_channels(unet))
         meta = {"kind": "implicit", "family": model_family(model.model), "name": f"{s.target_text} (trained)",
+                META_KEY: to_meta(fingerprint(model)),
                 "train_dt": f"{win.train_dt:.6g}", "num_train_steps": str(s.steps), "t_edit": str(s.t_edit),
                 "src_text": s.source_text, "trg_text": s.target_text, "lambda_clip": str(s.lambda_clip),
                 "lambda_recon": f"{config.lambda_recon:.6g}", "lr": str(s.lr), "epochs": str(s.epochs),

@@ -16,6 +16,7 @@ import torch
 import comfy.model_management
 
 from .checks import model_family
+from .fingerprint import fingerprint
 
 INVERSION_KEY = "invedit_inversion"
 EDICT_Y_KEY = "invedit_edict_y"
@@ -38,12 +39,13 @@ class InversionInfo:
     leapfrog: Optional[bool] = None
     official_input_scaling: Optional[bool] = None
     gamma: Optional[float] = None                # BDIA only
+    model_fingerprint: Optional[dict] = None     # adapters.fingerprint, compared on replay
 
     @classmethod
     def of(cls, model_patcher, sigmas: torch.Tensor, cfg: float, shape, method: str = "ddim",
            **settings) -> "InversionInfo":
         return cls(method, model_family(model_patcher.model), [float(s) for s in sigmas.flatten()], float(cfg),
-                   list(shape), **settings)
+                   list(shape), model_fingerprint=fingerprint(model_patcher), **settings)
 
     @classmethod
     def from_latent(cls, latent: dict) -> Optional["InversionInfo"]:
@@ -66,6 +68,10 @@ class InversionInfo:
                          f"{self.state_dtype} state")
         if self.method == "bdia":
             lines.append(f"BDIA            gamma {self.gamma}, {self.state_dtype} state")
+        fp = self.model_fingerprint
+        if isinstance(fp, dict):
+            lines.append(f"model           weights {fp.get('weights')}, patches {fp.get('patches')}, "
+                         f"{fp.get('sampling', '').split(',')[0]}")
         return lines
 
 

@@ -18,6 +18,7 @@ from ..samplers.steps import LossHistory, Step
 
 log = logging.getLogger(__name__)
 LOSS_EVENT = "invedit.loss"
+WARNING_EVENT = "invedit.warning"
 UI_KEY = "invedit_loss"
 
 
@@ -81,3 +82,32 @@ class TextAndLoss(ui.PreviewText):
 
     def as_dict(self):
         return dict(super().as_dict(), **{UI_KEY: [self.history.as_dict()]})
+
+
+def warn(who: str, text: str) -> None:
+    """A warning where the user looks: on the console and, where a frontend queued the prompt, as a toast
+    (web/js/warnings.js, ``invedit.warning`` {node, text}): for a node that ran but whose result may not be what the
+    user expects (another model than an artifact's, a guidance window no step of the schedule lies in)."""
+    message = f"{who}: {text}"
+    log.warning(message)
+    ctx = get_executing_context()
+    try:
+        from server import PromptServer
+        server = PromptServer.instance
+        server.send_sync(WARNING_EVENT, {"node": getattr(ctx, "node_id", None), "text": message}, server.client_id)
+    except Exception:   # no server (scripts, tests): the console has it
+        pass
+
+
+class NodeName:
+    """The name a SAMPLER or GUIDER gives itself in messages (a class attribute ``WHO = NodeName(...)``): the display
+    name of the pack's node that makes it and, while a prompt runs, the id of the node running it (the stock
+    SamplerCustom or KSampler it was wired into), so an error raised inside a stock node names both."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, obj, cls=None) -> str:
+        ctx = get_executing_context()
+        node = getattr(ctx, "node_id", None)
+        return f"{self.name}, run by node #{node}" if node is not None else self.name

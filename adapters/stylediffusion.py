@@ -29,11 +29,13 @@ import comfy.samplers
 from comfy.ldm.modules.attention import SpatialTransformer
 
 from ..artifacts.stylediffusion import tensor_hash
+from ..errors import quote
 from ..hooks import attention as A
 from ..optim import stylediffusion as sd
 from ..samplers.coords import vp_scale
 from ..samplers.steps import Step
-from .checks import model_family, require_conditioning_width, require_unet, require_vp_model
+from .checks import context_width, model_family, require_conditioning_width, require_unet, require_vp_model
+from .fingerprint import META_KEY, compare, fingerprint, from_meta, to_meta
 from .progress import reporter
 from .run import block_checkpointing, private_for_grad
 
@@ -300,7 +302,7 @@ def invert(model, positive, negative, samples: torch.Tensor, grid: torch.Tensor,
             "latent_shape": str(list(samples.shape)),
             "iterations": str(sum(sampler.result.iterations)),
             "iterations_per_step": ",".join(map(str, sampler.result.iterations)),
-            "final_loss": f"{sampler.result.step_losses[-1]:.6g}"}
+            "final_loss": f"{sampler.result.step_losses[-1]:.6g}", META_KEY: to_meta(fingerprint(model))}
     x_T = sampler.x_T.float().cpu()
     if settings.method == "stylediffusion":
         emb = sd.ValueEmbedding("stylediffusion", grid.double().cpu(), x_T, scale=sampler.values[0],
@@ -320,6 +322,16 @@ def check_embedding(emb: sd.ValueEmbedding, model, who: str, negative=None, guid
     if emb.meta.get("family", family) != family:
         raise ValueError(f"{who}: the value embedding was made on a {emb.meta['family']} model; this is {family}. "
                          f"Invert the image again on this model")
+    width, values = context_width(model), (emb.null if emb.method == "null_text" else emb.scale)
+    if width is not None and values.shape[-1] != width:
+        raise ValueError(f"{who}: the value embedding holds {values.shape[-1]}-wide text embeddings, {family} takes "
+                         f"{width}; invert the image again on this model")
+    channels = model.model.latent_format.latent_channels
+    if emb.x_T.shape[1] != channels:
+        raise ValueError(f"{who}: the value embedding's noise latent has {emb.x_T.shape[1]} channels, {family} works "
+                         f"on {channels}; invert the image again on this model")
+    made_by = "Null-text Invert" if emb.method == "null_text" else "StyleDiffusion Invert"
+    compare(from_meta(emb.meta.get(META_KEY)), model, who, "the value embedding", made_by)
     if negative is not None:
         null = cross_attn(negative, who)
         if str(null.shape[-1]) != emb.meta.get("ctx_dim", str(null.shape[-1])):
@@ -382,7 +394,7 @@ def prompt_tokens(clip, text: str, who: str, name: str = "prompt") -> A.PromptTo
 
     chunks, whole = text_tokens(text)
     if len(chunks) > 1:
-        raise ValueError(f"{who}: {text!r} is longer than one {LENGTH}-token chunk ({len(chunks)} chunks); "
+        raise ValueError(f"{who}: {quote(text)} is longer than one {LENGTH}-token chunk ({len(chunks)} chunks); "
                          f"prompt-to-prompt needs each prompt within {LENGTH - 2} tokens, shorten it")
     words = text.split()
     spans, pos, seen, ids = [], 1, [], []
@@ -396,7 +408,7 @@ def prompt_tokens(clip, text: str, who: str, name: str = "prompt") -> A.PromptTo
         seen += toks
         ids += [t if isinstance(t, int) else (w, k) for k, t in enumerate(toks)]  # an embedding's vectors: by word
     if not words or not _same_tokens(seen, whole):
-        raise ValueError(f"{who}: {text!r} does not split into words the tokenizer keeps apart; write the prompt as "
+        raise ValueError(f"{who}: {quote(text)} does not split into words the tokenizer keeps apart; write the prompt as "
                          f"plain words (no weights, embeddings or punctuation glued to words)")
     return A.PromptTokens(tuple(words), tuple(spans), pos, tuple(ids))
 
@@ -410,10 +422,10 @@ def _same_tokens(a: list, b: list) -> bool:
     return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
 
 
-def word_tokens(prompt: A.PromptTokens, words: str) -> list[int]:
+def word_tokens(prompt: A.PromptTokens, words: str, where: str = "LocalBlend words") -> list[int]:
     """The token positions of every occurrence of the (space-separated) ``words`` in a prompt (as the official
-    ``get_word_inds``); a word it lacks is an error."""
-    return A.word_positions(prompt, words.split())
+    ``get_word_inds``); a word it lacks is an error naming ``where``."""
+    return A.word_positions(prompt, words.split(), where)
 
 
 @dataclass
@@ -488,7 +500,8 @@ def edit(model, clip, source: str, target: str, negative, x_T: torch.Tensor, sig
     steps = sigmas.numel() - 1
     blend = None
     if s.blend_source.strip() or s.blend_target.strip():
-        blend = [word_tokens(src, s.blend_source), word_tokens(tgt, s.blend_target)]
+        blend = [word_tokens(src, s.blend_source, "blend_source (LocalBlend words of the source prompt)"),
+                 word_tokens(tgt, s.blend_target, "blend_target (LocalBlend words of the target prompt)")]
     map_div, self_div = layer_divisors(model)
     capture = A.CaptureMaps((map_div,))
     state = {"step": None, "capture": capture}

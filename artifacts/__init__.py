@@ -143,6 +143,19 @@ def read(path: Path, who: str) -> tuple[dict, dict]:
     return tensors, meta
 
 
+def check_fingerprint_field(meta: dict, name: str) -> None:
+    """The ``model_fingerprint`` a file may hold (adapters.fingerprint: a JSON object of strings) parses."""
+    if "model_fingerprint" not in meta:
+        return
+    try:
+        fp = json.loads(meta["model_fingerprint"])
+    except ValueError:
+        fp = None
+    if not isinstance(fp, dict) or not all(isinstance(v, str) for v in fp.values()):
+        raise ArtifactError(f"{name}: metadata 'model_fingerprint' is {meta['model_fingerprint'][:60]!r}, not the "
+                            f"model fingerprint the pack writes")
+
+
 def load(path: Path, kind: str, who: str) -> tuple[dict, dict]:
     """(tensors, metadata) of a validated file of ``kind``."""
     k = REGISTRY[kind]

@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from . import ArtifactError, Kind, register
+from . import ArtifactError, Kind, check_fingerprint_field, register
 
 FORMAT = "asyrp_hspace/1"
 
@@ -23,6 +23,7 @@ def _prepare(tensors: dict, meta: dict) -> None:
 
 
 def _validate(tensors: dict, meta: dict, name: str) -> None:
+    check_fingerprint_field(meta, name)
     if meta.get("kind") == "implicit":
         if not any(k.startswith("f.") for k in tensors):
             raise ArtifactError(f"{name} is a trained h-space direction without f.* weights")
@@ -36,6 +37,17 @@ def _validate(tensors: dict, meta: dict, name: str) -> None:
                                                                    not (sigmas[1:] < sigmas[:-1]).all()):
         raise ArtifactError(f"{name} is malformed: its sigmas must be finite, non-negative noise levels in strictly "
                             f"descending order, got {[round(float(s), 4) for s in sigmas]}")
+    if "channels" in meta and meta["channels"] != str(delta.shape[1]):
+        raise ArtifactError(f"{name}: metadata 'channels' says {meta['channels']!r} but delta_h has {delta.shape[1]} "
+                            f"channels")
+    if "h_hw" in meta:
+        try:
+            hw = json.loads(meta["h_hw"])
+        except ValueError:
+            hw = meta["h_hw"]
+        if hw != list(delta.shape[2:]):
+            raise ArtifactError(f"{name}: metadata 'h_hw' says {meta['h_hw']!r} but delta_h is "
+                                f"{list(delta.shape[2:])} (h × w)")
 
 
 KIND = register(Kind("hspace", "an h-space direction file", FORMAT, _validate, _prepare,

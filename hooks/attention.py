@@ -31,6 +31,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import quote
+
 COND, UNCOND = 0, 1
 SELF, CROSS = "self", "cross"
 
@@ -358,7 +360,9 @@ def reweight_vector(tgt: PromptTokens, words: Sequence[str], factor: float, leng
     c = torch.ones(length)
     missing = [x for x in words if x not in tgt.words]
     if missing:
-        raise ValueError(f"reweight words {missing} are not words of the target prompt ({' '.join(tgt.words)})")
+        raise ValueError(f"reweight_words: {quote(' '.join(missing))} is not in the target prompt, whose words are "
+                         f"{quote(' '.join(tgt.words), 200)}; type words of the target prompt (space-separated), or "
+                         f"clear reweight_words")
     for k, word in enumerate(tgt.words):
         if word in words:
             c[list(tgt.spans[k])] = float(factor)
@@ -444,13 +448,16 @@ class P2PEdit(Controller):
 
 # -- LocalBlend ---------------------------------------------------------------------------------------------------
 
-def word_positions(prompt: PromptTokens, words: Sequence[str]) -> list[int]:
+def word_positions(prompt: PromptTokens, words: Sequence[str], where: str = "LocalBlend words") -> list[int]:
     """The token positions of every occurrence of ``words`` in a prompt (the official ``get_word_inds`` of a word
-    given as text); a word the prompt lacks is an error."""
+    given as text); a word the prompt lacks is an error naming ``where`` (the input and its prompt), the prompt's
+    words and what to type."""
     out = []
-    for w in words:
-        if w not in prompt.words:
-            raise ValueError(f"LocalBlend word {w!r} is not a word of {' '.join(prompt.words)!r}")
+    missing = [w for w in words if w not in prompt.words]
+    if missing:
+        raise ValueError(f"{where}: {quote(' '.join(missing))} is not in the prompt, whose words are "
+                         f"{quote(' '.join(prompt.words), 200)}; type words of that prompt (space-separated), or clear "
+                         f"the input")
     for k, w in enumerate(prompt.words):
         if w in words:
             out += list(prompt.spans[k])

@@ -194,6 +194,9 @@ def combine(terms: list[tuple]):
                           f"{sorted({d.channels for d, _ in terms})}; they belong to different model families")
     meta = {"kind": "composite", "family": terms[0][0].meta.get("family", ""),
             "parts": "; ".join(f"{c:g}·{d.meta.get('name', d.meta.get('kind', '?'))}" for d, c in terms)}
+    prints = {d.meta.get("model_fingerprint") for d, _ in terms}
+    if len(prints) == 1 and None not in prints:  # one model made them all: the sum keeps its fingerprint
+        meta["model_fingerprint"] = prints.pop()
     if not all(isinstance(d, Direction) for d, _ in terms):
         return Composite(list(terms), meta)
     shapes = {d.delta.shape[1:] for d, _ in terms}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import quote
 from .clip import OPENAI_MEAN, OPENAI_STD
 
 ARCHITECTURES = ("small_cnn", "resnet18", "resnet50")
@@ -54,8 +55,9 @@ def class_index(classes: list[str], target: str) -> int:
         return classes.index(t)
     if t.isdigit() and int(t) < len(classes):
         return int(t)
-    raise ValueError(f"target {target!r} is not one of the classifier's classes {classes} (nor an index below "
-                     f"{len(classes)}).")
+    shown = ", ".join(classes[:20]) + (f", … ({len(classes)} classes)" if len(classes) > 20 else "")
+    raise ValueError(f"target {quote(target)} is not one of the classifier's classes ({quote(shown, 300)}); type one "
+                     f"of those names in target, or an index 0 … {len(classes) - 1}")
 
 
 class ImageClassifier:

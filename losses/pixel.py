@@ -1,6 +1,7 @@
 """Pixel losses: differentiable losses on decoded images [B, 3, H, W] in [0, 1], one interface for every method that
-optimises through the decoder (DOODL now; CASO and h-space training later): ``loss(images01, generator) -> scalar``,
-carried between nodes on one socket type (``nodes.sockets.PixelLoss``).
+optimises through the decoder (DOODL now; CASO and h-space training later): ``loss(images01, generator) -> scalar``
+(the batch mean) and ``loss.per_image(images01, generator) -> [B]`` (each image's own: DOODL optimises the images of
+a batch independently), carried between nodes on one socket type (``nodes.sockets.PixelLoss``).
 
 - ``CLIPLoss``: the DOODL / CLIP-guidance spherical distance to a text or reference-image embedding;
 - ``ClassifierLoss``: cross-entropy (or minus the logit) of an image classifier to a target class;
@@ -58,11 +59,15 @@ class PixelLoss:
     def per_crop(self, crops: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def per_image(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """[B]: each image's loss (the crops are drawn once for the batch: an image scores alike alone)."""
         crops = multicrop(images, self.crops, self.crop_size, self.crop_power, generator)
         v = self.per_crop(crops).view(max(1, self.crops), images.shape[0])
         v = v.min(dim=0).values if self.reduction == "min" else v.mean(dim=0)
-        return self.weight * v.mean()
+        return self.weight * v
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.per_image(images, generator).mean()
 
 
 class CLIPLoss(PixelLoss):
@@ -116,8 +121,16 @@ class WeightedSum:
     def __init__(self, terms: list):
         self.terms = list(terms)
 
+    def per_image(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return sum(w * per_image(loss, images, generator) for loss, w in self.terms)
+
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return sum(w * loss(images, generator) for loss, w in self.terms)
+
+
+def per_image(loss, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """A loss's per-image values [B] (a loss without ``per_image`` gives one value for the batch: a 0-d tensor)."""
+    return loss.per_image(images, generator) if hasattr(loss, "per_image") else loss(images, generator)
 
 
 class AestheticLoss(PixelLoss):

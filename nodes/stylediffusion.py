@@ -50,7 +50,8 @@ def _image_latent(model, latent: dict, who: str):
     samples = checked_latent(model, latent, who)
     refuse_noise_mask(latent, who)
     if samples.shape[0] != 1:
-        raise ValueError(f"{who}: invert one image at a time (got a batch of {samples.shape[0]})")
+        raise ValueError(f"{who}: invert one image at a time (got a batch of {samples.shape[0]}); split the batch "
+                         f"with Latent From Batch (batch_index i, length 1) and give each latent its own node")
     if not torch.isfinite(samples).all():
         raise ValueError(f"{who}: the LATENT contains NaN/inf values; encode the image again with VAE Encode")
     return samples
@@ -121,7 +122,8 @@ class StyleDiffusionInvert(io.ComfyNode):
         who = display("StyleDiffusion Invert")
         samples = _image_latent(model, latent, who)
         if image.shape[0] != 1:
-            raise ValueError(f"{who}: invert one image at a time (got a batch of {image.shape[0]} images)")
+            raise ValueError(f"{who}: invert one image at a time (got a batch of {image.shape[0]} images); split the "
+                             f"batch with Image From Batch (batch_index i, length 1)")
         if clip_name == VISION:
             if clip_vision is None:
                 raise ValueError(f"{who}: clip_name is '{VISION}' but nothing is connected to clip_vision; connect a "
@@ -326,7 +328,9 @@ class P2PEdit(io.ComfyNode):
         if latent is not None:
             samples = checked_latent(model, latent, who)
             if samples.shape[0] != 1:
-                raise ValueError(f"{who}: one noise latent at a time (got a batch of {samples.shape[0]})")
+                raise ValueError(f"{who}: one noise latent at a time (got a batch of {samples.shape[0]}); split the "
+                                 f"batch with Latent From Batch (batch_index i, length 1) and give each latent its "
+                                 f"own P2P Edit")
             x_T = model.model.process_latent_in(samples.float())
         elif sigmas.numel() < value_embed.sigmas.numel():
             raise ValueError(f"{who}: the SIGMAS are the last {sigmas.numel() - 1} of the embedding's "

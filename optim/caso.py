@@ -84,8 +84,9 @@ def window_timesteps(window_start: float, window_end: float, steps: int,
     steps t 301, 281, …, 1; [0.8, 0.9] and [0, 0.1] guide 6 steps each, and window_start = window_end guides exactly
     the one step at that timestep. Raises ValueError when the start lies below the end."""
     if not window_start >= window_end:
-        raise ValueError(f"window_start {window_start} must not be below window_end {window_end} (the window runs "
-                         f"from the noisier start down to its end)")
+        raise ValueError(f"window_start {window_start} is below window_end {window_end}, but the window runs from the "
+                         f"noisier start down to its end; swap them (window_start {window_end}, window_end "
+                         f"{window_start})")
     return grid_timestep(window_start, steps, num_timesteps), grid_timestep(window_end, steps, num_timesteps)
 
 

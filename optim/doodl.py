@@ -180,56 +180,84 @@ class DOODLConfig:
 class DOODLResult:
     x: Tensor                  # the optimised pair (x_T, y_T) (the last, or the best with keep="best")
     y: Tensor
-    losses: list = field(default_factory=list)   # L̄ of the pair each iteration was evaluated at
-    best_iteration: int = -1
+    losses: list = field(default_factory=list)   # L̄ of the pair each iteration was evaluated at (batch mean)
+    best_iteration: int = -1   # keep="best" on a batch: the chosen iteration of the first image (per image: best_of)
     steps: list = field(default_factory=list)    # the clipped raw steps applied (diagnostics, tests)
+    x0: Optional[Tensor] = None  # the chain's ends (x_0, y_0) of the kept iterate
+    y0: Optional[Tensor] = None
+    best_of: list = field(default_factory=list)  # keep="best": each image's chosen iteration
 
 
-# loss_fn(x_0, y_0) -> (L̄, g_x0, g_y0): the loss on the decoded pixels of both ends and its gradients wrt them
-PixelLossFn = Callable[[Tensor, Tensor], tuple[float, Tensor, Tensor]]
+# loss_fn(x_0, y_0) -> (L̄, g_x0, g_y0): the loss on the decoded pixels of both ends and its gradients wrt them; L̄ a
+# float (one loss for the whole batch) or a [B] tensor (each image's own: its gradient is its own loss's)
+PixelLossFn = Callable[[Tensor, Tensor], tuple]
 
 
 def pair_loss_gradients(decode_loss: Callable[[Tensor], Tensor]) -> PixelLossFn:
-    """A ``PixelLossFn`` from ``decode_loss(z_0) -> scalar`` (decoder + loss, differentiable): L̄ = ½(L(x_0) + L(y_0)),
-    each end's graph built and freed in turn (two-phase backward: the decoder graph never lives beside the chain)."""
+    """A ``PixelLossFn`` from ``decode_loss(z_0)`` (decoder + loss, differentiable): L̄ = ½(L(x_0) + L(y_0)), each
+    end's graph built and freed in turn (two-phase backward: the decoder graph never lives beside the chain).
+    ``decode_loss`` gives a scalar, or a [B] tensor of per-image losses: then L̄ is per image too, and each image's
+    gradient is that of its own loss (the backward of their sum), as if it were optimised alone."""
     def fn(x0: Tensor, y0: Tensor):
         grads, total = [], 0.0
         for z in (x0, y0):
             leaf = z.detach().requires_grad_(True)
             with torch.enable_grad():
                 loss = 0.5 * decode_loss(leaf)
-                (g,) = torch.autograd.grad(loss, leaf)
+                (g,) = torch.autograd.grad(loss.sum(), leaf)
             grads.append(g)
-            total += float(loss.detach())
+            total = total + (float(loss.detach()) if loss.ndim == 0 else loss.detach().double().cpu())
         return total, grads[0], grads[1]
     return fn
 
 
+def _per_image_norm(x: Tensor) -> Tensor:
+    return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1)))
+
+
+def _perturbation(shape, generator, dtype, device) -> Tensor:
+    """ξ ~ N(0, I): from one generator, or, given one generator per image, each image's from its own (so an image
+    of a batch draws what it draws alone)."""
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype, device="cpu") for g in generator]
+                         ).to(device)
+    return torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(device)
+
+
 def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, config: DOODLConfig,
-                   generator: Optional[torch.Generator] = None,
-                   on_iteration: Optional[Callback] = None) -> DOODLResult:
+                   generator=None, on_iteration: Optional[Callback] = None) -> DOODLResult:
     """Algorithm 1: ``config.iterations`` updates of the pair (x_T, y_T) (VP latents at sigmas[0]). ``on_iteration``
-    gets Step(it, iterations, x=x_0, y=y_0, loss=L̄) for every evaluated iterate (it = 0 … iterations)."""
+    gets Step(it, iterations, x=x_0, y=y_0, loss=L̄) for every evaluated iterate (it = 0 … iterations).
+
+    A batch is B independent optimisations: each image keeps its own loss (when ``loss_fn`` gives one per image),
+    its own norm n_0 for the renormalisation, its own ξ (``generator``: one per image) and, with keep="best", its own
+    best iterate; the clipping, the momentum and the tying are element-wise. The loss the callback and ``losses``
+    report is the batch mean."""
     x, y = x.detach().to(spec.state_dtype).clone(), y.detach().to(spec.state_dtype).clone()
     if config.tie and not torch.equal(x, y):
         x = y = (x + y) / 2
-    n0x, n0y = x.norm(), y.norm()
+    n0x, n0y = _per_image_norm(x), _per_image_norm(y)
     res = DOODLResult(x, y)
     buf_x = buf_y = None
-    best = float("inf")
+    best = None
     for it in range(config.iterations + 1):  # the last pass only evaluates the final iterate
         xl, yl = x.detach().requires_grad_(True), y.detach().requires_grad_(True)
         with torch.enable_grad():
             xo, yo = edict_chain(xl, yl, spec)  # reversible: keeps only (x_0, y_0) for the backward
         loss, g_x0, g_y0 = loss_fn(xo.detach(), yo.detach())
-        if not torch.isfinite(torch.tensor(loss)):
-            raise FloatingPointError(f"DOODL: the loss became {loss} at iteration {it}; lower lr or the loss weight")
-        res.losses.append(loss)
+        per = torch.as_tensor(loss, dtype=torch.float64).flatten()
+        if not torch.isfinite(per).all():
+            raise FloatingPointError(f"DOODL: the loss became {per.tolist()} at iteration {it}; lower lr or the loss "
+                                     f"weight")
+        mean = float(per.mean())
+        res.losses.append(mean)
         if on_iteration is not None:
-            on_iteration(Step(it, config.iterations, x=xo.detach(), y=yo.detach(), loss=loss))
-        if config.keep == "best" and loss < best:
-            best, res.x, res.y, res.best_iteration = loss, x, y, it
+            on_iteration(Step(it, config.iterations, x=xo.detach(), y=yo.detach(), loss=mean))
+        if config.keep == "best":
+            res.x, res.y, res.x0, res.y0, best = _keep_best(res, best, per, it, x, y, xo.detach(), yo.detach())
         if it == config.iterations:
+            if config.keep != "best":
+                res.x0, res.y0 = xo.detach(), yo.detach()
             break
         gx, gy = torch.autograd.grad((xo, yo), (xl, yl), (g_x0.to(xo.dtype), g_y0.to(yo.dtype)))
         del xo, yo
@@ -240,16 +268,33 @@ def doodl_optimize(spec: ChainSpec, loss_fn: PixelLossFn, x: Tensor, y: Tensor, 
         res.steps.append((sx, sy))
         buf_x = sx if buf_x is None else config.momentum * buf_x + sx
         buf_y = sy if buf_y is None else config.momentum * buf_y + sy
-        xi = config.perturb_std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        xi = config.perturb_std * _perturbation(x.shape, generator, x.dtype, x.device)
         x, y = x + buf_x + xi, y + buf_y + xi
         if config.tie:
             x = y = (x + y) / 2
         if config.renormalize:
-            x = x * (n0x / x.norm())
-            y = x if config.tie else y * (n0y / y.norm())
+            x = x * (n0x / _per_image_norm(x))
+            y = x if config.tie else y * (n0y / _per_image_norm(y))
     if config.keep != "best":
         res.x, res.y, res.best_iteration = x, y, config.iterations
     return res
+
+
+def _keep_best(res: DOODLResult, best, per: Tensor, it: int, x, y, x0, y0):
+    """keep="best": each image's lowest-loss iterate so far (a single loss for the batch chooses for all)."""
+    if best is None:
+        res.best_of, res.best_iteration = [it] * x.shape[0], it
+        return x, y, x0, y0, per.clone()
+    better = per < best
+    if per.numel() == 1 and x.shape[0] > 1:
+        better = better.expand(x.shape[0])
+    if not better.any():
+        return res.x, res.y, res.x0, res.y0, best
+    pick = better.to(x.device).view(-1, *([1] * (x.ndim - 1)))
+    res.best_of = [it if b else o for b, o in zip(better.tolist(), res.best_of)]
+    res.best_iteration = res.best_of[0]
+    return (torch.where(pick, x, res.x), torch.where(pick, y, res.y), torch.where(pick, x0, res.x0),
+            torch.where(pick, y0, res.y0), torch.where(better, per, best))
 
 
 def one_step_guidance_sample(denoiser: Callable[[Tensor, Tensor], Tensor], loss_of_latent: Callable[[Tensor], Tensor],

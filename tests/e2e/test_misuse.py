@@ -37,7 +37,7 @@ PACK_FOLDERS = {"invedit_classifiers": "file", "invedit_aesthetic": "file", "hsp
                 "invedit_clip": "folder"}
 PROBE = "probe_"  # every file the probes make starts so; removed at the end
 # a message names the fix: after a ';', what to do
-FIX = re.compile(r";[^;]*\b(use|give|put|pick|choose|save|replace|convert|train|connect|remove|rename|set|export|"
+FIX = re.compile(r";[^;]*\b(use|give|type|swap|split|put|pick|choose|save|replace|convert|train|connect|remove|rename|set|export|"
                  r"lower|raise|make)\b", re.I)
 
 SMALL = {"width": 64, "height": 64, "batch_size": 1}
@@ -323,10 +323,52 @@ def make_case(kind: str, folder: str, good: dict, marker: Path) -> Path:
         shutil.copyfile(other, target)
     elif kind == "wrong-shape":
         wrong_shape(src, target)
+    elif kind in METADATA_EDITS:
+        edit_metadata(src, target, METADATA_EDITS[kind][folder])
     return dst
 
 
-FILE_CASES = ("missing", "truncated", "renamed-pickle", "wrong-kind", "wrong-shape")
+def _more(key, by=1):
+    return lambda meta: {key: str(int(meta[key]) + by)}
+
+
+def _one_more_class(meta):
+    return {"classes": json.dumps(json.loads(meta["classes"]) + ["extra"])}
+
+
+# kind -> folder -> f(metadata) -> the fields to overwrite: the tensors unchanged, the metadata disagreeing with them
+# ("metadata-disagrees": a count or shape one off) or not parsing ("metadata-garbled"); a CLIP folder's metadata is
+# its config.json. The aesthetic heads carry no metadata: nothing to disagree with.
+METADATA_EDITS = {
+    "metadata-disagrees": {"invedit_value_embeds": _more("steps"), "hspace_directions": _more("channels"),
+                           "embeddings": _more("n_tokens"), "invedit_classifiers": _one_more_class,
+                           "invedit_clip": _more("projection_dim")},
+    "metadata-garbled": {"invedit_value_embeds": lambda m: {"guidance": "abc"},
+                         "hspace_directions": lambda m: {"h_hw": "abc"},
+                         "embeddings": lambda m: {"class_index": "abc"},
+                         "invedit_classifiers": lambda m: {"classes": "abc"},
+                         "invedit_clip": lambda m: {"projection_dim": "abc"}},
+}
+
+
+def edit_metadata(src: Path, dst: Path, edit) -> None:
+    """``src`` with ``edit(metadata)`` written over its metadata (for a CLIP folder's model.safetensors: over the
+    folder's config.json)."""
+    if dst.name == "model.safetensors":
+        config = dst.parent / "config.json"
+        cfg = json.loads(config.read_text())
+        cfg.update({k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in edit(
+            {k: str(v) for k, v in cfg.items()}).items()})
+        config.write_text(json.dumps(cfg))
+        return
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(edit(meta))
+    save_file(tensors, str(dst), metadata=meta)
+
+
+FILE_CASES = ("missing", "truncated", "renamed-pickle", "wrong-kind", "wrong-shape", *METADATA_EDITS)
 
 
 def outcome(server, info: dict, prompt: dict, target: str, name: str, probe: str) -> str | None:
@@ -363,6 +405,8 @@ def test_every_broken_file_of_every_file_input_is_refused_by_name(server, probe_
     tried, failures = collections.Counter(), []
     for (node_type, name), folder in sorted(inputs.items()):
         for kind in FILE_CASES:
+            if kind in METADATA_EDITS and folder not in METADATA_EDITS[kind]:
+                continue
             entry = make_case(kind, folder, good, marker)
             try:
                 info = server.object_info()  # the entry is listed now (as a user sees it in the dropdown)

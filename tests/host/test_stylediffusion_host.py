@@ -196,6 +196,52 @@ def test_save_and_load_round_trip_bit_for_bit_and_never_overwrite(w, sd_run, nt_
                 os.remove(p)
 
 
+def _edited(emb, **change):
+    """A copy of ``emb`` with tensors or metadata replaced (``meta_<key>`` sets a metadata field)."""
+    import dataclasses
+    meta = dict(emb.meta, **{k[5:]: v for k, v in change.items() if k.startswith("meta_")})
+    return dataclasses.replace(emb, meta=meta, **{k: v for k, v in change.items() if not k.startswith("meta_")})
+
+
+def test_edited_value_embedding_files_are_refused_by_what_disagrees(w, nt_run, sd_run):
+    """Issue 29, item 5: an edited file loads only where every tensor agrees with the others and with its metadata,
+    and a loaded embedding that does not fit the model is refused by Apply and P2P Edit before a raw shape error."""
+    import folder_paths
+    from harness import host
+    art, files = host.pack_module("artifacts"), host.pack_module("artifacts.stylediffusion")
+    root = folder_paths.get_folder_paths("invedit_value_embeds")[0]
+    emb = nt_run.args[0]
+    null = emb.null
+    cases = {
+        "guidance": (_edited(emb, meta_guidance="abc"), "metadata 'guidance' is 'abc', not a finite number"),
+        "wide": (_edited(emb, null=torch.cat([null, null[..., :256]], -1)), "'ctx_dim' says 768 but the value "
+                 "tensors have 1024"),
+        "ten tokens": (_edited(emb, null=null[:, :10]), "hold 10 tokens; an inversion keeps one CLIP chunk of 77"),
+        "zero grid": (_edited(emb, sigmas=torch.zeros_like(emb.sigmas)), "grid.sigmas must fall strictly"),
+        "x_T": (_edited(emb, x_T=torch.zeros(1, 16, 8, 8)), "'latent_shape' says"),
+        "fingerprint": (_edited(emb, meta_model_fingerprint="{oops"), "'model_fingerprint' is '{oops'"),
+    }
+    for label, (bad, says) in cases.items():
+        path = os.path.join(root, f"test_edited_{label.replace(' ', '_')}.safetensors")
+        tensors, meta = files.to_tensors(bad)
+        art.save(path, "stylediffusion", tensors, meta)
+        try:
+            with pytest.raises(ValueError, match=re.escape(says)):
+                w["C"]["InvEditValueLoad"].execute(os.path.basename(path))
+        finally:
+            os.remove(path)
+    # in memory (no file between): Apply and P2P Edit refuse what does not fit the model by name
+    apply = w["C"]["InvEditValueApply"]
+    wide = _edited(emb, null=torch.cat([null, null[..., :256]], -1))
+    with pytest.raises(ValueError, match="holds 1024-wide text embeddings, SD15 takes 768"):
+        apply.execute(w["model"], wide, 1.0, 1.0, "cond", "nearest")
+    sixteen = _edited(emb, x_T=torch.zeros(1, 16, 8, 8))
+    with pytest.raises(ValueError, match="noise latent has 16 channels, SD15 works on 4"):
+        apply.execute(w["model"], sixteen, 1.0, 1.0, "cond", "nearest")
+    with pytest.raises(ValueError, match="noise latent has 16 channels, SD15 works on 4"):
+        edit(w, sixteen, source="a red circle", target="a red circle")
+
+
 def edit(w, emb=None, source="a red circle", target="a blue circle", negative="", **kw):
     with torch.inference_mode():
         return w["C"]["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][negative],
@@ -519,3 +565,30 @@ def test_embedding_names_in_p2p_prompts(w):
                 C["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][""],
                                             source_prompt="a red circle", target_prompt=f"a {name} circle",
                                             latent=noise, sigmas=sig, **EDIT)
+
+
+def test_p2p_refusals_name_the_input_say_what_to_type_and_quote_input_cut_short(w):
+    """Issue 29, item 9: words absent from a prompt name the input, list the prompt's words and say what to type; a
+    batch says how to split it; a 100 000-character prompt comes back cut short."""
+    C = w["C"]
+    sig = C["InvEditValueSigmas"].execute(w["model"], T, 1.0).args[0][:-1]
+    noise = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6)) * float(sig[0])}
+
+    def p2p(latent=noise, **kw):
+        args = dict(EDIT, **dict(dict(source_prompt="a red circle", target_prompt="a blue circle"), **kw))
+        with torch.inference_mode():
+            return C["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][""], latent=latent,
+                                               sigmas=sig, **args)
+    with pytest.raises(ValueError, match=r"P2P Edit \(InvEdit\): blend_target \(LocalBlend words of the target "
+                                         r"prompt\): 'square' is not in the prompt, whose words are 'a blue circle'; "
+                                         r"type words of that prompt"):
+        p2p(blend_source="circle", blend_target="square")
+    with pytest.raises(ValueError, match=r"reweight_words: 'red' is not in the target prompt, whose words are 'a blue "
+                                         r"circle'; type words of the target prompt"):
+        p2p(reweight_words="red", reweight_factor=2.0)
+    with pytest.raises(ValueError, match=r"got a batch of 2\); split the batch with Latent From Batch"):
+        p2p(latent={"samples": noise["samples"].repeat(2, 1, 1, 1)})
+    with pytest.raises(ValueError) as e:
+        p2p(target_prompt="blue " * 20000)
+    text = str(e.value)
+    assert "P2P Edit (InvEdit)" in text and "(100000 characters)" in text and len(text) < 1000, text[:300]

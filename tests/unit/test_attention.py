@@ -166,7 +166,8 @@ def test_local_blend_masks_the_running_sum_of_the_maps_since_step_0():
 def test_blend_words_are_every_occurrence_of_the_word():
     p = tokens(["a", "cat", "and", "a", "cat"], [1, 2, 1, 1, 2])
     assert A.word_positions(p, ["cat"]) == [2, 3, 6, 7]
-    with pytest.raises(ValueError, match="not a word of"):
+    with pytest.raises(ValueError, match="LocalBlend words: 'dog' is not in the prompt, whose words are 'a cat and a "
+                                         "cat'; type words of that prompt"):
         A.word_positions(p, ["dog"])
 
 
@@ -174,7 +175,7 @@ def test_reweight_scales_the_chosen_target_tokens():
     tgt = tokens(["a", "blue", "circle"], [1, 2, 1])
     c = A.reweight_vector(tgt, ["blue"], 3.0, 8)
     assert c.tolist() == [1, 1, 3, 3, 1, 1, 1, 1]
-    with pytest.raises(ValueError, match="not words of the target"):
+    with pytest.raises(ValueError, match="reweight_words: .red. is not in the target prompt, whose words are .a blue circle."):
         A.reweight_vector(tgt, ["red"], 2.0, 8)
 
 

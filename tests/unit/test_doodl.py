@@ -166,6 +166,48 @@ def test_keep_best_returns_the_lowest_loss_iterate():
     assert res.losses[res.best_iteration] == min(res.losses)
 
 
+def decode_classify_each(z0, target=2):
+    """decode_classify per image: [B] cross-entropies."""
+    img = torch.sigmoid(torch.nn.functional.conv2d(z0, DEC_W))
+    logits = img.mean(dim=(2, 3)) @ CLF_W.T * 4
+    return torch.nn.functional.cross_entropy(logits, torch.full((z0.shape[0],), target), reduction="none")
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(keep="best", lr=50.0, grad_clip=0.5),
+                                dict(tie=False, renormalize=False, shared_step=True)],
+                         ids=["generation", "keep best", "inverted pair"])
+def test_each_image_of_a_batch_is_optimised_as_it_is_alone(kw):
+    """Issue 29, item 7: per-image losses, norms, perturbations and best iterates; the batch's first image is the
+    image optimised alone (up to the toy denoiser's batched float64 arithmetic), and the second differs from it."""
+    cfg = DOODLConfig(**dict(dict(iterations=6, lr=1.0, grad_clip=1e-2), **kw))
+    xs = torch.cat([rand(1, 4, 6, 6, seed=30), rand(1, 4, 6, 6, seed=32) * 3])
+    ys = xs.clone() if cfg.tie else xs + 0.01 * rand(2, 4, 6, 6, seed=33)
+
+    def go(x, y, seeds):
+        return doodl_optimize(spec(10), pair_loss_gradients(decode_classify_each), x, y, cfg,
+                              [torch.Generator().manual_seed(s) for s in seeds])
+    both = go(xs, ys, [5, 6])
+    for i, seed in enumerate([5, 6]):
+        alone = go(xs[i:i + 1], ys[i:i + 1], [seed])
+        for a, b in ((both.x[i], alone.x[0]), (both.y[i], alone.y[0]), (both.x0[i], alone.x0[0])):
+            assert float((a - b).abs().max() / b.abs().max()) < 1e-12
+        if "keep" in kw:
+            assert both.best_of[i] == alone.best_iteration
+    assert float((both.x[0] - both.x[1]).abs().max()) > 0.1
+
+
+def test_a_batch_mean_loss_would_couple_the_images():
+    """The planted coupling: a loss that averages the batch scales each image's step by 1/B (then clipped), so the
+    first image of a batch is not the image alone; the per-image loss above is."""
+    cfg = DOODLConfig(iterations=4, lr=1.0, grad_clip=1e-1, perturb_std=0.0)
+    xs = torch.cat([rand(1, 4, 6, 6, seed=30), rand(1, 4, 6, 6, seed=32)])
+    both = doodl_optimize(spec(10), pair_loss_gradients(lambda z: decode_classify_each(z).mean()), xs, xs.clone(),
+                          cfg)
+    alone = doodl_optimize(spec(10), pair_loss_gradients(lambda z: decode_classify_each(z).mean()), xs[:1],
+                           xs[:1].clone(), cfg)
+    assert float((both.x[0] - alone.x[0]).abs().max()) > 1e-4
+
+
 def test_a_non_finite_loss_stops_with_a_clear_error():
     def bad(x0, y0):
         return float("nan"), torch.zeros_like(x0), torch.zeros_like(y0)
