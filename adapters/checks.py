@@ -7,6 +7,8 @@ import torch
 import comfy.model_sampling
 import comfy.sample
 
+from ..errors import quote
+
 
 def model_family(base_model) -> str:
     """The model-config class name ComfyUI detected for a BaseModel (``SD15``, ``SDXL``, ``SD3``, ``Flux``, …)."""
@@ -172,3 +174,16 @@ def log_sigmas(model, who: str) -> torch.Tensor:
         raise ValueError(f"{who}: this model's sampling has no discrete timestep table; trained h-space directions "
                          f"need one (SD1.x/SD2.x/SDXL without a continuous-σ patch).")
     return table.detach().float().cpu()
+
+
+def require_embedding_files(clip, text: str, who: str, name: str = "prompt") -> None:
+    """Refuse an ``embedding:<name>`` word of ``text`` for which the CLIP's tokenizer finds no file (ComfyUI only
+    logs it and reads the words): a typo, a folder path, a file in another folder. Each such word is tokenized alone:
+    a found embedding gives its vectors (tensors) among the tokens."""
+    for word in text.split():
+        if not word.startswith("embedding:"):
+            continue
+        chunks = next(iter(clip.tokenize(word).values()))
+        if not any(isinstance(t[0] if isinstance(t, tuple) else t, torch.Tensor) for c in chunks for t in c):
+            raise ValueError(f"{who}: {quote(word)} in the {name} names no embedding file in models/embeddings "
+                             f"(ComfyUI would read it as plain words); check the file name (no folders), or remove it")

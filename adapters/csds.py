@@ -23,7 +23,7 @@ import comfy.utils
 
 from ..optim import csds
 from ..samplers.steps import Step
-from .checks import is_flow, model_family, require_vp_or_flow_model
+from .checks import is_flow, model_family, require_embedding_files, require_vp_or_flow_model
 from .progress import LiveLoss, NodeName, check_interrupt
 from .run import private_sampling
 
@@ -75,6 +75,9 @@ def encode_edit_prompts(clip, source: str, target: str, attribute: str, negative
         raise csds.CSDSError(f"{who}: no CLIP given (a checkpoint without a text encoder?); connect a CLIPLoader.")
     if not source.strip() or not target.strip():
         raise csds.CSDSError(f"{who}: the source and target prompts must not be empty.")
+    for name, text in (("source_prompt", source), ("target_prompt", target), ("attribute_prompt", attribute),
+                       ("negative_prompt", negative)):
+        require_embedding_files(clip, text, who, name)
     ts, tt = pad_tokens(clip, clip.tokenize(source), clip.tokenize(target))
     n = clip_block_length(ts)
     c_s, c_t = encode(clip, ts, n), encode(clip, tt, n)

@@ -213,7 +213,7 @@ def compare(stored: Optional[dict], model_patcher, who: str, what: str, made_by:
     if exact and any(k == "sampling" for k, _ in diffs):
         text = dict(diffs)["sampling"]
         raise ValueError(f"{who}: {what} was made with another model: {text}. Its noise belongs to that model's "
-                         f"prediction and schedule, so it cannot be replayed here: {fix}.")
+                         f"prediction and schedule, so it cannot be replayed here; {fix}.")
     if diffs:
         warn(who, f"{what} was made with another model than this one: {'; '.join(t for _, t in diffs)}. The result "
                   f"is this model's, not a reproduction of {made_by}'s: {fix}, unless that is what you want.")

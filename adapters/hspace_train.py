@@ -155,7 +155,7 @@ def train(model, vae, clip: LocalCLIP, clip_name: str, neutral, latent: dict, s:
     samples = checked_latent(model, latent, who)
     win = training_window(model, s.steps, s.t_edit, who)
     if s.init == "inverted" and torch.count_nonzero(samples) == 0:
-        raise ValueError(f"{who}: init inverted needs images: connect VAE Encode of training images to latent, "
+        raise ValueError(f"{who}: init inverted needs images; connect VAE Encode of training images to latent, "
                          f"or set init to random.")
     with grad_context():
         cos = clip.text_cosine(s.source_text, s.target_text)

@@ -34,7 +34,8 @@ from ..hooks import attention as A
 from ..optim import stylediffusion as sd
 from ..samplers.coords import vp_scale
 from ..samplers.steps import Step
-from .checks import context_width, model_family, require_conditioning_width, require_unet, require_vp_model
+from .checks import (context_width, model_family, require_conditioning_width, require_embedding_files, require_unet,
+                     require_vp_model)
 from .fingerprint import META_KEY, compare, fingerprint, from_meta, to_meta
 from .progress import reporter
 from .run import block_checkpointing, private_for_grad
@@ -392,6 +393,7 @@ def prompt_tokens(clip, text: str, who: str, name: str = "prompt") -> A.PromptTo
         chunks = next(iter(clip.tokenize(t, return_word_ids=True).values()))
         return chunks, [tok for chunk in chunks for tok, _, w in chunk if w != 0]
 
+    require_embedding_files(clip, text, who, name)
     chunks, whole = text_tokens(text)
     if len(chunks) > 1:
         raise ValueError(f"{who}: {quote(text)} is longer than one {LENGTH}-token chunk ({len(chunks)} chunks); "
@@ -400,9 +402,6 @@ def prompt_tokens(clip, text: str, who: str, name: str = "prompt") -> A.PromptTo
     spans, pos, seen, ids = [], 1, [], []
     for w in words:
         toks = text_tokens(w)[1]
-        if w.startswith("embedding:") and not any(isinstance(t, torch.Tensor) for t in toks):
-            raise ValueError(f"{who}: {w!r} in the {name} names no embedding file in models/embeddings (ComfyUI "
-                             f"would read it as plain words); check the file name (no folders), or remove it")
         spans.append(tuple(range(pos, pos + len(toks))))
         pos += len(toks)
         seen += toks

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InvEditError
+from ..errors import InvEditError, quote
 from .directional import IMAGENET_TEMPLATES, clip_text_direction
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -38,6 +38,15 @@ def clip_preprocess(images: Tensor, size: int, mean: Tensor, std: Tensor) -> Ten
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[..., top:top + size, left:left + size]
     return (x - mean.to(x)) / std.to(x)
+
+
+def plain_words(text: str, who: str, name: str) -> None:
+    """Refuse ``embedding:<name>`` in a text for the pack's own CLIP (``LocalCLIP``), which reads words only (ComfyUI's
+    CLIP reads embedding files; this one would read the name as words)."""
+    named = [w for w in text.split() if w.startswith("embedding:")]
+    if named:
+        raise ValueError(f"{who}: {quote(named[0])} in {name}: this CLIP (a folder in models/invedit_clip, read by "
+                         f"transformers) reads no embedding files, only words; type the words instead")
 
 
 class LocalCLIP:
@@ -75,6 +84,8 @@ class LocalCLIP:
         self.dim = int(self.model.config.projection_dim)  # of the image (and text) embeddings
 
     def text_features(self, texts: list[str]) -> Tensor:
+        for t in texts:
+            plain_words(t, "the pack's CLIP", "text")
         tok = self.tokenizer(list(texts), padding="max_length", truncation=True, return_tensors="pt")
         with torch.no_grad():
             f = self.model.get_text_features(**{k: v.to(self.device) for k, v in tok.items()})

@@ -10,12 +10,13 @@ from comfy_api.latest import io, ui
 
 from .. import artifacts
 from ..adapters import caso as adapter
-from ..adapters.checks import checked_latent, refuse_noise_mask
+from ..adapters.checks import checked_latent, refuse_noise_mask, require_latent_channels
 from ..adapters.clip import load_local_clip
 from ..adapters.progress import LiveLoss
 from ..adapters.run import grad_context
 from ..artifacts.caso import from_tensors, to_tensors
 from ..losses import classifiers
+from ..losses.clip import plain_words
 from ..optim import caso
 from .common import CATEGORY, display, node_id
 from .folders import CLASSIFIER_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
@@ -80,6 +81,7 @@ class CLIPZeroShotClassifier(io.ComfyNode):
     @classmethod
     def execute(cls, clip_name, prompts, class_names) -> io.NodeOutput:
         who = display("CLIP Zero-shot Classifier")
+        plain_words(prompts, who, "prompts")
         lines = [p.strip() for p in prompts.splitlines() if p.strip()]
         names = [n.strip() for n in class_names.split(",") if n.strip()] or lines
         if len(lines) < 2 or len(names) != len(lines):
@@ -201,6 +203,9 @@ class CASOTrain(io.ComfyNode):
                 weight_decay, gamma, n_tokens, init, hflip, seed, classifier_aug="none", dtype="fp32",
                 grad_checkpointing=False, images=None) -> io.NodeOutput:
         who = display("CASO Train Embeddings")
+        # the training images' latents: another channel count is refused even when empty (checked_latent gives an
+        # all-zero latent the model's channels, as the stock samplers do, which for training data hides the mistake)
+        require_latent_channels(latent["samples"], model, who)
         samples = checked_latent(model, latent, who)
         refuse_noise_mask(latent, who)
         mirrored = adapter.mirror_latents(vae, images, samples, who) if images is not None and hflip else None

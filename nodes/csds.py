@@ -89,7 +89,10 @@ class EMSPromptTriplet(io.ComfyNode):
 
     @classmethod
     def execute(cls, source_prompt, find, replace, replace_all, target_override, attribute_prompt) -> io.NodeOutput:
-        target = target_override.strip() or csds.replace_words(source_prompt, find, replace, replace_all)
+        try:
+            target = target_override.strip() or csds.replace_words(source_prompt, find, replace, replace_all)
+        except csds.CSDSError as e:  # the pure layer states the problem; the node names itself
+            raise csds.CSDSError(f"{display('EMS Prompt Triplet')}: {e}") from None
         attr = attribute_prompt.strip() or replace.strip()
         template = csds.INSTRUCTION.format(feature=find.strip() or "the attribute", value=replace.strip() or "…")
         return io.NodeOutput(source_prompt, target, attr, template)

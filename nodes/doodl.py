@@ -10,6 +10,7 @@ from ..adapters.clip import ComfyCLIPVision, load_local_clip
 from ..adapters.doodl import DOODLSettings, OneStepGuidanceSampler, optimize
 from ..adapters.run import grad_context
 from ..losses import classifiers
+from ..losses.clip import plain_words
 from ..losses.pixel import AestheticLoss, ClassifierLoss, CLIPLoss, WeightedSum
 from ..optim.doodl import BACKPROP_MODES, DOODLConfig
 from ..samplers import edict
@@ -69,6 +70,7 @@ class DOODLCLIPLoss(io.ComfyNode):
     def execute(cls, clip_name, text, weight, reduction, crops, crop_power, images=None,
                 clip_vision=None) -> io.NodeOutput:
         who = display("DOODL CLIP Loss")
+        plain_words(text, who, "text")
         if images is None and not text.strip():
             raise ValueError(f"{who}: give a target text or connect reference images.")
         if clip_vision is not None and images is None:

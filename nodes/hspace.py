@@ -16,6 +16,7 @@ from ..adapters.hspace_train import TrainSettings, train
 from ..adapters.run import grad_context
 from ..hooks.directions import REDUCE, SPATIAL_POLICIES, HSpaceError, combine, from_tensors, to_tensors
 from ..hooks.hspace import APPLY_MODES, APPLY_TO
+from ..losses.clip import plain_words
 from ..optim.hspace import LOSSES, loss_summary
 from .common import CATEGORY, display, node_id
 from .folders import HSPACE_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
@@ -231,6 +232,8 @@ class HSpaceTrainDirection(io.ComfyNode):
                 lambda_clip, recon_mult, lr, epochs, batch_size, seed, loss="paper",
                 prompt_templates=True) -> io.NodeOutput:
         who = display("h-space Train Direction (CLIP)")
+        plain_words(source_text, who, "source_text")
+        plain_words(target_text, who, "target_text")
         settings = TrainSettings(source_text, target_text, init, steps, t_edit, lambda_clip, recon_mult, lr, epochs,
                                  batch_size, seed, loss, bool(prompt_templates))
         with grad_context():

@@ -55,7 +55,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ..errors import InvEditError
+from ..errors import InvEditError, quote
 from ..samplers.steps import Callback, Step
 
 DIRECTIONS = {"toward_attribute": 1.0, "literal_order": -1.0}
@@ -80,12 +80,12 @@ def replace_words(text: str, find: str, replace: str, replace_all: bool = False)
     the target caption differs from the source only there ("cat" leaves "category" alone)."""
     import re
     if not find.strip():
-        raise CSDSError("EMS Prompt Triplet: 'find' is empty; give the word(s) to replace, or a target_override")
+        raise CSDSError("'find' is empty; give the word(s) to replace, or a target_override")
     pattern = re.compile(r"(?<!\w)" + re.escape(find.strip()) + r"(?!\w)", re.IGNORECASE)
     out, n = pattern.subn(replace.strip(), text, count=0 if replace_all else 1)
     if n == 0:
-        raise CSDSError(f"EMS Prompt Triplet: {find.strip()!r} is not a word of the source prompt {text!r}; fix "
-                        f"'find', or give the target as target_override")
+        raise CSDSError(f"{quote(find.strip())} is not a word of the source prompt {quote(text)}; type a word of "
+                        f"the source prompt in 'find', or give the target as target_override")
     return out
 
 

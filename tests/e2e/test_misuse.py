@@ -36,9 +36,9 @@ PACK_FOLDERS = {"invedit_classifiers": "file", "invedit_aesthetic": "file", "hsp
                 "invedit_value_embeds": "file", "embeddings": "file",
                 "invedit_clip": "folder"}
 PROBE = "probe_"  # every file the probes make starts so; removed at the end
-# a message names the fix: after a ';', what to do
-FIX = re.compile(r";[^;]*\b(use|give|type|swap|split|put|pick|choose|save|replace|convert|train|connect|remove|rename|set|export|"
-                 r"lower|raise|make)\b", re.I)
+# a message names the fix: after a ';' (or in a sentence of its own), what to do
+FIX = re.compile(r"(;|\. )[^;]*\b(use|give|type|swap|split|put|pick|choose|save|replace|convert|train|connect|remove|"
+                 r"rename|set|export|lower|raise|make|encode|invert|clear|shorten|widen)\b", re.I)
 
 SMALL = {"width": 64, "height": 64, "batch_size": 1}
 # type -> (provider node, output index, fixed inputs) for the link inputs of the graphs the probes build
@@ -96,6 +96,7 @@ class Builder:
                 inputs[name] = [self.node(provider, given or None), index]
             else:
                 raise LookupError(f"no provider for {kind} ({class_type}.{name})")
+        inputs.update({k: v for k, v in fixed.items() if k not in inputs})  # optional inputs given
         nid = str(len(self.prompt) + 1)
         self.prompt[nid] = {"class_type": class_type, "inputs": inputs}
         self.made[key] = nid
@@ -605,3 +606,177 @@ def test_interrupts_and_pack_runs_leave_later_runs_identical_to_a_fresh_server(s
         assert np.array_equal(here[k], there[k]), f"{k}: differs from a fresh server"
     # the pack's h-space graph really changes the image (the comparison would not see a leak otherwise)
     assert not np.array_equal(here["stock"], here["hspace"])
+
+
+# -- cross-node cases (issue 29): the other world's model, text or latent; another model of the family for an
+# artifact; embedding: names in every prompt input ---------------------------------------------------------------
+
+from harness.examples import SD3_CKPT  # noqa: E402
+
+WORLD_TYPES = ("CLIP", "CONDITIONING", "LATENT", "VAE")
+# artifacts that must be replayed on the model that made them: (input type or name) -> (provider node, output, inputs)
+ARTIFACT_PROVIDERS = {
+    "INVEDIT_VALUE_EMBED": PROVIDERS["INVEDIT_VALUE_EMBED"],
+    "INVEDIT_HSPACE_DIRECTION": PROVIDERS["INVEDIT_HSPACE_DIRECTION"],
+    "pair": None,   # EDICT / BDIA Regenerate: the Invert node of the same method
+}
+EXACT_REPLAY = {"INVEDIT_VALUE_EMBED", "pair"}   # refused on another sampling; a direction only warns
+PROMPT_INPUT = re.compile(r"prompt|text|^find$|^replace$|^target_override$")
+# nodes whose prompts go to a ComfyUI CLIP (which reads embedding:<name>): an existing file must run
+READS_EMBEDDINGS = {"InvEditP2PEdit", "InvEditEMSEncodeEditPrompts"}
+# inputs the embedding probes give so that the node runs its prompts (a type: from PROVIDERS) and runs briefly
+PROMPT_NODE_INPUTS = {"InvEditP2PEdit": {"latent": "LATENT", "sigmas": "SIGMAS"},
+                      "InvEditHSpaceTrainDirection": {"steps": 4, "t_edit": 500, "epochs": 1, "batch_size": 1,
+                                                      "init": "random"}}
+
+
+def other_world(b: Builder, kinds) -> dict:
+    """Inputs of ``kinds`` from the SD3 world: its checkpoint's MODEL / CLIP / VAE, its CLIP's CONDITIONING and its
+    VAE's encoding of an image (a LATENT with content: an empty one is given the model's channels by ComfyUI)."""
+    ck = b.node("CheckpointLoaderSimple", {"ckpt_name": SD3_CKPT})
+    out = {"MODEL": [ck, 0], "CLIP": [ck, 1], "VAE": [ck, 2]}
+    out["CONDITIONING"] = [b.node("CLIPTextEncode", {"clip": [ck, 1], "text": "a red circle"}), 0]
+    image = b.node("EmptyImage", {"width": 64, "height": 64, "batch_size": 1, "color": 0x8040c0})
+    out["LATENT"] = [b.node("VAEEncode", {"pixels": [image, 0], "vae": [ck, 2]}), 0]
+    return {k: v for k, v in out.items() if k in kinds}
+
+
+def input_types(info: dict, node_type: str) -> dict:
+    return {name: kind for name, (kind, *_) in info[node_type]["input"].get("required", {}).items()
+            if isinstance(kind, str)}
+
+
+def cross_case_graph(info: dict, node_type: str, case: str) -> tuple[dict, str] | None:
+    """The node's valid graph with one kind of input from elsewhere (None where the case does not apply):
+    "other world's model": its MODEL from the SD3 world, the rest from the shapes world;
+    "other world's text and latent": its CLIP, CONDITIONING, LATENT and VAE from the SD3 world;
+    "another model of the family": its artifact (value embedding, h-space direction, EDICT / BDIA pair) made with the
+    shapes-world model, the node given that model patched to v-prediction (ModelSamplingDiscrete)."""
+    types = input_types(info, node_type)
+    if "MODEL" not in types.values():
+        return None
+    b = Builder(info)
+    fixed = {}
+    if case == "other world's model":
+        if not set(types.values()) & {"CONDITIONING", "LATENT", "CLIP", *ARTIFACT_PROVIDERS}:
+            return None
+        fixed.update({n: v for n, v in ((n, other_world(b, ("MODEL",))["MODEL"]) for n, k in types.items()
+                                        if k == "MODEL")})
+    elif case == "other world's text and latent":
+        world = other_world(b, WORLD_TYPES)
+        fixed.update({n: world[k] for n, k in types.items() if k in WORLD_TYPES})
+        if not fixed:
+            return None
+    else:
+        artifacts = [n for n, k in types.items() if k in ARTIFACT_PROVIDERS or n in ARTIFACT_PROVIDERS]
+        if not artifacts:
+            return None
+        ck = b.node("CheckpointLoaderSimple", {"ckpt_name": CKPT})
+        vpred = b.node("ModelSamplingDiscrete", {"model": [ck, 0], "sampling": "v_prediction", "zsnr": False})
+        fixed.update({n: [vpred, 0] for n, k in types.items() if k == "MODEL"})
+        for n in artifacts:
+            if n == "pair":
+                invert = node_type.replace("Regenerate", "Invert")
+                fixed[n] = [b.node(invert), 0]
+            else:
+                provider, index, given = ARTIFACT_PROVIDERS[types[n]]
+                fixed[n] = [b.node(provider, given or None), index]
+    target = b.node(node_type, fixed)
+    if info[node_type].get("output"):
+        b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}}
+    return b.prompt, target
+
+
+def refused_or_ran(server, info: dict, prompt: dict, target: str) -> tuple[str, str | None, str]:
+    """("refused", None, message) for an HTTP 400 or an execution error of the node naming it and a fix; ("ran",
+    None, "") when the prompt ran; else (what happened, why it is wrong, message)."""
+    node_type = prompt[target]["class_type"]
+    try:
+        pid = server.queue(prompt)
+    except ServerError as e:
+        body = json.dumps(e.body)[:400]
+        return ("refused", None, body) if e.status == 400 else ("error", f"HTTP {e.status}: {body}", body)
+    try:
+        server.wait(pid, timeout=300)
+        return "ran", None, ""
+    except PromptFailed as e:
+        msg = next((m for m in e.messages if m.get("node_type") == node_type), None)
+        if msg is None:
+            return "error", f"failed elsewhere: {json.dumps(e.messages)[:400]}", ""
+        text = msg.get("exception_message", "")
+        missing = [w for w, ok in (("the node", info[node_type]["display_name"] in text),
+                                   ("a fix", FIX.search(text) is not None)) if not ok]
+        return (("refused", None, text) if not missing else
+                ("error", f"message lacks {', '.join(missing)}: {text[:400]}", text))
+
+
+CROSS_CASES = ("other world's model", "other world's text and latent", "another model of the family")
+
+
+def test_cross_family_and_cross_model_inputs_are_refused_by_name_or_run(server, probe_files, capsys):
+    """Every pack node that takes a MODEL, fed the other world's model, the other world's text and latents, or an
+    artifact made with another model of the family: refused naming the node and the fix, or run. Where the answer
+    is known it is required: a node with a MODEL and a CONDITIONING (or a CLIP) of another family refuses (the
+    conditioning check), and an exact-replay artifact (value embedding, EDICT / BDIA pair) on another sampling
+    refuses (the model fingerprint)."""
+    info = server.object_info()
+    tried, failures = collections.Counter(), []
+    for node_type in pack_node_ids():
+        types = input_types(info, node_type)
+        for case in CROSS_CASES:
+            built = cross_case_graph(info, node_type, case)
+            if built is None:
+                continue
+            prompt, target = built
+            result, why, _ = refused_or_ran(server, info, prompt, target)
+            tried[node_type, f"{case}: {result}"] += 1
+            if why:
+                failures.append(f"{node_type}, {case}: {why}")
+            must_refuse = ((case != "another model of the family" and "MODEL" in types.values()
+                            and {"CONDITIONING", "CLIP"} & set(types.values()))
+                           or (case == "another model of the family"
+                               and any(k in EXACT_REPLAY or n in EXACT_REPLAY for n, k in types.items())))
+            if must_refuse and result == "ran":
+                failures.append(f"{node_type}, {case}: ran, but it must refuse")
+    with capsys.disabled():
+        print_table("misuse probes, cross-family and cross-model", tried)
+    assert not failures, "\n".join(failures)
+    assert sum(tried.values()) >= 40, tried
+
+
+def test_embedding_names_in_every_prompt_input_are_read_or_refused_by_name(server, probe_files, capsys):
+    """Every prompt input of every pack node with ``embedding:`` names: a file that exists (a CASO class the probes
+    saved) runs; a name with no file, and a path, are refused naming the node and the fix, or run where the node's
+    text goes to a CLIP that reads embeddings as ComfyUI does (then ComfyUI's own log says it)."""
+    good, _ = probe_files
+    info = server.object_info()
+    tried, failures = collections.Counter(), []
+    names = {"file": "embedding:" + good["embeddings"].stem, "no file": "embedding:probe_no_such_embedding",
+             "a path": "embedding:../checkpoints/probe"}
+    for node_type in pack_node_ids():
+        spec = info[node_type]["input"].get("required", {})
+        for name, (kind, *_) in spec.items():
+            if kind != "STRING" or not PROMPT_INPUT.search(name):
+                continue
+            for label, word in names.items():
+                b = Builder(info)
+                extra = {k: ([b.node(*PROVIDERS[v][::2]), PROVIDERS[v][1]] if v in PROVIDERS else v)
+                         for k, v in PROMPT_NODE_INPUTS.get(node_type, {}).items()}
+                target = b.node(node_type, extra)
+                if info[node_type].get("output"):
+                    b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}}
+                prompt = b.prompt
+                text = prompt[target]["inputs"][name] or "a circle"
+                # the word in place of the last (P2P's replace edits swap words one for one; lines kept)
+                head, space, _ = text.rpartition(" ")
+                prompt[target]["inputs"][name] = f"{head} {word}" if space else f"a {word}"
+                result, why, text = refused_or_ran(server, info, prompt, target)
+                tried[node_type, f"{name}, embedding with {label}: {result}"] += 1
+                if why:
+                    failures.append(f"{node_type}.{name} with {label}: {why}")
+                elif label == "file" and result != "ran" and node_type in READS_EMBEDDINGS:
+                    failures.append(f"{node_type}.{name}: refused an embedding that exists: {text[:400]}")
+    with capsys.disabled():
+        print_table("misuse probes, embedding: names in prompt inputs", tried)
+    assert not failures, "\n".join(failures)
+    assert sum(tried.values()) >= 20, tried

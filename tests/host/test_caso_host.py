@@ -322,6 +322,20 @@ def test_saved_classes_are_the_stock_encoders_embedding_and_misuse_is_named(w, t
                 os.remove(p)
 
 
+def test_a_latent_of_another_channel_count_is_refused_even_empty(w):
+    """Issue 29, item 6: an empty 16-channel latent (Empty SD3 Latent Image) with the SD1.5 model ran and reported a
+    loss (the stock empty-latent fix gave it 4 zero channels); CASO Train's latent is its training images."""
+    C = w["C"]
+    with torch.inference_mode():
+        clf = C["InvEditClassifierLoad"].execute("shapes_colour.safetensors", "small_cnn", 0, "none").args[0]
+        with pytest.raises(ValueError, match=r"CASO Train Embeddings \(InvEdit\): the LATENT has shape \(2, 16, 8, 8\) "
+                                             r"but SD15 works on \[B, 4, H, W\] latents. Encode the image"):
+            C["InvEditCASOTrain"].execute(model=w["model"], clip=w["te"], vae=w["vae"], classifier=clf,
+                                          latent={"samples": torch.zeros(2, 16, 8, 8)}, attribute="colour", steps=1,
+                                          batch_size=1, scale=10.0, level=0.4, lr=0.02, weight_decay=0.005,
+                                          gamma=0.0, n_tokens=1, init="repo_uniform", hflip=True, seed=0)
+
+
 def test_an_interrupted_training_returns_nothing(w, trained):
     import comfy.model_management as mm
     C = w["C"]
