@@ -3,7 +3,10 @@
 - every Combo at a value outside its list, every number below its min, above its max, at NaN, +inf and -inf;
 - every file input (found by putting a file in each of the pack's model folders and seeing which combos list it) at
   a missing, truncated, renamed-pickle, wrong-kind and wrong-shape file (a folder for the CLIP inputs);
+- every file input at a file whose metadata disagrees with its tensors, or does not parse (issue 29);
 - every save name (a STRING of an output node) at traversal, absolute, overlong, non-ASCII and empty names;
+- every node with a MODEL fed the other world's model, the other world's text and latents, or an artifact made with
+  another model of the family (issue 29); every prompt input with ``embedding:`` names (issue 29);
 - long nodes interrupted mid-run.
 
 Each case is a whole graph (the node's link inputs fed by stock or pack provider nodes, its output into PreviewAny)
