@@ -15,11 +15,12 @@ from ..adapters.clip import load_local_clip
 from ..adapters.progress import LiveLoss
 from ..adapters.run import grad_context
 from ..artifacts.caso import from_tensors, to_tensors
+from ..errors import quote
 from ..losses import classifiers
 from ..losses.clip import plain_words
 from ..optim import caso
 from .common import CATEGORY, display, node_id
-from .folders import CLASSIFIER_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_new
+from .folders import CLASSIFIER_FOLDER, clip_folder, clip_folder_names, file_names, file_path, save_set
 from .sockets import CASOEmbedding, ImageClassifier, LossHistory
 
 log = logging.getLogger(__name__)
@@ -260,12 +261,10 @@ class CASOSave(io.ComfyNode):
             artifacts.safe_file_name(filename_prefix, who)  # the prefix itself, so that a refusal says what is wrong
         except artifacts.ArtifactError as e:
             raise ValueError(str(e)) from None
-        names = []
-        for e in embeddings:
-            tensors, meta = to_tensors(e)
-            path = save_new(EMBEDDINGS, "caso", f"{filename_prefix}_{_slug(e.name)}", tensors, meta, who)
-            names.append(f"embedding:{path.stem}")
-        return io.NodeOutput(ui=ui.PreviewText("saved: " + ", ".join(names)))
+        items = [(f"{filename_prefix}_{_slug(e.name)}", *to_tensors(e), f"class {quote(e.name, 40)}")
+                 for e in embeddings]
+        paths = save_set(EMBEDDINGS, "caso", items, who)  # every name checked first: all classes or none
+        return io.NodeOutput(ui=ui.PreviewText("saved: " + ", ".join(f"embedding:{p.stem}" for p in paths)))
 
 
 class CASOLoad(io.ComfyNode):

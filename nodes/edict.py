@@ -151,6 +151,7 @@ class EDICTInvert(io.ComfyNode):
         who = display("EDICT Invert")
         samples = checked_latent(model, latent, who, flow=True)
         require_steps(sigmas, who)
+        edict.check_inversion_steps(sigmas.numel() - 1, mix_p, who)  # before any model call
         refuse_noise_mask(latent, who)
         options = EDICTOptions(mix_p, leapfrog, official_input_scaling, state_dtype)
         dtype = edict.STATE_DTYPES[state_dtype]

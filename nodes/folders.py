@@ -56,6 +56,28 @@ def save_new(folder: str, kind: str, name: str, tensors: dict, meta: dict, who: 
     return artifacts.save(artifacts.free_path(save_dir(folder), file_name), kind, tensors, meta)
 
 
+def save_set(folder: str, kind: str, items: list, who: str) -> list[Path]:
+    """Save several files (``items``: (name, tensors, meta, what) with ``what`` naming the item in a refusal) all or
+    nothing: every name is checked before the first file is written, and a failure while writing removes the files
+    this call wrote."""
+    from .. import artifacts
+    names = []
+    for name, _, _, what in items:
+        try:
+            names.append(artifacts.safe_file_name(name, who))
+        except artifacts.ArtifactError as e:
+            raise ValueError(f"{e} (the file of {what}); nothing was saved") from None
+    written = []
+    try:
+        for file_name, (_, tensors, meta, _) in zip(names, items):
+            written.append(artifacts.save(artifacts.free_path(save_dir(folder), file_name), kind, tensors, meta))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return written
+
+
 def clip_folder_names() -> list[str]:
     """The sub-folders of models/invedit_clip/ that hold a transformers CLIP (a config.json)."""
     names = set()

@@ -52,6 +52,11 @@ class ReconstructionReport(io.ComfyNode):
         if (vae is None) != (source_image is None):
             raise ValueError(f"{who}: the pixel PSNR needs both a VAE and the source image; connect both or neither.")
         if vae is not None:
+            channels = getattr(vae, "latent_channels", None)
+            if channels is not None and b.shape[1] != channels:
+                raise ValueError(f"{who}: the latents have {b.shape[1]} channels (shape {tuple(b.shape)}), but the VAE "
+                                 f"decodes {channels}-channel latents; connect the VAE of the model that made them "
+                                 f"(the VAE output of the same checkpoint loader)")
             decoded = vae.decode(b)
             source_image = vae.vae_encode_crop_pixels(source_image)  # the region VAE Encode kept (multiples of 8)
             if decoded.shape != source_image.shape:

@@ -47,6 +47,7 @@ model input needs no rescaling, so ``official_input_scaling`` changes nothing th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -73,6 +74,38 @@ def check_state_dtype(dtype: torch.dtype, who: str = "EDICT") -> None:
 def check_p(p: float, who: str = "EDICT") -> None:
     if not 0.0 < p <= 1.0:
         raise ValueError(f"{who}: the mixing weight p must be in (0, 1], got {p}; 0.93 is the paper's default.")
+
+
+# The inverse mixing (``unmix``) has eigenvalues 1 and p⁻² (the mixing's matrix [[p, 1−p], [p(1−p), p + (1−p)²]] has
+# determinant p²), so an inversion multiplies the pair's difference x − y by p⁻² a step: after T steps its values are
+# about c·p^(−2T) (c ≈ 1e−4 on the shapes world at p 0.93: max |x| 282 at 100 steps, 2.6e8 at 200, 2.8e11 at 250;
+# NaN at 400, where they pass 1e19 and the model's float32 normalisations overflow squaring them). The regeneration
+# mixes forward and shrinks them back, but the model must evaluate them on the way: an inversion whose amplification
+# p^(−2T) passes MAX_AMPLIFICATION is refused before its first step (at p 0.93: 253 steps; the paper's 50 amplify 1.4e3).
+MAX_AMPLIFICATION = 1e16
+
+
+def inversion_amplification(p: float, steps: int) -> float:
+    """p^(−2·steps): how much an EDICT inversion of ``steps`` steps amplifies the difference of its pair."""
+    return math.inf if p <= 0 else p ** (-2.0 * steps)
+
+
+def max_inversion_steps(p: float) -> int:
+    """The most steps an inversion at mixing weight ``p`` may take (amplification ≤ MAX_AMPLIFICATION)."""
+    return 10 ** 9 if p >= 1.0 else int(math.log(MAX_AMPLIFICATION) / (-2.0 * math.log(p)))
+
+
+def check_inversion_steps(steps: int, p: float, who: str = "EDICT inversion") -> None:
+    """Refuse, before any model call, an inversion whose amplification p^(−2T) no float32 model survives."""
+    if steps > max_inversion_steps(p):
+        need = math.ceil(MAX_AMPLIFICATION ** (-1.0 / (2 * steps)) * 1000) / 1000  # the p that allows ``steps``
+        best = need if need < 1.0 else None
+        raise ValueError(f"{who}: {steps} steps at mix_p {p}: EDICT's inverse mixing multiplies the difference of its "
+                         f"pair by p⁻² = {p ** -2:.4g} a step, {inversion_amplification(p, steps):.1e} over the "
+                         f"chain, which drives the latents the model is evaluated on past what its float32 arithmetic "
+                         f"carries (NaN after minutes of work); use at most {max_inversion_steps(p)} steps at mix_p {p}"
+                         + (f", or raise mix_p to {best} or more for {steps} steps" if best else "")
+                         + ".")
 
 
 def check_edict_schedule(sigmas: Tensor, who: str = "EDICT") -> None:
@@ -223,6 +256,7 @@ def edict_invert(denoiser: Denoiser, x: Tensor, y: Tensor, sigmas: Tensor, p: fl
     """Exact inverse of ``edict_sample`` with the same arguments: from the clean pair (x_0 = y_0 = the image latent)
     back to the pair at sigmas[0]. ``sigmas`` is the descending list the regeneration will use."""
     sigmas = prepare_sigmas(sigmas, p, state_dtype, "EDICT inversion")
+    check_inversion_steps(sigmas.numel() - 1, p)
     eps = EpsFromDenoiser(denoiser, model_dtype, coords)
     x, y = x.to(state_dtype), y.to(state_dtype)
     n = sigmas.numel() - 1

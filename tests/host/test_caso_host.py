@@ -322,6 +322,35 @@ def test_saved_classes_are_the_stock_encoders_embedding_and_misuse_is_named(w, t
                 os.remove(p)
 
 
+def test_a_save_with_one_bad_name_writes_no_file(w, trained, monkeypatch):
+    """Issue 30, item 3: every class's file name is checked before the first file is written (the red file was
+    written, then a 130-character class name stopped the save); a failure while writing removes what it wrote."""
+    import dataclasses
+    import folder_paths
+    from harness import host
+    C = w["C"]
+    embs, _ = trained
+    root = folder_paths.get_folder_paths("embeddings")[0]
+    before = set(os.listdir(root)) if os.path.isdir(root) else set()
+    bad = [embs[0], dataclasses.replace(embs[1], name="g" * 130), embs[2], embs[3]]
+    with pytest.raises(ValueError, match=r"too long \(139 characters, at most 120\).*\(the file of class 'ggg.*nothing "
+                                         r"was saved"):
+        C["InvEditCASOSave"].execute(bad, "p10_long")
+    assert set(os.listdir(root)) == before
+    art = host.pack_module("artifacts")
+    real, calls = art.save, []
+
+    def failing(path, *a, **k):  # the third file fails to write (a full disk)
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return real(path, *a, **k)
+    monkeypatch.setattr(art, "save", failing)
+    with pytest.raises(OSError, match="No space left"):
+        C["InvEditCASOSave"].execute(embs, "test_caso_full_disk")
+    assert set(os.listdir(root)) == before
+
+
 def test_a_latent_of_another_channel_count_is_refused_even_empty(w):
     """Issue 29, item 6: an empty 16-channel latent (Empty SD3 Latent Image) with the SD1.5 model ran and reported a
     loss (the stock empty-latent fix gave it 4 zero channels); CASO Train's latent is its training images."""

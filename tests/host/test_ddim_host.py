@@ -182,5 +182,17 @@ def test_report_refuses_a_reconstruction_of_another_latent(comfy):
         rep.execute(original={"samples": torch.zeros(1, 4, 8, 8)}, reconstruction=rec)
 
 
+def test_report_refuses_latents_the_vae_cannot_decode(comfy):
+    """Issue 30, item 4: SD3 latents (16 channels) and the SD1.5 VAE (4) gave a raw convolution error."""
+    import nodes
+    rep = nodes.NODE_CLASS_MAPPINGS["InvEditReconstructionReport"]
+    vae = nodes.CheckpointLoaderSimple().load_checkpoint(CKPT)[2]
+    lat = {"samples": torch.zeros(1, 16, 8, 8)}
+    with torch.inference_mode(), pytest.raises(ValueError, match=r"Reconstruction Report \(InvEdit\): the latents have 16 "
+                                                                 r"channels .* but the VAE decodes 4-channel latents; "
+                                                                 r"connect the VAE of the model that made them"):
+        rep.execute(original=lat, reconstruction=lat, vae=vae, source_image=torch.zeros(1, 64, 64, 3))
+
+
 def test_inversion_honours_interrupt(assert_interrupts):
     assert_interrupts("InvEditDDIMInvert", cfg=1.0)

@@ -286,3 +286,29 @@ def test_the_official_schedule_matches_the_reference_code_only_for_step_counts_d
         assert edict.reference_code_timesteps(steps) == edict.official_timesteps(steps)
     ref = edict.reference_code_timesteps(30)
     assert len(ref) == 31 and ref[0] == 990 and len(edict.official_timesteps(30)) == 30
+
+
+def test_an_inversion_past_its_amplification_bound_is_refused_before_any_model_call():
+    """Issue 30, item 1: the inverse mixing multiplies the pair's difference by p⁻² a step, so a long inversion drives
+    the latents past what a float32 model evaluates (NaN after minutes at 400 steps on the shapes world). At the
+    bound the inversion runs (finite, here on the float64 toy); one step more is refused before the first model call,
+    naming the steps p allows and a p that allows more."""
+    p = 0.93
+    n = edict.max_inversion_steps(p)
+    assert n == 253 and edict.inversion_amplification(p, n) <= edict.MAX_AMPLIFICATION
+    assert edict.inversion_amplification(p, n + 1) > edict.MAX_AMPLIFICATION
+    calls = []
+
+    def counting(x, sigma):
+        calls.append(1)
+        return DEN(x, sigma)
+    z0 = rand(1, 4, 4, 4, seed=3)
+    xT, yT = edict.edict_invert(counting, z0, z0, torch.linspace(14.6, 0.03, n + 1, dtype=F64), p=p)
+    assert torch.isfinite(xT).all() and torch.isfinite(yT).all() and len(calls) == 2 * n
+    calls.clear()
+    with pytest.raises(ValueError, match=r"254 steps at mix_p 0.93: EDICT's inverse mixing multiplies the difference of "
+                                         r"its pair by p⁻² = 1.156 a step, 1.0e\+16 over the chain.*use at most 253 "
+                                         r"steps at mix_p 0.93, or raise mix_p to 0.931 or more for 254 steps"):
+        edict.edict_invert(counting, z0, z0, torch.linspace(14.6, 0.03, n + 2, dtype=F64), p=p)
+    assert calls == []
+    assert edict.max_inversion_steps(1.0) > 10 ** 6   # p = 1: no mixing, nothing amplified
