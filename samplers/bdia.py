@@ -32,7 +32,9 @@ inversion step's error) grows by 1/γ a step, ``growth`` = γ^−(n−1) over n 
 so the round trip is exact while the float64 state keeps enough digits beside the grown mode: measured on the shapes
 world: bit-exact in the float32 LATENT up to a growth of 5e5 (γ 0.5, 20 steps; pair std 2e6), 9.5e-6 at 4e8 (γ 0.6,
 40 steps), 3.4e-4 at 6e11 (γ 0.5, 40 steps: the paper's edit setting; pair std 5e11). ``check_growth`` warns above
-``EXACT_GROWTH`` and refuses above ``FINITE_GROWTH`` (the state would overflow float64). The inverted pair of a
+``EXACT_GROWTH`` and refuses above ``FINITE_GROWTH`` (1e16, EDICT's bound: the pair's values, about 0.15·growth on
+the shapes world — max |z| 7.7e4 at 20 steps, 4.2e10 at 40, 3.4e16 at 60 with γ 0.5 — are what the model is evaluated
+on, and its float32 normalisations overflow past ~1e19: NaN at 80 steps). The inverted pair of a
 small γ is therefore not a Gaussian-looking latent; a prompt edit still works on it, and better: the edit acts only
 where the mode has died down, late in the chain, which keeps the layout (shapes world, red → blue on 6 held-out
 objects, 40 steps: γ 0.5–0.6 blue 6/6, shape kept 6/6, background 32.5 dB; γ 0.8 6/6, 6/6, 30.4 dB; γ 0.9 25.2 dB;
@@ -58,7 +60,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GAMMA = 0.5   # the paper's: exact inversion up to 20 steps (0.8: up to 50); edits best here (module doc)
 EXACT_GROWTH = 1e6    # above: the round trip is approximate (measured 9.5e-6 at 4e8, 3.4e-4 at 6e11)
-FINITE_GROWTH = 1e200  # above: the float64 state may overflow
+FINITE_GROWTH = edict.MAX_AMPLIFICATION  # above: refused (the model would be evaluated past its float32 range)
 
 
 def check_gamma(gamma: float, who: str = "BDIA", invert: bool = True) -> None:
@@ -82,12 +84,13 @@ def max_steps(gamma: float, limit: float = EXACT_GROWTH) -> int:
 
 
 def check_growth(gamma: float, steps: int, who: str = "BDIA") -> Optional[str]:
-    """Refuses a chain that may overflow float64; returns a warning (None if exact) for one whose round trip is
-    approximate."""
+    """Refuses a chain whose growth passes FINITE_GROWTH (the model could not evaluate it); returns a warning (None if
+    exact) for one whose round trip is approximate."""
     g = growth(gamma, steps)
     if g > FINITE_GROWTH:
         raise ValueError(f"{who}: {steps} steps at gamma {gamma} amplify the inversion's second mode by {g:.3g} "
-                         f"(1/gamma per step): the float64 state would overflow. Use at most "
+                         f"(1/gamma per step): the latents the model is evaluated on would pass what its float32 "
+                         f"arithmetic carries (NaN after the work); use at most "
                          f"{max_steps(gamma, FINITE_GROWTH)} steps at this gamma, or a gamma nearer 1 (at most "
                          f"{max_steps(gamma)} steps stay exact).")
     if g > EXACT_GROWTH:

@@ -54,9 +54,14 @@ def check_schedule(sigmas: Tensor, who: str) -> None:
     if (sigmas < 0).any():
         raise ValueError(f"{who}: SIGMAS must be non-negative.")
     d = sigmas[1:] - sigmas[:-1]
-    if not ((d < 0).all() or (d > 0).all()):
-        raise ValueError(f"{who}: SIGMAS must be strictly monotonic (a scheduler's descending list, or a "
-                         f"flipped one), got {[round(v, 4) for v in sigmas.tolist()]}.")
+    # the official grid (Value Embedding Sigmas, EDICT Sigmas) repeats its lowest level: an identity step at the
+    # clean end (the last pair of a descending list, the first of a flipped one)
+    falling = (d[:-1] < 0).all() and d[-1] <= 0 and (d[-1] < 0 or d.numel() > 1)
+    rising = (d[1:] > 0).all() and d[0] >= 0 and (d[0] > 0 or d.numel() > 1)
+    if not (falling or rising):
+        raise ValueError(f"{who}: SIGMAS must be strictly monotonic (a scheduler's descending list, or a flipped "
+                         f"one; only the lowest level may repeat, as on the official grid), got "
+                         f"{[round(v, 4) for v in sigmas.tolist()]}.")
 
 
 def ascending_levels(sigmas: Tensor) -> Tensor:
@@ -77,8 +82,11 @@ def ddim_invert(denoiser: Denoiser, x0: Tensor, sigmas: Tensor,
     x = x0
     for i in range(levels.numel() - 1):
         s, s_next = levels[i], levels[i + 1]
-        eps, denoised = ddim_inverse_eps(denoiser, x, s, s_next)
-        x = ddim_step(x, eps, s, s_next)
+        if s_next == s:  # the official grid's repeated lowest level: an identity step, no model call
+            denoised = None
+        else:
+            eps, denoised = ddim_inverse_eps(denoiser, x, s, s_next)
+            x = ddim_step(x, eps, s, s_next)
         if callback is not None:
             callback(Step(i, sigmas.numel() - 1, x, denoised, s, s_next))
     return x
@@ -110,6 +118,8 @@ def flow_invert(denoiser: Denoiser, x0: Tensor, sigmas: Tensor, callback: Option
     x = x0
     for i in range(levels.numel() - 1):
         s, s_next = levels[i], levels[i + 1]
+        if s_next == s:  # a repeated lowest level: an identity step
+            continue
         denoised = denoiser(x, s_next)
         x = coords_flow.euler_step(x, coords_flow.velocity_from_denoised(x, denoised, s_next), s, s_next)
         if callback is not None:

@@ -592,3 +592,52 @@ def test_p2p_refusals_name_the_input_say_what_to_type_and_quote_input_cut_short(
         p2p(target_prompt="blue " * 20000)
     text = str(e.value)
     assert "P2P Edit (InvEdit)" in text and "(100000 characters)" in text and len(text) < 1000, text[:300]
+
+
+def test_the_documented_p2p_routes_reconstruct_as_the_embeddings_own_noise(w, nt_run):
+    """Issue 30, item 2: P2P Edit with DDIM Invert's noise as its override walked the embedding's grid whatever the
+    latent was inverted along (latent MSE 6.0 against 0.026), and DDIM Invert refused the grid itself (its repeated
+    last level). Now: DDIM Invert along Value Embedding Sigmas gives the embedding's own noise (both invert with the
+    source prompt at guidance 1), and P2P Edit with it reconstructs as with the embedding alone; noise inverted
+    along another schedule is refused by name; without an embedding P2P Edit walks the latent's own schedule."""
+    import nodes
+    C = w["C"]
+    emb = nt_run.args[0]
+    src = w["latent"]["samples"]
+
+    def p2p(**kw):
+        with torch.inference_mode():
+            return C["InvEditP2PEdit"].execute(model=w["model"], clip=w["te"], negative=w["enc"][""],
+                                               source_prompt="a red circle", target_prompt="a red circle",
+                                               **dict(EDIT, tau_v=1.0, **kw)).args[1]["samples"]
+
+    def ddim(sigmas):
+        with torch.inference_mode():
+            return C["InvEditDDIMInvert"].execute(model=w["model"], positive=w["enc"]["a red circle"],
+                                                  negative=w["enc"][""], latent=w["latent"], sigmas=sigmas,
+                                                  cfg=1.0)[0]
+    own = p2p(value_embed=emb)
+    grid = C["InvEditValueSigmas"].execute(w["model"], T, 1.0).args[0]
+    noise = ddim(grid)                                  # the repeated last level is accepted
+    x_T = w["model"].model.process_latent_in(noise["samples"])
+    # the embedding's own noise, but for where the clean latent sits: its pivots start from x = z·√(1 + σ_min²) (the
+    # official grid ends at σ_min 0.029, not 0), DDIM Invert from the latent as ComfyUI's samplers leave it (4e-4
+    # apart at the start; 1.6e-3 after 6 steps, measured)
+    assert float((x_T - emb.x_T).abs().max() / emb.x_T.abs().max()) < 5e-3
+    routed = p2p(value_embed=emb, latent=noise)        # its schedule comes with it
+    mse_own, mse_routed = float((own - src).pow(2).mean()), float((routed - src).pow(2).mean())
+    print(f"\nP2P reconstruction latent MSE: embedding's noise {mse_own:.4g}, DDIM Invert along its grid "
+          f"{mse_routed:.4g}")
+    assert abs(mse_routed - mse_own) <= 0.1 * mse_own + 1e-4, (mse_own, mse_routed)
+    with torch.inference_mode():
+        other = C["BasicScheduler"].execute(w["model"], "normal", T, 1.0)[0] if hasattr(
+            C["BasicScheduler"], "execute") else nodes.BasicScheduler().get_sigmas(w["model"], "normal", T, 1.0)[0]
+    elsewhere = ddim(other)
+    with pytest.raises(ValueError, match=r"P2P Edit \(InvEdit\): the noise latent was inverted along 6 steps from .* "
+                                         r"but the value embedding's grid has 6 from .*; invert along Value Embedding "
+                                         r"Sigmas"):
+        p2p(value_embed=emb, latent=elsewhere)
+    with pytest.raises(ValueError, match=r"the noise latent was inverted along 6 steps .* but the SIGMAS has 5 .*"
+                                         r"connect the SIGMAS DDIM Invert had"):
+        p2p(latent=elsewhere, sigmas=other[1:])
+    assert torch.equal(p2p(latent=elsewhere), p2p(latent=elsewhere, sigmas=other))  # its own schedule, unconnected

@@ -89,8 +89,12 @@ def test_growth_warns_when_approximate_and_refuses_an_overflow(caplog):
     assert bdia.check_growth(0.8, 50) is None
     msg = bdia.check_growth(0.5, 40, "BDIA Invert")
     assert "approximate" in msg and "at most 20 steps" in msg and "BDIA Invert" in msg
-    with pytest.raises(ValueError, match="overflow.*at most"):
+    with pytest.raises(ValueError, match="float32 arithmetic.*at most"):
         bdia.check_growth(0.05, 200, "BDIA Invert")
+    # issue 30: the bound is the model's float32 range (NaN at 80 steps at γ 0.5 on the shapes world), not float64's
+    assert bdia.max_steps(0.5, bdia.FINITE_GROWTH) == 54 and "approximate" in bdia.check_growth(0.5, 54)
+    with pytest.raises(ValueError, match=r"55 steps at gamma 0.5 amplify .* use at most 54 steps"):
+        bdia.check_growth(0.5, 55, "BDIA Invert")
     sig = vp_sigmas(40)
     with caplog.at_level(logging.WARNING):
         bdia.bdia_invert(VP_DEN, rand(1, 4, 4, 4), sig, 0.5)

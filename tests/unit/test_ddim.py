@@ -112,8 +112,29 @@ def test_ascending_and_descending_sigmas_give_the_same_inversion():
     (torch.tensor([1.0]), "at least two"),
     (torch.tensor([1.0, float("nan"), 0.0]), "NaN"),
     (torch.tensor([3.0, 1.0, 2.0, 0.0]), "monotonic"),
+    (torch.tensor([3.0, 1.0, 1.0, 0.5]), "only the lowest level may repeat"),
+    (torch.tensor([1.0, 1.0]), "monotonic"),
     (torch.tensor([1.0, -0.5]), "non-negative"),
 ])
 def test_bad_sigmas_are_refused_with_a_clear_message(bad, match):
     with pytest.raises(ValueError, match=match):
         ddim.ddim_invert(lambda x, s: x, torch.zeros(1, 4, 2, 2), bad)
+
+
+def test_the_official_grids_repeated_lowest_level_is_an_identity_step():
+    """Issue 30, item 2: Value Embedding Sigmas end with σ_min twice (the official grid); DDIM inversion takes them as
+    they are (descending or flipped): the repeated level makes no model call and moves nothing."""
+    ab = sd15_alphas_cumprod()
+    calls = []
+    D0 = sigma_denoiser(TinyEps(1), ab)
+
+    def D(x, s):
+        calls.append(float(s))
+        return D0(x, s)
+    strict = torch.linspace(14.6, 0.03, 7, dtype=F64)
+    grid = torch.cat([strict, strict[-1:]])
+    x0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=F64)
+    ref = ddim.ddim_invert(D, x0, strict)
+    n = len(calls)
+    assert torch.equal(ddim.ddim_invert(D, x0, grid), ref) and len(calls) == 2 * n
+    assert torch.equal(ddim.ddim_invert(D, x0, grid.flip(0)), ref)
