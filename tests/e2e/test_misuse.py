@@ -7,6 +7,8 @@
 - every save name (a STRING of an output node) at traversal, absolute, overlong, non-ASCII and empty names;
 - every node with a MODEL fed the other world's model, the other world's text and latents, or an artifact made with
   another model of the family (issue 29); every prompt input with ``embedding:`` names (issue 29);
+- long and chained workflows (issue 30): an EDICT inversion too long for its mix_p, a CASO save whose later names
+  outgrow the limit, latents the report's VAE cannot decode, P2P Edit's noise from another schedule;
 - long nodes interrupted mid-run.
 
 Each case is a whole graph (the node's link inputs fed by stock or pack provider nodes, its output into PreviewAny)
@@ -783,3 +785,64 @@ def test_embedding_names_in_every_prompt_input_are_read_or_refused_by_name(serve
         print_table("misuse probes, embedding: names in prompt inputs", tried)
     assert not failures, "\n".join(failures)
     assert sum(tried.values()) >= 20, tried
+
+
+# -- long and chained workflows (issue 30) ------------------------------------------------------------------------
+
+def test_long_and_chained_workflow_mistakes_are_refused_up_front(server, probe_files, capsys):
+    """An EDICT inversion too long for its mix_p (refused before its first step, not NaN after minutes); a CASO save
+    whose last class's file name is too long (no file of the set written); SD3 latents with the SD1.5 VAE in the
+    Reconstruction Report; DDIM noise inverted along another schedule than the value embedding's grid in P2P Edit.
+    Each is refused naming the node and the fix, fast, and writes nothing."""
+    import time
+    info = server.object_info()
+    tried, failures = collections.Counter(), []
+    before = snapshot(BASE / "models")
+
+    def case(label, build, node_type, says, budget=60.0):
+        b = Builder(info)
+        target = build(b)
+        b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}} \
+            if info[node_type].get("output") else None
+        b.prompt = {k: v for k, v in b.prompt.items() if v is not None}
+        t = time.time()
+        result, why, text = refused_or_ran(server, info, b.prompt, target)
+        took = time.time() - t
+        tried[node_type, f"{label}: {result}"] += 1
+        if why or result != "refused" or says not in text:
+            failures.append(f"{label}: {why or result} (wanted {says!r}) {text[:300]}")
+        elif took > budget:
+            failures.append(f"{label}: refused only after {took:.0f} s")
+
+    def long_edict(b):
+        sig = b.node("InvEditEDICTSigmas", {"steps": 400})
+        return b.node("InvEditEDICTInvert", {"sigmas": [sig, 0]})
+    case("EDICT Invert, 400 steps at mix_p 0.93", long_edict, "InvEditEDICTInvert", "use at most 253 steps",
+         budget=30.0)
+
+    def long_caso(b):   # 115 characters: "<prefix>_red" fits 120, "<prefix>_green" does not
+        return b.node("InvEditCASOSave", {"filename_prefix": PROBE + "p" * (115 - len(PROBE))})
+    case("CASO Save, a prefix the later classes' names outgrow", long_caso, "InvEditCASOSave", "nothing was saved")
+
+    def sd3_report(b):
+        sd3 = other_world(b, ("LATENT",))["LATENT"]
+        vae = b.node("CheckpointLoaderSimple", {"ckpt_name": CKPT})
+        image = b.node("EmptyImage", {"width": 64, "height": 64, "batch_size": 1, "color": 0})
+        return b.node("InvEditReconstructionReport", {"original": sd3, "reconstruction": sd3, "vae": [vae, 2],
+                                                      "source_image": [image, 0]})
+    case("Reconstruction Report, SD3 latents and the SD1.5 VAE", sd3_report, "InvEditReconstructionReport",
+         "the VAE decodes 4-channel latents")
+
+    def p2p_other_schedule(b):
+        ck = b.node("CheckpointLoaderSimple", {"ckpt_name": CKPT})
+        sig = b.node("BasicScheduler", {"model": [ck, 0], "scheduler": "normal", "steps": 3, "denoise": 1.0})
+        noise = b.node("InvEditDDIMInvert", {"sigmas": [sig, 0], "cfg": 1.0})
+        emb = b.node(*PROVIDERS["INVEDIT_VALUE_EMBED"][::2])
+        return b.node("InvEditP2PEdit", {"value_embed": [emb, 0], "latent": [noise, 0]})
+    case("P2P Edit, DDIM noise inverted along another schedule than the embedding's", p2p_other_schedule,
+         "InvEditP2PEdit", "invert along Value Embedding Sigmas", budget=120.0)
+    with capsys.disabled():
+        print_table("misuse probes, long and chained workflows", tried)
+    assert not failures, "\n".join(failures)
+    after = snapshot(BASE / "models")
+    assert set(after) == set(before), set(after) ^ set(before)
