@@ -464,6 +464,57 @@ def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False,
                 return
 
 
+def train_judge_roundtrip(steps=600, batch=32, frac=0.5, lr=5e-4, minutes=0, fresh=False, save_every=50) -> None:
+    """The scene judge fine-tuned on the VAE's round trips (issue 27: on round trips of held-out scenes it got shape
+    76 %, texture 91 % after training on renders alone): from the committed judge, each batch's first ``frac`` of
+    images is encoded and decoded by the world's VAE (no gradient), the rest fresh renders with the mild corruptions;
+    cosine LR from ``lr``. Resumable (state ``judge_rt``); writes scenes_judge.safetensors with ``roundtrip_steps_done``.
+    """
+    from .judges import SceneJudge, judge_loss, load_judge, save_judge, targets
+    weights = WEIGHTS / "scenes_judge.safetensors"
+    meta0 = file_meta(weights) or {}
+    width = int(meta0.get("width", 32))
+    model = SceneJudge(width)
+    st = None if fresh else load_state("judge_rt")
+    opt = torch.optim.AdamW(model.parameters(), lr)
+    g = torch.Generator().manual_seed(141)
+    if st is not None:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        g.set_state(st["gen"])
+        step, seconds = st["step"], st["seconds"]
+        print(f"[judge_rt] resuming at step {step} ({seconds:.0f} s so far)", flush=True)
+    else:
+        model.load_state_dict(load_judge(weights).state_dict())
+        step, seconds = int(meta0.get("roundtrip_steps_done", 0)), float(meta0.get("roundtrip_seconds", 0))
+    vae = load_vae()
+    budget = Budget(minutes)
+    log = base.Log("judge_rt", steps)
+    n_rt = int(round(batch * frac))
+    while step < steps:
+        base.cosine_lr(opt, step, steps, lr, warmup=20)
+        sc = data.sample_scenes(batch, g)
+        x = data.render(sc)
+        with torch.no_grad():
+            rt = vae.taesd_decoder(vae.taesd_encoder(x[:n_rt])).clamp(0, 1)
+        x = torch.cat([rt, base.corrupt(x[n_rt:], g)])
+        loss = judge_loss(model(x), targets(sc))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log(step, loss=loss.item())
+        step += 1
+        if step % save_every == 0 or step == steps or budget.over():
+            total = seconds + budget.elapsed
+            _snapshot("judge_rt", model, opt, g, step, total)
+            save_judge(model, weights, {**meta0, "roundtrip_steps_done": step, "roundtrip_steps": steps,
+                                        "roundtrip_fraction": frac, "roundtrip_lr": lr,
+                                        "roundtrip_seconds": round(total)})
+            if budget.over() and step < steps:
+                print(f"[judge_rt] time budget reached at step {step}/{steps}; run again to go on", flush=True)
+                return
+
+
 CLASSIFIED = {"texture": data.TEXTURES, "style": data.STYLES}  # global attributes: pack-format classifiers
 
 
@@ -576,9 +627,8 @@ def train_text(minutes=0, fresh=False, **kw) -> None:
     build_cache(minutes=minutes, fresh=fresh, **kw)
 
 
-STAGES = {"vae": train_vae, "text": train_text, "judge": train_judge, "clip": train_clip,
-          "classifiers": train_classifiers, "unet": train_unet,
-          "dit": train_dit}
+STAGES = {"vae": train_vae, "text": train_text, "judge": train_judge, "judge_rt": train_judge_roundtrip,
+          "clip": train_clip, "classifiers": train_classifiers, "unet": train_unet, "dit": train_dit}
 
 
 def main(argv=None) -> None:
