@@ -433,35 +433,48 @@ def train_dit(steps=8000, batch=32, lr=6e-4, p_uncond=0.1, ema_decay=0.999, save
 # scenes; a round trip in training would cost ~16 GFLOP an image).
 
 
-def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False, save_every=250) -> None:
-    """The scene judge (judges.SceneJudge): objectness BCE + attribute CE per 4×4-pixel cell, texture and style CE."""
-    from .judges import SceneJudge, judge_loss, save_judge, targets
-    torch.manual_seed(3)
-    model = SceneJudge(width)
-    opt = torch.optim.AdamW(model.parameters(), lr)
-    g = torch.Generator().manual_seed(140)
-    step, seconds, st = _resume("judge", fresh, model, opt, g, WEIGHTS / "scenes_judge.safetensors")
+def _judge_loop(stage: str, model, opt, g: torch.Generator, step: int, seconds: float, st, steps: int, batch: int,
+                lr: float, warmup: int, minutes: float, save_every: int, images_of, save) -> None:
+    """The judges' resumable loop: cosine LR, ``images_of(scenes, g)`` for each batch of fresh scenes, the judge loss;
+    every ``save_every`` steps and when ``minutes`` run out the state and ``save(step, seconds)``."""
+    from .judges import judge_loss, targets
     budget = Budget(minutes)
-    log = base.Log("judge", steps)
+    log = base.Log(stage, steps)
     while step < steps:
-        base.cosine_lr(opt, step, steps, lr, warmup=100)
+        base.cosine_lr(opt, step, steps, lr, warmup=warmup)
         rewarm(opt, step, st)
         sc = data.sample_scenes(batch, g)
-        loss = judge_loss(model(base.corrupt(data.render(sc), g)), targets(sc))
+        loss = judge_loss(model(images_of(sc, g)), targets(sc))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         log(step, loss=loss.item())
         step += 1
         if step % save_every == 0 or step == steps or budget.over():
-            _snapshot("judge", model, opt, g, step, seconds + budget.elapsed)
-            save_judge(model, WEIGHTS / "scenes_judge.safetensors",
-                       {"stage": "judge", "width": width, "steps_done": step, "steps": steps, "batch": batch,
-                        "lr": lr, "seconds": round(seconds + budget.elapsed),
-                        "architecture": "harness.scenes.judges.SceneJudge"})
+            total = seconds + budget.elapsed
+            _snapshot(stage, model, opt, g, step, total)
+            save(step, total)
             if budget.over() and step < steps:
-                print(f"[judge] time budget reached at step {step}/{steps}; run again to go on", flush=True)
+                print(f"[{stage}] time budget reached at step {step}/{steps}; run again to go on", flush=True)
                 return
+
+
+def train_judge(steps=2500, batch=32, lr=2e-3, width=32, minutes=0, fresh=False, save_every=250) -> None:
+    """The scene judge (judges.SceneJudge): objectness BCE + attribute CE per 4×4-pixel cell, texture and style CE."""
+    from .judges import SceneJudge, save_judge
+    torch.manual_seed(3)
+    model = SceneJudge(width)
+    opt = torch.optim.AdamW(model.parameters(), lr)
+    g = torch.Generator().manual_seed(140)
+    path = WEIGHTS / "scenes_judge.safetensors"
+    step, seconds, st = _resume("judge", fresh, model, opt, g, path)
+
+    def save(step, total):
+        save_judge(model, path, {"stage": "judge", "width": width, "steps_done": step, "steps": steps,
+                                 "batch": batch, "lr": lr, "seconds": round(total),
+                                 "architecture": "harness.scenes.judges.SceneJudge"})
+    _judge_loop("judge", model, opt, g, step, seconds, st, steps, batch, lr, 100, minutes, save_every,
+                lambda sc, g: base.corrupt(data.render(sc), g), save)
 
 
 def train_judge_roundtrip(steps=600, batch=32, frac=0.5, lr=5e-4, minutes=0, fresh=False, save_every=50) -> None:
@@ -470,14 +483,13 @@ def train_judge_roundtrip(steps=600, batch=32, frac=0.5, lr=5e-4, minutes=0, fre
     images is encoded and decoded by the world's VAE (no gradient), the rest fresh renders with the mild corruptions;
     cosine LR from ``lr``. Resumable (state ``judge_rt``); writes scenes_judge.safetensors with ``roundtrip_steps_done``.
     """
-    from .judges import SceneJudge, judge_loss, load_judge, save_judge, targets
-    weights = WEIGHTS / "scenes_judge.safetensors"
-    meta0 = file_meta(weights) or {}
-    width = int(meta0.get("width", 32))
-    model = SceneJudge(width)
-    st = None if fresh else load_state("judge_rt")
+    from .judges import SceneJudge, load_judge, save_judge
+    path = WEIGHTS / "scenes_judge.safetensors"
+    meta0 = file_meta(path) or {}
+    model = SceneJudge(int(meta0.get("width", 32)))
     opt = torch.optim.AdamW(model.parameters(), lr)
     g = torch.Generator().manual_seed(141)
+    st = None if fresh else load_state("judge_rt")
     if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
@@ -485,34 +497,22 @@ def train_judge_roundtrip(steps=600, batch=32, frac=0.5, lr=5e-4, minutes=0, fre
         step, seconds = st["step"], st["seconds"]
         print(f"[judge_rt] resuming at step {step} ({seconds:.0f} s so far)", flush=True)
     else:
-        model.load_state_dict(load_judge(weights).state_dict())
+        model.load_state_dict(load_judge(path).state_dict())
         step, seconds = int(meta0.get("roundtrip_steps_done", 0)), float(meta0.get("roundtrip_seconds", 0))
     vae = load_vae()
-    budget = Budget(minutes)
-    log = base.Log("judge_rt", steps)
     n_rt = int(round(batch * frac))
-    while step < steps:
-        base.cosine_lr(opt, step, steps, lr, warmup=20)
-        sc = data.sample_scenes(batch, g)
+
+    def images_of(sc, g):
         x = data.render(sc)
         with torch.no_grad():
             rt = vae.taesd_decoder(vae.taesd_encoder(x[:n_rt])).clamp(0, 1)
-        x = torch.cat([rt, base.corrupt(x[n_rt:], g)])
-        loss = judge_loss(model(x), targets(sc))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log(step, loss=loss.item())
-        step += 1
-        if step % save_every == 0 or step == steps or budget.over():
-            total = seconds + budget.elapsed
-            _snapshot("judge_rt", model, opt, g, step, total)
-            save_judge(model, weights, {**meta0, "roundtrip_steps_done": step, "roundtrip_steps": steps,
-                                        "roundtrip_fraction": frac, "roundtrip_lr": lr,
-                                        "roundtrip_seconds": round(total)})
-            if budget.over() and step < steps:
-                print(f"[judge_rt] time budget reached at step {step}/{steps}; run again to go on", flush=True)
-                return
+        return torch.cat([rt, base.corrupt(x[n_rt:], g)])
+
+    def save(step, total):
+        save_judge(model, path, {**meta0, "roundtrip_steps_done": step, "roundtrip_steps": steps,
+                                 "roundtrip_fraction": frac, "roundtrip_lr": lr, "roundtrip_seconds": round(total)})
+    _judge_loop("judge_rt", model, opt, g, step, seconds, st, steps, batch, lr, 20, minutes, save_every, images_of,
+                save)
 
 
 CLASSIFIED = {"texture": data.TEXTURES, "style": data.STYLES}  # global attributes: pack-format classifiers

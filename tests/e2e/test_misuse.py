@@ -108,12 +108,16 @@ class Builder:
         return nid
 
 
-def valid_graph(info: dict, node_type: str) -> tuple[dict, str]:
-    b = Builder(info)
-    target = b.node(node_type)
-    if info[node_type].get("output"):
+def with_preview(b: Builder, info: dict, target: str) -> tuple[dict, str]:
+    """The builder's prompt with a PreviewAny on the target's first output (where it has outputs), and the target."""
+    if info[b.prompt[target]["class_type"]].get("output"):
         b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}}
     return b.prompt, target
+
+
+def valid_graph(info: dict, node_type: str) -> tuple[dict, str]:
+    b = Builder(info)
+    return with_preview(b, info, b.node(node_type))
 
 
 def cases(info: dict):
@@ -686,10 +690,7 @@ def cross_case_graph(info: dict, node_type: str, case: str) -> tuple[dict, str] 
             else:
                 provider, index, given = ARTIFACT_PROVIDERS[types[n]]
                 fixed[n] = [b.node(provider, given or None), index]
-    target = b.node(node_type, fixed)
-    if info[node_type].get("output"):
-        b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}}
-    return b.prompt, target
+    return with_preview(b, info, b.node(node_type, fixed))
 
 
 def refused_or_ran(server, info: dict, prompt: dict, target: str) -> tuple[str, str | None, str]:
@@ -767,10 +768,7 @@ def test_embedding_names_in_every_prompt_input_are_read_or_refused_by_name(serve
                 b = Builder(info)
                 extra = {k: ([b.node(*PROVIDERS[v][::2]), PROVIDERS[v][1]] if v in PROVIDERS else v)
                          for k, v in PROMPT_NODE_INPUTS.get(node_type, {}).items()}
-                target = b.node(node_type, extra)
-                if info[node_type].get("output"):
-                    b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}}
-                prompt = b.prompt
+                prompt, target = with_preview(b, info, b.node(node_type, extra))
                 text = prompt[target]["inputs"][name] or "a circle"
                 # the word in place of the last (P2P's replace edits swap words one for one; lines kept)
                 head, space, _ = text.rpartition(" ")
@@ -801,12 +799,9 @@ def test_long_and_chained_workflow_mistakes_are_refused_up_front(server, probe_f
 
     def case(label, build, node_type, says, budget=60.0):
         b = Builder(info)
-        target = build(b)
-        b.prompt[str(len(b.prompt) + 1)] = {"class_type": "PreviewAny", "inputs": {"source": [target, 0]}} \
-            if info[node_type].get("output") else None
-        b.prompt = {k: v for k, v in b.prompt.items() if v is not None}
+        prompt, target = with_preview(b, info, build(b))
         t = time.time()
-        result, why, text = refused_or_ran(server, info, b.prompt, target)
+        result, why, text = refused_or_ran(server, info, prompt, target)
         took = time.time() - t
         tried[node_type, f"{label}: {result}"] += 1
         if why or result != "refused" or says not in text:
