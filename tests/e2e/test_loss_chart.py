@@ -5,7 +5,8 @@
 A DOODL workflow queued through the frontend: the chart on the optimiser node receives every iteration's loss while
 the node runs, draws them (blue pixels in the widget's canvas, and on the screen where that canvas is), keeps the final
 curve after the run, and adds nothing to the saved workflow or the prompt. The same with the optimiser inside a
-subgraph (loss events carry execution ids such as "12:6"). The report's text shows on its node.
+subgraph (loss events carry execution ids such as "12:6"). The report's text shows on its node. A node's warning
+(web/js/warnings.js) shows as a toast.
 
 The host and frontend come from COMFY_HOST / COMFY_FRONTEND (harness/paths.py); Nodes 2.0 on/off is a parameter.
 Screenshots of every variant go to out/screenshots/ (their paths are printed)."""
@@ -344,3 +345,47 @@ def test_the_report_text_shows_on_the_node(server, fe):
     assert after.get("widgets_values") == before.get("widgets_values") and REPORT_WIDGET not in json.dumps(after)
     _check_renderer(fe)
     assert fe.unexpected_errors() == []
+
+
+def warning_prompt(seed=None):
+    """An EDICT pair regenerated with the same weights halved by a stock merge (ModelSubtract): the model fingerprint
+    differs, so EDICT Regenerate warns (issue 29); a fresh cfg each call keeps ComfyUI's cache out of it."""
+    cfg = round(random.uniform(2.0, 4.0), 2) if seed is None else 3.0
+    edict = {"mix_p": 0.93, "leapfrog": True, "official_input_scaling": True}
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red circle"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {"class_type": "InvEditEDICTSigmas", "inputs": {"model": ["1", 0], "steps": 4,
+                                                             "schedule": "official_980_0", "strength": 1.0}},
+        "6": {"class_type": "InvEditEDICTInvert", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent": ["4", 0], "sigmas": ["5", 0],
+            "cfg": cfg, "state_dtype": "float64", **edict}},
+        "7": {"class_type": "ModelMergeSubtract", "inputs": {"model1": ["1", 0], "model2": ["1", 0],
+                                                             "multiplier": 0.5}},
+        "8": {"class_type": "InvEditEDICTRegenerate", "inputs": {
+            "model": ["7", 0], "positive": ["2", 0], "negative": ["3", 0], "pair": ["6", 0], "cfg": cfg, **edict}},
+        "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 0]}},
+    }
+
+
+_JS_TOASTS = """() => Array.from(document.querySelectorAll('.p-toast-message')).map(e => e.innerText)"""
+
+
+def test_a_warning_of_a_node_shows_as_a_toast(server, fe):
+    """web/js/warnings.js: EDICT Regenerate with another model than the pair's runs, and its warning naming the node
+    and what differs appears as a toast (not only on the server's console)."""
+    fe.load_workflow(fe.api_to_workflow(warning_prompt()))
+    prompt_id = fe.queue()
+    entry = server.wait(prompt_id, timeout=120)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    toasts = []
+    for _ in range(50):
+        toasts = fe.page.evaluate(_JS_TOASTS)
+        if any("another model" in t for t in toasts):
+            break
+        time.sleep(0.1)
+    hit = [t for t in toasts if "another model" in t]
+    assert hit, toasts
+    assert "EDICT Regenerate (InvEdit)" in hit[0] and "weight patches differ" in hit[0], hit[0]
