@@ -352,8 +352,10 @@ class P2PEdit(io.ComfyNode):
         if inverted is not None:
             _require_same_levels(sigmas, inverted, "the SIGMAS", "connect the SIGMAS DDIM Invert had, or leave sigmas "
                                  "unconnected (the latent's own schedule is used)", who)
-            if value_embed is not None:
-                _require_same_levels(value_embed.sigmas.float(), inverted, "the value embedding's grid",
+            if value_embed is not None:  # the grid, or its end (a partial run: Value Embedding Sigmas, denoise < 1)
+                grid = value_embed.sigmas.float()
+                _require_same_levels(grid[max(0, grid.numel() - inverted.numel()):], inverted,
+                                     "the value embedding's grid",
                                      "invert along Value Embedding Sigmas (DDIM Invert's sigmas input), or leave the "
                                      "latent unconnected (the embedding's own noise is used)", who)
         if value_embed is not None:
