@@ -629,7 +629,11 @@ ARTIFACT_PROVIDERS = {
     "INVEDIT_HSPACE_DIRECTION": PROVIDERS["INVEDIT_HSPACE_DIRECTION"],
     "pair": None,   # EDICT / BDIA Regenerate: the Invert node of the same method
 }
-EXACT_REPLAY = {"INVEDIT_VALUE_EMBED", "pair"}   # refused on another sampling; a direction only warns
+PAIR_INPUTS = {("InvEditDOODLOptimize", "latent"): "InvEditEDICTInvert"}   # a LATENT input that takes a pair
+# the nodes that replay an exact inversion (refused on another sampling; a direction only warns, Value Embedding
+# Sigmas only reads the embedding's grid)
+EXACT_REPLAY = {"InvEditEDICTRegenerate", "InvEditBDIARegenerate", "InvEditDOODLOptimize", "InvEditValueApply",
+                "InvEditP2PEdit"}
 PROMPT_INPUT = re.compile(r"prompt|text|^find$|^replace$|^target_override$")
 # nodes whose prompts go to a ComfyUI CLIP (which reads embedding:<name>): an existing file must run
 READS_EMBEDDINGS = {"InvEditP2PEdit", "InvEditEMSEncodeEditPrompts"}
@@ -677,15 +681,19 @@ def cross_case_graph(info: dict, node_type: str, case: str) -> tuple[dict, str] 
         if not fixed:
             return None
     else:
-        artifacts = [n for n, k in types.items() if k in ARTIFACT_PROVIDERS or n in ARTIFACT_PROVIDERS]
+        optional = {n: k for n, (k, *_) in info[node_type]["input"].get("optional", {}).items()
+                    if isinstance(k, str) and k in ARTIFACT_PROVIDERS}
+        types = {**types, **optional}
+        artifacts = [n for n, k in types.items() if k in ARTIFACT_PROVIDERS or n in ARTIFACT_PROVIDERS
+                     or (node_type, n) in PAIR_INPUTS]
         if not artifacts:
             return None
         ck = b.node("CheckpointLoaderSimple", {"ckpt_name": CKPT})
         vpred = b.node("ModelSamplingDiscrete", {"model": [ck, 0], "sampling": "v_prediction", "zsnr": False})
         fixed.update({n: [vpred, 0] for n, k in types.items() if k == "MODEL"})
         for n in artifacts:
-            if n == "pair":
-                invert = node_type.replace("Regenerate", "Invert")
+            if n == "pair" or (node_type, n) in PAIR_INPUTS:
+                invert = PAIR_INPUTS.get((node_type, n), node_type.replace("Regenerate", "Invert"))
                 fixed[n] = [b.node(invert), 0]
             else:
                 provider, index, given = ARTIFACT_PROVIDERS[types[n]]
@@ -740,8 +748,7 @@ def test_cross_family_and_cross_model_inputs_are_refused_by_name_or_run(server, 
                 failures.append(f"{node_type}, {case}: {why}")
             must_refuse = ((case != "another model of the family" and "MODEL" in types.values()
                             and {"CONDITIONING", "CLIP"} & set(types.values()))
-                           or (case == "another model of the family"
-                               and any(k in EXACT_REPLAY or n in EXACT_REPLAY for n, k in types.items())))
+                           or (case == "another model of the family" and node_type in EXACT_REPLAY))
             if must_refuse and result == "ran":
                 failures.append(f"{node_type}, {case}: ran, but it must refuse")
     with capsys.disabled():
