@@ -155,7 +155,10 @@ def test_the_node_composes_with_the_patch_or_refuses_it_by_name(w, column):
 def test_with_a_controlnet_checkpointed_blocks_give_the_same_doodl_iterates(load_world, tmp_path):
     """ControlNet adds its residuals into the U-Net's skip tensors in place, after the next block took them as input:
     with gradient checkpointing each block recomputes from its own copy of its inputs, so DOODL's iterates equal the
-    run without checkpointing (to float rounding), and the ControlNet acts (they differ from the run without it)."""
+    run without checkpointing (to float rounding), and the ControlNet acts (they differ from the run without it).
+    The element-wise clip is set out of reach (grad_clip 10): a clip threshold turns a rounding difference in one
+    gradient element into a whole step's difference (0.003 here with the default 0.02, depending on where the
+    perturbation and crop draws put the elements), which is not what this test is about."""
     from grad_nodes import FAST_DOODL
     w = add_judges(load_world(*PROMPTS))
     plain = dict(w["enc"])
@@ -166,7 +169,7 @@ def test_with_a_controlnet_checkpointed_blocks_give_the_same_doodl_iterates(load
             return w["C"]["InvEditDOODLOptimize"].execute(
                 model=w["model"], positive=enc["a circle"], negative=enc[""], vae=w["vae"], loss=w["loss"],
                 latent={"samples": torch.zeros(1, 4, 8, 8)}, grad_checkpointing=checkpointing,
-                **dict(FAST_DOODL, iterations=2)).args[0]["samples"]
+                **dict(FAST_DOODL, iterations=2, grad_clip=10.0)).args[0]["samples"]
         a, b, c = run(w["enc"], False), run(w["enc"], True), run(plain, False)
     import folder_paths
     folder_paths.folder_names_and_paths["controlnet"][0].remove(str(tmp_path))
