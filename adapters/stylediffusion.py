@@ -40,7 +40,7 @@ from .fingerprint import META_KEY, compare, fingerprint, from_meta, to_meta
 from .progress import reporter
 from .run import block_checkpointing, private_for_grad
 
-LENGTH = 77  # tokens of one CLIP chunk: the mapper's A, B and P2P's token maps
+LENGTH = sd.CHUNK  # tokens of one CLIP chunk: the mapper's A, B and P2P's token maps
 
 
 def fused(q, k, v, heads, **kw):

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ..optim.stylediffusion import METHODS, ValueEmbedding
+from ..optim.stylediffusion import CHUNK, METHODS, ValueEmbedding
 from . import ArtifactError, Kind, check_fingerprint_field, register
 
 FORMAT = "invedit_value_embed/1"
@@ -43,13 +43,12 @@ def _validate(tensors: dict, meta: dict, name: str) -> None:
         raise ArtifactError(f"{name}: grid.sigmas must fall strictly from a positive first level (the last two may be "
                             f"equal), got {[round(float(s), 4) for s in sigmas.flatten()[:8]]}")
     L, D = values[0].shape[1:]
-    if L != TOKENS:
+    if L != CHUNK:
         raise ArtifactError(f"{name}: the value tensors hold {L} tokens; an inversion keeps one CLIP chunk of "
-                            f"{TOKENS}")
+                            f"{CHUNK}")
     _check_meta(meta, name, T=T, D=D, shape=list(x_T.shape))
 
 
-TOKENS = 77   # one CLIP chunk (adapters.stylediffusion.LENGTH)
 _INTS = ("steps", "ctx_dim", "inner", "seed", "iterations")
 _FLOATS = ("guidance", "inner_decay", "lr", "lr_decay", "attn_weight", "final_loss")
 

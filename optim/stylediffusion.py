@@ -263,6 +263,7 @@ def parameters_of(item) -> list:
 # -- the result ---------------------------------------------------------------------------------------------------
 
 METHODS = ("stylediffusion", "null_text")
+CHUNK = 77  # tokens of one CLIP chunk: the value tensors [T, L, D] hold one (L), as the mapper and P2P's maps
 
 
 @dataclass
