@@ -370,7 +370,9 @@ def warning_prompt(seed=None):
     }
 
 
-_JS_TOASTS = """() => Array.from(document.querySelectorAll('.p-toast-message')).map(e => e.innerText)"""
+# A toast is a PrimeVue ".p-toast-message" in frontends 1.32.9 and 1.49.6, a Reka UI <li data-testid="toast"> in 1.58.1.
+_JS_TOASTS = """() => Array.from(document.querySelectorAll('.p-toast-message, [data-testid="toast"]'))
+    .map(e => e.innerText)"""
 
 
 def test_a_warning_of_a_node_shows_as_a_toast(server, fe):
