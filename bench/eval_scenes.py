@@ -9,6 +9,7 @@
    the fraction right per attribute (colour, shape, size over the objects of samples with the right count); ≥ 90 %.
 
     python -m bench.eval_scenes [--worlds unet dit] [--captions 24] [--seeds 2] [--steps 20] [--cfg 5]
+    python -m bench.eval_scenes --skip-judges --partial --worlds unet --captions 8   # a training's progress
 """
 from __future__ import annotations
 
@@ -78,10 +79,35 @@ def vae_and_judges(n: int = 64) -> dict:
     return out
 
 
+def partial_models(world: str):
+    """MODEL, CLIP and VAE of a world whose generator is still training: its weights file as it stands (the EMA
+    weights a resumable stage commits mid-run, harness/scenes/train.py), widened as set-up widens them, with the
+    world's CLIP-L (the shapes world's file: the same generated weights) and VAE; to follow a long training between
+    its chunks. The assembled checkpoint is for a finished training only (tiny_models.finished)."""
+    import comfy.sd
+    import nodes
+    from safetensors.torch import load_file
+    from harness.scenes import models as scenes_models
+    from harness.tiny_models import FILES, vae16_state_dict, widen_dit
+    vae_sd = load_file(str(SCENES_WEIGHTS / "vae.safetensors"))
+    if world == "unet":
+        sd = scenes_models.widen_unet(load_file(str(SCENES_WEIGHTS / "unet.safetensors")),
+                                      scenes_models.wide_unet_shapes())
+        clip_type = "stable_diffusion"
+    else:
+        sd = widen_dit(load_file(str(SCENES_WEIGHTS / "dit.safetensors")))
+        vae_sd = vae16_state_dict(vae_sd)
+        clip_type = "sd3"
+    model = comfy.sd.load_diffusion_model_state_dict(sd)
+    clip = nodes.CLIPLoader().load_clip(FILES["text_encoders"], clip_type)[0]
+    return model, clip, comfy.sd.VAE(sd=vae_sd)
+
+
 def prompted_samples(world: str = "unet", captions: int = 24, seeds: int = 2, steps: int = 20,
-                     cfg: float = 5.0) -> dict:
+                     cfg: float = 5.0, partial: bool = False) -> dict:
     """Per-attribute accuracy of the judge on samples of held-out captions (colour / shape / size over the objects
-    of the samples whose object count is right)."""
+    of the samples whose object count is right); ``partial``: of the generator's weights as they stand mid-training
+    (``partial_models``)."""
     host.boot()
     import torch
     import comfy.utils
@@ -93,7 +119,7 @@ def prompted_samples(world: str = "unet", captions: int = 24, seeds: int = 2, st
     t = time.perf_counter()
     right = {a: [] for a in ATTRS}
     with torch.inference_mode():
-        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)
+        model, clip, vae = partial_models(world) if partial else nodes.CheckpointLoaderSimple().load_checkpoint(ckpt)
         ch = model.model.latent_format.latent_channels
         neg = nodes.CLIPTextEncode().encode(clip, "")[0]
         for i in range(captions):
@@ -125,6 +151,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=5.0)
     ap.add_argument("--skip-judges", action="store_true")
+    ap.add_argument("--partial", action="store_true", help="sample the generators' weights as they stand mid-training "
+                    "(harness/scenes/weights/unet.safetensors, dit.safetensors), not the assembled checkpoints")
     a = ap.parse_args(argv)
     if not a.skip_judges:
         r = vae_and_judges()
@@ -135,8 +163,8 @@ def main(argv=None) -> None:
             if k.startswith("classifier_") or k.startswith("clip_"):
                 print(f"{k}: {100 * v:.1f} %")
     for world in a.worlds:
-        r = prompted_samples(world, a.captions, a.seeds, a.steps, a.cfg)
-        print(f"prompted samples ({world}, {r['samples']} samples of {a.captions} held-out captions, {a.steps} euler "
+        r = prompted_samples(world, a.captions, a.seeds, a.steps, a.cfg, a.partial)
+        print(f"prompted samples ({world}{', partial weights' if a.partial else ''}, {r['samples']} samples of {a.captions} held-out captions, {a.steps} euler "
               f"steps, cfg {a.cfg}, {r['seconds']:.0f} s): " + ", ".join(f"{x} {100 * r[x]:.1f} %" for x in ATTRS)
               + f" (target {100 * TARGETS['samples']:.0f} % each)")
 
