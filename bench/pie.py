@@ -19,8 +19,11 @@ Settings: each method's come from ``--tune`` on the tune split (harness/scenes/s
 then background PSNR), written to docs/bench/pie_settings.json and read back by the test-split run; without that
 file the defaults below.
 
-Results are cached per (world, method, settings, case) in out/pie-cache/ (a JSON line each), so an interrupted run
-goes on where it stopped and a run with new methods only computes those.
+Results are cached per (world, method, settings, case, weights) in docs/bench/pie-cache/<world>.jsonl (a JSON line
+each, committed: the tables are rebuilt from it, a run longer than a session goes on where the last one stopped,
+and a run with new methods only computes those); the key holds a digest of the weights that make the result (the
+world's generator, the VAE, the judge, the toy CLIP), so retrained weights are measured anew. The edited images go
+to out/pie-images/<key>.png (not committed).
 
     python -m bench.pie [--per-type 3] [--worlds unet dit] [--methods NAME ...] [--tune]
 """
@@ -48,7 +51,8 @@ from harness.tiny_models import (SCENES_FILES, SCENES_SD3_FILES, SCENES_TOY_CLIP
                                  SCENES_WEIGHTS)
 
 SETTINGS_FILE = ROOT / "docs" / "bench" / "pie_settings.json"
-CACHE = ROOT / "out" / "pie-cache"
+CACHE = ROOT / "docs" / "bench" / "pie-cache"
+IMAGES = ROOT / "out" / "pie-images"
 TOY_CLIP = "scenes-toy-clip"
 
 
@@ -356,8 +360,21 @@ def method_by_name(name: str) -> Method:
 
 # ---- running and caching -------------------------------------------------------------------------------------------
 
+_DIGESTS: dict = {}
+
+
+def weights_digest(world: str) -> str:
+    """md5 (10 hex) of the committed weights a result of ``world`` depends on."""
+    if world not in _DIGESTS:
+        h = hashlib.md5()
+        for name in ("unet" if world == "unet" else "dit", "vae", "scenes_judge", "toy_clip/model"):
+            h.update((SCENES_WEIGHTS / f"{name}.safetensors").read_bytes())
+        _DIGESTS[world] = h.hexdigest()[:10]
+    return _DIGESTS[world]
+
+
 def _key(world: str, method: Method, settings: dict, case_id: str) -> str:
-    blob = json.dumps([world, method.name, settings, case_id], sort_keys=True)
+    blob = json.dumps([world, method.name, settings, case_id, weights_digest(world)], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -414,8 +431,9 @@ def evaluate(world: str, w, method: Method, settings: dict, cases: list, split: 
         key = _key(world, method, settings, cid)
         if key not in cache:
             rec = run_case(w, method, settings, case)
-            rec.update(key=key, world=world, method=method.name, case=cid, kind=case.kind, settings=settings)
-            _save_png(rec.pop("_image"), CACHE / "images" / f"{key}.png")
+            rec.update(key=key, world=world, method=method.name, case=cid, kind=case.kind, settings=settings,
+                       weights=weights_digest(world))
+            _save_png(rec.pop("_image"), IMAGES / f"{key}.png")
             _cache_write(world, rec)
             cache[key] = rec
         out.append(cache[key])

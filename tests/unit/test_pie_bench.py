@@ -69,3 +69,14 @@ def test_tables_print_every_type_and_dashes_for_the_whole_image_mask():
     assert all(k in t for k in suite.EDIT_TYPES) and "| 100 % | 0 % | 2.00 | 30.0 |" in t
     row = pie.type_table([("x", pie.summarise([recs[-1]]))])
     assert "| — |" in row
+
+
+def test_a_cached_result_is_keyed_by_the_weights_that_made_it(monkeypatch):
+    m = pie.method_by_name("DDIM prompt swap")
+    real = pie.weights_digest("unet")
+    assert len(real) == 10 and real != pie.weights_digest("dit")
+    k = pie._key("unet", m, m.settings, "test:colour:0:x")
+    assert k == pie._key("unet", m, m.settings, "test:colour:0:x")
+    monkeypatch.setitem(pie._DIGESTS, "unet", "retrained0")
+    assert pie._key("unet", m, m.settings, "test:colour:0:x") != k
+    assert pie.CACHE.relative_to(pie.ROOT).parts[:2] == ("docs", "bench")  # committed, so it outlives a session
