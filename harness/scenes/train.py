@@ -317,11 +317,16 @@ def latent_pool(minutes: float = 0) -> torch.Tensor | None:
 
 def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_uncond: float, ema_decay: float,
                      save_every: int, minutes: float, fresh: bool, loss_fn, weights: str, meta: dict,
-                     seed: int, warmup: int, export=lambda sd: sd, bf16: bool | None = None) -> None:
+                     seed: int, warmup: int, export=lambda sd: sd, bf16: bool | None = None,
+                     extend_to: int = 0, extend_lr: float = 0.0) -> None:
     """The shared resumable loop of the U-Net and the DiT: AdamW, cosine LR, grad clip 1, EMA, caption dropout
     (index 0 is the empty prompt); ``loss_fn(model, z0, caption_idx, g)``. ``bf16``: the forward and backward
     under CPU autocast to bfloat16 (None: where the CPU has it natively, ``native_bf16``; 1.6× faster there; weights,
-    optimiser and EMA stay float32; the metadata records which a chunk used)."""
+    optimiser and EMA stay float32; the metadata records which a chunk used).
+
+    ``extend_to`` N (with ``extend_lr``, default ``lr`` / 2): a finished stage trains on to step N in a further
+    cosine cycle (warm-up ``warmup``, peak ``extend_lr``) from the step it ended at; the cycle ([first step, last
+    step, peak lr]) is kept in the state and the weights' metadata (``cycles``), so it resumes like the first."""
     from .text import caption_set
     bf16 = native_bf16() if bf16 is None else bf16
     budget = Budget(minutes)
@@ -338,23 +343,37 @@ def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_unc
     if st is not None and "ema" in st:
         ema = st["ema"]
         steps = st.get("steps", steps)
-    elif st is not None:  # from the committed (EMA) weights
+    elif st is not None:  # from the committed (EMA) weights: their steps and cosine cycles too
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        fmeta = file_meta(WEIGHTS / weights) or {}
+        steps = int(fmeta.get("steps", steps))
+        st["cycles"] = json.loads(fmeta["cycles"]) if "cycles" in fmeta else None
+    cycles = (st or {}).get("cycles") or [[0, steps, lr]]
+    if extend_to > steps and step >= steps:
+        cycles.append([step, extend_to, extend_lr or lr / 2])
+        steps = extend_to
+        print(f"[{stage}] a further cosine cycle: steps {cycles[-1][0]}–{steps}, peak lr {cycles[-1][2]:g}", flush=True)
+    elif extend_to and extend_to != steps:
+        print(f"[{stage}] extend_to {extend_to} ignored: the stage is at {step} of {steps} steps (it extends a "
+              f"finished stage beyond its last step)", flush=True)
     log = base.Log(stage, steps)
     losses: list[float] = []
     if step >= steps:
-        print(f"[{stage}] done already ({step}/{steps} steps); --fresh to start over", flush=True)
+        print(f"[{stage}] done already ({step}/{steps} steps); --fresh to start over, --kw "
+              f"'{{\"extend_to\": N}}' to train on", flush=True)
 
     def checkpoint():
         total = seconds + budget.elapsed
-        _snapshot(stage, model, opt, g, step, total, ema=ema, steps=steps)
+        _snapshot(stage, model, opt, g, step, total, ema=ema, steps=steps, cycles=cycles)
         save(export(ema), weights, {**meta, "stage": stage, "steps_done": step, "steps": steps, "batch": batch,
+                                    "cycles": json.dumps(cycles),
                                     "autocast": "bfloat16" if bf16 else "none",
                                     "lr": lr, "p_uncond": p_uncond, "ema_decay": ema_decay, "seconds": round(total),
                                     "recent_loss": round(sum(losses[-200:]) / max(1, len(losses[-200:])), 5)})
 
     while step < steps:
-        base.cosine_lr(opt, step, steps, lr, warmup=warmup)
+        first, last, peak = cycles[-1]
+        base.cosine_lr(opt, step - first, last - first, peak, warmup=warmup)
         rewarm(opt, step, st)
         idx = torch.randint(pool.shape[1], (batch,), generator=g)
         var = torch.randint(pool.shape[0], (batch,), generator=g)
@@ -378,7 +397,7 @@ def _generator_stage(stage: str, model, steps: int, batch: int, lr: float, p_unc
 
 
 def train_unet(steps=8000, batch=32, lr=3e-4, p_uncond=0.1, ema_decay=0.999, save_every=100, min_snr_gamma=5.0,
-               minutes=0, fresh=False) -> None:
+               minutes=0, fresh=False, extend_to=0, extend_lr=0.0) -> None:
     """ε-prediction on SD1.5's scaled-linear schedule with min-SNR-γ weighting, on the narrow U-Net
     (models.build_narrow_unet); its EMA weights are written narrow (``unet.safetensors``, widened at set-up)."""
     from . import models
@@ -401,11 +420,12 @@ def train_unet(steps=8000, batch=32, lr=3e-4, p_uncond=0.1, ema_decay=0.999, sav
 
     _generator_stage("unet", unet, steps, batch, lr, p_uncond, ema_decay, save_every, minutes, fresh, loss_fn,
                      "unet.safetensors", {"min_snr_gamma": min_snr_gamma, "active_channels": models.ACTIVE,
-                                          "layout": "narrow (harness/scenes/models.py)"}, seed=120, warmup=200)
+                                          "layout": "narrow (harness/scenes/models.py)"}, seed=120, warmup=200,
+                     extend_to=extend_to, extend_lr=extend_lr)
 
 
 def train_dit(steps=8000, batch=32, lr=6e-4, p_uncond=0.1, ema_decay=0.999, save_every=100, minutes=0,
-              fresh=False) -> None:
+              fresh=False, extend_to=0, extend_lr=0.0) -> None:
     """Rectified flow (x = (1 − σ)·x0 + σ·ε, target v = ε − x0, σ ~ logit-normal(0, 1), input 1000·σ) on the
     shapes world's MMDiT layout (depth 4, trained narrow on CLIP-L alone: context 768, pooled 768; widened at
     set-up); latents: the 4 channels / std, then 12 zero channels (the 16-channel TAESD's)."""
@@ -424,7 +444,8 @@ def train_dit(steps=8000, batch=32, lr=6e-4, p_uncond=0.1, ema_decay=0.999, save
         return (v.float() - (eps - x0)).pow(2).mean()
 
     _generator_stage("dit", dit, steps, batch, lr, p_uncond, ema_decay, save_every, minutes, fresh, loss_fn,
-                     "dit.safetensors", {"narrow": "context 768, pooled 768"}, seed=121, warmup=100)
+                     "dit.safetensors", {"narrow": "context 768, pooled 768"}, seed=121, warmup=100,
+                     extend_to=extend_to, extend_lr=extend_lr)
 
 
 # ---------------------------------------------------------------------------------------------------------------

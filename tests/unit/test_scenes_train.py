@@ -67,3 +67,38 @@ def test_finished_files(where):
     assert tiny_models.finished(_commit(where, _net(1), steps_done=1000, steps=1000))
     assert tiny_models.finished(_commit(where, _net(1), steps=800))  # one-shot stages (classifiers): no steps_done
     assert not tiny_models.finished(where / "missing.safetensors")
+
+
+def test_a_finished_stage_trains_on_in_a_further_cosine_cycle(where, monkeypatch):
+    from harness.scenes import text
+    from harness.shapes import train as base
+    monkeypatch.setattr(train, "WEIGHTS", where)
+    monkeypatch.setattr(train, "latent_pool", lambda minutes=0: torch.randn(2, 16, 3))
+    monkeypatch.setattr(text, "caption_set", lambda: (None, None, torch.zeros(16, dtype=torch.long)))
+    calls = []
+    real = base.cosine_lr
+    monkeypatch.setattr(base, "cosine_lr", lambda opt, step, total, lr, warmup: (
+        calls.append((step, total, lr)), real(opt, step, total, lr, warmup)))
+
+    def stage(**kw):
+        calls.clear()
+        train._generator_stage("x", _net(1), 20, 4, 1e-2, 0.0, 0.9, 10, 0, False,
+                               lambda m, z0, c, g: m(z0).pow(2).mean(), "x.safetensors", {}, seed=3, warmup=5,
+                               bf16=False, **kw)
+        return calls[:]
+
+    first = stage()
+    assert first[0] == (0, 20, 1e-2) and first[-1] == (19, 20, 1e-2)
+    assert stage() == []                                   # done: nothing more without extend_to
+    more = stage(extend_to=30)
+    assert more[0] == (0, 10, 5e-3) and more[-1] == (9, 10, 5e-3)  # a new cycle from step 20, peak lr / 2
+    meta = train.file_meta(where / "x.safetensors")
+    assert (meta["steps_done"], meta["steps"]) == ("30", "30")
+    assert meta["cycles"] == "[[0, 20, 0.01], [20, 30, 0.005]]"
+    (train.STATE / "x.pt").unlink()                        # a new checkout: from the file, cycles and steps kept
+    assert stage() == []
+    assert stage(extend_to=25) == []                       # not beyond the last step: ignored
+    (train.STATE / "x.pt").unlink(missing_ok=True)
+    again = stage(extend_to=40, extend_lr=2e-3)
+    assert again[0] == (0, 10, 2e-3)
+    assert train.file_meta(where / "x.safetensors")["cycles"] == "[[0, 20, 0.01], [20, 30, 0.005], [30, 40, 0.002]]"
