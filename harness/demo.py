@@ -71,13 +71,45 @@ def load_images(paths: list[Path]):
                         .permute(2, 0, 1) for p in paths])
 
 
-def verdicts(name: str, outputs: dict, out: Path, judges) -> list[str]:
+def describe_scene(v) -> str:
+    """A scene judge's verdict (harness/scenes/judges.py) in words."""
+    objs = ", ".join(f"{o['size']} {o['colour']} {o['shape']}" for o in v.objects) or "none"
+    return f"objects: {objs}; background: {v.texture}; style: {v.style}"
+
+
+def scene_keeps(promise: dict, seen, source=None) -> bool:
+    """Whether a scenes-world result keeps an examples.SCENE_PROMISES entry: ``texture`` / ``style`` a name (or
+    "not <name>"); ``objects`` "kept" (the source's objects, as the judge reads them: count, size, colour, shape,
+    left to right) or one entry of words per object, left to right, each word its size, colour or shape."""
+    def ok(value, want):
+        return value != want[4:] if want.startswith("not ") else value == want
+    if any(k in promise and not ok(getattr(seen, k), promise[k]) for k in ("texture", "style")):
+        return False
+    want = promise.get("objects")
+    if want == "kept":
+        want = [f"{o['size']} {o['colour']} {o['shape']}" for o in source.objects]
+    if want is None:
+        return True
+    return len(seen.objects) == len(want) and all(
+        w in (o["size"], o["colour"], o["shape"]) for o, words in zip(seen.objects, want) for w in words.split())
+
+
+def _scene_verdicts(promise: dict, sources, results, judge) -> list[str]:
+    from .scenes import judges as J
+    seen, src = J.read(judge, results), J.read(judge, sources) if sources is not None else None
+    wants = ", ".join(f"{k} {v if isinstance(v, str) else ' | '.join(v)}" for k, v in promise.items())
+    return [f"result {i + 1}: {describe_scene(v)} — the title promises {wants}: "
+            f"{'**yes**' if scene_keeps(promise, v, src[i] if src else None) else '**NO**'}"
+            for i, v in enumerate(seen)]
+
+
+def verdicts(name: str, outputs: dict, out: Path, judges, scene_judge=None) -> list[str]:
     """The judges' verdict on every result image the workflow saved, against its source, and whether it keeps the
-    title's promise (examples.PROMISES)."""
-    from .examples import PROMISES, RANDOM_WEIGHTS, RESULTS_ONLY
+    title's promise (examples.PROMISES by the shapes-world judges, examples.SCENE_PROMISES by the scene judge)."""
+    from .examples import PROMISES, RANDOM_WEIGHTS, RESULTS_ONLY, SCENE_PROMISES
     if name in RANDOM_WEIGHTS:  # a template run with random weights: the wiring, not a picture
         return [f"random-weight {RANDOM_WEIGHTS[name]} (the template's wiring, no picture claim): **runs**"]
-    promise = PROMISES.get(name)
+    promise = PROMISES.get(name, SCENE_PROMISES.get(name))
     saved = [out / img["subfolder"] / img["filename"] for o in outputs.values() for img in o.get("images", [])
              if img.get("type") == "output"]
     if promise is None or not saved:
@@ -88,6 +120,9 @@ def verdicts(name: str, outputs: dict, out: Path, judges) -> list[str]:
     else:
         half = images.shape[0] // 2
         sources, results = images[:half], images[half:]
+    if name in SCENE_PROMISES:
+        return _scene_verdicts(promise, sources, results, scene_judge)
+
     def keeps(value, want: str) -> bool:  # "not X": anything but X
         return value != want[4:] if want.startswith("not ") else value == want
     lines = []
@@ -111,6 +146,9 @@ def main(names: list[str] | None = None) -> int:
     from .shapes.judges import Judges
     from .tiny_models import CLASSIFIER_DIR, CLASSIFIERS
     judges = Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
+    from .scenes.judges import load_judge
+    from .tiny_models import SCENES_WEIGHTS
+    scene_judge = load_judge(SCENES_WEIGHTS / "scenes_judge.safetensors")
     t0 = time.time()
     with ComfyServer(output_dir=out, log_path=out / "comfyui.log") as srv, \
             Frontend(srv.url, require_nodes=("KSampler", *pack_node_ids())) as fe:
@@ -124,7 +162,7 @@ def main(names: list[str] | None = None) -> int:
                 texts = [o["text"][0] for o in entry["outputs"].values() if "text" in o]
                 grid = out / f"gallery_{path.stem}.png"
                 gallery(path.name, labelled_images(workflow, entry["outputs"], out, srv)).save(grid)
-                judged = verdicts(path.stem, entry["outputs"], out, judges)
+                judged = verdicts(path.stem, entry["outputs"], out, judges, scene_judge)
                 thumbnail(grid, EXAMPLES / f"{path.stem}.jpg")
                 rows.append((path.name, "success", time.time() - t, [grid.name], texts, judged))
             except Exception as e:  # report every workflow, then fail at the end

@@ -639,6 +639,10 @@ PROMISES = {
     "stylediffusion_from_file": {"colour": "blue", "shape": "circle"},
 }
 
+# The examples on the scenes world (docs/scenes_world.md), judged by the scene judge (harness/demo.py scene_keeps):
+# objects "kept" (as the judge reads the source) or one entry of words per object; texture; style.
+SCENE_PROMISES: dict = {}
+
 EXAMPLE_BUILDERS = {"ddim_inversion": ddim_inversion, "ddim_inversion_sampler": ddim_inversion_sampler,
                     "edict_reconstruction": edict_reconstruction, "edict_edit": edict_edit,
                     "edict_sampler": edict_sampler, "hspace_generate": hspace_generate,

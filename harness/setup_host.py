@@ -267,7 +267,8 @@ def ensure_models(templates: bool = False) -> None:
 def ensure_inputs() -> None:
     gen = ROOT / "harness" / "inputs.py"
     stamp = BASE / "input" / ".inputs-stamp"
-    want = digest(gen.read_bytes(), (ROOT / "harness" / "shapes" / "data.py").read_bytes())
+    want = digest(gen.read_bytes(), (ROOT / "harness" / "shapes" / "data.py").read_bytes(),
+                  (ROOT / "harness" / "scenes" / "data.py").read_bytes())
     if stamp_ok(stamp, want):
         return
     run([venv_python(), str(gen), str(BASE / "input")])

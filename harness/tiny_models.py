@@ -139,6 +139,9 @@ TEMPLATE_VAE64 = "invedit_random_taesd64.safetensors"
 ALIASES = {
     "checkpoints/v1-5-pruned-emaonly-fp16.safetensors": FILES["checkpoints"],
     "checkpoints/sd3.5_medium.safetensors": SD3_FILES["checkpoints"],
+    # the examples that rank methods (issue 27): the scenes world under two other names users have for the families
+    "checkpoints/v1-5-pruned-emaonly.safetensors": SCENES_FILES["checkpoints"],
+    "checkpoints/sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors": SCENES_SD3_FILES["checkpoints"],
     # the templates: the names of ComfyUI's own workflow templates for these families
     "diffusion_models/hunyuanimage2.1_bf16.safetensors": "invedit_random_hunyuanimage21.safetensors",
     "text_encoders/qwen_2.5_vl_7b.safetensors": FILES["text_encoders"],

@@ -40,6 +40,13 @@ def judges():
     return Judges(BASE / "models" / CLASSIFIER_DIR, CLASSIFIERS)
 
 
+@functools.lru_cache(maxsize=1)
+def scene_judge():
+    from harness.scenes.judges import load_judge
+    from harness.tiny_models import SCENES_WEIGHTS
+    return load_judge(SCENES_WEIGHTS / "scenes_judge.safetensors")
+
+
 def test_object_info_lists_every_pack_node(server):
     info = server.object_info()
     for node_id in pack_node_ids():
@@ -102,7 +109,7 @@ def test_example_workflow_runs_from_the_frontend(server, frontend, path: Path):
             f = server.output_path / img["subfolder"] / img["filename"]
             assert f.exists() and f.stat().st_size > 0
         assert server.view(img)[:8] == b"\x89PNG\r\n\x1a\n"
-    judged = verdicts(path.stem, outputs, server.output_path, judges())
+    judged = verdicts(path.stem, outputs, server.output_path, judges(), scene_judge())
     verdict = "**runs**" if path.stem in RANDOM_WEIGHTS else "**yes**"  # templates with random weights: no picture
     assert judged and all(line.endswith(verdict) for line in judged), judged  # it does what its title says
     if any(n["class_type"] == "InvEditReconstructionReport" for n in prompt.values()):
