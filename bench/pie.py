@@ -21,8 +21,8 @@ file the defaults below.
 
 Results are cached per (world, method, settings, case, weights) in docs/bench/pie-cache/<world>.jsonl (a JSON line
 each, committed: the tables are rebuilt from it, a run longer than a session goes on where the last one stopped,
-and a run with new methods only computes those); the key holds a digest of the weights that make the result (the
-world's generator, the VAE, the judge, the toy CLIP), so retrained weights are measured anew. The edited images go
+and a run with new methods only computes those); the key holds a digest of the files that make the result (the
+world's assembled checkpoint, the judge, the toy CLIP), so retrained weights are measured anew. The edited images go
 to out/pie-images/<key>.png (not committed).
 
     python -m bench.pie [--per-type 3] [--worlds unet dit] [--methods NAME ...] [--tune]
@@ -364,11 +364,14 @@ _DIGESTS: dict = {}
 
 
 def weights_digest(world: str) -> str:
-    """md5 (10 hex) of the committed weights a result of ``world`` depends on."""
+    """md5 (10 hex) of the files a result of ``world`` depends on: the checkpoint set-up assembled (generator, text
+    encoder, VAE), the scene judge and the toy CLIP."""
     if world not in _DIGESTS:
         h = hashlib.md5()
-        for name in ("unet" if world == "unet" else "dit", "vae", "scenes_judge", "toy_clip/model"):
-            h.update((SCENES_WEIGHTS / f"{name}.safetensors").read_bytes())
+        ckpt = (SCENES_FILES if world == "unet" else SCENES_SD3_FILES)["checkpoints"]
+        for path in (BASE / "models" / "checkpoints" / ckpt, SCENES_WEIGHTS / "scenes_judge.safetensors",
+                     SCENES_WEIGHTS / "toy_clip" / "model.safetensors"):
+            h.update(path.read_bytes())
         _DIGESTS[world] = h.hexdigest()[:10]
     return _DIGESTS[world]
 

@@ -73,8 +73,7 @@ def test_tables_print_every_type_and_dashes_for_the_whole_image_mask():
 
 def test_a_cached_result_is_keyed_by_the_weights_that_made_it(monkeypatch):
     m = pie.method_by_name("DDIM prompt swap")
-    real = pie.weights_digest("unet")
-    assert len(real) == 10 and real != pie.weights_digest("dit")
+    monkeypatch.setitem(pie._DIGESTS, "unet", "first00000")
     k = pie._key("unet", m, m.settings, "test:colour:0:x")
     assert k == pie._key("unet", m, m.settings, "test:colour:0:x")
     monkeypatch.setitem(pie._DIGESTS, "unet", "retrained0")
