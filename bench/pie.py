@@ -15,6 +15,9 @@ Columns
   CLIP whole / edited   the toy CLIP's CLIPScore of the edited image (whole; edit region only) with the target prompt;
   evals, bwd   model evaluations and backward passes per image (the pack's counter: cond and uncond batched count
                once); s/img on this machine.
+Claims: each paper whose claimed advantage the suite can test (CLAIMS: h-space, StyleDiffusion, DOODL, CASO, CSDS)
+gets a row per world: its method against the baseline the paper compares with, on the edit types it concerns,
+"reproduces here" when better on the claimed metric without losing more than a tolerance on the kept ones.
 Settings: each method's come from ``--tune`` on the tune split (harness/scenes/suite.py TUNE_SEED; chosen by success,
 then background PSNR), written to docs/bench/pie_settings.json and read back by the test-split run; without that
 file the defaults below.
@@ -489,6 +492,75 @@ def summary_table(per_method: dict) -> str:
     return "\n".join(lines)
 
 
+# ---- the papers' claimed advantages -------------------------------------------------------------------------------
+
+@dataclass
+class Claim:
+    """A paper's claimed advantage as a comparison of two rows on the edit types it concerns: ``method`` is better
+    than ``baseline`` on ``better`` (metric, +1 higher is better / −1 lower), without losing more than the
+    tolerance on each of ``keep`` ((metric, +1 / −1, tolerance))."""
+    paper: str
+    text: str
+    method: str
+    baseline: str
+    kinds: tuple
+    better: tuple
+    keep: tuple = ()
+
+
+CLAIMS = [
+    Claim("Asyrp (h-space)", "a direction in h-space makes a semantic edit that keeps the content better than the "
+          "words alone", "h-space, trained direction (style)", "DDIM prompt swap", ("style",), ("structure", -1),
+          (("success", +1, 0.1),)),
+    Claim("Asyrp (h-space)", "the prompt pair's h-space direction edits as the words do, keeping the structure",
+          "h-space, prompt direction", "DDIM prompt swap", suite.EDIT_TYPES, ("structure", -1),
+          (("success", +1, 0.1),)),
+    Claim("StyleDiffusion", "value-embedding inversion + P2Plus keeps the structure better than null-text + P2P",
+          "StyleDiffusion + P2Plus", "null-text + P2P", suite.EDIT_TYPES, ("structure", -1),
+          (("success", +1, 0.1),)),
+    Claim("DOODL", "optimising the noise through the whole chain beats one-step classifier guidance",
+          "DOODL classifier (EDICT pair)", "one-step guidance (DDIM-inverted)", CLASS_KINDS, ("success", +1)),
+    Claim("CASO", "a class embedding trained from the classifier edits better than classifier guidance",
+          "CASO class in a prompt", "one-step guidance (DDIM-inverted)", CLASS_KINDS, ("success", +1)),
+    Claim("EMS (CSDS)", "constrained score distillation makes the text-only edit more faithful, keeping the "
+          "structure", "EMS + CSDS", "EMS text only", suite.EDIT_TYPES, ("success", +1),
+          (("structure", -1, 0.01),)),
+]
+
+
+def claim_verdict(claim: Claim, per_method: dict) -> tuple[dict, dict, bool] | None:
+    """(the method's summary, the baseline's, whether the claim reproduces) on the claim's edit types; None where
+    either row is missing."""
+    if claim.method not in per_method or claim.baseline not in per_method:
+        return None
+    a, b = (summarise([r for r in per_method[n] if r["kind"] in claim.kinds]) for n in (claim.method, claim.baseline))
+    metric, sign = claim.better
+    ok = math.isfinite(a[metric]) and math.isfinite(b[metric]) and sign * (a[metric] - b[metric]) > 0
+    for metric, sign, tol in claim.keep:
+        ok = ok and sign * (a[metric] - b[metric]) >= -tol
+    return a, b, ok
+
+
+def claims_table(per_method: dict) -> str:
+    lines = ["| paper | claim | rows compared (edit types) | figures: method vs baseline | reproduces here |",
+             "|---|---|---|---|---|"]
+    for c in CLAIMS:
+        v = claim_verdict(c, per_method)
+        if v is None:
+            continue
+        a, b, ok = v
+        shown = [c.better[0]] + [k[0] for k in c.keep]
+        figs = "; ".join(f"{m} {_claim_fmt(m, a[m])} vs {_claim_fmt(m, b[m])}" for m in shown)
+        lines.append(f"| {c.paper} | {c.text} | {c.method} vs {c.baseline} ({', '.join(c.kinds)}) | {figs} | "
+                     f"{'**yes**' if ok else '**no**'} |")
+    return "\n".join(lines)
+
+
+def _claim_fmt(metric: str, v: float) -> str:
+    return {"success": lambda: _fmt(v, 100, ".0f") + " %", "structure": lambda: _fmt(v, 1e3, ".2f") + " ×10⁻³"}.get(
+        metric, lambda: _fmt(v))()
+
+
 # ---- tuning ----------------------------------------------------------------------------------------------------------
 
 def candidates(method: Method) -> list[dict]:
@@ -545,6 +617,7 @@ def run(worlds=("unet", "dit"), per_type: int = 3, methods: list[str] | None = N
             per_method[m.name] = evaluate(world, w, m, s, cases, "test", cache)
         label = "U-Net world (SD1.5-detectable, ε)" if world == "unet" else "SD3 world (MMDiT, rectified flow)"
         text.append(f"## {label}: summary\n\n{summary_table(per_method)}\n")
+        text.append(f"### {label}: the papers' claimed advantages\n\n{claims_table(per_method)}\n")
         for kind in suite.EDIT_TYPES:
             rows = [(name, summarise([r for r in recs if r["kind"] == kind])) for name, recs in per_method.items()
                     if any(r["kind"] == kind for r in recs)]

@@ -79,3 +79,32 @@ def test_a_cached_result_is_keyed_by_the_weights_that_made_it(monkeypatch):
     monkeypatch.setitem(pie._DIGESTS, "unet", "retrained0")
     assert pie._key("unet", m, m.settings, "test:colour:0:x") != k
     assert pie.CACHE.relative_to(pie.ROOT).parts[:2] == ("docs", "bench")  # committed, so it outlives a session
+
+
+def test_every_claim_compares_two_rows_of_the_scorecard():
+    names = {m.name for m in pie.METHODS}
+    for c in pie.CLAIMS:
+        assert c.method in names and c.baseline in names and set(c.kinds) <= set(suite.EDIT_TYPES), c
+
+
+def _recs(kind, success, structure, n=2):
+    return [{"kind": kind, "success": success, "all_right": 0.0, "structure": structure, "bg_psnr": 25.0,
+             "bg_mse": 1e-3, "bg_ssim": 0.9, "bg_featdist": 0.1, "clip_whole": 20.0, "clip_edited": 10.0,
+             "evals": 40, "bwd": 0, "seconds": 1.0} for _ in range(n)]
+
+
+def test_a_claim_reproduces_only_when_better_and_nothing_kept_is_lost():
+    c = next(c for c in pie.CLAIMS if c.paper == "StyleDiffusion")
+    base = _recs("colour", 1.0, 0.050)
+    assert pie.claim_verdict(c, {c.method: _recs("colour", 1.0, 0.040), c.baseline: base})[2]
+    assert not pie.claim_verdict(c, {c.method: _recs("colour", 1.0, 0.060), c.baseline: base})[2]   # worse structure
+    assert not pie.claim_verdict(c, {c.method: _recs("colour", 0.5, 0.040), c.baseline: base})[2]   # success lost
+    assert pie.claim_verdict(c, {c.method: _recs("colour", 0.95, 0.040), c.baseline: base})[2]      # within 0.1
+    assert pie.claim_verdict(c, {c.baseline: base}) is None                                        # a row missing
+    d = next(c for c in pie.CLAIMS if c.paper == "DOODL")
+    rows = {d.method: _recs("style", 1.0, 0.1) + _recs("colour", 0.0, 0.1),  # colour is not a DOODL-classifier kind
+            d.baseline: _recs("style", 0.5, 0.1)}
+    assert pie.claim_verdict(d, rows)[0]["success"] == 1.0 and pie.claim_verdict(d, rows)[2]
+    table = pie.claims_table(rows)
+    assert "| DOODL |" in table and "success 100 % vs 50 %" in table and table.rstrip().endswith("**yes** |")
+    assert "StyleDiffusion" not in table
