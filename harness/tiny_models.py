@@ -227,8 +227,12 @@ def load_weights(name: str) -> dict:
 
 def for_saving(model, clip_sd: dict, vae_sd: dict) -> dict:
     """``BaseModel.state_dict_for_saving`` on either host: 0.3.75 reads the U-Net from the model itself; newer hosts
-    (0.33) take it as a first positional argument (given the CLIP dict there, they write a checkpoint without a U-Net)."""
+    (0.33) take it as a first positional argument (given the CLIP dict there, they write a checkpoint without a U-Net).
+    The dicts are copied: the model config renames the CLIP keys in place (SD1.5's to cond_stage_model.*), which
+    would hand the next checkpoint written from the same dict (the scenes world's SD3 after its SD1.5) a text
+    encoder under the wrong prefix, i.e. none."""
     import inspect
+    clip_sd, vae_sd = dict(clip_sd), dict(vae_sd)
     if "unet_state_dict" in inspect.signature(model.state_dict_for_saving).parameters:
         return model.state_dict_for_saving(model.diffusion_model.state_dict(), clip_state_dict=clip_sd,
                                            vae_state_dict=vae_sd)

@@ -73,6 +73,24 @@ def test_stock_loaders_build_the_scenes_sd3_world(comfy):
     assert vae.latent_channels == 16
 
 
+@pytest.mark.parametrize("world", ["unet", "dit"])
+def test_the_scenes_checkpoints_carry_the_worlds_text_encoder(comfy, world):
+    """The CLIP inside each assembled checkpoint encodes a caption exactly as the world's text encoder file does
+    (set-up once wrote the SD3 checkpoint's CLIP under SD1.5's key prefix after the SD1.5 one: a CLIP without
+    weights, whose samples ignored their prompts)."""
+    need("unet.safetensors" if world == "unet" else "dit.safetensors")
+    import torch
+    import nodes
+    files = tiny_models.SCENES_FILES if world == "unet" else tiny_models.SCENES_SD3_FILES
+    _, clip, _ = nodes.CheckpointLoaderSimple().load_checkpoint(files["checkpoints"])
+    ref = nodes.CLIPLoader().load_clip(tiny_models.FILES["text_encoders"],
+                                       "stable_diffusion" if world == "unet" else "sd3")[0]
+    text = "a large red circle and a small blue square on a striped background"
+    with torch.no_grad():
+        (a, pa), (b, pb) = (c.encode_from_tokens(c.tokenize(text), return_pooled=True) for c in (clip, ref))
+    assert torch.equal(a, b) and torch.equal(pa, pb)
+
+
 
 @pytest.mark.parametrize("world", ["unet", "dit"])
 def test_a_generator_still_training_can_be_sampled(comfy, world):
