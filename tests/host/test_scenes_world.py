@@ -56,7 +56,8 @@ def test_stock_loaders_detect_the_multi_level_unet_and_it_is_the_narrow_one(comf
     g = torch.Generator().manual_seed(0)
     x, t, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([50.0, 900.0]), torch.randn(2, 77, 768, generator=g)
     feats = {}
-    wide.middle_block.register_forward_hook(lambda m, i, o: feats.__setitem__("h", o))
+    # the middle block's last layer: ComfyUI runs a TimestepEmbedSequential's layers one by one (no hook on it fires)
+    wide.middle_block[-1].register_forward_hook(lambda m, i, o: feats.__setitem__("h", o))
     with torch.no_grad():
         a, b = narrow(x, t, context=ctx), wide(x, t, context=ctx)
     assert feats["h"].shape == (2, 320, 4, 4)  # h-space: the bottleneck after two downsamplings
