@@ -77,13 +77,16 @@ def describe_scene(v) -> str:
     return f"objects: {objs}; background: {v.texture}; style: {v.style}"
 
 
+def keeps(value, want: str) -> bool:
+    """A judged value against a promise's: "not X" is anything but X."""
+    return value != want[4:] if want.startswith("not ") else value == want
+
+
 def scene_keeps(promise: dict, seen, source=None) -> bool:
     """Whether a scenes-world result keeps an examples.SCENE_PROMISES entry: ``texture`` / ``style`` a name (or
     "not <name>"); ``objects`` "kept" (the source's objects, as the judge reads them: count, size, colour, shape,
     left to right) or one entry of words per object, left to right, each word its size, colour or shape."""
-    def ok(value, want):
-        return value != want[4:] if want.startswith("not ") else value == want
-    if any(k in promise and not ok(getattr(seen, k), promise[k]) for k in ("texture", "style")):
+    if any(k in promise and not keeps(getattr(seen, k), promise[k]) for k in ("texture", "style")):
         return False
     want = promise.get("objects")
     if want == "kept":
@@ -122,9 +125,6 @@ def verdicts(name: str, outputs: dict, out: Path, judges, scene_judge=None) -> l
         sources, results = images[:half], images[half:]
     if name in SCENE_PROMISES:
         return _scene_verdicts(promise, sources, results, scene_judge)
-
-    def keeps(value, want: str) -> bool:  # "not X": anything but X
-        return value != want[4:] if want.startswith("not ") else value == want
     lines = []
     for i, v in enumerate(judges.judge(results, sources)):
         kept = all(keeps(getattr(v, k), want) for k, want in promise.items())
