@@ -173,5 +173,7 @@ def test_with_a_controlnet_checkpointed_blocks_give_the_same_doodl_iterates(load
         a, b, c = run(w["enc"], False), run(w["enc"], True), run(plain, False)
     import folder_paths
     folder_paths.folder_names_and_paths["controlnet"][0].remove(str(tmp_path))
-    assert torch.allclose(a, b, rtol=0, atol=1e-5 * float(a.abs().max())), float((a - b).abs().max())
+    # rounding: 1.4e-5 of the largest element on an AVX-512 machine (whose kernels round the recomputed blocks
+    # differently), two iterations of lr 300 amplifying it; 1e-4 still lies ten times under the ControlNet's effect
+    assert torch.allclose(a, b, rtol=0, atol=1e-4 * float(a.abs().max())), float((a - b).abs().max())
     assert not torch.allclose(a, c, rtol=0, atol=1e-3 * float(a.abs().max()))
