@@ -557,8 +557,11 @@ def claims_table(per_method: dict) -> str:
 
 
 def _claim_fmt(metric: str, v: float) -> str:
-    return {"success": lambda: _fmt(v, 100, ".0f") + " %", "structure": lambda: _fmt(v, 1e3, ".2f") + " ×10⁻³"}.get(
-        metric, lambda: _fmt(v))()
+    if metric == "success":
+        return _fmt(v, 100, ".0f") + " %"
+    if metric == "structure":
+        return _fmt(v, 1e3, ".2f") + " ×10⁻³"
+    return _fmt(v)
 
 
 # ---- tuning ----------------------------------------------------------------------------------------------------------

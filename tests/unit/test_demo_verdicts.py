@@ -1,18 +1,21 @@
 """The demo's verdict on a scenes-world example (harness/demo.py scene_keeps): what a title's promise asks of the
 scene judge's reading of a result, against the reading of its source."""
+from harness import inputs
 from harness.demo import describe_scene, scene_keeps
-from harness.scenes import data, judges
+from harness.scenes import judges
 
 
-def _seen(captions_scene, **changes):
-    v = judges.expected(captions_scene, 0)
+def _seen(scene, **changes):
+    v = judges.expected(scene, 0)
     for k, val in changes.items():
         setattr(v, k, val)
     return v
 
 
 def test_objects_kept_means_the_sources_objects_left_to_right():
-    scene = data.make_scenes(1, 500749, count=2, style=0, texture=0)  # large red circle, small blue square, striped
+    spec = dict(inputs.EXAMPLE_IMAGES[inputs.SCENE_IMAGE])
+    assert spec.pop("world") == "scenes"
+    scene = inputs.scene(**spec)  # the scenes examples' input image
     src = judges.expected(scene, 0)
     assert describe_scene(src) == "objects: large red circle, small blue square; background: striped; style: normal"
     assert scene_keeps({"objects": "kept", "texture": "checked"}, _seen(scene, texture="checked"), src)
