@@ -95,7 +95,7 @@ def partial_models(world: str):
                                       scenes_models.wide_unet_shapes())
         clip_type = "stable_diffusion"
     else:
-        sd = widen_dit(load_file(str(SCENES_WEIGHTS / "dit.safetensors")))
+        sd = widen_dit(scenes_models.widen_dit(load_file(str(SCENES_WEIGHTS / "dit.safetensors"))))
         vae_sd = vae16_state_dict(vae_sd)
         clip_type = "sd3"
     model = comfy.sd.load_diffusion_model_state_dict(sd)

@@ -346,8 +346,9 @@ def write_scenes(comfy_root: Path, models: Path, clip_sd: dict) -> list[str]:
         save(for_saving(model, clip_keys, dict(vae_sd)), "checkpoints", SCENES_FILES["checkpoints"])
         done.append("unet")
     if finished(w / "dit.safetensors"):
-        dit_sd = widen_dit(load_file(str(w / "dit.safetensors")))
-        sd3 = comfy.supported_models.SD3(dict(sd3_dit_config(), dtype=torch.float16)).get_model({})
+        dit_sd = widen_dit(scenes_models.widen_dit(load_file(str(w / "dit.safetensors"))))
+        sd3 = comfy.supported_models.SD3(dict(sd3_dit_config(scenes_models.DIT_DEPTH),
+                                              dtype=torch.float16)).get_model({})
         sd3.diffusion_model.load_state_dict(dit_sd)
         vae16 = vae16_state_dict(vae_sd)
         save(dit_sd, "diffusion_models", SCENES_SD3_FILES["diffusion_models"])

@@ -1,5 +1,5 @@
-"""The scenes world's networks: the multi-level SD1.5-detectable U-Net (trained narrow, widened at set-up), the
-SD3-detectable MMDiT's size, and the scene judge. Pure torch + ComfyUI's own model code.
+"""The scenes world's networks: the multi-level SD1.5-detectable U-Net and the SD3-detectable MMDiT (both trained
+narrow, widened at set-up). Pure torch + ComfyUI's own model code.
 
 **Why "narrow".** ComfyUI detects SD1.5 by ``model_channels`` 320 and ``context_dim`` 768 and reads everything else
 from the weights; a 320-channel U-Net with two downsamplings is ~50 M parameters, too big to train on two CPU cores
@@ -44,12 +44,13 @@ def _comfy():
         args.cpu = True
 
 
-def narrow_ops(active: int = ACTIVE):
-    """ComfyUI's operations with GroupNorm and LayerNorm as the wide network sees its active channels."""
+def narrow_ops(active: int = ACTIVE, wide: int = WIDE):
+    """ComfyUI's operations with GroupNorm and LayerNorm as the wide network (width ``wide``) sees its ``active``
+    channels."""
     _comfy()
     import comfy.ops
     base = comfy.ops.disable_weight_init
-    groups = active * 32 // WIDE  # every SD1.5 GroupNorm has 32 groups; a narrow one keeps the wide group width
+    groups = active * 32 // wide  # every SD1.5 GroupNorm has 32 groups; a narrow one keeps the wide group width
 
     class GroupNorm(base.GroupNorm):
         def __init__(self, num_groups, num_channels, *args, **kwargs):
@@ -60,11 +61,11 @@ def narrow_ops(active: int = ACTIVE):
             return torch.nn.functional.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
     class LayerNorm(base.LayerNorm):
-        """LayerNorm over the wide width n·WIDE/active of which only these n channels are non-zero."""
+        """LayerNorm over the wide width n·wide/active of which only these n channels are non-zero."""
 
         def forward(self, x):
             n = x.shape[-1]
-            full = n * WIDE // active
+            full = n * wide // active
             xf = x.float()  # in float32 under autocast too, as torch's layer_norm
             mean = xf.sum(-1, keepdim=True) / full
             var = ((xf - mean).pow(2).sum(-1, keepdim=True) + (full - n) * mean.pow(2)) / full
@@ -93,27 +94,31 @@ def build_narrow_unet(active: int = ACTIVE):
     return unet
 
 
-def _index(n: int, wide: int, active: int) -> torch.Tensor | None:
-    """Where a narrow dimension of size n sits in the wide one: None if unchanged; a prefix for widths k·active
-    (k 1, 4); two halves for the concatenations (k 2: [h, skip]; k 8: GEGLU's [value, gate])."""
+def _index(n: int, wide: int, active: int, full: int = WIDE, chunks: bool = False) -> torch.Tensor | None:
+    """Where a narrow dimension of size n sits in the wide one (the network's width ``full``): None if unchanged;
+    a prefix for widths k·active (k 1, 4); two halves for the U-Net's concatenations (k 2: [h, skip]; k 8: GEGLU's
+    [value, gate]). ``chunks``: every k·active as k chunks, each at the start of its k-th of the wide width (the
+    MMDiT's [q, k, v], adaLN's [shift, scale, gate, …] and its MLP's hidden width alike)."""
     if n == wide:
         return None
     k = n // active
-    assert n == k * active and wide == k * WIDE, (n, wide)
+    assert n == k * active and wide == k * full, (n, wide)
+    if chunks and k > 1:
+        return torch.cat([j * full + torch.arange(active) for j in range(k)])
     if k in (2, 8):
         h, H = n // 2, wide // 2
         return torch.cat([torch.arange(h), H + torch.arange(h)])
     return torch.arange(n)
 
 
-def widen_unet(sd: dict, wide_shapes: dict, active: int = ACTIVE) -> dict:
+def widen_unet(sd: dict, wide_shapes: dict, active: int = ACTIVE, width: int = WIDE, chunks: bool = False) -> dict:
     """The narrow state dict placed into zero tensors of the wide shapes (``wide_shapes``: key → shape of the
-    320-wide U-Net's state dict, same keys)."""
+    320-wide U-Net's state dict, same keys; ``width`` / ``chunks``: the same for another network, ``_index``)."""
     out = {}
     for key, v in sd.items():
         shape = tuple(wide_shapes[key])
         w = v.new_zeros(shape)
-        idx = [_index(n, N, active) for n, N in zip(v.shape, shape)]
+        idx = [_index(n, N, active, width, chunks) for n, N in zip(v.shape, shape)]
         sub = w
         # place along each changed dim in turn (index_copy on a view built dim by dim)
         src = v
@@ -142,5 +147,44 @@ def wide_unet_shapes() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# MMDiT: SD3 detection ties hidden 64·depth, heads and blocks to depth (harness/tiny_models.sd3_dit_config).
-DIT_DEPTH, DIT_POS = 4, 16     # hidden 256; a 16×16 latent is 8×8 patches, the table holds 16×16 (256 px)
+# MMDiT: SD3 detection ties hidden 64·depth, heads and joint blocks to depth (harness/tiny_models.sd3_dit_config),
+# so more blocks means a wider network. The world's DiT is SD3's layout of depth DIT_DEPTH (hidden 384, 6 heads of
+# 64, 6 joint blocks) trained narrow: DIT_ACTIVE of the 384 channels (4 whole heads), zeros in the rest, as the
+# U-Net. The first DiT (depth 4, hidden 256, all of it active: 9.4 M parameters) drew blobs, one object too many or
+# too few, after 16 000 steps (docs/scenes_world.md); six blocks of 256 are 14.8 M parameters (28 MiB in fp16),
+# where depth 5 at its full 320 would be 18.2 M and take the committed weights over the issue's 60 MiB.
+DIT_DEPTH, DIT_ACTIVE, DIT_POS = 6, 256, 16  # a 16×16 latent is 8×8 patches, the table holds 16×16 (256 px)
+
+
+def build_narrow_dit(depth: int = DIT_DEPTH, active: int = DIT_ACTIVE):
+    """The MMDiT of ``depth`` joint blocks at width ``active`` (heads of 64) whose LayerNorms see the wide width
+    64·depth (``narrow_ops``), narrow on CLIP-L (context and pooled 768); float32, adaLN-Zero init, the 2-d sin-cos
+    position table at width ``active``."""
+    _comfy()
+    from ..shapes.train import build_dit
+    return build_dit(narrow=True, depth=active // 64, num_blocks=depth,
+                     operations=narrow_ops(active, 64 * depth))
+
+
+def wide_dit_shapes(depth: int = DIT_DEPTH) -> dict:
+    """key → shape of ComfyUI's MMDiT of SD3's layout at ``depth`` (narrow on CLIP-L; meta device: no memory)."""
+    _comfy()
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper
+    from ..tiny_models import sd3_dit_config
+    with torch.device("meta"):
+        dit = OpenAISignatureMMDITWrapper(**sd3_dit_config(depth=depth, pos=DIT_POS, narrow=True), dtype=torch.float32,
+                                          device="meta", operations=comfy.ops.disable_weight_init)
+    return {k: tuple(v.shape) for k, v in dit.state_dict().items()}
+
+
+def widen_dit(sd: dict, depth: int = DIT_DEPTH, active: int = DIT_ACTIVE) -> dict:
+    """The narrow DiT's weights in SD3's layout of ``depth`` (still narrow on CLIP-L: tiny_models.widen_dit adds
+    the CLIP-G / T5 columns): each width-``active`` dimension placed as ``_index``'s chunks, zeros elsewhere."""
+    blocks = len({k.split(".")[1] for k in sd if k.startswith("joint_blocks.")})
+    width = sd["x_embedder.proj.weight"].shape[0]
+    if (blocks, width) != (depth, active):
+        raise ValueError(f"these DiT weights have {blocks} joint blocks of width {width}, the scenes world's layout is "
+                         f"{depth} of {active} (harness/scenes/models.py); train them anew with "
+                         f"`python -m harness.scenes.train dit --fresh`")
+    return widen_unet(sd, wide_dit_shapes(depth), active, 64 * depth, chunks=True)

@@ -426,12 +426,14 @@ def train_unet(steps=8000, batch=32, lr=3e-4, p_uncond=0.1, ema_decay=0.999, sav
 
 def train_dit(steps=8000, batch=32, lr=6e-4, p_uncond=0.1, ema_decay=0.999, save_every=100, minutes=0,
               fresh=False, extend_to=0, extend_lr=0.0) -> None:
-    """Rectified flow (x = (1 − σ)·x0 + σ·ε, target v = ε − x0, σ ~ logit-normal(0, 1), input 1000·σ) on the
-    shapes world's MMDiT layout (depth 4, trained narrow on CLIP-L alone: context 768, pooled 768; widened at
-    set-up); latents: the 4 channels / std, then 12 zero channels (the 16-channel TAESD's)."""
+    """Rectified flow (x = (1 − σ)·x0 + σ·ε, target v = ε − x0, σ ~ logit-normal(0, 1), input 1000·σ) on SD3's
+    MMDiT layout of depth 6 trained narrow (models.build_narrow_dit: 256 of its 384 channels, and CLIP-L alone:
+    context 768, pooled 768; widened at set-up); latents: the 4 channels / std, then 12 zero channels (the
+    16-channel TAESD's)."""
+    from .models import DIT_ACTIVE, DIT_DEPTH, build_narrow_dit
     from .text import load_cache
     torch.manual_seed(0)
-    dit = base.build_dit()
+    dit = build_narrow_dit()
     cache = load_cache()
     ctx, pooled = cache["sd3"], cache["sd3_pooled"]
 
@@ -444,7 +446,8 @@ def train_dit(steps=8000, batch=32, lr=6e-4, p_uncond=0.1, ema_decay=0.999, save
         return (v.float() - (eps - x0)).pow(2).mean()
 
     _generator_stage("dit", dit, steps, batch, lr, p_uncond, ema_decay, save_every, minutes, fresh, loss_fn,
-                     "dit.safetensors", {"narrow": "context 768, pooled 768"}, seed=121, warmup=100,
+                     "dit.safetensors", {"narrow": "context 768, pooled 768", "depth": DIT_DEPTH,
+                                          "active_channels": DIT_ACTIVE}, seed=121, warmup=100,
                      extend_to=extend_to, extend_lr=extend_lr)
 
 

@@ -283,14 +283,17 @@ def sd3_caption_contexts() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(ctx), torch.cat(pooled)
 
 
-def build_dit(narrow: bool = True):
+def build_dit(narrow: bool = True, depth: int | None = None, num_blocks: int | None = None, operations=None):
+    """ComfyUI's MMDiT of ``sd3_dit_config`` (hidden 64·depth), float32, initialised as DiT's adaLN-Zero.
+    ``num_blocks`` / ``operations``: more joint blocks than SD3's detection ties to that width, and other norms (the
+    scenes world's narrow DiT, harness/scenes/models.build_narrow_dit)."""
     _comfy()
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper, get_2d_sincos_pos_embed
-    from ..tiny_models import DIT_POS, sd3_dit_config
-    cfg = sd3_dit_config(narrow=narrow)
-    dit = OpenAISignatureMMDITWrapper(**cfg, dtype=torch.float32, device="cpu",
-                                      operations=comfy.ops.disable_weight_init)
+    from ..tiny_models import DIT_DEPTH, DIT_POS, sd3_dit_config
+    cfg = sd3_dit_config(depth=depth or DIT_DEPTH, narrow=narrow)
+    dit = OpenAISignatureMMDITWrapper(**cfg, num_blocks=num_blocks, dtype=torch.float32, device="cpu",
+                                      operations=operations or comfy.ops.disable_weight_init)
     default_init(dit)
     with torch.no_grad():  # the fixed 2-d sin-cos position table (ComfyUI builds it empty)
         dit.pos_embed.copy_(torch.from_numpy(get_2d_sincos_pos_embed(64 * cfg["depth"], DIT_POS)).float()[None])

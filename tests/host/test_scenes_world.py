@@ -69,9 +69,40 @@ def test_stock_loaders_build_the_scenes_sd3_world(comfy):
     import comfy.model_base
     import comfy.supported_models as sm
     import nodes
+    from harness.scenes import models
     model, _, vae = nodes.CheckpointLoaderSimple().load_checkpoint(tiny_models.SCENES_SD3_FILES["checkpoints"])
     assert isinstance(model.model.model_config, sm.SD3) and model.model.model_type == comfy.model_base.ModelType.FLOW
+    assert model.model.model_config.unet_config["depth"] == models.DIT_DEPTH
+    assert len(model.model.diffusion_model.joint_blocks) == models.DIT_DEPTH
     assert vae.latent_channels == 16
+
+
+def test_the_narrow_dit_is_the_sd3_network_comfyui_builds_from_its_widened_weights(comfy):
+    """models.build_narrow_dit (6 joint blocks at width 256, LayerNorms over 384) and SD3's depth-6 MMDiT that
+    ComfyUI detects from widen_dit's weights (hidden 384, 6 heads) compute the same function: random weights with the
+    adaLN-Zero parts made non-zero, so every block and the final layer act."""
+    import comfy.model_detection
+    import comfy.supported_models as sm
+    from harness.scenes import models
+    torch.manual_seed(0)
+    narrow = models.build_narrow_dit()
+    with torch.no_grad():
+        for name, p in narrow.named_parameters():
+            if "adaLN" in name or "final_layer.linear" in name:
+                p.normal_(0, 0.05)
+    sd = tiny_models.widen_dit(models.widen_dit(narrow.state_dict()))
+    cfg = comfy.model_detection.detect_unet_config(sd, "")
+    assert cfg["depth"] == models.DIT_DEPTH == 6 and cfg["patch_size"] == 2
+    wide = sm.SD3(dict(tiny_models.sd3_dit_config(models.DIT_DEPTH), dtype=torch.float32)).get_model({}).diffusion_model
+    wide.load_state_dict(sd)  # strict: every key and shape of SD3's layout
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(2, 16, 16, 16, generator=g), torch.tensor([100.0, 800.0])
+    ctx, y = torch.randn(2, 77, 768, generator=g), torch.randn(2, 768, generator=g)
+    with torch.no_grad():
+        a = narrow(x, t, context=ctx, y=y)
+        b = wide(x, t, context=torch.nn.functional.pad(ctx, (0, 4096 - 768)), y=torch.nn.functional.pad(y, (0, 2048 - 768)))
+    assert float(a.abs().max()) > 0.5  # not a trivially zero output
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("world", ["unet", "dit"])
