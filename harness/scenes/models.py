@@ -94,17 +94,17 @@ def build_narrow_unet(active: int = ACTIVE):
     return unet
 
 
-def _index(n: int, wide: int, active: int, full: int = WIDE, chunks: bool = False) -> torch.Tensor | None:
-    """Where a narrow dimension of size n sits in the wide one (the network's width ``full``): None if unchanged;
+def _index(n: int, wide: int, active: int, width: int = WIDE, chunks: bool = False) -> torch.Tensor | None:
+    """Where a narrow dimension of size n sits in the wide one (the network's width ``width``): None if unchanged;
     a prefix for widths k·active (k 1, 4); two halves for the U-Net's concatenations (k 2: [h, skip]; k 8: GEGLU's
     [value, gate]). ``chunks``: every k·active as k chunks, each at the start of its k-th of the wide width (the
     MMDiT's [q, k, v], adaLN's [shift, scale, gate, …] and its MLP's hidden width alike)."""
     if n == wide:
         return None
     k = n // active
-    assert n == k * active and wide == k * full, (n, wide)
+    assert n == k * active and wide == k * width, (n, wide)
     if chunks and k > 1:
-        return torch.cat([j * full + torch.arange(active) for j in range(k)])
+        return torch.cat([j * width + torch.arange(active) for j in range(k)])
     if k in (2, 8):
         h, H = n // 2, wide // 2
         return torch.cat([torch.arange(h), H + torch.arange(h)])
@@ -151,7 +151,7 @@ def wide_unet_shapes() -> dict:
 # so more blocks means a wider network. The world's DiT is SD3's layout of depth DIT_DEPTH (hidden 384, 6 heads of
 # 64, 6 joint blocks) trained narrow: DIT_ACTIVE of the 384 channels (4 whole heads), zeros in the rest, as the
 # U-Net. The first DiT (depth 4, hidden 256, all of it active: 9.4 M parameters) drew blobs, one object too many or
-# too few, after 16 000 steps (docs/scenes_world.md); six blocks of 256 are 14.8 M parameters (28 MiB in fp16),
+# too few, after 16 000 steps (docs/scenes_world.md); six blocks of 256 are 14.1 M parameters (27 MiB in fp16),
 # where depth 5 at its full 320 would be 18.2 M and take the committed weights over the issue's 60 MiB.
 DIT_DEPTH, DIT_ACTIVE, DIT_POS = 6, 256, 16  # a 16×16 latent is 8×8 patches, the table holds 16×16 (256 px)
 
